@@ -1,0 +1,1 @@
+//! The benchmark harness behind `kevent bench` (being written).
