@@ -1,0 +1,254 @@
+//! The consumers' side of the protocol: claim, take, complete, advance.
+//!
+//! **Claim** reserves a contiguous run of published positions with one CAS on `cidx`
+//! (Vyukov's bounded MPMC queue reserves the same way), then takes ownership of each slot
+//! with a CAS READY → CLAIMED(me). Reserving first keeps consumers from fighting over the
+//! same slot; the per-slot CAS makes ownership exact, so the reaper can tell whose entries
+//! a dead process held. A slot whose CAS fails was taken by the reaper (its reservation
+//! stalled for longer than the reaper's grace period) and is simply not ours.
+//!
+//! **Complete** is a CAS CLAIMED(me) → DONE. It fails harmlessly if the slot is not ours
+//! (already completed, or reclaimed), which makes commits idempotent.
+//!
+//! **Advance**: whoever finds the slot at `uidx` DONE resets it to EMPTY for the next lap
+//! (CAS) and then moves `uidx` past it (CAS). Anyone who finds the slot already reset
+//! helps move `uidx`. Resetting *before* moving `uidx` means the producer never sees room
+//! whose slot is not yet free. `uidx` only moves over the contiguous DONE prefix, so
+//! entries completed out of order are released in order.
+
+use crate::state::{SlotState, Status};
+use crate::sync::{spin_hint, Ordering};
+use crate::{Ring, Ukevent};
+
+/// A consumer's id: its index in the consumer table plus one (0 means "nobody").
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct ConsumerId(pub u16);
+
+/// A run of positions `start..end` reserved by one [`Ring::claim`]. Each of them is this
+/// consumer's unless the reaper took it; [`Ring::take`] tells.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Claim {
+    /// First position claimed.
+    pub start: u64,
+    /// One past the last position claimed.
+    pub end: u64,
+    /// How many of them this consumer actually owns.
+    pub owned: u64,
+}
+
+impl Claim {
+    /// Number of positions reserved.
+    pub fn len(&self) -> u64 {
+        self.end - self.start
+    }
+
+    /// Whether nothing was claimed.
+    pub fn is_empty(&self) -> bool {
+        self.start == self.end
+    }
+}
+
+impl Ring {
+    /// Whether there are published entries nobody has claimed.
+    pub fn has_claimable(&self) -> bool {
+        // Acquire on kidx: pairs with the producer's Release publish.
+        self.cidx() < self.kidx()
+    }
+
+    /// Claims up to `max` published entries for consumer `me`.
+    pub fn claim(&self, me: ConsumerId, max: u64) -> Claim {
+        let h = self.header();
+        let mut c = h.cidx.pos.load(Ordering::Relaxed);
+        let (start, end) = loop {
+            // Acquire: the slots below kidx were filled and marked READY before the
+            // producer's Release store of kidx.
+            let k = h.kidx.pos.load(Ordering::Acquire);
+            if c >= k || max == 0 {
+                return Claim {
+                    start: c,
+                    end: c,
+                    owned: 0,
+                };
+            }
+            let n = (k - c).min(max).min(self.capacity());
+            // Relaxed suffices for the reservation itself: ownership (and the visibility
+            // of the entry) is established by the per-slot CAS below.
+            match h
+                .cidx
+                .pos
+                .compare_exchange_weak(c, c + n, Ordering::Relaxed, Ordering::Relaxed)
+            {
+                Ok(_) => break (c, c + n),
+                Err(now) => {
+                    c = now;
+                    spin_hint();
+                }
+            }
+        };
+        let mut owned = 0;
+        for pos in start..end {
+            let lap = self.lap(pos);
+            // Acquire: pairs with the producer's Release store of READY (the entry's
+            // words are visible to us once we own the slot).
+            if self
+                .slot(pos)
+                .state
+                .compare_exchange(
+                    SlotState::new(lap, 0, Status::Ready).encode(),
+                    SlotState::new(lap, me.0, Status::Claimed).encode(),
+                    Ordering::Acquire,
+                    Ordering::Relaxed,
+                )
+                .is_ok()
+            {
+                owned += 1;
+            }
+        }
+        if let Some(rec) = self.record(me) {
+            rec.claimed.fetch_add(owned, Ordering::Relaxed);
+        }
+        // A consumer that leaves claimable entries behind passes the baton: otherwise a
+        // second event published while we were woken for the first could strand.
+        if end < h.kidx.pos.load(Ordering::Acquire) {
+            self.wake(1);
+        }
+        Claim { start, end, owned }
+    }
+
+    /// The entry at `pos` if consumer `me` owns it (claimed and not yet completed).
+    pub fn take(&self, me: ConsumerId, pos: u64) -> Option<Ukevent> {
+        let slot = self.slot(pos);
+        let want = SlotState::new(self.lap(pos), me.0, Status::Claimed).encode();
+        // Acquire: pairs with the producer's Release publish (via our claim CAS, which
+        // already acquired it; loading again keeps `take` correct on its own).
+        if slot.state.load(Ordering::Acquire) != want {
+            return None;
+        }
+        let mut words = [0u64; 5];
+        for (w, word) in words.iter_mut().zip(slot.words.iter()) {
+            *w = word.load(Ordering::Relaxed);
+        }
+        Some(Ukevent::from_words(words))
+    }
+
+    /// Marks `pos` DONE if `me` owns it. Returns whether it did (false: already completed,
+    /// reclaimed, or never ours — all harmless, commits are idempotent). Does not advance
+    /// `uidx`; call [`Ring::advance`] after a batch.
+    pub fn complete(&self, me: ConsumerId, pos: u64) -> bool {
+        let lap = self.lap(pos);
+        // Release: our reads of the entry happen before anyone resets the slot.
+        let done = self
+            .slot(pos)
+            .state
+            .compare_exchange(
+                SlotState::new(lap, me.0, Status::Claimed).encode(),
+                SlotState::new(lap, 0, Status::Done).encode(),
+                Ordering::Release,
+                Ordering::Relaxed,
+            )
+            .is_ok();
+        if done {
+            if let Some(rec) = self.record(me) {
+                rec.completed.fetch_add(1, Ordering::Relaxed);
+            }
+        }
+        done
+    }
+
+    /// Completes every position in `range` that `me` owns and advances `uidx`. Returns
+    /// how many it completed.
+    pub fn complete_range(&self, me: ConsumerId, range: std::ops::Range<u64>) -> u64 {
+        let mut n = 0;
+        for pos in range {
+            n += u64::from(self.complete(me, pos));
+        }
+        self.advance();
+        n
+    }
+
+    /// The kevent commit: "I am done with every entry I claimed below `upto`". Completes
+    /// `me`'s claimed slots in `uidx..upto` and advances `uidx`. Returns how many it
+    /// completed (0 if they were already committed: commits are idempotent).
+    pub fn commit_below(&self, me: ConsumerId, upto: u64) -> u64 {
+        let from = self.uidx();
+        let to = upto.min(self.cidx()).min(from + self.capacity());
+        let n = if from < to {
+            self.complete_range(me, from..to)
+        } else {
+            0
+        };
+        if n == 0 {
+            self.advance();
+        }
+        n
+    }
+
+    /// Moves `uidx` over the contiguous prefix of DONE slots, resetting each to EMPTY for
+    /// its next lap. Lock-free: several consumers may run it at once. Returns the new
+    /// `uidx`.
+    pub fn advance(&self) -> u64 {
+        let h = self.header();
+        let mut u = h.uidx.pos.load(Ordering::Acquire);
+        // Bounded: at most one lap per call, so garbage in shared memory cannot spin us.
+        for _ in 0..self.capacity() {
+            if u >= h.cidx.pos.load(Ordering::Acquire) {
+                break;
+            }
+            let slot = self.slot(u);
+            let lap = self.lap(u);
+            let done = SlotState::new(lap, 0, Status::Done).encode();
+            let next = SlotState::new(lap + 1, 0, Status::Empty).encode();
+            // AcqRel: acquire the completer's Release (its reads of the entry happen
+            // before), release to the producer's Acquire load of the slot state.
+            let reset =
+                match slot
+                    .state
+                    .compare_exchange(done, next, Ordering::AcqRel, Ordering::Acquire)
+                {
+                    Ok(_) => true,
+                    // Someone else reset it; help them move uidx.
+                    Err(found) => found == next,
+                };
+            if !reset {
+                break;
+            }
+            // Release: the producer's Acquire load of uidx sees the reset slot.
+            match h
+                .uidx
+                .pos
+                .compare_exchange(u, u + 1, Ordering::AcqRel, Ordering::Acquire)
+            {
+                Ok(_) => u += 1,
+                Err(now) => u = now,
+            }
+        }
+        u
+    }
+
+    /// Reclaims a slot for redelivery (the reaper's move): CLAIMED(`owner`) or, with
+    /// `owner == ConsumerId(0)`, an orphaned READY slot below `cidx`, becomes DONE. The
+    /// caller re-publishes the entry from its own records. Returns whether it took it.
+    pub fn reclaim(&self, owner: ConsumerId, pos: u64) -> bool {
+        let lap = self.lap(pos);
+        let from = if owner.0 == 0 {
+            SlotState::new(lap, 0, Status::Ready)
+        } else {
+            SlotState::new(lap, owner.0, Status::Claimed)
+        };
+        // AcqRel: like `complete` (Release) and `claim` (Acquire) in one.
+        self.slot(pos)
+            .state
+            .compare_exchange(
+                from.encode(),
+                SlotState::new(lap, 0, Status::Done).encode(),
+                Ordering::AcqRel,
+                Ordering::Relaxed,
+            )
+            .is_ok()
+    }
+
+    /// The decoded state of the slot holding `pos` (for the reaper and inspectors).
+    pub fn slot_state(&self, pos: u64) -> Option<SlotState> {
+        SlotState::decode(self.slot(pos).state.load(Ordering::Acquire))
+    }
+}

@@ -1,0 +1,21 @@
+//! The one place the ring takes its atomics from.
+//!
+//! Under `--cfg loom` every atomic, fence and spin hint comes from `loom`, so the
+//! protocol in [`crate::protocol`] and [`crate::wait`] is model-checked exactly as it is
+//! compiled for real use. Loom atomics cannot live in mmap'd memory, so under loom only
+//! the heap-backed ring ([`crate::RingMemory::heap`]) exists (see `memfd.rs`).
+
+#[cfg(loom)]
+pub(crate) use loom::sync::atomic::{fence, AtomicU32, AtomicU64, Ordering};
+
+#[cfg(not(loom))]
+pub(crate) use core::sync::atomic::{fence, AtomicU32, AtomicU64, Ordering};
+
+/// A CPU hint inside a spin loop (under loom: a scheduler yield, so models terminate).
+#[inline]
+pub(crate) fn spin_hint() {
+    #[cfg(loom)]
+    loom::thread::yield_now();
+    #[cfg(not(loom))]
+    core::hint::spin_loop();
+}
