@@ -42,6 +42,7 @@
 
 mod consumer;
 mod consumers;
+mod doorbell;
 mod error;
 mod futex;
 pub mod layout;

@@ -1,0 +1,728 @@
+//! The simulated kernel's state: the registration table, the backlog, and the rules that
+//! turn readiness into ring entries (DESIGN.md §4).
+//!
+//! Everything here runs under one mutex, held by whoever acts as the kernel at the
+//! moment: the producer thread after `epoll_wait`, or a thread inside `kevent_ctl`. The
+//! ring has a single producer, and this mutex is what makes it single.
+//!
+//! * **Coalescing.** A kevent has at most one *unclaimed* entry (in the backlog, or READY
+//!   in the ring). Readiness for a kevent whose entry is still unclaimed is merged into
+//!   the registration and counted as coalesced. Once a consumer has claimed the entry, an
+//!   edge-triggered kevent may get a new entry on its next edge (as epoll re-reports an
+//!   `EPOLLET` fd once `epoll_wait` has returned it); a level-triggered one waits for the
+//!   commit, so it never has more than one entry outstanding.
+//! * **Level-triggered** fd kevents are re-checked with one batched `poll(2)` after their
+//!   entries are released; still ready means a new entry.
+//! * **Backlog.** When the ring is full, entries wait in a FIFO that is drained, ahead of
+//!   anything newer, as commits free room. Nothing is dropped; `lost` stays 0.
+//! * **Releases** (`uidx` passing an entry) are mapped back to kevents through a side
+//!   table indexed like the ring and stamped with each entry's position and the
+//!   registration's generation, so a stale mapping is never acted on.
+
+use std::collections::{HashMap, VecDeque};
+use std::io;
+use std::os::fd::{AsFd, OwnedFd};
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+
+use kevent_ring::{ConsumerId, Producer, PushError, Ring, SlotState, Status, Ukevent};
+use rustix::event::epoll;
+
+use crate::abi::*;
+use crate::registration::{Pending, Registration};
+use crate::source::inode::Inodes;
+use crate::source::signal::{self, Signals};
+use crate::source::{fd, timer, Source};
+
+/// epoll token of the doorbell eventfd.
+pub(crate) const TOKEN_DOORBELL: u64 = u64::MAX;
+const TOKEN_SIGNALFD: u64 = u64::MAX - 1;
+const TOKEN_SIGHANDLER: u64 = u64::MAX - 2;
+const TOKEN_INOTIFY: u64 = u64::MAX - 3;
+
+fn token(idx: usize, gen: u32) -> u64 {
+    u64::from(gen) << 32 | idx as u64
+}
+
+/// What the producer remembers of an entry it published (private memory: the copy in
+/// the ring is writable by every participant and is never trusted).
+#[derive(Clone, Copy)]
+struct Published {
+    pos: u64,
+    idx: usize,
+    gen: u32,
+    entry: Ukevent,
+}
+
+/// The simulated kernel of one queue.
+pub(crate) struct Kernel {
+    pub(crate) producer: Producer,
+    pub(crate) epoll: Arc<OwnedFd>,
+    regs: Vec<Option<Registration>>,
+    free: Vec<usize>,
+    index: HashMap<(u32, u64), usize>,
+    backlog: VecDeque<usize>,
+    /// Per slot: the entry published there, and for which registration.
+    side: Vec<Published>,
+    /// Releases up to here have been processed.
+    released: u64,
+    /// Level-triggered kevents released since the last re-check.
+    recheck: Vec<usize>,
+    /// Registrations whose release must be heard of (see `Registration::watched`).
+    watch: usize,
+    next_gen: u32,
+    signals: Signals,
+    sig_regs: HashMap<i32, Vec<usize>>,
+    inodes: Inodes,
+    wd_regs: HashMap<i32, Vec<usize>>,
+}
+
+/// The errno of one `kevent_ctl` entry.
+type EntryResult = Result<(), i32>;
+
+impl Kernel {
+    pub(crate) fn new(producer: Producer, epoll: Arc<OwnedFd>) -> Kernel {
+        let cap = producer.ring().capacity() as usize;
+        let released = producer.position();
+        Kernel {
+            producer,
+            epoll,
+            regs: Vec::new(),
+            free: Vec::new(),
+            index: HashMap::new(),
+            backlog: VecDeque::new(),
+            side: vec![
+                Published {
+                    pos: u64::MAX,
+                    idx: 0,
+                    gen: 0,
+                    entry: Ukevent::default(),
+                };
+                cap
+            ],
+            released,
+            recheck: Vec::new(),
+            watch: 0,
+            next_gen: 1,
+            signals: Signals::default(),
+            sig_regs: HashMap::new(),
+            inodes: Inodes::default(),
+            wd_regs: HashMap::new(),
+        }
+    }
+
+    pub(crate) fn ring(&self) -> &Arc<Ring> {
+        self.producer.ring()
+    }
+
+    /// Whether the producer must hear of the next commit before it sleeps.
+    pub(crate) fn wants_release_notice(&self) -> bool {
+        !self.backlog.is_empty() || self.watch > 0
+    }
+
+    /// Whether releases happened that `service` has not processed yet.
+    pub(crate) fn releases_pending(&self) -> bool {
+        self.ring().uidx() != self.released
+    }
+
+    fn reg(&mut self, idx: usize) -> Option<&mut Registration> {
+        self.regs.get_mut(idx).and_then(Option::as_mut)
+    }
+
+    // --- kevent_ctl -------------------------------------------------------------------
+
+    /// `kevent_ctl`: see [`crate::kevent_ctl`] for the contract.
+    pub(crate) fn ctl(&mut self, cmd: u32, events: &mut [Ukevent]) -> io::Result<usize> {
+        let out = match cmd {
+            KEVENT_CTL_ADD => self.ctl_add(events),
+            KEVENT_CTL_REMOVE | KEVENT_CTL_MODIFY | KEVENT_CTL_READY => {
+                if cmd == KEVENT_CTL_READY && events.is_empty() {
+                    self.ring().wake_one_explicitly();
+                    return Ok(0);
+                }
+                let mut failed = 0;
+                for ev in events.iter_mut() {
+                    let r = match cmd {
+                        KEVENT_CTL_REMOVE => self.remove_one(ev),
+                        KEVENT_CTL_MODIFY => self.modify_one(ev),
+                        _ => self.ready_one(ev),
+                    };
+                    ev.ret_flags = KEVENT_RET_DONE;
+                    if let Err(errno) = r {
+                        ev.ret_flags |= KEVENT_RET_BROKEN;
+                        ev.ret_data[1] = errno as u32;
+                        failed += 1;
+                    }
+                }
+                failed
+            }
+            _ => return Err(io::Error::from_raw_os_error(libc::EINVAL)),
+        };
+        self.service();
+        Ok(out)
+    }
+
+    /// ADD: the entries ready at once (`DONE`) and those that failed (`BROKEN|DONE`,
+    /// errno in `ret_data[1]`) are written back at the front of `events`, in order,
+    /// followed by the others; returns how many are at the front.
+    fn ctl_add(&mut self, events: &mut [Ukevent]) -> usize {
+        let mut reported = Vec::new();
+        let mut quiet = Vec::new();
+        for ev in events.iter() {
+            let mut ev = *ev;
+            ev.ret_flags = 0;
+            ev.ret_data = [0, 0];
+            match self.add_one(&ev) {
+                Ok(true) => {
+                    ev.ret_flags = KEVENT_RET_DONE;
+                    reported.push(ev);
+                }
+                Ok(false) => quiet.push(ev),
+                Err(errno) => {
+                    ev.ret_flags = KEVENT_RET_BROKEN | KEVENT_RET_DONE;
+                    ev.ret_data[1] = errno as u32;
+                    reported.push(ev);
+                }
+            }
+        }
+        let n = reported.len();
+        for (slot, ev) in events.iter_mut().zip(reported.into_iter().chain(quiet)) {
+            *slot = ev;
+        }
+        n
+    }
+
+    /// Registers one kevent; `Ok(true)` if it was ready at once and is returned by ADD
+    /// instead of queued.
+    fn add_one(&mut self, ev: &Ukevent) -> Result<bool, i32> {
+        if ev.type_ >= KEVENT_MAX || ev.type_ == KEVENT_AIO || ev.type_ == KEVENT_NAIO {
+            return Err(libc::ENOSYS);
+        }
+        if ev.req_flags & !KEVENT_REQ_ALL != 0 {
+            return Err(libc::EINVAL);
+        }
+        let key = (ev.type_, ev.id);
+        if self.index.contains_key(&key) {
+            return Err(libc::EEXIST);
+        }
+        let idx = self.free.pop().unwrap_or_else(|| {
+            self.regs.push(None);
+            self.regs.len() - 1
+        });
+        let gen = self.next_gen;
+        self.next_gen = self.next_gen.wrapping_add(1).max(1);
+        match self.make_source(ev, idx, gen) {
+            Ok((source, interest)) => {
+                self.regs[idx] = Some(Registration::new(*ev, gen, source, interest));
+                self.index.insert(key, idx);
+                self.ring()
+                    .header()
+                    .stats
+                    .registered
+                    .fetch_add(1, Ordering::Relaxed);
+            }
+            Err(errno) => {
+                self.free.push(idx);
+                return Err(errno);
+            }
+        }
+        // An fd that is ready already: returned by ADD, or queued with ALWAYS_QUEUE.
+        let ready_now = {
+            let reg = self.regs[idx].as_ref().expect("just inserted");
+            match &reg.source {
+                Source::Fd { dup } => fd::poll_now(&[(dup.as_fd(), reg.interest)])
+                    .map(|r| fd::report(reg.ev.type_, reg.ev.event, r[0]))
+                    .unwrap_or(0),
+                _ => 0,
+            }
+        };
+        if ready_now == 0 {
+            return Ok(false);
+        }
+        if ev.req_flags & KEVENT_REQ_ALWAYS_QUEUE != 0 {
+            self.mark_ready(idx, ready_now, 0);
+            Ok(false)
+        } else {
+            if ev.req_flags & KEVENT_REQ_ONESHOT != 0 {
+                self.reg(idx).expect("registered").disabled = true;
+            }
+            Ok(true)
+        }
+    }
+
+    fn make_source(&mut self, ev: &Ukevent, idx: usize, gen: u32) -> Result<(Source, u32), i32> {
+        let tok = token(idx, gen);
+        let epoll = self.epoll.clone();
+        match ev.type_ {
+            KEVENT_SOCKET | KEVENT_PIPE | KEVENT_POLL => {
+                let interest = fd::interest(ev.type_, ev.event)?;
+                let dup = fd::register(epoll.as_fd(), ev.id_raw()[0] as i32, interest, tok)?;
+                Ok((Source::Fd { dup }, interest))
+            }
+            KEVENT_TIMER | KEVENT_POSIX_TIMER => {
+                let tfd = timer::register(epoll.as_fd(), ev, tok)?;
+                Ok((Source::Timer { tfd }, 0))
+            }
+            KEVENT_SIGNAL => {
+                if ev.event != KEVENT_SIGNAL_DELIVERY {
+                    return Err(libc::EINVAL);
+                }
+                let (signo, nomask) = signal::parse_id(ev.id)?;
+                self.signals.add(
+                    epoll.as_fd(),
+                    signo,
+                    nomask,
+                    TOKEN_SIGNALFD,
+                    TOKEN_SIGHANDLER,
+                )?;
+                self.sig_regs.entry(signo).or_default().push(idx);
+                Ok((Source::Signal { signo }, 0))
+            }
+            KEVENT_INODE => {
+                let wd = self.inodes.add(
+                    epoll.as_fd(),
+                    ev.id_raw()[0] as i32,
+                    ev.event,
+                    TOKEN_INOTIFY,
+                )?;
+                self.wd_regs.entry(wd).or_default().push(idx);
+                Ok((Source::Inode { wd }, 0))
+            }
+            KEVENT_USER => Ok((Source::User, 0)),
+            _ => Err(libc::ENOSYS),
+        }
+    }
+
+    fn lookup(&self, ev: &Ukevent) -> Result<usize, i32> {
+        self.index
+            .get(&(ev.type_, ev.id))
+            .copied()
+            .ok_or(libc::ENOENT)
+    }
+
+    fn remove_one(&mut self, ev: &Ukevent) -> EntryResult {
+        let idx = self.lookup(ev)?;
+        let reg = self.regs[idx].take().expect("indexed registrations exist");
+        self.index.remove(&(reg.ev.type_, reg.ev.id));
+        self.free.push(idx);
+        self.ring()
+            .header()
+            .stats
+            .registered
+            .fetch_sub(1, Ordering::Relaxed);
+        if reg.watched {
+            self.watch -= 1;
+        }
+        match reg.pending {
+            Pending::Backlog => self.backlog.retain(|&i| i != idx),
+            // A removed kevent is never delivered: take back an entry nobody claimed yet.
+            Pending::InRing(pos) => {
+                self.ring().reclaim(ConsumerId(0), pos);
+            }
+            Pending::Idle => {}
+        }
+        self.publish_backlog_len();
+        match reg.source {
+            Source::Fd { dup } => {
+                // Delete explicitly: the user's own fd keeps the file (and so an implicit
+                // registration) alive after our duplicate closes.
+                let _ = epoll::delete(self.epoll.as_fd(), &dup);
+            }
+            Source::Timer { .. } | Source::User => {}
+            Source::Signal { signo } => {
+                let regs = self.sig_regs.entry(signo).or_default();
+                regs.retain(|&i| i != idx);
+                if regs.is_empty() {
+                    self.sig_regs.remove(&signo);
+                    self.signals.remove(signo);
+                }
+            }
+            Source::Inode { wd } => {
+                let regs = self.wd_regs.entry(wd).or_default();
+                regs.retain(|&i| i != idx);
+                if regs.is_empty() {
+                    self.wd_regs.remove(&wd);
+                    self.inodes.remove(wd);
+                }
+            }
+        }
+        Ok(())
+    }
+
+    fn modify_one(&mut self, ev: &Ukevent) -> EntryResult {
+        let idx = self.lookup(ev)?;
+        if ev.req_flags & !KEVENT_REQ_ALL != 0 {
+            return Err(libc::EINVAL);
+        }
+        let epoll = self.epoll.clone();
+        let reg = self.reg(idx).expect("indexed");
+        if let Source::Fd { dup } = &reg.source {
+            let interest = fd::interest(ev.type_, ev.event)?;
+            fd::modify(epoll.as_fd(), dup, interest, token(idx, reg.gen))
+                .map_err(|e| e.raw_os_error().unwrap_or(libc::EINVAL))?;
+            reg.interest = interest;
+            reg.ev.event = ev.event;
+        }
+        reg.ev.req_flags = ev.req_flags;
+        reg.ev.user = ev.user;
+        reg.disabled = false;
+        // Like EPOLL_CTL_MOD: a source that is ready now is reported.
+        if let Some(bits) = self.poll_one(idx) {
+            if bits != 0 {
+                self.mark_ready(idx, bits, 0);
+            }
+        }
+        if self
+            .reg(idx)
+            .is_some_and(|r| r.has_news() && r.pending == Pending::Idle)
+        {
+            self.mark_ready(idx, 0, 0);
+        }
+        Ok(())
+    }
+
+    fn ready_one(&mut self, ev: &Ukevent) -> EntryResult {
+        let idx = self.lookup(ev)?;
+        let reg = self.reg(idx).expect("indexed");
+        let bits = if ev.event != 0 {
+            ev.event
+        } else {
+            reg.ev.event.max(KEVENT_USER_READY)
+        };
+        // Each READY of a counted source is one arrival; an fd's readiness is a state.
+        let count = if reg.is_fd() { 0 } else { 1 };
+        self.mark_ready(idx, bits, count);
+        Ok(())
+    }
+
+    /// Current readiness of an fd kevent (`None` for other sources).
+    fn poll_one(&mut self, idx: usize) -> Option<u32> {
+        let reg = self.regs.get(idx)?.as_ref()?;
+        match &reg.source {
+            Source::Fd { dup } => Some(
+                fd::poll_now(&[(dup.as_fd(), reg.interest)])
+                    .map(|r| fd::report(reg.ev.type_, reg.ev.event, r[0]))
+                    .unwrap_or(0),
+            ),
+            _ => None,
+        }
+    }
+
+    // --- readiness ----------------------------------------------------------------------
+
+    /// Handles one epoll event.
+    pub(crate) fn on_token(&mut self, tok: u64, flags: u32) {
+        match tok {
+            TOKEN_DOORBELL => {}
+            TOKEN_SIGNALFD => {
+                for signo in self.signals.read_signalfd() {
+                    self.signal_arrived(signo, 1);
+                }
+            }
+            TOKEN_SIGHANDLER => {
+                for (signo, n) in self.signals.handler_deltas() {
+                    self.signal_arrived(signo, n);
+                }
+            }
+            TOKEN_INOTIFY => {
+                for (wd, bit) in self.inodes.read() {
+                    for idx in self.wd_regs.get(&wd).cloned().unwrap_or_default() {
+                        if self.reg(idx).is_some_and(|r| r.ev.event & bit != 0) {
+                            self.mark_ready(idx, bit, 1);
+                        }
+                    }
+                }
+            }
+            _ => {
+                let (idx, gen) = ((tok & 0xffff_ffff) as usize, (tok >> 32) as u32);
+                let Some(reg) = self.reg(idx).filter(|r| r.gen == gen) else {
+                    return;
+                };
+                match &reg.source {
+                    Source::Fd { .. } => {
+                        let bits = fd::report(reg.ev.type_, reg.ev.event, flags);
+                        if bits != 0 {
+                            self.mark_ready(idx, bits, 0);
+                        }
+                    }
+                    Source::Timer { tfd } => {
+                        let n = timer::expirations(tfd);
+                        if n > 0 {
+                            self.mark_ready(idx, KEVENT_TIMER_FIRED, n);
+                        }
+                    }
+                    _ => {}
+                }
+            }
+        }
+    }
+
+    fn signal_arrived(&mut self, signo: i32, n: u64) {
+        for idx in self.sig_regs.get(&signo).cloned().unwrap_or_default() {
+            self.mark_ready(idx, KEVENT_SIGNAL_DELIVERY, n);
+        }
+    }
+
+    fn watch(&mut self, idx: usize) {
+        let reg = self.regs[idx].as_mut().expect("registered");
+        if !reg.watched {
+            reg.watched = true;
+            self.watch += 1;
+        }
+    }
+
+    fn unwatch(&mut self, idx: usize) {
+        let reg = self.regs[idx].as_mut().expect("registered");
+        if reg.watched {
+            reg.watched = false;
+            self.watch -= 1;
+        }
+    }
+
+    /// New readiness (`bits`) or arrivals (`count`) for a kevent: queue an entry, or merge
+    /// into the one already pending.
+    fn mark_ready(&mut self, idx: usize, bits: u32, count: u64) {
+        let ring = self.ring().clone();
+        let Some(reg) = self.reg(idx) else { return };
+        if reg.disabled {
+            return;
+        }
+        reg.ready |= bits;
+        reg.count = reg.count.saturating_add(count);
+        let edge = reg.edge_triggered();
+        let level_fd = reg.level_fd();
+        match reg.pending {
+            Pending::Idle => self.publish(idx),
+            Pending::Backlog => {
+                ring.header()
+                    .stats
+                    .coalesced
+                    .fetch_add(1, Ordering::Relaxed);
+            }
+            Pending::InRing(pos) => {
+                let unclaimed = ring.slot_state(pos)
+                    == Some(SlotState::new(pos / ring.capacity(), 0, Status::Ready));
+                if !unclaimed && edge {
+                    // Delivered (claimed) already: a new edge is a new event.
+                    self.publish(idx);
+                } else {
+                    ring.header()
+                        .stats
+                        .coalesced
+                        .fetch_add(1, Ordering::Relaxed);
+                    // Arrivals merged here are delivered after the release (a level fd is
+                    // watched already and re-checked then).
+                    if !level_fd {
+                        self.watch(idx);
+                    }
+                }
+            }
+        }
+    }
+
+    /// Queues an entry for `idx`: into the ring if it has room and no older entry waits,
+    /// else at the back of the backlog.
+    fn publish(&mut self, idx: usize) {
+        if !self.backlog.is_empty() || self.try_push(idx) == Err(PushError::Full) {
+            let reg = self.regs[idx].as_mut().expect("registered");
+            if reg.pending != Pending::Backlog {
+                reg.pending = Pending::Backlog;
+                self.backlog.push_back(idx);
+                self.ring()
+                    .header()
+                    .stats
+                    .backlogged
+                    .fetch_add(1, Ordering::Relaxed);
+                self.publish_backlog_len();
+            }
+        }
+    }
+
+    fn publish_backlog_len(&self) {
+        self.ring()
+            .header()
+            .stats
+            .backlog_len
+            .store(self.backlog.len() as u64, Ordering::Relaxed);
+    }
+
+    /// Pushes `idx`'s entry into the ring (not yet flushed).
+    fn try_push(&mut self, idx: usize) -> Result<(), PushError> {
+        let reg = self.regs[idx].as_mut().expect("registered");
+        let wake_all = reg.ev.req_flags & KEVENT_REQ_WAKEUP_ALL != 0;
+        let saved = (reg.ready, reg.count, reg.redeliver);
+        let entry = reg.take_entry();
+        match self.producer.push(&entry, wake_all) {
+            Ok(pos) => {
+                let reg = self.regs[idx].as_mut().expect("registered");
+                reg.pending = Pending::InRing(pos);
+                if reg.ev.req_flags & KEVENT_REQ_ONESHOT != 0 {
+                    reg.disabled = true;
+                }
+                let (gen, level_fd) = (reg.gen, reg.level_fd());
+                let slot = (pos % self.side.len() as u64) as usize;
+                self.side[slot] = Published {
+                    pos,
+                    idx,
+                    gen,
+                    entry,
+                };
+                if level_fd {
+                    self.watch(idx);
+                }
+                Ok(())
+            }
+            Err(e) => {
+                let reg = self.regs[idx].as_mut().expect("registered");
+                (reg.ready, reg.count, reg.redeliver) = saved;
+                Err(e)
+            }
+        }
+    }
+
+    /// Moves backlogged entries into the ring while it has room, oldest first.
+    fn drain_backlog(&mut self) {
+        while let Some(&idx) = self.backlog.front() {
+            let last_check = self.regs[idx].as_ref().is_some_and(|r| {
+                r.ev.req_flags & KEVENT_REQ_LAST_CHECK != 0 && r.redeliver.is_none()
+            });
+            if last_check {
+                if let Some(bits) = self.poll_one(idx) {
+                    if bits == 0 {
+                        // No longer ready: the condition passed, nothing to deliver.
+                        self.backlog.pop_front();
+                        let reg = self.regs[idx].as_mut().expect("registered");
+                        reg.pending = Pending::Idle;
+                        reg.ready = 0;
+                        continue;
+                    }
+                    self.regs[idx].as_mut().expect("registered").ready = bits;
+                }
+            }
+            match self.try_push(idx) {
+                Ok(()) => {
+                    self.backlog.pop_front();
+                }
+                Err(_) => break,
+            }
+        }
+        self.publish_backlog_len();
+    }
+
+    /// Processes releases, drains the backlog, re-checks released level-triggered
+    /// kevents, and publishes (one `kidx` store, one wake call).
+    pub(crate) fn service(&mut self) {
+        loop {
+            let released = match self.producer.released(self.released) {
+                Ok(r) => r,
+                Err(_) => return,
+            };
+            for pos in released.clone() {
+                let Published {
+                    pos: p, idx, gen, ..
+                } = self.side[(pos % self.side.len() as u64) as usize];
+                if p != pos {
+                    continue;
+                }
+                let Some(reg) = self.regs.get_mut(idx).and_then(Option::as_mut) else {
+                    continue;
+                };
+                if reg.gen != gen || reg.pending != Pending::InRing(pos) {
+                    continue;
+                }
+                reg.pending = Pending::Idle;
+                let (level_fd, news, disabled) = (reg.level_fd(), reg.has_news(), reg.disabled);
+                self.unwatch(idx);
+                if disabled {
+                    continue;
+                }
+                if level_fd {
+                    self.recheck.push(idx);
+                } else if news {
+                    self.publish(idx);
+                }
+            }
+            self.released = released.end;
+            self.drain_backlog();
+            let rechecked = self.recheck_level();
+            if !rechecked || self.producer.room().unwrap_or(0) == 0 {
+                break;
+            }
+        }
+        self.producer.flush();
+    }
+
+    /// Re-checks released level-triggered kevents in one `poll(2)`; returns whether any
+    /// was still ready (and got a new entry).
+    fn recheck_level(&mut self) -> bool {
+        if self.recheck.is_empty() {
+            return false;
+        }
+        let list = std::mem::take(&mut self.recheck);
+        let mut fds = Vec::with_capacity(list.len());
+        let mut idxs = Vec::with_capacity(list.len());
+        for &idx in &list {
+            if let Some(Registration {
+                source: Source::Fd { dup },
+                interest,
+                pending: Pending::Idle,
+                ..
+            }) = self.regs.get(idx).and_then(Option::as_ref)
+            {
+                fds.push((dup.as_fd(), *interest));
+                idxs.push(idx);
+            }
+        }
+        let revents = match fd::poll_now(&fds) {
+            Ok(r) => r,
+            Err(_) => return false,
+        };
+        drop(fds);
+        let mut any = false;
+        for (idx, rev) in idxs.into_iter().zip(revents) {
+            let reg = self.regs[idx].as_ref().expect("listed");
+            let bits = fd::report(reg.ev.type_, reg.ev.event, rev);
+            if bits != 0 {
+                self.mark_ready(idx, bits, 0);
+                any = true;
+            }
+        }
+        any
+    }
+
+    /// Re-delivers the entry at `pos` (reclaimed from a dead consumer): flagged
+    /// `REDELIVERED`, ahead of the backlog.
+    pub(crate) fn redeliver(&mut self, pos: u64) {
+        let Published {
+            pos: p,
+            idx,
+            gen,
+            entry,
+        } = self.side[(pos % self.side.len() as u64) as usize];
+        if p != pos {
+            return;
+        }
+        let Some(reg) = self.regs.get_mut(idx).and_then(Option::as_mut) else {
+            return;
+        };
+        if reg.gen != gen || reg.pending != Pending::InRing(pos) {
+            return;
+        }
+        reg.redeliver = Some(entry);
+        reg.pending = Pending::Backlog;
+        self.backlog.push_front(idx);
+        self.ring()
+            .header()
+            .stats
+            .redelivered
+            .fetch_add(1, Ordering::Relaxed);
+    }
+}
+
+impl Drop for Kernel {
+    fn drop(&mut self) {
+        // Every fd the kernel made (dups, timerfds, signalfd, inotify) is an OwnedFd in
+        // the table and closes here; the epoll fd closes with the last Arc.
+        self.regs.clear();
+    }
+}

@@ -1,0 +1,94 @@
+//! One registered kevent: what the user asked for, what backs it, and where its pending
+//! entry is.
+
+use kevent_ring::Ukevent;
+
+use crate::abi::*;
+use crate::source::Source;
+
+/// Where a kevent's pending entry is (DESIGN.md §4: at most one pending entry).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Pending {
+    /// Nothing pending.
+    Idle,
+    /// Waiting in the producer's backlog for room in the ring.
+    Backlog,
+    /// Published at this ring position (maybe already claimed).
+    InRing(u64),
+}
+
+/// A registered kevent.
+#[derive(Debug)]
+pub(crate) struct Registration {
+    /// The kevent as the user registered it (id, type, event, req_flags, cookie).
+    pub(crate) ev: Ukevent,
+    /// Distinguishes this registration from earlier ones in the same table slot.
+    pub(crate) gen: u32,
+    pub(crate) source: Source,
+    /// `poll(2)` interest of an fd source.
+    pub(crate) interest: u32,
+    /// Event bits seen since the last entry was built.
+    pub(crate) ready: u32,
+    /// Arrivals (timer expirations, signals, inode events) since the last entry.
+    pub(crate) count: u64,
+    pub(crate) pending: Pending,
+    /// A `ONESHOT` kevent that fired: registered but inactive until MODIFY.
+    pub(crate) disabled: bool,
+    /// Counted in `Kernel::watch` (its release must be heard of).
+    pub(crate) watched: bool,
+    /// The entry to deliver again (its consumer died), flagged `REDELIVERED`.
+    pub(crate) redeliver: Option<Ukevent>,
+}
+
+impl Registration {
+    pub(crate) fn new(ev: Ukevent, gen: u32, source: Source, interest: u32) -> Self {
+        Registration {
+            ev,
+            gen,
+            source,
+            interest,
+            ready: 0,
+            count: 0,
+            pending: Pending::Idle,
+            disabled: false,
+            watched: false,
+            redeliver: None,
+        }
+    }
+
+    /// Whether readiness is a state that can persist (fd sources), as opposed to counted
+    /// arrivals that a delivered entry consumes.
+    pub(crate) fn is_fd(&self) -> bool {
+        matches!(self.source, Source::Fd { .. })
+    }
+
+    pub(crate) fn edge_triggered(&self) -> bool {
+        self.ev.req_flags & KEVENT_REQ_ET != 0
+    }
+
+    pub(crate) fn level_fd(&self) -> bool {
+        self.is_fd() && !self.edge_triggered()
+    }
+
+    /// Whether there is something to deliver.
+    pub(crate) fn has_news(&self) -> bool {
+        self.ready != 0 || self.count != 0 || self.redeliver.is_some()
+    }
+
+    /// The entry to publish now; consumes the accumulated readiness.
+    pub(crate) fn take_entry(&mut self) -> Ukevent {
+        if let Some(mut ev) = self.redeliver.take() {
+            ev.ret_flags |= KEVENT_RET_REDELIVERED;
+            return ev;
+        }
+        let mut ev = self.ev;
+        if self.ready != 0 {
+            ev.event = self.ready;
+        }
+        ev.ret_flags = 0;
+        ev.ret_data = [self.count as u32, (self.count >> 32) as u32];
+        self.ready = 0;
+        self.count = 0;
+        ev
+    }
+}

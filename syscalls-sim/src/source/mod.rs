@@ -1,0 +1,28 @@
+//! Event sources: what turns a registered kevent into readiness the producer sees.
+//!
+//! Each kind lives in its own file. Every source is either an fd in the producer's epoll
+//! set (sockets, pipes, poll masks, timers) or shares one per-queue fd (signals, inodes);
+//! user events have no fd and become ready only through `KEVENT_CTL_READY`.
+
+pub(crate) mod fd;
+pub(crate) mod inode;
+pub(crate) mod signal;
+pub(crate) mod timer;
+
+use std::os::fd::OwnedFd;
+
+/// What backs one registration.
+#[derive(Debug)]
+pub(crate) enum Source {
+    /// A duplicate of the caller's fd, registered edge-triggered in the producer's epoll
+    /// (the duplicate keeps the file alive until REMOVE, as the kernel's reference did).
+    Fd { dup: OwnedFd },
+    /// A timerfd of our own in the epoll set.
+    Timer { tfd: OwnedFd },
+    /// A signal, counted through the queue's signal state.
+    Signal { signo: i32 },
+    /// An inotify watch descriptor of the queue's inotify instance.
+    Inode { wd: i32 },
+    /// A user event: no fd.
+    User,
+}
