@@ -15,14 +15,33 @@ use crate::Queue;
 
 static QUEUES: LazyLock<RwLock<HashMap<RawFd, Arc<Queue>>>> = LazyLock::new(Default::default);
 
-/// The queue behind handle `fd`, or `EBADF`.
+/// The queue behind handle `fd`, or `EBADF`. In a `fork`ed child the inherited queue is
+/// replaced, on first use, by this process's own attachment (same handle number).
 pub fn queue(fd: RawFd) -> io::Result<Arc<Queue>> {
-    QUEUES
+    let q = QUEUES
         .read()
         .unwrap_or_else(|e| e.into_inner())
         .get(&fd)
         .cloned()
-        .ok_or_else(|| io::Error::from_raw_os_error(libc::EBADF))
+        .ok_or_else(|| io::Error::from_raw_os_error(libc::EBADF))?;
+    if q.is_local() {
+        return Ok(q);
+    }
+    let mut map = QUEUES.write().unwrap_or_else(|e| e.into_inner());
+    let current = map
+        .get(&fd)
+        .cloned()
+        .ok_or_else(|| io::Error::from_raw_os_error(libc::EBADF))?;
+    if current.is_local() {
+        return Ok(current);
+    }
+    let mine = current.for_this_process()?;
+    if let Some(inherited) = map.insert(fd, mine.clone()) {
+        // The parent's value: dropping it here is harmless (its Drop knows it is not
+        // local), but keep its fds open for any copy the program still holds.
+        std::mem::forget(inherited);
+    }
+    Ok(mine)
 }
 
 /// Makes `queue` reachable through its handle; returns the handle.

@@ -54,6 +54,19 @@ struct Published {
     entry: Ukevent,
 }
 
+/// Moves the entries ADD reported (`DONE`: ready at once, or failed) to the front,
+/// keeping their order and the others' order; returns how many there are.
+pub(crate) fn compact_reported(events: &mut [Ukevent]) -> usize {
+    let (reported, quiet): (Vec<Ukevent>, Vec<Ukevent>) = events
+        .iter()
+        .partition(|e| e.ret_flags & KEVENT_RET_DONE != 0);
+    let n = reported.len();
+    for (slot, ev) in events.iter_mut().zip(reported.into_iter().chain(quiet)) {
+        *slot = ev;
+    }
+    n
+}
+
 /// The simulated kernel of one queue.
 pub(crate) struct Kernel {
     pub(crate) producer: Producer,
@@ -131,10 +144,19 @@ impl Kernel {
 
     // --- kevent_ctl -------------------------------------------------------------------
 
-    /// `kevent_ctl`: see [`crate::kevent_ctl`] for the contract.
-    pub(crate) fn ctl(&mut self, cmd: u32, events: &mut [Ukevent]) -> io::Result<usize> {
+    /// `kevent_ctl`: see [`crate::kevent_ctl`] for the contract. `fd_for[i]`, when
+    /// given, is the fd (in this process) behind entry `i` of an ADD — the gate's case,
+    /// where the entry's id is the sender's fd number. With `compact == false` ADD results
+    /// stay in place (the gate's client compacts them itself).
+    pub(crate) fn ctl(
+        &mut self,
+        cmd: u32,
+        events: &mut [Ukevent],
+        fd_for: &[Option<i32>],
+        compact: bool,
+    ) -> io::Result<usize> {
         let out = match cmd {
-            KEVENT_CTL_ADD => self.ctl_add(events),
+            KEVENT_CTL_ADD => self.ctl_add(events, fd_for, compact),
             KEVENT_CTL_REMOVE | KEVENT_CTL_MODIFY | KEVENT_CTL_READY => {
                 if cmd == KEVENT_CTL_READY && events.is_empty() {
                     self.ring().wake_one_explicitly();
@@ -165,36 +187,32 @@ impl Kernel {
     /// ADD: the entries ready at once (`DONE`) and those that failed (`BROKEN|DONE`,
     /// errno in `ret_data[1]`) are written back at the front of `events`, in order,
     /// followed by the others; returns how many are at the front.
-    fn ctl_add(&mut self, events: &mut [Ukevent]) -> usize {
-        let mut reported = Vec::new();
-        let mut quiet = Vec::new();
-        for ev in events.iter() {
-            let mut ev = *ev;
+    fn ctl_add(&mut self, events: &mut [Ukevent], fd_for: &[Option<i32>], compact: bool) -> usize {
+        for (i, ev) in events.iter_mut().enumerate() {
             ev.ret_flags = 0;
             ev.ret_data = [0, 0];
-            match self.add_one(&ev) {
-                Ok(true) => {
-                    ev.ret_flags = KEVENT_RET_DONE;
-                    reported.push(ev);
-                }
-                Ok(false) => quiet.push(ev),
+            match self.add_one(ev, fd_for.get(i).copied().flatten()) {
+                Ok(true) => ev.ret_flags = KEVENT_RET_DONE,
+                Ok(false) => {}
                 Err(errno) => {
                     ev.ret_flags = KEVENT_RET_BROKEN | KEVENT_RET_DONE;
                     ev.ret_data[1] = errno as u32;
-                    reported.push(ev);
                 }
             }
         }
-        let n = reported.len();
-        for (slot, ev) in events.iter_mut().zip(reported.into_iter().chain(quiet)) {
-            *slot = ev;
+        if compact {
+            compact_reported(events)
+        } else {
+            events
+                .iter()
+                .filter(|e| e.ret_flags & KEVENT_RET_DONE != 0)
+                .count()
         }
-        n
     }
 
     /// Registers one kevent; `Ok(true)` if it was ready at once and is returned by ADD
     /// instead of queued.
-    fn add_one(&mut self, ev: &Ukevent) -> Result<bool, i32> {
+    fn add_one(&mut self, ev: &Ukevent, fd: Option<i32>) -> Result<bool, i32> {
         if ev.type_ >= KEVENT_MAX || ev.type_ == KEVENT_AIO || ev.type_ == KEVENT_NAIO {
             return Err(libc::ENOSYS);
         }
@@ -211,7 +229,7 @@ impl Kernel {
         });
         let gen = self.next_gen;
         self.next_gen = self.next_gen.wrapping_add(1).max(1);
-        match self.make_source(ev, idx, gen) {
+        match self.make_source(ev, fd, idx, gen) {
             Ok((source, interest)) => {
                 self.regs[idx] = Some(Registration::new(*ev, gen, source, interest));
                 self.index.insert(key, idx);
@@ -250,13 +268,20 @@ impl Kernel {
         }
     }
 
-    fn make_source(&mut self, ev: &Ukevent, idx: usize, gen: u32) -> Result<(Source, u32), i32> {
+    fn make_source(
+        &mut self,
+        ev: &Ukevent,
+        fd: Option<i32>,
+        idx: usize,
+        gen: u32,
+    ) -> Result<(Source, u32), i32> {
+        let fd = fd.unwrap_or(ev.id_raw()[0] as i32);
         let tok = token(idx, gen);
         let epoll = self.epoll.clone();
         match ev.type_ {
             KEVENT_SOCKET | KEVENT_PIPE | KEVENT_POLL => {
                 let interest = fd::interest(ev.type_, ev.event)?;
-                let dup = fd::register(epoll.as_fd(), ev.id_raw()[0] as i32, interest, tok)?;
+                let dup = fd::register(epoll.as_fd(), fd, interest, tok)?;
                 Ok((Source::Fd { dup }, interest))
             }
             KEVENT_TIMER | KEVENT_POSIX_TIMER => {
@@ -690,8 +715,9 @@ impl Kernel {
         any
     }
 
-    /// Re-delivers the entry at `pos` (reclaimed from a dead consumer): flagged
-    /// `REDELIVERED`, ahead of the backlog.
+    /// Re-delivers the entry at `pos` (reclaimed from a dead consumer), flagged
+    /// `REDELIVERED`, ahead of the backlog. If the kevent has a newer entry already, the
+    /// old entry's readiness and counts are merged into it instead: nothing is lost.
     pub(crate) fn redeliver(&mut self, pos: u64) {
         let Published {
             pos: p,
@@ -705,17 +731,28 @@ impl Kernel {
         let Some(reg) = self.regs.get_mut(idx).and_then(Option::as_mut) else {
             return;
         };
-        if reg.gen != gen || reg.pending != Pending::InRing(pos) {
+        if reg.gen != gen {
             return;
         }
-        reg.redeliver = Some(entry);
-        reg.pending = Pending::Backlog;
-        self.backlog.push_front(idx);
-        self.ring()
+        self.producer
+            .ring()
             .header()
             .stats
             .redelivered
             .fetch_add(1, Ordering::Relaxed);
+        if reg.pending == Pending::InRing(pos) {
+            reg.redeliver = Some(entry);
+            reg.pending = Pending::Backlog;
+            self.backlog.push_front(idx);
+            self.publish_backlog_len();
+        } else {
+            let count = u64::from(entry.ret_data[0]) | u64::from(entry.ret_data[1]) << 32;
+            let was_disabled = std::mem::replace(&mut reg.disabled, false);
+            self.mark_ready(idx, entry.event, count);
+            if let Some(reg) = self.reg(idx) {
+                reg.disabled |= was_disabled;
+            }
+        }
     }
 }
 

@@ -34,8 +34,10 @@
 
 pub mod abi;
 mod calls;
+mod gate;
 mod kernel;
 mod queue;
+mod reaper;
 mod registration;
 mod source;
 mod thread;
@@ -47,3 +49,4 @@ pub use calls::{
 };
 pub use kevent_ring::{Claim, Ring};
 pub use queue::{Queue, DEFAULT_SPIN};
+pub use reaper::DEFAULT_REAP_INTERVAL;

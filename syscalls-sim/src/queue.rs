@@ -2,7 +2,7 @@
 //! and, in the process that created it, the simulated kernel and its producer thread.
 
 use std::io;
-use std::os::fd::{AsFd, AsRawFd, OwnedFd, RawFd};
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd, RawFd};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
@@ -12,20 +12,27 @@ use kevent_ring::{
     Claim, ConsumerId, Deadline, Liveness, Producer, Ring, Ukevent, WaitOutcome, WaitSpec,
 };
 use rustix::event::{epoll, eventfd, EventfdFlags};
+use rustix::net::SocketAddrUnix;
 
 use crate::abi::*;
+use crate::gate::{self, GateClient, GateCtx};
 use crate::kernel::{Kernel, TOKEN_DOORBELL};
+use crate::reaper::{Reaper, DEFAULT_REAP_INTERVAL};
 use crate::thread::{lock, ProducerThread};
 
 fn errno(e: i32) -> io::Error {
     io::Error::from_raw_os_error(e)
 }
 
-/// The creating process's side: the kernel and its thread.
+/// The creating process's side: the kernel, its thread, and the gates it serves.
 struct Owner {
     kernel: Arc<Mutex<Option<Kernel>>>,
     stop: Arc<AtomicBool>,
     thread: Mutex<Option<JoinHandle<()>>>,
+    /// Listening gate sockets (shut down on close to end their threads), and paths to
+    /// unlink.
+    gates: Mutex<Vec<(Arc<OwnedFd>, Option<std::path::PathBuf>)>>,
+    ctx: GateCtx,
 }
 
 /// One kevent queue.
@@ -38,6 +45,13 @@ pub struct Queue {
     /// like the original's file descriptors (`EBADF` once closed).
     handle: OwnedFd,
     owner: Option<Owner>,
+    /// The control channel of a queue attached from another process.
+    client: Option<GateClient>,
+    /// The abstract address of the owner's gate (what a forked child connects to).
+    gate_addr: SocketAddrUnix,
+    /// The process this `Queue` value belongs to (a forked child inherits a copy that
+    /// must not act as the owner; see [`Queue::for_this_process`]).
+    pid: u32,
     /// Spin before sleeping, in nanoseconds.
     spin_ns: AtomicU64,
 }
@@ -51,6 +65,12 @@ impl Queue {
     /// `kevent_init`: a queue with a ring of `num` entries (rounded up to a power of two;
     /// `0` means the default internal ring) and its producer thread.
     pub fn create(num: u32, flags: u32) -> io::Result<Arc<Queue>> {
+        Self::create_with(num, flags, DEFAULT_REAP_INTERVAL)
+    }
+
+    /// [`Queue::create`] with the time within which a dead consumer's entries are
+    /// delivered again (default 100 ms).
+    pub fn create_with(num: u32, flags: u32, reap_interval: Duration) -> io::Result<Arc<Queue>> {
         if flags != 0 || num == 1 || num > kevent_ring::layout::MAX_CAPACITY {
             return Err(errno(libc::EINVAL));
         }
@@ -72,30 +92,141 @@ impl Queue {
         let producer = Producer::new(ring.clone()).map_err(io::Error::from)?;
         let kernel = Arc::new(Mutex::new(Some(Kernel::new(producer, epoll.clone()))));
         let stop = Arc::new(AtomicBool::new(false));
+        let memfd = ring.memfd().expect("a memfd ring").try_clone_to_owned()?;
+        let mut reaper = Reaper::new(memfd.try_clone()?, reap_interval);
         let thread = ProducerThread {
             kernel: kernel.clone(),
             epoll,
             doorbell: doorbell.clone(),
             ring: ring.clone(),
             stop: stop.clone(),
-            housekeeping: Box::new(|_| None),
+            housekeeping: Box::new(move |k| reaper.tick(k)),
         };
-        let handle = std::thread::Builder::new()
+        let producer = std::thread::Builder::new()
             .name("kevent-producer".into())
             .spawn(move || thread.run())?;
-        Ok(Arc::new(Queue {
+        let handle = eventfd(0, EventfdFlags::CLOEXEC | EventfdFlags::NONBLOCK)?;
+        let pid = std::process::id();
+        let gate_addr = gate::abstract_addr(pid, handle.as_raw_fd())?;
+        let ctx = GateCtx {
+            kernel: kernel.clone(),
+            memfd: Arc::new(memfd),
+            doorbell: doorbell.clone(),
+            stop: stop.clone(),
+        };
+        let queue = Queue {
             me: liveness.id(),
             ring,
             _liveness: liveness,
             doorbell,
-            handle: eventfd(0, EventfdFlags::CLOEXEC | EventfdFlags::NONBLOCK)?,
+            handle,
             owner: Some(Owner {
                 kernel,
                 stop,
-                thread: Mutex::new(Some(handle)),
+                thread: Mutex::new(Some(producer)),
+                gates: Mutex::new(Vec::new()),
+                ctx,
             }),
+            client: None,
+            gate_addr: gate_addr.clone(),
+            pid,
+            spin_ns: AtomicU64::new(DEFAULT_SPIN.as_nanos() as u64),
+        };
+        queue.serve(gate::bind(&gate_addr)?, None)?;
+        Ok(Arc::new(queue))
+    }
+
+    fn serve(&self, listener: OwnedFd, path: Option<std::path::PathBuf>) -> io::Result<()> {
+        let owner = self.owner.as_ref().ok_or_else(|| errno(libc::EOPNOTSUPP))?;
+        let listener = Arc::new(listener);
+        let (l, ctx) = (listener.clone(), owner.ctx.clone());
+        std::thread::Builder::new()
+            .name("kevent-gate".into())
+            .spawn(move || gate::serve(l, ctx))?;
+        owner
+            .gates
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .push((listener, path));
+        Ok(())
+    }
+
+    /// Serves the queue's gate on a Unix socket at `path` as well, so that any process
+    /// of the same user can [`Queue::connect`] to it. The socket file is removed when the
+    /// queue closes.
+    ///
+    /// # Errors
+    /// `EOPNOTSUPP` in a process that does not own the queue; `EADDRINUSE` if `path`
+    /// exists.
+    pub fn listen(&self, path: &std::path::Path) -> io::Result<()> {
+        if !self.is_local() || self.owner.is_none() {
+            return Err(errno(libc::EOPNOTSUPP));
+        }
+        let addr = SocketAddrUnix::new(path)?;
+        self.serve(gate::bind(&addr)?, Some(path.to_owned()))
+    }
+
+    /// Attaches to the queue served at `path` (see [`Queue::listen`]): maps its ring,
+    /// registers as a consumer, and controls it through the socket.
+    pub fn connect(path: &std::path::Path) -> io::Result<Arc<Queue>> {
+        let addr = SocketAddrUnix::new(path)?;
+        let client = GateClient::connect(&addr).map_err(|e| {
+            io::Error::new(
+                e.kind(),
+                format!("connecting to the kevent queue at {}: {e}", path.display()),
+            )
+        })?;
+        let (memfd, doorbell) = client.attach()?;
+        Self::attached(memfd.as_fd(), doorbell, Some(client), addr)
+    }
+
+    /// Attaches to a ring from its memfd and the queue's doorbell (received by other
+    /// means): a consumer without a control channel (`kevent_ctl` answers `EOPNOTSUPP`).
+    pub fn attach(memfd: BorrowedFd<'_>, doorbell: OwnedFd) -> io::Result<Arc<Queue>> {
+        let addr = SocketAddrUnix::new_abstract_name(b"kevent.detached")?;
+        Self::attached(memfd, doorbell, None, addr)
+    }
+
+    fn attached(
+        memfd: BorrowedFd<'_>,
+        doorbell: OwnedFd,
+        client: Option<GateClient>,
+        gate_addr: SocketAddrUnix,
+    ) -> io::Result<Arc<Queue>> {
+        let ring = Arc::new(Ring::attach(memfd)?);
+        let liveness = Liveness::register(&ring)?;
+        Ok(Arc::new(Queue {
+            me: liveness.id(),
+            ring,
+            _liveness: liveness,
+            doorbell: Arc::new(doorbell),
+            handle: eventfd(0, EventfdFlags::CLOEXEC | EventfdFlags::NONBLOCK)?,
+            owner: None,
+            client,
+            gate_addr,
+            pid: std::process::id(),
             spin_ns: AtomicU64::new(DEFAULT_SPIN.as_nanos() as u64),
         }))
+    }
+
+    /// Whether this value was made in (or attached by) the calling process. A `fork`ed
+    /// child holds copies of its parent's values; it must use
+    /// [`Queue::for_this_process`] (the `kevent_*` calls do that for it).
+    pub fn is_local(&self) -> bool {
+        self.pid == std::process::id()
+    }
+
+    /// The queue as this process should use it: `self` in the process that made it; in a
+    /// `fork`ed child, a new attachment (its own consumer record and liveness token,
+    /// control through the owner's gate) built from the inherited memfd and doorbell.
+    pub fn for_this_process(self: &Arc<Self>) -> io::Result<Arc<Queue>> {
+        if self.is_local() {
+            return Ok(self.clone());
+        }
+        let memfd = self.ring.memfd().ok_or_else(|| errno(libc::EBADF))?;
+        let doorbell = self.doorbell.as_fd().try_clone_to_owned()?;
+        let client = GateClient::connect(&self.gate_addr).ok();
+        Self::attached(memfd, doorbell, client, self.gate_addr.clone())
     }
 
     /// The handle number (what `kevent_init` returns).
@@ -133,13 +264,21 @@ impl Queue {
         if events.len() > KEVENT_MAX_EVENTS {
             return Err(errno(libc::EINVAL));
         }
-        let owner = self.owner.as_ref().ok_or_else(|| errno(libc::EOPNOTSUPP))?;
-        let mut guard = lock(&owner.kernel);
-        let kernel = guard.as_mut().ok_or_else(|| errno(libc::EBADF))?;
         if let Some(b) = self.ring.broken() {
             return Err(b.into());
         }
-        kernel.ctl(cmd, events)
+        match (&self.owner, &self.client) {
+            (Some(owner), _) if self.is_local() => {
+                let mut guard = lock(&owner.kernel);
+                let kernel = guard.as_mut().ok_or_else(|| errno(libc::EBADF))?;
+                kernel.ctl(cmd, events, &[], true)
+            }
+            (_, Some(client)) => client.ctl(cmd, events),
+            _ => Err(io::Error::new(
+                io::ErrorKind::Unsupported,
+                "kevent_ctl: this process attached without a control channel (use Queue::connect) (EOPNOTSUPP)",
+            )),
+        }
     }
 
     fn deadline(timeout: Timeout, flags: u32) -> io::Result<Option<Deadline>> {
@@ -313,8 +452,28 @@ impl Queue {
     /// Stops the producer thread, closes the ring (waiters return an error) and every fd
     /// the kernel made. Idempotent.
     pub fn close(&self) {
-        let Some(owner) = &self.owner else { return };
+        if !self.is_local() {
+            // A forked child's copy of the parent's queue: touching the shared ring or
+            // joining a thread that does not exist here would be wrong.
+            return;
+        }
+        let Some(owner) = &self.owner else {
+            // An attached consumer leaves: the reaper re-delivers what it still holds.
+            self.ring.depart(self.me);
+            return;
+        };
         owner.stop.store(true, Ordering::Release);
+        for (listener, path) in owner
+            .gates
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .drain(..)
+        {
+            let _ = rustix::net::shutdown(&*listener, rustix::net::Shutdown::Both);
+            if let Some(path) = path {
+                let _ = std::fs::remove_file(path);
+            }
+        }
         let _ = rustix::io::write(self.doorbell.as_fd(), &1u64.to_ne_bytes());
         if let Some(t) = owner
             .thread
@@ -331,7 +490,20 @@ impl Queue {
 
 impl Drop for Queue {
     fn drop(&mut self) {
-        self.close();
+        if self.is_local() {
+            self.close();
+        } else if let Some(owner) = &self.owner {
+            // A forked child must not join (or detach) a thread that exists only in its
+            // parent: forget the handle.
+            if let Some(t) = owner
+                .thread
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .take()
+            {
+                std::mem::forget(t);
+            }
+        }
     }
 }
 

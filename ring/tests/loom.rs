@@ -1,0 +1,611 @@
+//! Loom models of every race in the ring protocol (DESIGN.md §3 and §7).
+//!
+//! Run with
+//!
+//! ```text
+//! RUSTFLAGS="--cfg loom" LOOM_MAX_PREEMPTIONS=2 \
+//!     cargo test -p kevent-ring --release --test loom
+//! ```
+//!
+//! Each model runs on a heap-backed ring (`Ring::heap`), whose atomics come from loom
+//! through the crate's `sync` shim; under loom the futex is a mutex and condition
+//! variable (`futex.rs`), so a lost wake-up shows up as a loom deadlock. Every model
+//! asserts the invariant it is named after: they are written so that breaking the
+//! protocol (dropping the lap from the state word, advancing `uidx` over a claimed slot,
+//! skipping the waiter/waker fence, ...) makes them fail.
+//!
+//! Threads share the ring through `std::sync::Arc` (it holds no loom state of its own)
+//! and are started with `loom::thread::spawn`. Set-up done before the first spawn runs
+//! on one thread and adds nothing to the state space.
+
+#![cfg(loom)]
+
+use std::sync::Arc;
+
+use kevent_ring::{
+    ConsumerId, Producer, PushError, Ring, SlotState, Status, Ukevent, WaitOutcome, WaitSpec,
+};
+use loom::thread;
+
+/// Runs `f` under loom with at most two preemptions per execution (unless
+/// `LOOM_MAX_PREEMPTIONS` says otherwise): every bug we know of in this kind of protocol
+/// needs at most two, and the bound keeps the whole file well under a minute.
+fn model<F>(f: F)
+where
+    F: Fn() + Sync + Send + 'static,
+{
+    let mut builder = loom::model::Builder::new();
+    if builder.preemption_bound.is_none() {
+        builder.preemption_bound = Some(2);
+    }
+    builder.check(f);
+}
+
+fn event(id: u64) -> Ukevent {
+    Ukevent {
+        id,
+        user: id ^ 0xfeed,
+        ..Default::default()
+    }
+}
+
+/// A heap ring of `capacity` slots with its producer and `consumers` registered ids.
+fn ring_with(capacity: u32, consumers: usize) -> (Arc<Ring>, Producer, Vec<ConsumerId>) {
+    let ring = Arc::new(Ring::heap(capacity).expect("valid capacity"));
+    let producer = Producer::new(ring.clone()).expect("a fresh ring is sound");
+    let ids = (0..consumers)
+        .map(|_| ring.register_consumer().expect("a free consumer record"))
+        .collect();
+    (ring, producer, ids)
+}
+
+/// Pushes `ev`, retrying (and yielding to the consumers) while the ring is full.
+fn push_when_room(producer: &mut Producer, ev: &Ukevent) -> u64 {
+    loop {
+        match producer.push(ev, false) {
+            Ok(pos) => return pos,
+            Err(PushError::Full) => thread::yield_now(),
+            Err(PushError::Broken(b)) => panic!("ring marked broken: {b}"),
+        }
+    }
+}
+
+/// Takes every entry `me` owns in `start..end`, checks its content matches its id, and
+/// returns the ids.
+fn take_all(ring: &Ring, me: ConsumerId, start: u64, end: u64) -> Vec<u64> {
+    (start..end)
+        .filter_map(|pos| ring.take(me, pos))
+        .map(|ev| {
+            assert_eq!(ev.user, ev.id ^ 0xfeed, "entry {} is torn", ev.id);
+            ev.id
+        })
+        .collect()
+}
+
+// ---------------------------------------------------------------------------------------
+// a. claim vs claim
+// ---------------------------------------------------------------------------------------
+
+/// Two consumers race to claim three entries that the producer publishes one by one:
+/// every entry is delivered to exactly one of them, and `uidx` ends at 3.
+#[test]
+fn each_entry_is_delivered_exactly_once_to_two_claimers() {
+    const N: u64 = 3;
+    model(|| {
+        let (ring, mut producer, ids) = ring_with(4, 2);
+        let consumers: Vec<_> = ids
+            .into_iter()
+            .map(|me| {
+                let ring = ring.clone();
+                thread::spawn(move || {
+                    let mut seen = Vec::new();
+                    loop {
+                        let claim = ring.claim(me, 2);
+                        if claim.is_empty() {
+                            if ring.cidx() >= N {
+                                break;
+                            }
+                            thread::yield_now();
+                            continue;
+                        }
+                        let got = take_all(&ring, me, claim.start, claim.end);
+                        assert_eq!(got.len() as u64, claim.owned);
+                        assert_eq!(claim.owned, claim.len(), "no reaper: every slot is ours");
+                        seen.extend(got);
+                        assert_eq!(ring.complete_range(me, claim.start..claim.end), claim.owned);
+                    }
+                    seen
+                })
+            })
+            .collect();
+        for id in 0..N {
+            push_when_room(&mut producer, &event(id));
+            producer.flush();
+        }
+        let mut count = [0u32; N as usize];
+        for c in consumers {
+            for id in c.join().expect("consumer panicked") {
+                count[id as usize] += 1;
+            }
+        }
+        if ring.uidx() != N {
+            eprintln!(
+                "DEBUG uidx {} cidx {} kidx {} states {:?}",
+                ring.uidx(),
+                ring.cidx(),
+                ring.kidx(),
+                (0..N).map(|p| ring.slot_state(p)).collect::<Vec<_>>()
+            );
+        }
+        assert_eq!(count, [1; N as usize], "each id delivered exactly once");
+        assert_eq!(ring.uidx(), N);
+        assert_eq!(ring.cidx(), N);
+        assert_eq!(ring.kidx(), N);
+    });
+}
+
+// ---------------------------------------------------------------------------------------
+// b. publish vs claim across a wrap
+// ---------------------------------------------------------------------------------------
+
+/// At capacity 2 the producer publishes four entries (two laps), waiting for room with
+/// `room()` and by retrying `push` on `Full`, while one consumer claims and commits:
+/// every entry arrives once, in order, with its content.
+#[test]
+fn entries_survive_a_wrap_in_order_while_publish_races_commit() {
+    const N: u64 = 4;
+    model(|| {
+        let (ring, mut producer, ids) = ring_with(2, 1);
+        let me = ids[0];
+        let consumer = {
+            let ring = ring.clone();
+            thread::spawn(move || {
+                let mut next = 0;
+                while next < N {
+                    let claim = ring.claim(me, 2);
+                    if claim.is_empty() {
+                        thread::yield_now();
+                        continue;
+                    }
+                    for id in take_all(&ring, me, claim.start, claim.end) {
+                        assert_eq!(id, next, "delivered out of order or duplicated");
+                        next += 1;
+                    }
+                    assert_eq!(next, claim.end, "a claimed entry was not ours");
+                    ring.complete_range(me, claim.start..claim.end);
+                }
+            })
+        };
+        for id in 0..N {
+            if id % 2 == 0 {
+                // Wait for room explicitly: once room() says so, push must succeed.
+                while producer.room().expect("sound ring") == 0 {
+                    thread::yield_now();
+                }
+                assert_eq!(producer.push(&event(id), false), Ok(id));
+            } else {
+                assert_eq!(push_when_room(&mut producer, &event(id)), id);
+            }
+            producer.flush();
+        }
+        consumer.join().expect("consumer panicked");
+        assert_eq!(ring.uidx(), N);
+        assert_eq!(
+            ring.header()
+                .stats
+                .posted
+                .load(std::sync::atomic::Ordering::Relaxed),
+            N
+        );
+    });
+}
+
+// ---------------------------------------------------------------------------------------
+// c. out-of-order completion
+// ---------------------------------------------------------------------------------------
+
+/// Checks, from outside, that `uidx` never passes a slot that is still claimed: every
+/// position below an observed `uidx` is no longer CLAIMED for its lap.
+fn assert_uidx_passes_no_claimed_slot(ring: &Ring) {
+    let u = ring.uidx();
+    for pos in u.saturating_sub(ring.capacity())..u {
+        let s = ring.slot_state(pos).expect("valid state word");
+        let lap = pos / ring.capacity();
+        assert!(
+            !(s.lap == lap && s.status == Status::Claimed),
+            "uidx {u} passed position {pos}, still {s:?}"
+        );
+    }
+}
+
+/// Two consumers each claim one of two entries and complete them in the opposite order
+/// (position 1 first). `uidx` stays at 0 while position 0 is claimed, and ends at 2.
+#[test]
+fn uidx_moves_over_out_of_order_completions_only_once_the_prefix_is_done() {
+    model(|| {
+        let (ring, mut producer, ids) = ring_with(4, 2);
+        for id in 0..2 {
+            producer.push(&event(id), false).unwrap();
+        }
+        producer.flush();
+        let consumers: Vec<_> = ids
+            .into_iter()
+            .map(|me| {
+                let ring = ring.clone();
+                thread::spawn(move || {
+                    let claim = ring.claim(me, 1);
+                    assert_eq!((claim.len(), claim.owned), (1, 1));
+                    let pos = claim.start;
+                    assert_eq!(take_all(&ring, me, pos, pos + 1), [pos]);
+                    if pos == 0 {
+                        // Hold position 0 until position 1 is completed.
+                        while matches!(
+                            ring.slot_state(1).map(|s| s.status),
+                            Some(Status::Ready | Status::Claimed)
+                        ) {
+                            thread::yield_now();
+                        }
+                        assert_eq!(ring.uidx(), 0, "uidx passed a claimed slot");
+                        assert_eq!(ring.advance(), 0, "advance passed a claimed slot");
+                    }
+                    assert_eq!(ring.complete_range(me, pos..pos + 1), 1);
+                    if pos == 1 {
+                        assert_uidx_passes_no_claimed_slot(&ring);
+                    }
+                })
+            })
+            .collect();
+        assert_uidx_passes_no_claimed_slot(&ring);
+        for c in consumers {
+            c.join().expect("consumer panicked");
+        }
+        assert_eq!(ring.uidx(), 2);
+        for pos in 0..2 {
+            assert_eq!(
+                ring.slot_state(pos),
+                Some(SlotState::new(1, 0, Status::Empty)),
+                "slot {pos} is reset for its next lap"
+            );
+        }
+    });
+}
+
+// ---------------------------------------------------------------------------------------
+// d. publish into a full ring vs commit
+// ---------------------------------------------------------------------------------------
+
+/// A full ring of capacity 2: the producer's next push fails with `Full` until the
+/// consumer's commit of position 0 frees its slot, then succeeds. The consumer reads
+/// each entry after claiming it; no entry is overwritten while it is held.
+#[test]
+fn push_into_a_full_ring_fails_until_a_commit_frees_the_slot() {
+    model(|| {
+        let (ring, mut producer, ids) = ring_with(2, 1);
+        let me = ids[0];
+        for id in 0..2 {
+            producer.push(&event(id), false).unwrap();
+        }
+        producer.flush();
+        let consumer = {
+            let ring = ring.clone();
+            thread::spawn(move || {
+                let claim = ring.claim(me, 1);
+                assert_eq!((claim.start, claim.owned), (0, 1));
+                let first = ring.take(me, 0).expect("we own position 0");
+                thread::yield_now();
+                // Read again right before committing: still the same entry.
+                assert_eq!(ring.take(me, 0), Some(first));
+                assert_eq!(first, event(0));
+                ring.complete_range(me, 0..1);
+
+                // Position 1, then the entry the producer pushed into the freed slot.
+                let mut next = 1;
+                while next < 3 {
+                    let claim = ring.claim(me, 2);
+                    for id in take_all(&ring, me, claim.start, claim.end) {
+                        assert_eq!(id, next);
+                        next += 1;
+                    }
+                    if claim.is_empty() {
+                        thread::yield_now();
+                    } else {
+                        ring.complete_range(me, claim.start..claim.end);
+                    }
+                }
+            })
+        };
+        loop {
+            let committed_before = ring.uidx();
+            match producer.push(&event(2), false) {
+                Err(PushError::Full) => {
+                    // Full is only allowed while position 0 is not yet released.
+                    assert_eq!(committed_before, 0);
+                    thread::yield_now();
+                }
+                Ok(pos) => {
+                    assert_eq!(pos, 2);
+                    assert!(ring.uidx() >= 1, "pushed into a slot nobody released");
+                    break;
+                }
+                Err(PushError::Broken(b)) => panic!("ring marked broken: {b}"),
+            }
+        }
+        producer.flush();
+        consumer.join().expect("consumer panicked");
+        assert_eq!(ring.uidx(), 3);
+    });
+}
+
+// ---------------------------------------------------------------------------------------
+// e. waiter vs waker
+// ---------------------------------------------------------------------------------------
+
+/// A consumer waits with no deadline while the producer publishes one entry: the waiter
+/// returns `Ready` (a lost wake-up would be a loom deadlock) and claims it.
+#[test]
+fn a_waiter_is_woken_by_a_concurrent_publish() {
+    model(|| {
+        let (ring, mut producer, ids) = ring_with(2, 1);
+        let me = ids[0];
+        let waiter = {
+            let ring = ring.clone();
+            thread::spawn(move || {
+                let outcome = ring.wait(&WaitSpec::default()).expect("wait");
+                assert_eq!(outcome, WaitOutcome::Ready);
+                let claim = ring.claim(me, 4);
+                assert_eq!(claim.owned, 1);
+                assert_eq!(take_all(&ring, me, claim.start, claim.end), [7]);
+            })
+        };
+        producer.push(&event(7), false).unwrap();
+        producer.flush();
+        waiter.join().expect("waiter panicked");
+        assert_eq!(ring.sleepers(), 0);
+    });
+}
+
+/// Two waiters, two entries published by two separate flushes of one entry each (one
+/// wake-up each, no `WAKEUP_ALL`): each waiter ends up with one entry. A woken consumer
+/// that leaves an entry behind must pass the wake-up on, or the other one sleeps forever
+/// (a loom deadlock).
+#[test]
+fn two_waiters_each_get_an_entry_from_two_single_wakeups() {
+    model(|| {
+        let (ring, mut producer, ids) = ring_with(2, 2);
+        let waiters: Vec<_> = ids
+            .into_iter()
+            .map(|me| {
+                let ring = ring.clone();
+                thread::spawn(move || loop {
+                    match ring.wait(&WaitSpec::default()).expect("wait") {
+                        WaitOutcome::Ready => {}
+                        other => panic!("unexpected {other:?}"),
+                    }
+                    let claim = ring.claim(me, 1);
+                    if claim.owned == 1 {
+                        return take_all(&ring, me, claim.start, claim.end)[0];
+                    }
+                })
+            })
+            .collect();
+        for id in 0..2 {
+            producer.push(&event(id), false).unwrap();
+            producer.flush();
+        }
+        let mut got: Vec<u64> = waiters
+            .into_iter()
+            .map(|w| w.join().expect("waiter panicked"))
+            .collect();
+        got.sort_unstable();
+        assert_eq!(got, [0, 1]);
+    });
+}
+
+/// Both consumers are asleep (the producer waits for `sleepers() == 2`) when one entry
+/// with `WAKEUP_ALL` is published: both wake, one gets the entry, the other reports the
+/// wake-up. Without the wake-all, one of them would sleep forever (a loom deadlock).
+#[test]
+fn wakeup_all_wakes_every_sleeper_for_one_entry() {
+    model(|| {
+        let (ring, mut producer, ids) = ring_with(2, 2);
+        let waiters: Vec<_> = ids
+            .into_iter()
+            .map(|me| {
+                let ring = ring.clone();
+                thread::spawn(move || {
+                    let spec = WaitSpec {
+                        return_on_wake: true,
+                        ..WaitSpec::default()
+                    };
+                    let outcome = ring.wait(&spec).expect("wait");
+                    assert!(
+                        matches!(outcome, WaitOutcome::Ready | WaitOutcome::Woken),
+                        "unexpected {outcome:?}"
+                    );
+                    ring.claim(me, 1).owned
+                })
+            })
+            .collect();
+        while ring.sleepers() < 2 {
+            thread::yield_now();
+        }
+        producer.push(&event(0), true).unwrap();
+        producer.flush();
+        let owned: u64 = waiters
+            .into_iter()
+            .map(|w| w.join().expect("waiter panicked"))
+            .sum();
+        assert_eq!(owned, 1);
+        assert_eq!(ring.cidx(), 1);
+    });
+}
+
+// ---------------------------------------------------------------------------------------
+// f. a stale commit after a wrap
+// ---------------------------------------------------------------------------------------
+
+/// Consumer A claims position 0; a late, duplicated commit of position 0 (by A's id, from
+/// another thread) races with A's own commit, the wrap, and A's claim of position 2 in
+/// the same slot. Position 0 is completed exactly once, and the stale commit never
+/// completes the new lap's entry: position 2 stays CLAIMED(A) until A completes it.
+#[test]
+fn a_stale_commit_from_the_previous_lap_does_not_complete_the_new_lap() {
+    model(|| {
+        let (ring, mut producer, ids) = ring_with(2, 1);
+        let a = ids[0];
+        producer.push(&event(0), false).unwrap();
+        producer.flush();
+        assert_eq!(ring.claim(a, 1).owned, 1);
+
+        let late = {
+            let ring = ring.clone();
+            thread::spawn(move || {
+                let by_complete = u64::from(ring.complete(a, 0));
+                // The kevent commit of "everything below position 1".
+                let by_commit = ring.commit_below(a, 1);
+                by_complete + by_commit
+            })
+        };
+
+        // A's own commit, then the wrap: position 2 lands in position 0's slot.
+        let own = ring.complete_range(a, 0..1);
+        for id in 1..3 {
+            push_when_room(&mut producer, &event(id));
+            producer.flush();
+        }
+        let mut claimed = 1;
+        while claimed < 3 {
+            let claim = ring.claim(a, 2);
+            assert_eq!(claim.owned, claim.len());
+            claimed = claim.end;
+            if claim.is_empty() {
+                thread::yield_now();
+            }
+        }
+        // Release position 1 only, so uidx may reach position 2 but not pass it.
+        assert!(ring.complete(a, 1));
+        ring.advance();
+
+        let stale = late.join().expect("late committer panicked");
+        assert_eq!(own + stale, 1, "position 0 completed exactly once");
+        assert_eq!(
+            ring.slot_state(2),
+            Some(SlotState::new(1, a.0, Status::Claimed)),
+            "the stale commit completed the new lap's entry"
+        );
+        assert_eq!(ring.take(a, 2), Some(event(2)));
+        assert_eq!(ring.advance(), 2, "uidx stops at the claimed position 2");
+        // A stale commit after the fact is refused too.
+        assert!(!ring.complete(a, 0));
+        assert_eq!(ring.commit_below(a, 1), 0);
+        assert_eq!(ring.uidx(), 2);
+        assert!(ring.complete(a, 2));
+        assert_eq!(ring.advance(), 3);
+    });
+}
+
+// ---------------------------------------------------------------------------------------
+// g. reclaim vs late commit
+// ---------------------------------------------------------------------------------------
+
+/// The reaper reclaims position 0 from its owner while the owner completes it: exactly
+/// one of them succeeds, and either way the slot is released once.
+#[test]
+fn reclaim_and_a_late_commit_of_the_same_entry_exactly_one_wins() {
+    model(|| {
+        let (ring, mut producer, ids) = ring_with(2, 1);
+        let owner = ids[0];
+        producer.push(&event(0), false).unwrap();
+        producer.flush();
+        assert_eq!(ring.claim(owner, 1).owned, 1);
+        let reaper = {
+            let ring = ring.clone();
+            thread::spawn(move || {
+                let took = ring.reclaim(owner, 0);
+                ring.advance();
+                took
+            })
+        };
+        let committed = ring.complete_range(owner, 0..1) == 1;
+        let reclaimed = reaper.join().expect("reaper panicked");
+        assert!(
+            committed ^ reclaimed,
+            "committed {committed}, reclaimed {reclaimed}"
+        );
+        assert_eq!(ring.advance(), 1);
+        assert_eq!(
+            ring.slot_state(0),
+            Some(SlotState::new(1, 0, Status::Empty))
+        );
+    });
+}
+
+/// The reaper reclaims an orphaned READY slot (owner 0) while a slow claimer, whose
+/// reservation already covers it, takes ownership: exactly one of them gets it.
+#[test]
+fn reclaim_of_an_orphan_and_a_slow_claim_exactly_one_wins() {
+    model(|| {
+        let (ring, mut producer, ids) = ring_with(2, 1);
+        let me = ids[0];
+        producer.push(&event(0), false).unwrap();
+        producer.flush();
+        let reaper = {
+            let ring = ring.clone();
+            thread::spawn(move || {
+                // The reaper only looks below cidx: wait for the reservation.
+                while ring.cidx() == 0 {
+                    thread::yield_now();
+                }
+                ring.reclaim(ConsumerId(0), 0)
+            })
+        };
+        let claim = ring.claim(me, 1);
+        assert_eq!(claim.len(), 1);
+        let took = ring.take(me, 0);
+        let reclaimed = reaper.join().expect("reaper panicked");
+        assert!((claim.owned == 1) ^ reclaimed);
+        assert_eq!(took.is_some(), claim.owned == 1);
+        if claim.owned == 1 {
+            assert!(ring.complete(me, 0));
+        } else {
+            assert!(
+                !ring.complete(me, 0),
+                "a reclaimed slot is not the claimer's"
+            );
+        }
+        assert_eq!(ring.advance(), 1);
+    });
+}
+
+/// Consumer A holds position 0 while consumer B claims position 1 and completes it; then
+/// A completes position 0. Whoever finishes last must carry `uidx` over both positions,
+/// so once both are done `uidx` is 2.
+#[test]
+fn a_claim_and_completion_racing_the_prefix_commit_are_both_released() {
+    model(|| {
+        let (ring, mut producer, ids) = ring_with(4, 2);
+        for id in 0..2 {
+            producer.push(&event(id), false).unwrap();
+        }
+        producer.flush();
+        let (a, b) = (ids[0], ids[1]);
+        assert_eq!(ring.claim(a, 1).start, 0);
+        let other = {
+            let ring = ring.clone();
+            thread::spawn(move || {
+                let claim = ring.claim(b, 1);
+                assert_eq!((claim.start, claim.owned), (1, 1));
+                ring.complete_range(b, 1..2)
+            })
+        };
+        assert_eq!(ring.complete_range(a, 0..1), 1);
+        assert_eq!(other.join().expect("consumer panicked"), 1);
+        assert_eq!(
+            ring.uidx(),
+            2,
+            "uidx stranded: slot states {:?} {:?}",
+            ring.slot_state(0),
+            ring.slot_state(1)
+        );
+    });
+}
