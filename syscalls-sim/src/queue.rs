@@ -29,6 +29,10 @@ struct Owner {
     kernel: Arc<Mutex<Option<Kernel>>>,
     stop: Arc<AtomicBool>,
     thread: Mutex<Option<JoinHandle<()>>>,
+    /// The producer thread of a queue created paused, until [`Queue::start`].
+    paused: Mutex<Option<ProducerThread>>,
+    /// The producer thread's kernel tid (0 until it runs), for CPU accounting.
+    tid: Arc<std::sync::atomic::AtomicI32>,
     /// Listening gate sockets (shut down on close to end their threads), and paths to
     /// unlink.
     gates: Mutex<Vec<(Arc<OwnedFd>, Option<std::path::PathBuf>)>>,
@@ -71,6 +75,15 @@ impl Queue {
     /// [`Queue::create`] with the time within which a dead consumer's entries are
     /// delivered again (default 100 ms).
     pub fn create_with(num: u32, flags: u32, reap_interval: Duration) -> io::Result<Arc<Queue>> {
+        let q = Self::create_paused(num, flags, reap_interval)?;
+        q.start()?;
+        Ok(q)
+    }
+
+    /// Creates a queue whose threads (producer, gate) do not run until [`Queue::start`]:
+    /// for programs that `fork` consumers first (no thread may exist at `fork`).
+    /// `kevent_ctl` works before the start; events are published once it has started.
+    pub fn create_paused(num: u32, flags: u32, reap_interval: Duration) -> io::Result<Arc<Queue>> {
         if flags != 0 || num == 1 || num > kevent_ring::layout::MAX_CAPACITY {
             return Err(errno(libc::EINVAL));
         }
@@ -102,9 +115,6 @@ impl Queue {
             stop: stop.clone(),
             housekeeping: Box::new(move |k| reaper.tick(k)),
         };
-        let producer = std::thread::Builder::new()
-            .name("kevent-producer".into())
-            .spawn(move || thread.run())?;
         let handle = eventfd(0, EventfdFlags::CLOEXEC | EventfdFlags::NONBLOCK)?;
         let pid = std::process::id();
         let gate_addr = gate::abstract_addr(pid, handle.as_raw_fd())?;
@@ -123,7 +133,9 @@ impl Queue {
             owner: Some(Owner {
                 kernel,
                 stop,
-                thread: Mutex::new(Some(producer)),
+                thread: Mutex::new(None),
+                paused: Mutex::new(Some(thread)),
+                tid: Arc::new(std::sync::atomic::AtomicI32::new(0)),
                 gates: Mutex::new(Vec::new()),
                 ctx,
             }),
@@ -132,17 +144,72 @@ impl Queue {
             pid,
             spin_ns: AtomicU64::new(DEFAULT_SPIN.as_nanos() as u64),
         };
-        queue.serve(gate::bind(&gate_addr)?, None)?;
-        Ok(Arc::new(queue))
+        let listener = gate::bind(&gate_addr)?;
+        let queue = Arc::new(queue);
+        queue
+            .owner
+            .as_ref()
+            .expect("owner")
+            .gates
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .push((Arc::new(listener), None));
+        Ok(queue)
+    }
+
+    /// Starts the producer and gate threads of a queue made with
+    /// [`Queue::create_paused`] (a no-op if they run already).
+    pub fn start(&self) -> io::Result<()> {
+        let owner = self.owner.as_ref().ok_or_else(|| errno(libc::EOPNOTSUPP))?;
+        let Some(thread) = owner
+            .paused
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .take()
+        else {
+            return Ok(());
+        };
+        let tid = owner.tid.clone();
+        let producer = std::thread::Builder::new()
+            .name("kevent-producer".into())
+            .spawn(move || {
+                tid.store(
+                    rustix::thread::gettid().as_raw_nonzero().get(),
+                    Ordering::Release,
+                );
+                thread.run()
+            })?;
+        *owner.thread.lock().unwrap_or_else(|e| e.into_inner()) = Some(producer);
+        for (listener, _) in owner.gates.lock().unwrap_or_else(|e| e.into_inner()).iter() {
+            let (l, ctx) = (listener.clone(), owner.ctx.clone());
+            std::thread::Builder::new()
+                .name("kevent-gate".into())
+                .spawn(move || gate::serve(l, ctx))?;
+        }
+        Ok(())
+    }
+
+    /// The producer thread's kernel thread id, once it runs (for per-thread CPU
+    /// accounting in `/proc/self/task/<tid>`).
+    pub fn producer_tid(&self) -> Option<i32> {
+        let tid = self.owner.as_ref()?.tid.load(Ordering::Acquire);
+        (tid != 0).then_some(tid)
     }
 
     fn serve(&self, listener: OwnedFd, path: Option<std::path::PathBuf>) -> io::Result<()> {
         let owner = self.owner.as_ref().ok_or_else(|| errno(libc::EOPNOTSUPP))?;
         let listener = Arc::new(listener);
-        let (l, ctx) = (listener.clone(), owner.ctx.clone());
-        std::thread::Builder::new()
-            .name("kevent-gate".into())
-            .spawn(move || gate::serve(l, ctx))?;
+        let started = owner
+            .paused
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .is_none();
+        if started {
+            let (l, ctx) = (listener.clone(), owner.ctx.clone());
+            std::thread::Builder::new()
+                .name("kevent-gate".into())
+                .spawn(move || gate::serve(l, ctx))?;
+        }
         owner
             .gates
             .lock()
