@@ -17,7 +17,7 @@
 //! entries completed out of order are released in order.
 
 use crate::state::{SlotState, Status};
-use crate::sync::{spin_hint, Ordering};
+use crate::sync::{fence, spin_hint, Ordering};
 use crate::{Ring, Ukevent};
 
 /// A consumer's id: its index in the consumer table plus one (0 means "nobody").
@@ -189,28 +189,24 @@ impl Ring {
     pub fn advance(&self) -> u64 {
         let h = self.header();
         let mut u = h.uidx.pos.load(Ordering::Acquire);
-        // Bounded: at most one lap per call, so garbage in shared memory cannot spin us.
-        for _ in 0..self.capacity() {
-            if u >= h.cidx.pos.load(Ordering::Acquire) {
-                break;
-            }
-            let slot = self.slot(u);
-            let lap = self.lap(u);
-            let done = SlotState::new(lap, 0, Status::Done).encode();
-            let next = SlotState::new(lap + 1, 0, Status::Empty).encode();
-            // AcqRel: acquire the completer's Release (its reads of the entry happen
-            // before), release to the producer's Acquire load of the slot state.
-            let reset =
-                match slot
-                    .state
-                    .compare_exchange(done, next, Ordering::AcqRel, Ordering::Acquire)
-                {
-                    Ok(_) => true,
-                    // Someone else reset it; help them move uidx.
-                    Err(found) => found == next,
-                };
-            if !reset {
-                break;
+        // The position at which we last fenced before giving up (see below).
+        let mut fenced_at = None;
+        // Bounded: at most one lap per call (plus one re-check per position), so garbage
+        // in shared memory cannot spin us.
+        for _ in 0..2 * self.capacity() + 1 {
+            if u >= h.cidx.pos.load(Ordering::Acquire) || !self.release_one(u) {
+                // About to stop at `u`. Another consumer may have completed (or claimed
+                // and completed) the slot at `u` while we read a stale `cidx`/state, and
+                // have stopped itself because it read our `uidx` stale: a store-buffer
+                // pattern. A SeqCst fence on this path in both of us means at least one
+                // sees the other's writes; re-check once per position.
+                if fenced_at == Some(u) {
+                    break;
+                }
+                fence(Ordering::SeqCst);
+                fenced_at = Some(u);
+                u = h.uidx.pos.load(Ordering::Acquire);
+                continue;
             }
             // Release: the producer's Acquire load of uidx sees the reset slot.
             match h
@@ -223,6 +219,25 @@ impl Ring {
             }
         }
         u
+    }
+
+    /// Resets the slot at `u` from DONE to EMPTY for its next lap, or finds it already
+    /// reset. Returns whether `uidx` may move past `u`.
+    fn release_one(&self, u: u64) -> bool {
+        let lap = self.lap(u);
+        let done = SlotState::new(lap, 0, Status::Done).encode();
+        let next = SlotState::new(lap + 1, 0, Status::Empty).encode();
+        // AcqRel: acquire the completer's Release (its reads of the entry happen
+        // before), release to the producer's Acquire load of the slot state.
+        match self
+            .slot(u)
+            .state
+            .compare_exchange(done, next, Ordering::AcqRel, Ordering::Acquire)
+        {
+            Ok(_) => true,
+            // Someone else reset it; help them move uidx.
+            Err(found) => found == next,
+        }
     }
 
     /// Reclaims a slot for redelivery (the reaper's move): CLAIMED(`owner`) or, with

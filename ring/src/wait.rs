@@ -133,7 +133,7 @@ impl Ring {
             spin_hint();
             i = i.wrapping_add(1);
             // Reading the clock costs ~20 ns; look at it every 64 spins.
-            if i % 64 == 0 && start.elapsed() >= spec.spin {
+            if i.is_multiple_of(64) && start.elapsed() >= spec.spin {
                 break;
             }
         }
