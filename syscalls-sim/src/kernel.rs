@@ -36,7 +36,6 @@ use crate::source::{fd, timer, Source};
 
 /// epoll token of the doorbell eventfd.
 pub(crate) const TOKEN_DOORBELL: u64 = u64::MAX;
-const TOKEN_SIGNALFD: u64 = u64::MAX - 1;
 const TOKEN_SIGHANDLER: u64 = u64::MAX - 2;
 const TOKEN_INOTIFY: u64 = u64::MAX - 3;
 
@@ -67,10 +66,35 @@ pub(crate) fn compact_reported(events: &mut [Ukevent]) -> usize {
     n
 }
 
+/// `epoll_wait` on a queue's sources without holding the kernel (a consumer blocking on
+/// everyone's behalf); returns `(token, flags)` pairs for [`Kernel::process_events`].
+pub(crate) fn wait_sources(epoll_fd: &OwnedFd, timeout: std::time::Duration) -> Vec<(u64, u32)> {
+    let mut events: Vec<epoll::Event> = Vec::with_capacity(256);
+    let ts = rustix::time::Timespec {
+        tv_sec: timeout.as_secs() as i64,
+        tv_nsec: i64::from(timeout.subsec_nanos()),
+    };
+    match epoll::wait(
+        epoll_fd.as_fd(),
+        rustix::buffer::spare_capacity(&mut events),
+        Some(&ts),
+    ) {
+        // epoll_event is packed: copy the fields out instead of borrowing them.
+        Ok(_) => events
+            .iter()
+            .map(|ev| (ev.data.u64(), { ev.flags }.bits()))
+            .collect(),
+        Err(_) => Vec::new(),
+    }
+}
+
 /// The simulated kernel of one queue.
 pub(crate) struct Kernel {
     pub(crate) producer: Producer,
     pub(crate) epoll: Arc<OwnedFd>,
+    doorbell: Arc<OwnedFd>,
+    /// `epoll_wait` calls started on `epoll` (by anyone), numbering their batches.
+    pub(crate) waits: Arc<std::sync::atomic::AtomicU64>,
     regs: Vec<Option<Registration>>,
     free: Vec<usize>,
     index: HashMap<(u32, u64), usize>,
@@ -81,6 +105,8 @@ pub(crate) struct Kernel {
     released: u64,
     /// Level-triggered kevents released since the last re-check.
     recheck: Vec<usize>,
+    /// Kevents released with arrivals merged meanwhile: they get a new entry.
+    republish: Vec<usize>,
     /// Registrations whose release must be heard of (see `Registration::watched`).
     watch: usize,
     next_gen: u32,
@@ -94,12 +120,14 @@ pub(crate) struct Kernel {
 type EntryResult = Result<(), i32>;
 
 impl Kernel {
-    pub(crate) fn new(producer: Producer, epoll: Arc<OwnedFd>) -> Kernel {
+    pub(crate) fn new(producer: Producer, epoll: Arc<OwnedFd>, doorbell: Arc<OwnedFd>) -> Kernel {
         let cap = producer.ring().capacity() as usize;
         let released = producer.position();
         Kernel {
             producer,
             epoll,
+            doorbell,
+            waits: Arc::new(std::sync::atomic::AtomicU64::new(0)),
             regs: Vec::new(),
             free: Vec::new(),
             index: HashMap::new(),
@@ -115,6 +143,7 @@ impl Kernel {
             ],
             released,
             recheck: Vec::new(),
+            republish: Vec::new(),
             watch: 0,
             next_gen: 1,
             signals: Signals::default(),
@@ -122,6 +151,11 @@ impl Kernel {
             inodes: Inodes::default(),
             wd_regs: HashMap::new(),
         }
+    }
+
+    /// Numbers an `epoll_wait` call about to start (see `Registration::swallow_upto`).
+    pub(crate) fn begin_wait(&self) -> u64 {
+        self.waits.fetch_add(1, Ordering::Relaxed) + 1
     }
 
     pub(crate) fn ring(&self) -> &Arc<Ring> {
@@ -159,6 +193,8 @@ impl Kernel {
             KEVENT_CTL_ADD => self.ctl_add(events, fd_for, compact),
             KEVENT_CTL_REMOVE | KEVENT_CTL_MODIFY | KEVENT_CTL_READY => {
                 if cmd == KEVENT_CTL_READY && events.is_empty() {
+                    // A consumer blocked in epoll_wait hears the doorbell.
+                    let _ = rustix::io::write(self.doorbell.as_fd(), &1u64.to_ne_bytes());
                     self.ring().wake_one_explicitly();
                     return Ok(0);
                 }
@@ -181,6 +217,7 @@ impl Kernel {
             _ => return Err(io::Error::from_raw_os_error(libc::EINVAL)),
         };
         self.service();
+        self.settle();
         Ok(out)
     }
 
@@ -261,8 +298,13 @@ impl Kernel {
             self.mark_ready(idx, ready_now, 0);
             Ok(false)
         } else {
+            // The epoll_ctl(ADD) of a ready fd queued a report of this same readiness for
+            // the current or the next epoll_wait call: it was delivered by ADD already.
+            let swallow_upto = self.waits.load(Ordering::Relaxed) + 1;
+            let reg = self.reg(idx).expect("registered");
+            reg.swallow_upto = swallow_upto;
             if ev.req_flags & KEVENT_REQ_ONESHOT != 0 {
-                self.reg(idx).expect("registered").disabled = true;
+                reg.disabled = true;
             }
             Ok(true)
         }
@@ -293,15 +335,10 @@ impl Kernel {
                     return Err(libc::EINVAL);
                 }
                 let (signo, nomask) = signal::parse_id(ev.id)?;
-                self.signals.add(
-                    epoll.as_fd(),
-                    signo,
-                    nomask,
-                    TOKEN_SIGNALFD,
-                    TOKEN_SIGHANDLER,
-                )?;
+                self.signals
+                    .add(epoll.as_fd(), signo, nomask, TOKEN_SIGHANDLER)?;
                 self.sig_regs.entry(signo).or_default().push(idx);
-                Ok((Source::Signal { signo }, 0))
+                Ok((Source::Signal { signo, nomask }, 0))
             }
             KEVENT_INODE => {
                 let wd = self.inodes.add(
@@ -354,13 +391,14 @@ impl Kernel {
                 let _ = epoll::delete(self.epoll.as_fd(), &dup);
             }
             Source::Timer { .. } | Source::User => {}
-            Source::Signal { signo } => {
+            Source::Signal { signo, nomask } => {
                 let regs = self.sig_regs.entry(signo).or_default();
                 regs.retain(|&i| i != idx);
-                if regs.is_empty() {
+                let last = regs.is_empty();
+                if last {
                     self.sig_regs.remove(&signo);
-                    self.signals.remove(signo);
                 }
+                self.signals.remove(signo, nomask, last);
             }
             Source::Inode { wd } => {
                 let regs = self.wd_regs.entry(wd).or_default();
@@ -435,14 +473,13 @@ impl Kernel {
 
     // --- readiness ----------------------------------------------------------------------
 
-    /// Handles one epoll event.
-    pub(crate) fn on_token(&mut self, tok: u64, flags: u32) {
+    /// Handles one epoll event from the `epoll_wait` call numbered `call`.
+    pub(crate) fn on_token(&mut self, tok: u64, flags: u32, call: u64) {
         match tok {
-            TOKEN_DOORBELL => {}
-            TOKEN_SIGNALFD => {
-                for signo in self.signals.read_signalfd() {
-                    self.signal_arrived(signo, 1);
-                }
+            TOKEN_DOORBELL => {
+                // Reset the eventfd; the releases it announces are handled by `service`.
+                let mut buf = [0u8; 8];
+                let _ = rustix::io::read(self.doorbell.as_fd(), &mut buf);
             }
             TOKEN_SIGHANDLER => {
                 for (signo, n) in self.signals.handler_deltas() {
@@ -463,6 +500,12 @@ impl Kernel {
                 let Some(reg) = self.reg(idx).filter(|r| r.gen == gen) else {
                     return;
                 };
+                if reg.swallow_upto != 0 {
+                    let upto = std::mem::take(&mut reg.swallow_upto);
+                    if call <= upto {
+                        return;
+                    }
+                }
                 match &reg.source {
                     Source::Fd { .. } => {
                         let bits = fd::report(reg.ev.type_, reg.ev.event, flags);
@@ -579,6 +622,12 @@ impl Kernel {
         let entry = reg.take_entry();
         match self.producer.push(&entry, wake_all) {
             Ok(pos) => {
+                // The push proved uidx passed `pos - capacity`: account for that release
+                // before its side-table record (same slot) is overwritten below.
+                let cap = self.side.len() as u64;
+                if pos >= cap {
+                    self.note_releases(pos + 1 - cap);
+                }
                 let reg = self.regs[idx].as_mut().expect("registered");
                 reg.pending = Pending::InRing(pos);
                 if reg.ev.req_flags & KEVENT_REQ_ONESHOT != 0 {
@@ -636,45 +685,118 @@ impl Kernel {
 
     /// Processes releases, drains the backlog, re-checks released level-triggered
     /// kevents, and publishes (one `kidx` store, one wake call).
-    pub(crate) fn service(&mut self) {
+    pub(crate) fn service(&mut self) -> u64 {
         loop {
             let released = match self.producer.released(self.released) {
                 Ok(r) => r,
-                Err(_) => return,
+                Err(_) => return 0,
             };
-            for pos in released.clone() {
-                let Published {
-                    pos: p, idx, gen, ..
-                } = self.side[(pos % self.side.len() as u64) as usize];
-                if p != pos {
-                    continue;
-                }
-                let Some(reg) = self.regs.get_mut(idx).and_then(Option::as_mut) else {
-                    continue;
-                };
-                if reg.gen != gen || reg.pending != Pending::InRing(pos) {
-                    continue;
-                }
-                reg.pending = Pending::Idle;
-                let (level_fd, news, disabled) = (reg.level_fd(), reg.has_news(), reg.disabled);
-                self.unwatch(idx);
-                if disabled {
-                    continue;
-                }
-                if level_fd {
-                    self.recheck.push(idx);
-                } else if news {
+            self.note_releases(released.end);
+            for idx in std::mem::take(&mut self.republish) {
+                let ready = self
+                    .regs
+                    .get(idx)
+                    .and_then(Option::as_ref)
+                    .is_some_and(|r| r.pending == Pending::Idle && r.has_news() && !r.disabled);
+                if ready {
                     self.publish(idx);
                 }
             }
-            self.released = released.end;
             self.drain_backlog();
             let rechecked = self.recheck_level();
-            if !rechecked || self.producer.room().unwrap_or(0) == 0 {
+            if (!rechecked && self.republish.is_empty()) || self.producer.room().unwrap_or(0) == 0 {
                 break;
             }
         }
-        self.producer.flush();
+        self.producer.flush()
+    }
+
+    /// Ends a stint as the kernel outside the producer thread (ctl, harvest): if commits
+    /// matter now (a backlog, level re-checks), ask for the doorbell — the producer
+    /// thread may be asleep without having asked — and catch releases that raced in.
+    pub(crate) fn settle(&mut self) {
+        if self.wants_release_notice() {
+            self.ring().request_doorbell();
+            if self.releases_pending() {
+                self.service();
+            }
+        }
+    }
+
+    /// Marks the kevents whose entries were released below `upto` idle, and queues what
+    /// must follow (a level re-check, or a new entry for arrivals merged meanwhile)
+    /// without publishing. Called by `service`, and by `try_push` before it reuses a slot:
+    /// the slot's side-table record must be read before it is overwritten.
+    fn note_releases(&mut self, upto: u64) {
+        while self.released < upto {
+            let pos = self.released;
+            self.released += 1;
+            let Published {
+                pos: p, idx, gen, ..
+            } = self.side[(pos % self.side.len() as u64) as usize];
+            if p != pos {
+                continue;
+            }
+            let Some(reg) = self.regs.get_mut(idx).and_then(Option::as_mut) else {
+                continue;
+            };
+            if reg.gen != gen || reg.pending != Pending::InRing(pos) {
+                continue;
+            }
+            reg.pending = Pending::Idle;
+            let (level_fd, news, disabled) = (reg.level_fd(), reg.has_news(), reg.disabled);
+            self.unwatch(idx);
+            if disabled {
+                continue;
+            }
+            if level_fd {
+                self.recheck.push(idx);
+            } else if news {
+                self.republish.push(idx);
+            }
+        }
+    }
+
+    /// Processes a batch of epoll events (from [`wait_sources`]) and publishes.
+    pub(crate) fn process_events(&mut self, events: &[(u64, u32)], call: u64) -> u64 {
+        for &(tok, flags) in events {
+            self.on_token(tok, flags, call);
+        }
+        let n = self.service();
+        self.settle();
+        n
+    }
+
+    /// One non-blocking round of the producer's work, done by a consumer of the owning
+    /// process instead of waking the producer thread (see `Queue::next_batch`): collect
+    /// ready sources with `epoll_wait(0)`, turn them into entries, publish. Returns how
+    /// many entries it published.
+    pub(crate) fn harvest(&mut self) -> u64 {
+        thread_local! {
+            // Per harvesting thread (epoll events are not Send, so not in the kernel).
+            static EVENTS: std::cell::RefCell<Vec<epoll::Event>> =
+                std::cell::RefCell::new(Vec::with_capacity(1024));
+        }
+        EVENTS.with(|events| {
+            let mut events = events.borrow_mut();
+            events.clear();
+            let zero = rustix::time::Timespec {
+                tv_sec: 0,
+                tv_nsec: 0,
+            };
+            let buf = rustix::buffer::spare_capacity(&mut *events);
+            let call = self.begin_wait();
+            if epoll::wait(self.epoll.as_fd(), buf, Some(&zero)).is_ok() {
+                for ev in events.iter() {
+                    // epoll_event is packed: copy the fields out instead of borrowing them.
+                    let (tok, flags) = (ev.data.u64(), { ev.flags }.bits());
+                    self.on_token(tok, flags, call);
+                }
+            }
+        });
+        let n = self.service();
+        self.settle();
+        n
     }
 
     /// Re-checks released level-triggered kevents in one `poll(2)`; returns whether any

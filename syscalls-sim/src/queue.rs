@@ -18,10 +18,49 @@ use crate::abi::*;
 use crate::gate::{self, GateClient, GateCtx};
 use crate::kernel::{Kernel, TOKEN_DOORBELL};
 use crate::reaper::{Reaper, DEFAULT_REAP_INTERVAL};
-use crate::thread::{lock, ProducerThread};
+use crate::thread::{lock, Harvesters, ProducerThread};
 
 fn errno(e: i32) -> io::Error {
     io::Error::from_raw_os_error(e)
+}
+
+thread_local! {
+    /// The harvester sets this thread counts itself awake in (see [`Queue::next_batch`]):
+    /// a consumer thread stays awake between batches — it is processing, and will
+    /// harvest again — and leaves when it goes to sleep, or when the thread ends.
+    static AWAKE_IN: AwakeSet = const { AwakeSet(std::cell::RefCell::new(Vec::new())) };
+}
+
+struct AwakeSet(std::cell::RefCell<Vec<Arc<Harvesters>>>);
+
+impl Drop for AwakeSet {
+    fn drop(&mut self) {
+        for h in self.0.borrow_mut().drain(..) {
+            h.leave();
+        }
+    }
+}
+
+/// Counts this thread awake in `h` (once).
+fn stay_awake(h: &Arc<Harvesters>) {
+    AWAKE_IN.with(|set| {
+        let mut set = set.0.borrow_mut();
+        if !set.iter().any(|x| Arc::ptr_eq(x, h)) {
+            h.enter();
+            set.push(h.clone());
+        }
+    });
+}
+
+/// This thread is about to sleep: no longer awake in `h`.
+fn fall_asleep(h: &Arc<Harvesters>) {
+    AWAKE_IN.with(|set| {
+        let mut set = set.0.borrow_mut();
+        if let Some(i) = set.iter().position(|x| Arc::ptr_eq(x, h)) {
+            set.swap_remove(i);
+            h.leave();
+        }
+    });
 }
 
 /// The creating process's side: the kernel, its thread, and the gates it serves.
@@ -31,6 +70,14 @@ struct Owner {
     thread: Mutex<Option<JoinHandle<()>>>,
     /// The producer thread of a queue created paused, until [`Queue::start`].
     paused: Mutex<Option<ProducerThread>>,
+    /// Consumers of this process harvesting for themselves (see [`Queue::next_batch`]).
+    harvesters: Arc<Harvesters>,
+    /// Whether consumers of this process harvest (default on).
+    harvest: AtomicBool,
+    /// The kernel's epoll fd, for a consumer blocking on the sources.
+    ctx_epoll: Arc<OwnedFd>,
+    /// The kernel's count of `epoll_wait` calls (see `Kernel::begin_wait`).
+    waits: Arc<std::sync::atomic::AtomicU64>,
     /// The producer thread's kernel tid (0 until it runs), for CPU accounting.
     tid: Arc<std::sync::atomic::AtomicI32>,
     /// Listening gate sockets (shut down on close to end their threads), and paths to
@@ -103,7 +150,14 @@ impl Queue {
             epoll::EventFlags::IN,
         )?;
         let producer = Producer::new(ring.clone()).map_err(io::Error::from)?;
-        let kernel = Arc::new(Mutex::new(Some(Kernel::new(producer, epoll.clone()))));
+        let kernel = Arc::new(Mutex::new(Some(Kernel::new(
+            producer,
+            epoll.clone(),
+            doorbell.clone(),
+        ))));
+        let waits = lock(&kernel).as_ref().expect("new kernel").waits.clone();
+        let harvesters = Arc::new(Harvesters::default());
+        let ctx_epoll = epoll.clone();
         let stop = Arc::new(AtomicBool::new(false));
         let memfd = ring.memfd().expect("a memfd ring").try_clone_to_owned()?;
         let mut reaper = Reaper::new(memfd.try_clone()?, reap_interval);
@@ -114,6 +168,7 @@ impl Queue {
             ring: ring.clone(),
             stop: stop.clone(),
             housekeeping: Box::new(move |k| reaper.tick(k)),
+            harvesters: harvesters.clone(),
         };
         let handle = eventfd(0, EventfdFlags::CLOEXEC | EventfdFlags::NONBLOCK)?;
         let pid = std::process::id();
@@ -135,6 +190,10 @@ impl Queue {
                 stop,
                 thread: Mutex::new(None),
                 paused: Mutex::new(Some(thread)),
+                harvesters,
+                harvest: AtomicBool::new(true),
+                ctx_epoll,
+                waits,
                 tid: Arc::new(std::sync::atomic::AtomicI32::new(0)),
                 gates: Mutex::new(Vec::new()),
                 ctx,
@@ -379,47 +438,203 @@ impl Queue {
     /// `kevent_wait`: waits until entries are ready (or `old_uidx` is stale, a wake-up
     /// request arrives, or the timeout passes) and claims up to `num` of them.
     pub fn wait(&self, num: u32, old_uidx: u64, timeout: Timeout, flags: u32) -> io::Result<Claim> {
-        if num == 0 || u64::from(num) > self.ring.capacity() {
+        if num == 0 || u64::from(num) > self.ring.capacity() || flags & !KEVENT_FLAGS_ABSTIME != 0 {
             return Err(errno(libc::EINVAL));
         }
+        let nonblocking = timeout == Some(0) && flags & KEVENT_FLAGS_ABSTIME == 0;
         let spec = WaitSpec {
             old_uidx: Some(old_uidx),
-            deadline: Self::deadline(timeout, flags)?,
-            spin: if timeout == Some(0) {
+            deadline: if nonblocking {
+                Some(Deadline::Monotonic(0))
+            } else {
+                Self::deadline(timeout, flags)?
+            },
+            spin: if nonblocking {
                 Duration::ZERO
             } else {
                 self.spin()
             },
             return_on_wake: true,
         };
+        let (claim, outcome) = self.next_batch(u64::from(num), &spec)?;
+        match Self::outcome_error(outcome) {
+            Some(e) => Err(e),
+            None => Ok(claim),
+        }
+    }
+
+    /// Whether consumers in the owning process harvest ready sources themselves when
+    /// they would otherwise sleep (default `true`; see [`Queue::next_batch`]).
+    pub fn set_harvest(&self, on: bool) {
+        if let Some(owner) = &self.owner {
+            owner.harvest.store(on, Ordering::Relaxed);
+        }
+    }
+
+    fn harvesters(&self) -> Option<&Arc<Harvesters>> {
+        let owner = self.owner.as_ref()?;
+        (self.is_local() && owner.harvest.load(Ordering::Relaxed)).then_some(&owner.harvesters)
+    }
+
+    /// Does the producer's work once, here, if nobody else is doing it right now.
+    fn harvest_inline(&self) -> u64 {
+        let Some(owner) = &self.owner else { return 0 };
+        owner.harvesters.rounds.fetch_add(1, Ordering::Relaxed);
+        let Ok(mut guard) = owner.kernel.try_lock() else {
+            return 0; // the producer thread (or another harvester) is at it
+        };
+        guard.as_mut().map_or(0, Kernel::harvest)
+    }
+
+    /// Harvests until something is published, the ring has entries (another harvester
+    /// or the producer published), or `spin` has passed. Spinning on `epoll_wait(0)`
+    /// here, rather than on the ring, keeps the producer thread asleep.
+    fn harvest_for(&self, spin: Duration) -> u64 {
+        let start = std::time::Instant::now();
         loop {
-            let outcome = if timeout == Some(0) && flags & KEVENT_FLAGS_ABSTIME == 0 {
-                if self.ring.has_claimable() {
-                    WaitOutcome::Ready
-                } else {
-                    WaitOutcome::TimedOut
-                }
-            } else {
-                self.ring.wait(&spec)?
-            };
-            if let Some(e) = Self::outcome_error(outcome) {
-                return Err(e);
+            let n = self.harvest_inline();
+            if n > 0 || self.ring.has_claimable() || start.elapsed() >= spin {
+                return n;
             }
-            if outcome == WaitOutcome::Ready {
-                let claim = self.ring.claim(self.me, u64::from(num));
-                if claim.owned > 0 || timeout == Some(0) {
-                    return Ok(claim);
-                }
-                // Another consumer was faster; wait again.
+            std::hint::spin_loop();
+        }
+    }
+
+    /// Becomes the queue's blocking harvester if nobody is: `epoll_wait` on the sources
+    /// (up to the deadline, at most one reaper tick), then publish what came. `None` if
+    /// another consumer holds the role (the caller sleeps on the ring instead);
+    /// `Some(Err(outcome))` when the wait is over without entries.
+    fn block_on_sources(&self, spec: &WaitSpec) -> Option<Result<(), WaitOutcome>> {
+        let owner = self.owner.as_ref()?;
+        let h = self.harvesters()?;
+        if h.blocker
+            .compare_exchange(false, true, Ordering::Acquire, Ordering::Relaxed)
+            .is_err()
+        {
+            return None;
+        }
+        let timeout = match spec.deadline {
+            None => DEFAULT_REAP_INTERVAL,
+            Some(d) => {
+                let (now, at) = match d {
+                    Deadline::Monotonic(at) => (kevent_ring::monotonic_now(), at),
+                    Deadline::Realtime(at) => (kevent_ring::realtime_now(), at),
+                };
+                Duration::from_nanos(at.saturating_sub(now)).min(DEFAULT_REAP_INTERVAL)
+            }
+        };
+        h.rounds.fetch_add(1, Ordering::Relaxed);
+        let call = owner.waits.fetch_add(1, Ordering::Relaxed) + 1;
+        let events = if self.ring.has_claimable() {
+            Vec::new()
+        } else {
+            crate::kernel::wait_sources(&owner.ctx_epoll, timeout)
+        };
+        h.blocker.store(false, Ordering::Release);
+        let mut guard = lock(&owner.kernel);
+        let Some(kernel) = guard.as_mut() else {
+            return Some(Err(WaitOutcome::Closed));
+        };
+        if owner.stop.load(Ordering::Acquire) {
+            return Some(Err(WaitOutcome::Closed));
+        }
+        kernel.process_events(&events, call);
+        drop(guard);
+        if self.ring.has_claimable() {
+            return Some(Ok(()));
+        }
+        if let Some(outcome) = self.ring_outcome() {
+            return Some(Err(outcome));
+        }
+        let expired = match spec.deadline {
+            Some(Deadline::Monotonic(at)) => kevent_ring::monotonic_now() >= at,
+            Some(Deadline::Realtime(at)) => kevent_ring::realtime_now() >= at,
+            None => false,
+        };
+        if expired {
+            Some(Err(WaitOutcome::TimedOut))
+        } else if spec.return_on_wake && events.iter().any(|&(tok, _)| tok == TOKEN_DOORBELL) {
+            Some(Err(WaitOutcome::Woken))
+        } else {
+            Some(Ok(()))
+        }
+    }
+
+    /// A terminal state of the ring, if it is in one.
+    fn ring_outcome(&self) -> Option<WaitOutcome> {
+        if self.ring.broken().is_some() {
+            Some(WaitOutcome::Broken)
+        } else if self.ring.is_closed() {
+            Some(WaitOutcome::Closed)
+        } else {
+            None
+        }
+    }
+
+    /// Claims up to `max` entries, waiting until `spec.deadline` if there are none.
+    ///
+    /// In the owning process, a consumer that finds nothing to claim first does the
+    /// producer's work itself — `epoll_wait(0)` on the queue's sources, publish — as
+    /// io_uring does without its polling thread; only when that finds nothing either does
+    /// it spin and sleep. While such consumers are awake (and nobody sleeps on the ring)
+    /// the producer thread parks, so an event costs no hand-over between threads. An
+    /// empty claim means the wait ended without entries (see `spec`).
+    pub fn next_batch(&self, max: u64, spec: &WaitSpec) -> io::Result<(Claim, WaitOutcome)> {
+        let harvesters = self.harvesters();
+        loop {
+            if let Some(h) = harvesters {
+                stay_awake(h);
+            }
+            let claim = self.ring.claim(self.me, max);
+            if !claim.is_empty() {
+                return Ok((claim, WaitOutcome::Ready));
+            }
+            if harvesters.is_some() && self.harvest_for(spec.spin) > 0 {
                 continue;
             }
-            let c = self.ring.cidx();
-            return Ok(Claim {
-                start: c,
-                end: c,
-                owned: 0,
-            });
+            if spec.old_uidx.is_none() {
+                match self.block_on_sources(spec) {
+                    Some(Ok(())) => continue,
+                    Some(Err(outcome)) => {
+                        let c = self.ring.cidx();
+                        return Ok((
+                            Claim {
+                                start: c,
+                                end: c,
+                                owned: 0,
+                            },
+                            outcome,
+                        ));
+                    }
+                    None => {}
+                }
+            }
+            if let Some(h) = harvesters {
+                fall_asleep(h);
+            }
+            let outcome = self.ring.wait(spec)?;
+            if outcome != WaitOutcome::Ready {
+                let c = self.ring.cidx();
+                return Ok((
+                    Claim {
+                        start: c,
+                        end: c,
+                        owned: 0,
+                    },
+                    outcome,
+                ));
+            }
         }
+    }
+
+    /// Consumers asleep waiting for entries: those on the ring's futex (any process) plus
+    /// one of this process blocked in `epoll_wait` as the harvester.
+    pub fn sleeping(&self) -> u32 {
+        let blocked = self
+            .owner
+            .as_ref()
+            .is_some_and(|o| o.harvesters.blocker.load(Ordering::Relaxed));
+        self.ring.sleepers() + u32::from(blocked)
     }
 
     /// Reads a claimed entry (see [`Ring::take`]).
@@ -461,6 +676,22 @@ impl Queue {
 
     fn after_commit(&self) {
         if self.ring.doorbell_wanted() {
+            // In the owning process, do the producer's part of the commit here (process
+            // the release, re-check, drain the backlog) instead of waking it. If it is
+            // busy (holds the kernel), it checks for releases before it sleeps again.
+            if self.harvesters().is_some() {
+                if let Some(owner) = &self.owner {
+                    if let Ok(mut guard) = owner.kernel.try_lock() {
+                        if let Some(k) = guard.as_mut() {
+                            k.service();
+                            if k.wants_release_notice() {
+                                self.ring.request_doorbell();
+                            }
+                        }
+                        return;
+                    }
+                }
+            }
             let _ = rustix::io::write(self.doorbell.as_fd(), &1u64.to_ne_bytes());
         }
     }
@@ -476,13 +707,27 @@ impl Queue {
         flags: u32,
     ) -> io::Result<usize> {
         let (min, max) = (min as usize, max as usize);
-        if max == 0 || max > buf.len() || min > max {
+        if max == 0 || max > buf.len() || min > max || flags & !KEVENT_FLAGS_ABSTIME != 0 {
             return Err(errno(libc::EINVAL));
         }
-        let deadline = Self::deadline(timeout, flags)?;
+        let nonblocking = min == 0 || (timeout == Some(0) && flags & KEVENT_FLAGS_ABSTIME == 0);
+        let spec = WaitSpec {
+            old_uidx: None,
+            deadline: if nonblocking {
+                Some(Deadline::Monotonic(0))
+            } else {
+                Self::deadline(timeout, flags)?
+            },
+            spin: if nonblocking {
+                Duration::ZERO
+            } else {
+                self.spin()
+            },
+            return_on_wake: true,
+        };
         let mut got = 0;
         loop {
-            let claim = self.ring.claim(self.me, (max - got) as u64);
+            let (claim, outcome) = self.next_batch((max - got) as u64, &spec)?;
             for pos in claim.start..claim.end {
                 if let Some(ev) = self.ring.take(self.me, pos) {
                     buf[got] = ev;
@@ -492,26 +737,11 @@ impl Queue {
             if !claim.is_empty() {
                 self.commit_range(claim.start..claim.end);
             }
-            if got >= min.max(1)
-                || got == max
-                || (min == 0 && claim.is_empty())
-                || timeout == Some(0)
-            {
+            if let Some(e) = Self::outcome_error(outcome) {
+                return if got > 0 { Ok(got) } else { Err(e) };
+            }
+            if got >= min.max(1) || got == max || outcome != WaitOutcome::Ready {
                 return Ok(got);
-            }
-            if !claim.is_empty() {
-                continue;
-            }
-            let spec = WaitSpec {
-                old_uidx: None,
-                deadline,
-                spin: self.spin(),
-                return_on_wake: true,
-            };
-            match self.ring.wait(&spec)? {
-                WaitOutcome::Ready => {}
-                WaitOutcome::TimedOut | WaitOutcome::Woken | WaitOutcome::Stale => return Ok(got),
-                other => return Err(Self::outcome_error(other).expect("error outcome")),
             }
         }
     }
@@ -530,6 +760,9 @@ impl Queue {
             return;
         };
         owner.stop.store(true, Ordering::Release);
+        // Closed first: waiters (on the futex, or blocked in epoll_wait as harvester and
+        // woken by the doorbell below) must see it when they wake.
+        self.ring.close();
         for (listener, path) in owner
             .gates
             .lock()

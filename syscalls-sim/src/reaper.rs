@@ -75,10 +75,11 @@ impl Reaper {
                 continue;
             }
             match st.status {
-                Status::Claimed if dead.contains(&ConsumerId(st.owner)) => {
-                    if ring.reclaim(ConsumerId(st.owner), pos) {
-                        kernel.redeliver(pos);
-                    }
+                Status::Claimed
+                    if dead.contains(&ConsumerId(st.owner))
+                        && ring.reclaim(ConsumerId(st.owner), pos) =>
+                {
+                    kernel.redeliver(pos);
                 }
                 Status::Ready if !dead.is_empty() || self.suspects.contains(&pos) => {
                     if self.suspects.contains(&pos) {

@@ -38,6 +38,9 @@ pub(crate) struct Registration {
     pub(crate) watched: bool,
     /// The entry to deliver again (its consumer died), flagged `REDELIVERED`.
     pub(crate) redeliver: Option<Ukevent>,
+    /// ADD returned this fd as ready: the epoll report of that same readiness, which
+    /// arrives from an `epoll_wait` call numbered at most this, is not delivered again.
+    pub(crate) swallow_upto: u64,
 }
 
 impl Registration {
@@ -53,6 +56,7 @@ impl Registration {
             disabled: false,
             watched: false,
             redeliver: None,
+            swallow_upto: 0,
         }
     }
 

@@ -20,7 +20,7 @@ pub(crate) enum Source {
     /// A timerfd of our own in the epoll set.
     Timer { tfd: OwnedFd },
     /// A signal, counted through the queue's signal state.
-    Signal { signo: i32 },
+    Signal { signo: i32, nomask: bool },
     /// An inotify watch descriptor of the queue's inotify instance.
     Inode { wd: i32 },
     /// A user event: no fd.

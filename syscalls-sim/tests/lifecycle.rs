@@ -1,0 +1,89 @@
+//! Timing and shutdown: timers are never early, and closing a queue releases every
+//! thread waiting on it (calls.rs `kevent_close`).
+
+mod util;
+
+use std::sync::mpsc;
+use std::time::{Duration, Instant};
+
+use kevent_syscalls::*;
+use util::*;
+
+#[test]
+fn a_one_millisecond_timer_is_never_reported_early() {
+    let q = Q::new(64);
+    for round in 0..50u64 {
+        let t = ev(
+            KEVENT_TIMER,
+            MS,
+            KEVENT_TIMER_FIRED | KEVENT_TIMER_ONCE,
+            0,
+            round,
+        );
+        let start = Instant::now();
+        q.add(&mut [t]);
+        let got = q.get_one();
+        let took = start.elapsed();
+        assert_eq!(got.user, round);
+        assert!(
+            took >= Duration::from_millis(1),
+            "round {round}: after {took:?}"
+        );
+        q.ctl_ok(KEVENT_CTL_REMOVE, &mut [t]);
+    }
+}
+
+#[test]
+fn closing_the_queue_releases_threads_waiting_in_kevent_wait_and_get_events() {
+    let q = Q::new(64);
+    let fd = q.fd;
+    let (tx, rx) = mpsc::channel();
+    let waiters: Vec<_> = (0..4)
+        .map(|i| {
+            let tx = tx.clone();
+            std::thread::spawn(move || {
+                let start = Instant::now();
+                let r = if i % 2 == 0 {
+                    let u = queue(fd).unwrap().ring().uidx();
+                    kevent_wait(fd, 1, u, Some(10 * SEC), 0).map(|_| ())
+                } else {
+                    let mut buf = [Ukevent::default(); 4];
+                    kevent_get_events(fd, 1, 4, Some(10 * SEC), &mut buf, 0).map(|_| ())
+                };
+                tx.send((i, r, start.elapsed())).unwrap();
+            })
+        })
+        .collect();
+    assert!(
+        wait_until(PATIENCE, || q.sleepers() == 4),
+        "the waiters never slept"
+    );
+    std::thread::sleep(Duration::from_millis(20));
+    q.close().unwrap();
+    for _ in 0..4 {
+        let (i, r, took) = rx
+            .recv_timeout(Duration::from_secs(2))
+            .expect("a waiter still hangs after kevent_close");
+        let e = r.expect_err("a waiter returned Ok from a closed queue");
+        assert_eq!(e.kind(), std::io::ErrorKind::BrokenPipe, "waiter {i}: {e}");
+        assert!(took < Duration::from_secs(5), "waiter {i} took {took:?}");
+    }
+    for w in waiters {
+        w.join().unwrap();
+    }
+}
+
+#[test]
+fn a_queue_closed_while_events_are_pending_can_be_closed_without_hanging() {
+    let q = Q::new(2);
+    let mut users: Vec<Ukevent> = (0..8).map(|i| user_ev(i, 0)).collect();
+    q.add(&mut users);
+    q.ctl_ok(KEVENT_CTL_READY, &mut users);
+    let (claim, _) = q.claim(1, PATIENCE);
+    assert!(!claim.is_empty());
+    let (tx, rx) = mpsc::channel();
+    std::thread::spawn(move || tx.send(q.close()).unwrap());
+    rx.recv_timeout(PATIENCE)
+        .expect("kevent_close hung")
+        .unwrap();
+}
