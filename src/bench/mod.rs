@@ -1,1 +1,375 @@
-//! The benchmark harness behind `kevent bench` (being written).
+//! The benchmark harness behind `kevent bench` (and `cargo bench`).
+//!
+//! It reproduces Eric Dumazet's `epoll_bench`, the benchmark the kevent author published
+//! (see `KEVENT.md`): N streams, one writer thread writing one byte to a random stream and
+//! yielding every N writes, consumers doing one nonblocking read per notification. Every
+//! notification backend ([`backend::backends`]) runs in the same process and the same
+//! invocation, cell by cell (stream kind × stream count × consumers × threads/processes).
+//!
+//! # Fairness rules
+//!
+//! A benchmark that handicaps a rival is a defect. Every backend gets, in every cell:
+//!
+//! 1. **the same streams**: same kind and count, created fresh for every run (never reused
+//!    from another backend's run), all nonblocking;
+//! 2. **the same writes**: the writer's xorshift picker starts from the same seed in every
+//!    run, so every backend sees the same sequence of streams;
+//! 3. **the same reads**: the harness does the read ([`consumer::ConsumerCtx::read_event`]):
+//!    one read of up to 64 bytes per notification, counted identically;
+//! 4. **the same batch**: at most `--batch` (default 1024) notifications per wait —
+//!    `maxevents` for epoll, CQEs per `io_uring_enter` for io_uring, the same for kevent;
+//! 5. **the same consumers**: same number, same mode (threads or forked processes), and no
+//!    CPU pinning for anybody;
+//! 6. **the same clock and accounting**: CPU time and context switches come from
+//!    `getrusage` inside each consumer, plus the backend's helper threads (a producer
+//!    thread's work is counted, not hidden);
+//! 7. **rotation, not blocks**: A B C … repeated for `--rounds` rounds after a discarded
+//!    warm-up run of each backend, so that drift of a noisy machine hits every backend
+//!    alike; medians over rounds are reported.
+//!
+//! # Layout
+//!
+//! `args` (command line) → `mod.rs` (plan and rotation) → `runner` (one run) →
+//! `workload` (writer) + `consumer` (threads or processes) + a backend (`epoll`, `uring`,
+//! `busy`; `backend` says how to add one) → `metrics` → `report` / `svg`.
+
+#![deny(unsafe_op_in_unsafe_fn)]
+#![warn(missing_docs, clippy::undocumented_unsafe_blocks)]
+
+pub mod args;
+pub mod backend;
+pub mod busy;
+pub mod consumer;
+pub mod epoll;
+pub mod kevent_queue;
+pub mod metrics;
+pub mod report;
+pub mod runner;
+pub mod shm;
+pub mod streams;
+pub mod svg;
+pub mod sysinfo;
+pub mod uring;
+pub mod workload;
+pub mod xorshift;
+
+use std::io::Write as _;
+use std::process::ExitCode;
+
+use args::{Config, Format, USAGE};
+use backend::{backends, Backend};
+use consumer::{ConsumerMode, READ_BUF};
+use metrics::{RunResult, Summary};
+use report::{CellReport, Entry, Header, Outcome};
+use runner::{run_once, RunParams, WAIT_TIMEOUT};
+use streams::{check_fd_budget, raise_nofile_limit, StreamKind};
+use sysinfo::SysInfo;
+use workload::{Cell, WriterPlan};
+
+/// Runs `kevent bench` with the arguments that follow `bench`; returns the exit code
+/// (2 for bad arguments).
+pub fn main<I: IntoIterator<Item = String>>(args: I) -> ExitCode {
+    let cfg = match args::parse(args) {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("kevent bench: {e}\nRun `kevent bench --help` for usage.");
+            return ExitCode::from(2);
+        }
+    };
+    if cfg.help {
+        print!("{USAGE}");
+        return ExitCode::SUCCESS;
+    }
+    let all = backends();
+    if cfg.list {
+        for b in &all {
+            println!("{:<15} {}", b.name(), b.describe());
+        }
+        return ExitCode::SUCCESS;
+    }
+    let selected: Vec<&dyn Backend> = match &cfg.backends {
+        None => all.iter().map(|b| &**b).collect(),
+        Some(names) => {
+            if let Some(bad) = names.iter().find(|n| !all.iter().any(|b| b.name() == *n)) {
+                let known: Vec<&str> = all.iter().map(|b| b.name()).collect();
+                eprintln!(
+                    "kevent bench: --backends: unknown backend `{bad}` (known: {})",
+                    known.join(", ")
+                );
+                return ExitCode::from(2);
+            }
+            // Registry order, whatever the order given: it is the rotation order.
+            all.iter()
+                .filter(|b| names.iter().any(|n| n == b.name()))
+                .map(|b| &**b)
+                .collect()
+        }
+    };
+    let nofile = match raise_nofile_limit() {
+        Ok(Some(n)) => n.to_string(),
+        Ok(None) => "unlimited".to_string(),
+        Err(e) => format!("unchanged ({e})"),
+    };
+    let sys = SysInfo::gather();
+    let header = Header {
+        sys,
+        settings: settings(&cfg, &selected, &nofile),
+        backends: selected
+            .iter()
+            .map(|b| (b.name().to_string(), b.describe()))
+            .collect(),
+    };
+
+    let reports = run_all(&cfg, &selected);
+
+    let out = match cfg.format {
+        Format::Table => report::table(&header, &reports),
+        Format::Csv => report::csv(&header, &reports),
+        Format::Json => report::json(&header, &reports),
+    };
+    let mut stdout = std::io::stdout().lock();
+    if stdout
+        .write_all(out.as_bytes())
+        .and_then(|()| stdout.flush())
+        .is_err()
+    {
+        return ExitCode::FAILURE;
+    }
+    if let Some(path) = &cfg.svg {
+        if let Err(e) = std::fs::write(path, svg::chart(&header, &reports)) {
+            eprintln!("kevent bench: writing {}: {e}", path.display());
+            return ExitCode::FAILURE;
+        }
+        eprintln!("kevent bench: wrote {}", path.display());
+    }
+    let ran_any = reports.iter().flat_map(|c| &c.entries).any(|e| {
+        matches!(
+            e.outcome,
+            Outcome::Ran {
+                summary: Some(_),
+                ..
+            }
+        )
+    });
+    let planned_any = reports
+        .iter()
+        .flat_map(|c| &c.entries)
+        .any(|e| matches!(e.outcome, Outcome::Ran { .. }));
+    if planned_any && !ran_any {
+        eprintln!("kevent bench: every run failed");
+        return ExitCode::FAILURE;
+    }
+    ExitCode::SUCCESS
+}
+
+/// The cells of the matrix, in report order. Process cells are made for two or more
+/// consumers (one consumer process measures the same as one thread) unless processes is
+/// the only mode asked for.
+pub fn cells(cfg: &Config) -> Vec<Cell> {
+    let only_processes = cfg.modes == [ConsumerMode::Processes];
+    let mut out = Vec::new();
+    for &kind in &cfg.kinds {
+        for &streams in &cfg.streams {
+            for &consumers in &cfg.consumers {
+                for &mode in &cfg.modes {
+                    if mode == ConsumerMode::Processes && consumers < 2 && !only_processes {
+                        continue;
+                    }
+                    out.push(Cell {
+                        kind,
+                        streams,
+                        consumers,
+                        mode,
+                    });
+                }
+            }
+        }
+    }
+    out
+}
+
+/// Rough seconds a run costs beyond its measured window (streams, fork, stop latency).
+fn overhead_s(cell: &Cell) -> f64 {
+    let per_stream = if cell.kind == StreamKind::Tcp {
+        40e-6
+    } else {
+        4e-6
+    };
+    0.08 + cell.streams as f64 * per_stream
+}
+
+/// Every setting, for the header.
+fn settings(cfg: &Config, selected: &[&dyn Backend], nofile: &str) -> Vec<(String, String)> {
+    let join = |v: Vec<String>| v.join(",");
+    let mut s = vec![
+        ("seconds", format!("{}", cfg.seconds)),
+        ("rounds", cfg.rounds.to_string()),
+        ("warmup", format!("{}", cfg.warmup)),
+        ("seed", cfg.seed.to_string()),
+        (
+            "paced",
+            cfg.paced
+                .map_or("off".to_string(), |r| format!("{r} writes/s")),
+        ),
+        ("batch", cfg.batch.to_string()),
+        ("read_buf", format!("{READ_BUF}B")),
+        ("wait_timeout", format!("{}ms", WAIT_TIMEOUT.as_millis())),
+        ("pinning", "none".to_string()),
+        ("nofile", nofile.to_string()),
+        (
+            "kinds",
+            join(cfg.kinds.iter().map(|k| k.name().to_string()).collect()),
+        ),
+        (
+            "streams",
+            join(cfg.streams.iter().map(|n| n.to_string()).collect()),
+        ),
+        (
+            "consumers",
+            join(cfg.consumers.iter().map(|n| n.to_string()).collect()),
+        ),
+        (
+            "modes",
+            join(cfg.modes.iter().map(|m| m.name().to_string()).collect()),
+        ),
+        (
+            "rotation",
+            join(selected.iter().map(|b| b.name().to_string()).collect()),
+        ),
+    ];
+    if cfg.quick {
+        s.push(("quick", "yes".to_string()));
+    }
+    s.into_iter().map(|(k, v)| (k.to_string(), v)).collect()
+}
+
+/// What will be run in one cell: `Err` if the whole cell is skipped, else every backend
+/// with `Err(reason)` if it is skipped.
+type CellPlan<'b> = (
+    Cell,
+    Result<Vec<(&'b dyn Backend, Result<(), String>)>, String>,
+);
+
+/// Plans, estimates, and runs every cell; progress and the estimate go to stderr.
+fn run_all(cfg: &Config, selected: &[&dyn Backend]) -> Vec<CellReport> {
+    let plan: Vec<CellPlan<'_>> = cells(cfg)
+        .into_iter()
+        .map(|cell| {
+            let backends = check_fd_budget(cell.streams)
+                .map(|()| selected.iter().map(|&b| (b, b.check(&cell))).collect());
+            (cell, backends)
+        })
+        .collect();
+    let mut runs = 0usize;
+    let mut estimate = 0.0;
+    for (cell, backends) in &plan {
+        if let Ok(bs) = backends {
+            let n = bs.iter().filter(|(_, ok)| ok.is_ok()).count();
+            let warm = if cfg.warmup > 0.0 { 1 } else { 0 };
+            runs += n * (cfg.rounds + warm);
+            estimate += n as f64
+                * ((cfg.seconds + overhead_s(cell)) * cfg.rounds as f64
+                    + warm as f64 * (cfg.warmup + overhead_s(cell)));
+        }
+    }
+    eprintln!(
+        "kevent bench: {} cells, {runs} runs ({} s each, {} rounds, warm-up {} s), estimated {:.0} s",
+        plan.len(),
+        cfg.seconds,
+        cfg.rounds,
+        cfg.warmup,
+        estimate
+    );
+    let params = |seconds| RunParams {
+        seconds,
+        batch: cfg.batch,
+        writer: WriterPlan {
+            seed: cfg.seed,
+            paced: cfg.paced,
+        },
+    };
+    let started = std::time::Instant::now();
+    let mut reports = Vec::new();
+    for (ci, (cell, backends)) in plan.into_iter().enumerate() {
+        let backends = match backends {
+            Ok(b) => b,
+            Err(why) => {
+                eprintln!("[cell {}] {cell}: skipped: {why}", ci + 1);
+                reports.push(CellReport {
+                    cell,
+                    skipped: Some(why),
+                    entries: Vec::new(),
+                });
+                continue;
+            }
+        };
+        eprintln!("[cell {}] {cell}", ci + 1);
+        for (b, ok) in &backends {
+            if let Err(why) = ok {
+                eprintln!("  skip {}: {why}", b.name());
+            }
+        }
+        let active: Vec<&dyn Backend> = backends
+            .iter()
+            .filter(|(_, ok)| ok.is_ok())
+            .map(|(b, _)| *b)
+            .collect();
+        let mut results: Vec<Vec<RunResult>> = vec![Vec::new(); active.len()];
+        let mut failures: Vec<Vec<String>> = vec![Vec::new(); active.len()];
+        let warm = usize::from(cfg.warmup > 0.0);
+        for round in 0..cfg.rounds + warm {
+            let is_warmup = round < warm;
+            if is_warmup {
+                eprint!("  warm-up:");
+            } else {
+                eprint!("  round {}/{}:", round + 1 - warm, cfg.rounds);
+            }
+            let seconds = if is_warmup { cfg.warmup } else { cfg.seconds };
+            for (i, b) in active.iter().enumerate() {
+                match run_once(*b, &cell, &params(seconds)) {
+                    Ok(r) => {
+                        eprint!(" {} {:.2}M", b.name(), r.derived().events_per_s / 1e6);
+                        if !is_warmup {
+                            results[i].push(r);
+                        }
+                    }
+                    Err(e) => {
+                        eprint!(" {} FAILED", b.name());
+                        let what = if is_warmup { "warm-up" } else { "round" };
+                        failures[i].push(format!("{what} {}: {e}", round + 1 - warm));
+                    }
+                }
+            }
+            eprintln!();
+        }
+        let mut entries = Vec::new();
+        let mut k = 0;
+        for (b, ok) in backends {
+            let outcome = match ok {
+                Err(why) => Outcome::Skipped(why),
+                Ok(()) => {
+                    let o = Outcome::Ran {
+                        summary: Summary::of(&results[k]),
+                        failures: std::mem::take(&mut failures[k]),
+                    };
+                    k += 1;
+                    o
+                }
+            };
+            entries.push(Entry {
+                backend: b.name().to_string(),
+                outcome,
+            });
+        }
+        reports.push(CellReport {
+            cell,
+            skipped: None,
+            entries,
+        });
+    }
+    eprintln!(
+        "kevent bench: done in {:.1} s",
+        started.elapsed().as_secs_f64()
+    );
+    reports
+}

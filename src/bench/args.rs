@@ -1,0 +1,312 @@
+//! Command line of `kevent bench`.
+
+use std::path::PathBuf;
+
+use super::consumer::ConsumerMode;
+use super::streams::StreamKind;
+
+/// Usage text of `kevent bench --help`.
+pub const USAGE: &str = "\
+Usage: kevent bench [OPTIONS]
+
+Eric Dumazet's epoll_bench workload (one writer thread writes one byte to a random
+stream, consumers read once per notification), run for every notification backend in
+rotation, with fresh streams per run; medians over rounds are reported.
+
+Options:
+  --quick               only the reference cells: pipes, 2000 streams, 1 and 4 consumers
+                        (threads, and processes for 4), 0.5 s runs, 3 rounds; < 60 s
+  --seconds SECS        measured seconds per run (default 2; quick 0.5)
+  --rounds N            rounds of the rotation A B C ... (default 3)
+  --warmup SECS         length of the discarded warm-up run of each backend in each cell,
+                        0 = none (default 0.5; quick 0.2)
+  --seed N              seed of the writer's xorshift stream picker (default 1)
+  --paced RATE          writer writes RATE bytes/s instead of flat out, and p50/p99
+                        write-to-read latency is reported
+  --streams LIST        stream counts, e.g. 100,2000,9000 (default: those three)
+  --kinds LIST          pipe,unix,tcp (default: all)
+  --consumers LIST      consumer counts, e.g. 1,2,4 (default: those three)
+  --mode LIST           threads,processes (default: both; process cells are run for
+                        2 or more consumers unless processes is the only mode)
+  --backends LIST       backend names (default: all; see --list)
+  --batch N             notifications taken per wait, for every backend (default 1024)
+  --format FMT          table, csv or json (default table)
+  --svg PATH            also write an SVG bar chart of events/s and CPU per event
+  --list                list the backends and exit
+  -h, --help            this text
+
+Progress and the time estimate go to stderr; the report to stdout.
+";
+
+/// Options that take a value.
+const VALUE_FLAGS: [&str; 13] = [
+    "--seconds",
+    "--rounds",
+    "--warmup",
+    "--seed",
+    "--paced",
+    "--streams",
+    "--kinds",
+    "--consumers",
+    "--mode",
+    "--backends",
+    "--batch",
+    "--format",
+    "--svg",
+];
+
+/// Output format of the report.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Format {
+    /// Human-readable tables.
+    Table,
+    /// One CSV row per (cell, backend).
+    Csv,
+    /// One JSON document.
+    Json,
+}
+
+/// Parsed options.
+#[derive(Debug, Clone)]
+pub struct Config {
+    /// `--quick` was given.
+    pub quick: bool,
+    /// Measured seconds per run.
+    pub seconds: f64,
+    /// Rounds of the rotation.
+    pub rounds: usize,
+    /// Warm-up seconds per backend per cell (0 = none).
+    pub warmup: f64,
+    /// Seed of the stream picker.
+    pub seed: u64,
+    /// Paced writes per second.
+    pub paced: Option<f64>,
+    /// Stream counts.
+    pub streams: Vec<usize>,
+    /// Stream kinds.
+    pub kinds: Vec<StreamKind>,
+    /// Consumer counts.
+    pub consumers: Vec<usize>,
+    /// Consumer modes.
+    pub modes: Vec<ConsumerMode>,
+    /// Selected backend names (`None` = all).
+    pub backends: Option<Vec<String>>,
+    /// Notifications per wait.
+    pub batch: usize,
+    /// Report format.
+    pub format: Format,
+    /// SVG output path.
+    pub svg: Option<PathBuf>,
+    /// `--list` was given.
+    pub list: bool,
+    /// `--help` was given.
+    pub help: bool,
+}
+
+impl Config {
+    fn defaults(quick: bool) -> Config {
+        Config {
+            quick,
+            seconds: if quick { 0.5 } else { 2.0 },
+            rounds: 3,
+            warmup: if quick { 0.2 } else { 0.5 },
+            seed: 1,
+            paced: None,
+            streams: if quick {
+                vec![2000]
+            } else {
+                vec![100, 2000, 9000]
+            },
+            kinds: if quick {
+                vec![StreamKind::Pipe]
+            } else {
+                StreamKind::ALL.to_vec()
+            },
+            consumers: if quick { vec![1, 4] } else { vec![1, 2, 4] },
+            modes: vec![ConsumerMode::Threads, ConsumerMode::Processes],
+            backends: None,
+            batch: 1024,
+            format: Format::Table,
+            svg: None,
+            list: false,
+            help: false,
+        }
+    }
+}
+
+fn list<T>(flag: &str, v: &str, f: impl Fn(&str) -> Option<T>) -> Result<Vec<T>, String> {
+    let items: Result<Vec<T>, String> = v
+        .split(',')
+        .map(str::trim)
+        .filter(|s| !s.is_empty())
+        .map(|s| f(s).ok_or_else(|| format!("{flag}: invalid value `{s}`")))
+        .collect();
+    let items = items?;
+    if items.is_empty() {
+        return Err(format!("{flag}: empty list"));
+    }
+    Ok(items)
+}
+
+fn number<T: std::str::FromStr>(flag: &str, v: &str) -> Result<T, String> {
+    v.trim()
+        .parse()
+        .map_err(|_| format!("{flag}: `{v}` is not a valid number"))
+}
+
+fn positive_f64(flag: &str, v: &str, allow_zero: bool) -> Result<f64, String> {
+    let x: f64 = number(flag, v)?;
+    if !x.is_finite() || x < 0.0 || (!allow_zero && x == 0.0) || x > 3600.0 * 24.0 {
+        return Err(format!("{flag}: `{v}` is out of range"));
+    }
+    Ok(x)
+}
+
+/// Parses the arguments after `bench`. `Err` carries a message for the user (exit code 2).
+pub fn parse<I: IntoIterator<Item = String>>(args: I) -> Result<Config, String> {
+    let args: Vec<String> = args.into_iter().collect();
+    let quick = args.iter().any(|a| a == "--quick");
+    let mut c = Config::defaults(quick);
+    let mut it = args.into_iter();
+    while let Some(arg) = it.next() {
+        let (flag, inline) = match arg.split_once('=') {
+            Some((f, v)) if f.starts_with("--") => (f.to_string(), Some(v.to_string())),
+            _ => (arg.clone(), None),
+        };
+        let takes_value = match flag.as_str() {
+            "--quick" | "--list" | "-h" | "--help" | "--bench" => false,
+            f if VALUE_FLAGS.contains(&f) => true,
+            _ => return Err(format!("unknown option `{arg}`")),
+        };
+        let value = if takes_value {
+            match inline {
+                Some(v) => v,
+                None => it.next().ok_or_else(|| format!("{flag} needs a value"))?,
+            }
+        } else {
+            if inline.is_some() {
+                return Err(format!("{flag} takes no value"));
+            }
+            String::new()
+        };
+        let v = value.as_str();
+        match flag.as_str() {
+            "--quick" | "--bench" => {}
+            "--list" => c.list = true,
+            "-h" | "--help" => c.help = true,
+            "--seconds" => c.seconds = positive_f64("--seconds", v, false)?,
+            "--warmup" => c.warmup = positive_f64("--warmup", v, true)?,
+            "--rounds" => {
+                c.rounds = number("--rounds", v)?;
+                if c.rounds == 0 || c.rounds > 1000 {
+                    return Err("--rounds: must be 1..=1000".into());
+                }
+            }
+            "--seed" => c.seed = number("--seed", v)?,
+            "--paced" => {
+                let r = positive_f64("--paced", v, false)?;
+                if r > 10_000_000.0 {
+                    return Err("--paced: at most 10000000 writes/s".into());
+                }
+                c.paced = Some(r);
+            }
+            "--streams" => {
+                c.streams = list("--streams", v, |s| {
+                    s.parse()
+                        .ok()
+                        .filter(|&n: &usize| (1..=1_000_000).contains(&n))
+                })?
+            }
+            "--kinds" => c.kinds = list("--kinds", v, StreamKind::parse)?,
+            "--consumers" => {
+                c.consumers = list("--consumers", v, |s| {
+                    s.parse().ok().filter(|&n: &usize| (1..=256).contains(&n))
+                })?
+            }
+            "--mode" => {
+                c.modes = list("--mode", v, |s| match s {
+                    "threads" => Some(ConsumerMode::Threads),
+                    "processes" => Some(ConsumerMode::Processes),
+                    _ => None,
+                })?
+            }
+            "--backends" => c.backends = Some(list("--backends", v, |s| Some(s.to_string()))?),
+            "--batch" => {
+                c.batch = number("--batch", v)?;
+                if !(1..=65536).contains(&c.batch) {
+                    return Err("--batch: must be 1..=65536".into());
+                }
+            }
+            "--format" => {
+                c.format = match v {
+                    "table" => Format::Table,
+                    "csv" => Format::Csv,
+                    "json" => Format::Json,
+                    _ => return Err(format!("--format: `{v}` is not table, csv or json")),
+                }
+            }
+            "--svg" => c.svg = Some(PathBuf::from(v)),
+            _ => unreachable!("every flag in VALUE_FLAGS is handled"),
+        }
+    }
+    dedup(&mut c.streams);
+    dedup(&mut c.consumers);
+    dedup(&mut c.kinds);
+    dedup(&mut c.modes);
+    Ok(c)
+}
+
+fn dedup<T: PartialEq + Clone>(v: &mut Vec<T>) {
+    let mut out: Vec<T> = Vec::with_capacity(v.len());
+    for x in v.drain(..) {
+        if !out.contains(&x) {
+            out.push(x);
+        }
+    }
+    *v = out;
+}
+
+#[cfg(test)]
+mod tests {
+    use super::{parse, Format};
+
+    fn p(args: &[&str]) -> Result<super::Config, String> {
+        parse(args.iter().map(|s| s.to_string()))
+    }
+
+    #[test]
+    fn quick_sets_reference_cells_and_explicit_flags_override_it() {
+        let c = p(&["--quick", "--seconds", "1"]).unwrap();
+        assert_eq!(c.streams, vec![2000]);
+        assert_eq!(c.consumers, vec![1, 4]);
+        assert_eq!(c.seconds, 1.0);
+    }
+
+    #[test]
+    fn lists_and_inline_values_parse() {
+        let c = p(&[
+            "--kinds=pipe,tcp",
+            "--streams",
+            "100,100,9000",
+            "--format=json",
+        ])
+        .unwrap();
+        assert_eq!(c.kinds.len(), 2);
+        assert_eq!(c.streams, vec![100, 9000]);
+        assert_eq!(c.format, Format::Json);
+    }
+
+    #[test]
+    fn bad_arguments_are_errors() {
+        assert!(p(&["--seconds", "-1"]).is_err());
+        assert!(p(&["--kinds", "fifo"]).is_err());
+        assert!(p(&["--rounds"]).is_err());
+        assert!(p(&["--frobnicate"]).is_err());
+        assert!(p(&["--quick=1"]).is_err());
+    }
+
+    #[test]
+    fn cargo_bench_flag_is_ignored() {
+        assert!(p(&["--bench"]).is_ok());
+    }
+}

@@ -1,0 +1,510 @@
+//! The report: a text table per cell, or CSV, or JSON (hand-written, no serde).
+
+use std::fmt::Write as _;
+
+use super::metrics::Summary;
+use super::sysinfo::SysInfo;
+use super::workload::Cell;
+
+/// The backend every ratio is taken against: the original benchmark's set-up.
+pub const REFERENCE: &str = "epoll-et";
+
+/// Everything printed above the results.
+#[derive(Debug, Clone)]
+pub struct Header {
+    /// Machine, kernel, commit.
+    pub sys: SysInfo,
+    /// Every setting, as `(name, value)`.
+    pub settings: Vec<(String, String)>,
+    /// Every selected backend, as `(name, description)`.
+    pub backends: Vec<(String, String)>,
+}
+
+/// What happened to one backend in one cell.
+#[derive(Debug, Clone)]
+pub enum Outcome {
+    /// The backend ran; `summary` is `None` when every round failed.
+    Ran {
+        /// Medians over the successful rounds.
+        summary: Option<Summary>,
+        /// One message per failed run.
+        failures: Vec<String>,
+    },
+    /// The backend was not run in this cell, and why.
+    Skipped(String),
+}
+
+/// One backend's line in a cell.
+#[derive(Debug, Clone)]
+pub struct Entry {
+    /// Backend name.
+    pub backend: String,
+    /// Its outcome.
+    pub outcome: Outcome,
+}
+
+impl Entry {
+    fn summary(&self) -> Option<&Summary> {
+        match &self.outcome {
+            Outcome::Ran { summary, .. } => summary.as_ref(),
+            Outcome::Skipped(_) => None,
+        }
+    }
+}
+
+/// The results of one cell.
+#[derive(Debug, Clone)]
+pub struct CellReport {
+    /// The cell.
+    pub cell: Cell,
+    /// Set when the whole cell was skipped (e.g. not enough file descriptors).
+    pub skipped: Option<String>,
+    /// One entry per selected backend, in rotation order.
+    pub entries: Vec<Entry>,
+}
+
+impl CellReport {
+    fn reference(&self) -> Option<&Summary> {
+        self.entries
+            .iter()
+            .find(|e| e.backend == REFERENCE)
+            .and_then(Entry::summary)
+    }
+}
+
+/// True when a run was limited by the writer, not the consumers: nearly every write was
+/// consumed as its own event and the writer thread was (almost) always on CPU.
+pub fn writer_bound(s: &Summary) -> bool {
+    let m = &s.median;
+    m.writer_cpu >= 0.9 && m.events_per_s >= 0.9 * m.writes_per_s
+}
+
+/// `1.92 M`, `12.3 k`, `512`.
+fn si(x: f64) -> String {
+    if x.is_nan() {
+        "-".into()
+    } else if x >= 1e6 {
+        format!("{:.2} M", x / 1e6)
+    } else if x >= 1e3 {
+        format!("{:.1} k", x / 1e3)
+    } else if x >= 10.0 {
+        format!("{x:.0}")
+    } else {
+        format!("{x:.2}")
+    }
+}
+
+fn ratio(x: f64, reference: Option<f64>) -> Option<f64> {
+    reference.filter(|r| *r > 0.0 && !r.is_nan()).map(|r| x / r)
+}
+
+fn fmt_opt(x: Option<f64>, f: impl Fn(f64) -> String) -> String {
+    x.filter(|v| !v.is_nan()).map_or_else(|| "-".into(), f)
+}
+
+fn ns(x: f64) -> String {
+    if x >= 10_000_000.0 {
+        format!("{:.1} ms", x / 1e6)
+    } else if x >= 10_000.0 {
+        format!("{:.1} µs", x / 1e3)
+    } else {
+        format!("{x:.0} ns")
+    }
+}
+
+/// Renders the header and one table per cell.
+pub fn table(h: &Header, cells: &[CellReport]) -> String {
+    let mut o = String::new();
+    let paced = h.settings.iter().any(|(k, v)| k == "paced" && v != "off");
+    let _ = writeln!(
+        o,
+        "kevent bench: epoll_bench workload, every backend in rotation"
+    );
+    let _ = writeln!(o, "machine:  {} ({} CPUs)", h.sys.cpu, h.sys.nproc);
+    let _ = writeln!(o, "kernel:   {}", h.sys.kernel);
+    let _ = writeln!(o, "commit:   {}    date: {}", h.sys.commit, h.sys.date);
+    let settings: Vec<String> = h.settings.iter().map(|(k, v)| format!("{k}={v}")).collect();
+    let _ = writeln!(o, "settings: {}", settings.join(" "));
+    let _ = writeln!(o, "backends:");
+    for (name, d) in &h.backends {
+        let _ = writeln!(o, "  {name:<15} {d}");
+    }
+    let _ = writeln!(
+        o,
+        "columns: medians over rounds; ×ET = ratio to {REFERENCE} in the same cell \
+         (events: higher is better, CPU: lower is better); CPU/ev, csw/ev, wake/ev are the \
+         consumers' (plus helper threads'), from getrusage; wake/ev = voluntary context \
+         switches per event; empty = reads that found nothing; spread = (max-min)/median of ev/s"
+    );
+    for c in cells {
+        let _ = writeln!(o, "\n== {} ==", c.cell);
+        if let Some(why) = &c.skipped {
+            let _ = writeln!(o, "skipped: {why}");
+            continue;
+        }
+        let reference = c.reference();
+        let mut head = format!(
+            "{:<15} {:>9} {:>6} {:>9} {:>6} {:>8} {:>6} {:>7} {:>7} {:>6} {:>7} {:>6}",
+            "backend",
+            "ev/s",
+            "×ET",
+            "writes/s",
+            "wrCPU",
+            "CPU/ev",
+            "×ET",
+            "csw/ev",
+            "wake/ev",
+            "empty",
+            "ev/wait",
+            "spread"
+        );
+        if paced {
+            let _ = write!(head, " {:>9} {:>9}", "p50", "p99");
+        }
+        head.push_str("  notes");
+        let _ = writeln!(o, "{head}");
+        let mut any_writer_bound = false;
+        let mut footnotes = Vec::new();
+        for e in &c.entries {
+            let (s, failures) = match &e.outcome {
+                Outcome::Skipped(why) => {
+                    footnotes.push(format!("{} skipped: {why}", e.backend));
+                    continue;
+                }
+                Outcome::Ran { summary, failures } => (summary, failures),
+            };
+            for f in failures {
+                footnotes.push(format!("{} failed: {f}", e.backend));
+            }
+            let Some(s) = s else {
+                let _ = writeln!(o, "{:<15} all rounds failed", e.backend);
+                continue;
+            };
+            let m = &s.median;
+            let mut notes = Vec::new();
+            if writer_bound(s) {
+                any_writer_bound = true;
+                notes.push("W".to_string());
+            }
+            if s.lost_total > 0 {
+                notes.push(format!("lost {}", s.lost_total));
+            }
+            if m.rearms_per_s > 0.0 {
+                notes.push(format!("rearm {}/s", si(m.rearms_per_s)));
+            }
+            if !failures.is_empty() {
+                notes.push(format!("{} run(s) failed", failures.len()));
+            }
+            let spread = if m.events_per_s > 0.0 {
+                (s.events_max - s.events_min) / m.events_per_s
+            } else {
+                f64::NAN
+            };
+            let mut line = format!(
+                "{:<15} {:>9} {:>6} {:>9} {:>6} {:>8} {:>6} {:>7.3} {:>7.3} {:>6} {:>7} {:>6}",
+                e.backend,
+                si(m.events_per_s),
+                fmt_opt(
+                    ratio(m.events_per_s, reference.map(|r| r.median.events_per_s)),
+                    |x| format!("{x:.2}")
+                ),
+                si(m.writes_per_s),
+                format!("{:.0}%", m.writer_cpu * 100.0),
+                fmt_opt(Some(m.cpu_per_event_ns), ns),
+                fmt_opt(
+                    ratio(
+                        m.cpu_per_event_ns,
+                        reference.map(|r| r.median.cpu_per_event_ns)
+                    ),
+                    |x| format!("{x:.2}")
+                ),
+                m.csw_per_event,
+                m.wakeups_per_event,
+                fmt_opt(Some(m.empty_share), |x| format!("{:.1}%", x * 100.0)),
+                fmt_opt(Some(m.events_per_wait), si),
+                fmt_opt(Some(spread), |x| format!("{:.0}%", x * 100.0)),
+            );
+            if paced {
+                let _ = write!(
+                    line,
+                    " {:>9} {:>9}",
+                    fmt_opt(m.p50_ns, ns),
+                    fmt_opt(m.p99_ns, ns)
+                );
+            }
+            if !notes.is_empty() {
+                let _ = write!(line, "  {}", notes.join(", "));
+            }
+            let _ = writeln!(o, "{line}");
+        }
+        if any_writer_bound {
+            let _ = writeln!(
+                o,
+                "W: writer-bound (events/s ≥ 90% of writes/s, writer ≥ 90% CPU): events/s \
+                 cannot separate these backends; compare CPU/ev and csw/ev."
+            );
+        }
+        for f in footnotes {
+            let _ = writeln!(o, "{f}");
+        }
+    }
+    o
+}
+
+/// CSV columns, in order.
+const CSV_COLUMNS: &str = "kind,streams,consumers,mode,backend,status,rounds,events_per_s,\
+events_vs_et,writes_per_s,writer_cpu,cpu_ns_per_event,cpu_vs_et,csw_per_event,\
+wakeups_per_event,empty_share,events_per_wait,lost_total,rearms_per_s,p50_ns,p99_ns,\
+events_min,events_max,writer_bound,note";
+
+fn csv_field(s: &str) -> String {
+    if s.contains([',', '"', '\n']) {
+        format!("\"{}\"", s.replace('"', "\"\""))
+    } else {
+        s.to_string()
+    }
+}
+
+fn num(x: f64) -> String {
+    if x.is_nan() || x.is_infinite() {
+        String::new()
+    } else {
+        format!("{x:.6}")
+    }
+}
+
+/// Renders `# key: value` header lines, then one row per (cell, backend).
+pub fn csv(h: &Header, cells: &[CellReport]) -> String {
+    let mut o = String::new();
+    let _ = writeln!(o, "# machine: {} ({} CPUs)", h.sys.cpu, h.sys.nproc);
+    let _ = writeln!(o, "# kernel: {}", h.sys.kernel);
+    let _ = writeln!(o, "# commit: {}", h.sys.commit);
+    let _ = writeln!(o, "# date: {}", h.sys.date);
+    for (k, v) in &h.settings {
+        let _ = writeln!(o, "# {k}: {v}");
+    }
+    let _ = writeln!(o, "{CSV_COLUMNS}");
+    for c in cells {
+        let reference = c.reference();
+        let prefix = format!(
+            "{},{},{},{}",
+            c.cell.kind,
+            c.cell.streams,
+            c.cell.consumers,
+            c.cell.mode.name()
+        );
+        if let Some(why) = &c.skipped {
+            let _ = writeln!(
+                o,
+                "{prefix},,skipped,0{},{}",
+                ",".repeat(17),
+                csv_field(why)
+            );
+            continue;
+        }
+        for e in &c.entries {
+            let (status, note, s) = match &e.outcome {
+                Outcome::Skipped(why) => ("skipped", why.clone(), None),
+                Outcome::Ran { summary, failures } => (
+                    if summary.is_some() { "ok" } else { "failed" },
+                    failures.join("; "),
+                    summary.as_ref(),
+                ),
+            };
+            let Some(s) = s else {
+                let _ = writeln!(
+                    o,
+                    "{prefix},{},{status},0{},{}",
+                    csv_field(&e.backend),
+                    ",".repeat(17),
+                    csv_field(&note)
+                );
+                continue;
+            };
+            let m = &s.median;
+            let fields = [
+                num(m.events_per_s),
+                ratio(m.events_per_s, reference.map(|r| r.median.events_per_s))
+                    .map_or(String::new(), num),
+                num(m.writes_per_s),
+                num(m.writer_cpu),
+                num(m.cpu_per_event_ns),
+                ratio(
+                    m.cpu_per_event_ns,
+                    reference.map(|r| r.median.cpu_per_event_ns),
+                )
+                .map_or(String::new(), num),
+                num(m.csw_per_event),
+                num(m.wakeups_per_event),
+                num(m.empty_share),
+                num(m.events_per_wait),
+                s.lost_total.to_string(),
+                num(m.rearms_per_s),
+                m.p50_ns.map_or(String::new(), num),
+                m.p99_ns.map_or(String::new(), num),
+                num(s.events_min),
+                num(s.events_max),
+                writer_bound(s).to_string(),
+            ];
+            let _ = writeln!(
+                o,
+                "{prefix},{},{status},{},{},{}",
+                csv_field(&e.backend),
+                s.rounds,
+                fields.join(","),
+                csv_field(&note)
+            );
+        }
+    }
+    o
+}
+
+/// A JSON string literal.
+fn js(s: &str) -> String {
+    let mut o = String::with_capacity(s.len() + 2);
+    o.push('"');
+    for ch in s.chars() {
+        match ch {
+            '"' => o.push_str("\\\""),
+            '\\' => o.push_str("\\\\"),
+            '\n' => o.push_str("\\n"),
+            '\r' => o.push_str("\\r"),
+            '\t' => o.push_str("\\t"),
+            c if (c as u32) < 0x20 => {
+                let _ = write!(o, "\\u{:04x}", c as u32);
+            }
+            c => o.push(c),
+        }
+    }
+    o.push('"');
+    o
+}
+
+/// A JSON number, or `null` for NaN/infinity.
+fn jn(x: f64) -> String {
+    if x.is_finite() {
+        format!("{x}")
+    } else {
+        "null".into()
+    }
+}
+
+/// Renders one JSON document: `{"header": {...}, "cells": [...]}`.
+pub fn json(h: &Header, cells: &[CellReport]) -> String {
+    let mut o = String::new();
+    let _ = write!(
+        o,
+        "{{\n  \"header\": {{\n    \"cpu\": {},\n    \"nproc\": {},\n    \"kernel\": {},\n    \
+         \"commit\": {},\n    \"date\": {},\n    \"reference\": {},\n    \"settings\": {{",
+        js(&h.sys.cpu),
+        h.sys.nproc,
+        js(&h.sys.kernel),
+        js(&h.sys.commit),
+        js(&h.sys.date),
+        js(REFERENCE)
+    );
+    let settings: Vec<String> = h
+        .settings
+        .iter()
+        .map(|(k, v)| format!("{}: {}", js(k), js(v)))
+        .collect();
+    let _ = write!(o, "{}}},\n    \"backends\": {{", settings.join(", "));
+    let backends: Vec<String> = h
+        .backends
+        .iter()
+        .map(|(k, v)| format!("\n      {}: {}", js(k), js(v)))
+        .collect();
+    let _ = write!(o, "{}\n    }}\n  }},\n  \"cells\": [", backends.join(","));
+    for (ci, c) in cells.iter().enumerate() {
+        let _ = write!(
+            o,
+            "{}\n    {{\"kind\": {}, \"streams\": {}, \"consumers\": {}, \"mode\": {}, \
+             \"skipped\": {}, \"results\": [",
+            if ci == 0 { "" } else { "," },
+            js(c.cell.kind.name()),
+            c.cell.streams,
+            c.cell.consumers,
+            js(c.cell.mode.name()),
+            c.skipped.as_deref().map_or("null".into(), js)
+        );
+        let reference = c.reference();
+        for (ei, e) in c.entries.iter().enumerate() {
+            let sep = if ei == 0 { "" } else { "," };
+            let _ = write!(o, "{sep}\n      {{\"backend\": {}, ", js(&e.backend));
+            match &e.outcome {
+                Outcome::Skipped(why) => {
+                    let _ = write!(o, "\"status\": \"skipped\", \"reason\": {}}}", js(why));
+                }
+                Outcome::Ran { summary, failures } => {
+                    let f: Vec<String> = failures.iter().map(|x| js(x)).collect();
+                    let status = if summary.is_some() { "ok" } else { "failed" };
+                    let _ = write!(
+                        o,
+                        "\"status\": \"{status}\", \"failures\": [{}]",
+                        f.join(", ")
+                    );
+                    if let Some(s) = summary {
+                        let m = &s.median;
+                        let opt = |x: Option<f64>| x.map_or("null".into(), jn);
+                        let _ = write!(
+                            o,
+                            ", \"rounds\": {}, \"events_per_s\": {}, \"events_vs_et\": {}, \
+                             \"writes_per_s\": {}, \"writer_cpu\": {}, \"cpu_ns_per_event\": {}, \
+                             \"cpu_vs_et\": {}, \"csw_per_event\": {}, \"wakeups_per_event\": {}, \
+                             \"empty_share\": {}, \"events_per_wait\": {}, \"lost_total\": {}, \
+                             \"rearms_per_s\": {}, \"p50_ns\": {}, \"p99_ns\": {}, \
+                             \"events_min\": {}, \"events_max\": {}, \"writer_bound\": {}",
+                            s.rounds,
+                            jn(m.events_per_s),
+                            opt(ratio(
+                                m.events_per_s,
+                                reference.map(|r| r.median.events_per_s)
+                            )),
+                            jn(m.writes_per_s),
+                            jn(m.writer_cpu),
+                            jn(m.cpu_per_event_ns),
+                            opt(ratio(
+                                m.cpu_per_event_ns,
+                                reference.map(|r| r.median.cpu_per_event_ns)
+                            )),
+                            jn(m.csw_per_event),
+                            jn(m.wakeups_per_event),
+                            jn(m.empty_share),
+                            jn(m.events_per_wait),
+                            s.lost_total,
+                            jn(m.rearms_per_s),
+                            opt(m.p50_ns),
+                            opt(m.p99_ns),
+                            jn(s.events_min),
+                            jn(s.events_max),
+                            writer_bound(s)
+                        );
+                    }
+                    o.push('}');
+                }
+            }
+        }
+        let _ = write!(o, "\n    ]}}");
+    }
+    let _ = writeln!(o, "\n  ]\n}}");
+    o
+}
+
+#[cfg(test)]
+mod tests {
+    use super::{jn, js, si};
+
+    #[test]
+    fn json_strings_are_escaped_and_non_finite_numbers_are_null() {
+        assert_eq!(js("a\"b\\c\n"), "\"a\\\"b\\\\c\\n\"");
+        assert_eq!(jn(f64::NAN), "null");
+        assert_eq!(jn(1.5), "1.5");
+    }
+
+    #[test]
+    fn si_prefixes() {
+        assert_eq!(si(1_920_000.0), "1.92 M");
+        assert_eq!(si(12_345.0), "12.3 k");
+        assert_eq!(si(512.0), "512");
+    }
+}
