@@ -107,9 +107,12 @@ impl Ring {
         if let Some(rec) = self.record(me) {
             rec.claimed.fetch_add(owned, Ordering::Relaxed);
         }
-        // A consumer that leaves claimable entries behind passes the baton: otherwise a
-        // second event published while we were woken for the first could strand.
-        if end < h.kidx.pos.load(Ordering::Acquire) {
+        // A consumer that leaves claimable entries behind passes the baton to a sleeper.
+        // Checking `waiters` first, without the fence, is enough: a waiter that registers
+        // after this load re-checks for claimable entries after its own fence and finds
+        // the ones we left; only one that is asleep already needs the wake, and its
+        // registration is long visible.
+        if end < h.kidx.pos.load(Ordering::Acquire) && h.wake.waiters.load(Ordering::Relaxed) > 0 {
             self.wake(1);
         }
         Claim { start, end, owned }
@@ -135,18 +138,7 @@ impl Ring {
     /// reclaimed, or never ours — all harmless, commits are idempotent). Does not advance
     /// `uidx`; call [`Ring::advance`] after a batch.
     pub fn complete(&self, me: ConsumerId, pos: u64) -> bool {
-        let lap = self.lap(pos);
-        // Release: our reads of the entry happen before anyone resets the slot.
-        let done = self
-            .slot(pos)
-            .state
-            .compare_exchange(
-                SlotState::new(lap, me.0, Status::Claimed).encode(),
-                SlotState::new(lap, 0, Status::Done).encode(),
-                Ordering::Release,
-                Ordering::Relaxed,
-            )
-            .is_ok();
+        let done = self.complete_slot(me, pos);
         if done {
             if let Some(rec) = self.record(me) {
                 rec.completed.fetch_add(1, Ordering::Relaxed);
@@ -155,12 +147,31 @@ impl Ring {
         done
     }
 
+    fn complete_slot(&self, me: ConsumerId, pos: u64) -> bool {
+        let lap = self.lap(pos);
+        // Release: our reads of the entry happen before anyone resets the slot.
+        self.slot(pos)
+            .state
+            .compare_exchange(
+                SlotState::new(lap, me.0, Status::Claimed).encode(),
+                SlotState::new(lap, 0, Status::Done).encode(),
+                Ordering::Release,
+                Ordering::Relaxed,
+            )
+            .is_ok()
+    }
+
     /// Completes every position in `range` that `me` owns and advances `uidx`. Returns
     /// how many it completed.
     pub fn complete_range(&self, me: ConsumerId, range: std::ops::Range<u64>) -> u64 {
         let mut n = 0;
         for pos in range {
-            n += u64::from(self.complete(me, pos));
+            n += u64::from(self.complete_slot(me, pos));
+        }
+        if n > 0 {
+            if let Some(rec) = self.record(me) {
+                rec.completed.fetch_add(n, Ordering::Relaxed);
+            }
         }
         self.advance();
         n
@@ -188,35 +199,46 @@ impl Ring {
     /// `uidx`.
     pub fn advance(&self) -> u64 {
         let h = self.header();
+        let cap = self.capacity();
         let mut u = h.uidx.pos.load(Ordering::Acquire);
         // The position at which we last fenced before giving up (see below).
         let mut fenced_at = None;
-        // Bounded: at most one lap per call (plus one re-check per position), so garbage
-        // in shared memory cannot spin us.
-        for _ in 0..2 * self.capacity() + 1 {
-            if u >= h.cidx.pos.load(Ordering::Acquire) || !self.release_one(u) {
-                // About to stop at `u`. Another consumer may have completed (or claimed
-                // and completed) the slot at `u` while we read a stale `cidx`/state, and
-                // have stopped itself because it read our `uidx` stale: a store-buffer
-                // pattern. A SeqCst fence on this path in both of us means at least one
-                // sees the other's writes; re-check once per position.
-                if fenced_at == Some(u) {
-                    break;
+        // Bounded: about two laps of work per call, so garbage in shared memory cannot
+        // spin us.
+        let mut budget = 2 * cap + 2;
+        while budget > 0 {
+            budget -= 1;
+            // Reset the run of DONE slots at `u` (or find them reset by a helper), then
+            // move uidx over the whole run with one CAS.
+            let c = h.cidx.pos.load(Ordering::Acquire);
+            let mut end = u;
+            while end < c && end - u < cap && self.release_one(end) {
+                end += 1;
+            }
+            if end > u {
+                // Release: the producer's Acquire load of uidx sees the reset slots.
+                match h
+                    .uidx
+                    .pos
+                    .compare_exchange(u, end, Ordering::AcqRel, Ordering::Acquire)
+                {
+                    Ok(_) => u = end,
+                    // A helper moved it (over part of our run, or more): go on from there.
+                    Err(now) => u = now,
                 }
-                fence(Ordering::SeqCst);
-                fenced_at = Some(u);
-                u = h.uidx.pos.load(Ordering::Acquire);
                 continue;
             }
-            // Release: the producer's Acquire load of uidx sees the reset slot.
-            match h
-                .uidx
-                .pos
-                .compare_exchange(u, u + 1, Ordering::AcqRel, Ordering::Acquire)
-            {
-                Ok(_) => u += 1,
-                Err(now) => u = now,
+            // About to stop at `u`. Another consumer may have completed (or claimed and
+            // completed) the slot at `u` while we read a stale `cidx`/state, and have
+            // stopped itself because it read our `uidx` stale: a store-buffer pattern. A
+            // SeqCst fence on this path in both of us means at least one sees the other's
+            // writes; re-check once per position. (Found by the loom models.)
+            if fenced_at == Some(u) {
+                break;
             }
+            fence(Ordering::SeqCst);
+            fenced_at = Some(u);
+            u = h.uidx.pos.load(Ordering::Acquire);
         }
         u
     }

@@ -134,11 +134,9 @@ impl Producer {
             .pos
             .store(self.kidx, Ordering::Release);
         self.published = self.kidx;
-        self.ring
-            .header()
-            .stats
-            .posted
-            .fetch_add(n, Ordering::Relaxed);
+        // The producer is the only writer of `posted`: a plain store, no RMW.
+        let posted = &self.ring.header().stats.posted;
+        posted.store(posted.load(Ordering::Relaxed) + n, Ordering::Relaxed);
         if std::mem::take(&mut self.wake_all) {
             self.ring.wake_all();
         } else {
