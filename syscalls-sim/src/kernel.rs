@@ -558,7 +558,7 @@ impl Kernel {
         reg.ready |= bits;
         reg.count = reg.count.saturating_add(count);
         let edge = reg.edge_triggered();
-        let level_fd = reg.level_fd();
+        let is_fd = reg.is_fd();
         match reg.pending {
             Pending::Idle => self.publish(idx),
             Pending::Backlog => {
@@ -570,19 +570,21 @@ impl Kernel {
             Pending::InRing(pos) => {
                 let unclaimed = ring.slot_state(pos)
                     == Some(SlotState::new(pos / ring.capacity(), 0, Status::Ready));
-                if !unclaimed && edge {
-                    // Delivered (claimed) already: a new edge is a new event.
+                if !unclaimed && edge && !is_fd {
+                    // A counted source (timer, signal, ...) whose entry was claimed: new
+                    // arrivals are a new event.
                     self.publish(idx);
                 } else {
                     ring.header()
                         .stats
                         .coalesced
                         .fetch_add(1, Ordering::Relaxed);
-                    // Arrivals merged here are delivered after the release (a level fd is
-                    // watched already and re-checked then).
-                    if !level_fd {
-                        self.watch(idx);
-                    }
+                    // Merged; handled when the outstanding entry is released: an fd is
+                    // re-checked then (poll) and reported again only if still ready, so
+                    // an edge-triggered fd never has two entries out at once (two
+                    // consumers racing for one byte, one of them reading nothing);
+                    // counted arrivals get a new entry.
+                    self.watch(idx);
                 }
             }
         }
@@ -744,12 +746,14 @@ impl Kernel {
                 continue;
             }
             reg.pending = Pending::Idle;
-            let (level_fd, news, disabled) = (reg.level_fd(), reg.has_news(), reg.disabled);
+            let (is_fd, level_fd, news, disabled) =
+                (reg.is_fd(), reg.level_fd(), reg.has_news(), reg.disabled);
             self.unwatch(idx);
             if disabled {
                 continue;
             }
-            if level_fd {
+            if is_fd && (level_fd || news) {
+                // Level: still ready? Edge with an edge merged meanwhile: still unread?
                 self.recheck.push(idx);
             } else if news {
                 self.republish.push(idx);
@@ -827,7 +831,9 @@ impl Kernel {
         drop(fds);
         let mut any = false;
         for (idx, rev) in idxs.into_iter().zip(revents) {
-            let reg = self.regs[idx].as_ref().expect("listed");
+            let reg = self.regs[idx].as_mut().expect("listed");
+            // The re-check's answer replaces whatever edges were merged meanwhile.
+            reg.ready = 0;
             let bits = fd::report(reg.ev.type_, reg.ev.event, rev);
             if bits != 0 {
                 self.mark_ready(idx, bits, 0);
