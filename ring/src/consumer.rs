@@ -63,7 +63,16 @@ impl Ring {
             // Acquire: the slots below kidx were filled and marked READY before the
             // producer's Release store of kidx.
             let k = h.kidx.pos.load(Ordering::Acquire);
-            if c >= k || max == 0 {
+            if k > h
+                .uidx
+                .pos
+                .load(Ordering::Acquire)
+                .saturating_add(self.capacity())
+            {
+                // More published than the ring holds: kidx was overwritten.
+                self.mark_broken(crate::Broken::ClaimIndex);
+            }
+            if c >= k || max == 0 || self.broken().is_some() {
                 return Claim {
                     start: c,
                     end: c,
@@ -182,7 +191,9 @@ impl Ring {
     /// completed (0 if they were already committed: commits are idempotent).
     pub fn commit_below(&self, me: ConsumerId, upto: u64) -> u64 {
         let from = self.uidx();
-        let to = upto.min(self.cidx()).min(from + self.capacity());
+        let to = upto
+            .min(self.cidx())
+            .min(from.saturating_add(self.capacity()));
         let n = if from < to {
             self.complete_range(me, from..to)
         } else {

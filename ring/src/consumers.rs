@@ -81,9 +81,17 @@ impl Ring {
         }
     }
 
-    /// Frees the record of `id` (the reaper, once nothing in the ring names it).
+    /// Frees the record of `id` (the reaper, once nothing in the ring names it). Sleeps
+    /// it was still counted in (it died asleep) are taken out of the ring's `waiters`.
     pub fn free_record(&self, id: ConsumerId) {
         if let Some(rec) = self.record(id) {
+            let asleep = rec.sleeping.swap(0, Ordering::Relaxed);
+            if asleep > 0 {
+                let waiters = &self.header().wake.waiters;
+                let _ = waiters.fetch_update(Ordering::Relaxed, Ordering::Relaxed, |w| {
+                    Some(w.saturating_sub(asleep))
+                });
+            }
             rec.pid.store(0, Ordering::Relaxed);
             rec.state.store(RecordState::Free as u32, Ordering::Release);
         }

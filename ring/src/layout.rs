@@ -109,7 +109,9 @@ pub struct ConsumerRecord {
     pub pid: AtomicU32,
     /// Bumped every time the record is taken, so a stale view is recognisable.
     pub generation: AtomicU32,
-    _reserved: AtomicU32,
+    /// This consumer's threads counted in the ring's `waiters` (asleep, or about to
+    /// sleep): the reaper takes a dead consumer's share back out of `waiters`.
+    pub sleeping: AtomicU32,
     /// Entries this consumer has claimed in its lifetime.
     pub claimed: AtomicU64,
     /// Entries this consumer has completed in its lifetime.
@@ -213,7 +215,7 @@ impl Header {
                 state: AtomicU32::new(0),
                 pid: AtomicU32::new(0),
                 generation: AtomicU32::new(0),
-                _reserved: AtomicU32::new(0),
+                sleeping: AtomicU32::new(0),
                 claimed: AtomicU64::new(0),
                 completed: AtomicU64::new(0),
             }),
@@ -268,6 +270,7 @@ mod tests {
         assert_eq!(offset_of!(ConsumerRecord, state), 0);
         assert_eq!(offset_of!(ConsumerRecord, pid), 4);
         assert_eq!(offset_of!(ConsumerRecord, generation), 8);
+        assert_eq!(offset_of!(ConsumerRecord, sleeping), 12);
         assert_eq!(offset_of!(ConsumerRecord, claimed), 16);
         assert_eq!(offset_of!(ConsumerRecord, completed), 24);
         assert_eq!(1024 + MAX_CONSUMERS * 32, 3072);

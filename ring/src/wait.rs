@@ -64,6 +64,9 @@ pub struct WaitSpec {
     /// Return `Woken` on any wake-up, even with nothing to claim (for explicit wake
     /// requests); otherwise a wake-up with nothing to claim sleeps again.
     pub return_on_wake: bool,
+    /// The consumer waiting, if it has a record: its sleep is also counted there, so that
+    /// the reaper can take a dead sleeper back out of `waiters`.
+    pub sleeper: Option<crate::ConsumerId>,
 }
 
 impl Ring {
@@ -93,14 +96,26 @@ impl Ring {
             // Read seq before announcing ourselves: a waker that bumps it after this
             // point makes the futex_wait below return at once.
             let s = wake.seq.load(Ordering::Acquire);
+            let rec = spec.sleeper.and_then(|id| self.record(id));
+            // Record first, ring second (and the reverse on the way out): a consumer that
+            // dies in between leaves at most one count the reaper cannot see.
+            if let Some(rec) = rec {
+                rec.sleeping.fetch_add(1, Ordering::Relaxed);
+            }
             wake.waiters.fetch_add(1, Ordering::Relaxed);
             fence(Ordering::SeqCst);
-            if let Some(outcome) = self.check(spec.old_uidx) {
+            let leave = || {
                 wake.waiters.fetch_sub(1, Ordering::Relaxed);
+                if let Some(rec) = rec {
+                    rec.sleeping.fetch_sub(1, Ordering::Relaxed);
+                }
+            };
+            if let Some(outcome) = self.check(spec.old_uidx) {
+                leave();
                 return Ok(outcome);
             }
             let woke = self.futex_wait(s, spec.deadline);
-            wake.waiters.fetch_sub(1, Ordering::Relaxed);
+            leave();
             match woke? {
                 FutexWake::TimedOut => {
                     return Ok(self.check(spec.old_uidx).unwrap_or(WaitOutcome::TimedOut))

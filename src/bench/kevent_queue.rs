@@ -190,6 +190,7 @@ impl ConsumerLoop for KeventConsumer {
                 )),
                 spin: spin(),
                 return_on_wake: false,
+                sleeper: None,
             };
             let (claim, outcome) = self.queue.next_batch(batch, &spec)?;
             if matches!(

@@ -455,6 +455,7 @@ impl Queue {
                 self.spin()
             },
             return_on_wake: true,
+            sleeper: Some(self.me),
         };
         let (claim, outcome) = self.next_batch(u64::from(num), &spec)?;
         match Self::outcome_error(outcome) {
@@ -581,7 +582,26 @@ impl Queue {
     /// empty claim means the wait ended without entries (see `spec`).
     pub fn next_batch(&self, max: u64, spec: &WaitSpec) -> io::Result<(Claim, WaitOutcome)> {
         let harvesters = self.harvesters();
+        let spec = &WaitSpec {
+            sleeper: Some(self.me),
+            ..*spec
+        };
+        let empty = |outcome| {
+            let c = self.ring.cidx();
+            Ok((
+                Claim {
+                    start: c,
+                    end: c,
+                    owned: 0,
+                },
+                outcome,
+            ))
+        };
+        let mut woken = false;
         loop {
+            if self.ring.broken().is_some() {
+                return empty(WaitOutcome::Broken);
+            }
             if let Some(h) = harvesters {
                 stay_awake(h);
             }
@@ -589,23 +609,18 @@ impl Queue {
             if !claim.is_empty() {
                 return Ok((claim, WaitOutcome::Ready));
             }
+            if woken && spec.return_on_wake {
+                // Woken for an entry another consumer claimed first (WAKEUP_ALL wakes
+                // several for one): report the wake-up instead of sleeping on.
+                return empty(WaitOutcome::Woken);
+            }
             if harvesters.is_some() && self.harvest_for(spec.spin) > 0 {
                 continue;
             }
             if spec.old_uidx.is_none() {
                 match self.block_on_sources(spec) {
                     Some(Ok(())) => continue,
-                    Some(Err(outcome)) => {
-                        let c = self.ring.cidx();
-                        return Ok((
-                            Claim {
-                                start: c,
-                                end: c,
-                                owned: 0,
-                            },
-                            outcome,
-                        ));
-                    }
+                    Some(Err(outcome)) => return empty(outcome),
                     None => {}
                 }
             }
@@ -614,16 +629,9 @@ impl Queue {
             }
             let outcome = self.ring.wait(spec)?;
             if outcome != WaitOutcome::Ready {
-                let c = self.ring.cidx();
-                return Ok((
-                    Claim {
-                        start: c,
-                        end: c,
-                        owned: 0,
-                    },
-                    outcome,
-                ));
+                return empty(outcome);
             }
+            woken = true;
         }
     }
 
@@ -724,6 +732,7 @@ impl Queue {
                 self.spin()
             },
             return_on_wake: true,
+            sleeper: Some(self.me),
         };
         let mut got = 0;
         loop {

@@ -25,6 +25,8 @@ pub(crate) struct Reaper {
     memfd: OwnedFd,
     /// Positions seen READY below `cidx` on the previous look.
     suspects: Vec<u64>,
+    /// `uidx` when the slot there held a state word that is not ours, on the previous look.
+    garbage_at: Option<u64>,
 }
 
 impl Reaper {
@@ -34,7 +36,18 @@ impl Reaper {
             last: Instant::now(),
             memfd,
             suspects: Vec::new(),
+            garbage_at: None,
         }
+    }
+
+    /// Whether `id` is a live consumer now (it may have registered after the table was
+    /// read, and claimed at once).
+    fn registered_since(&self, ring: &kevent_ring::Ring, id: ConsumerId) -> bool {
+        let active = ring.record(id).is_some_and(|rec| {
+            RecordState::from_word(rec.state.load(std::sync::atomic::Ordering::Acquire))
+                == RecordState::Active
+        });
+        active && Liveness::is_alive(self.memfd.as_fd(), id).unwrap_or(true)
     }
 
     /// One look, if it is time; returns how long the producer may sleep before the next.
@@ -50,24 +63,49 @@ impl Reaper {
         }
         let ring = kernel.ring().clone();
         let mut dead = Vec::new();
+        let mut live = Vec::new();
         for (id, state, _pid) in ring.consumers() {
             match state {
                 RecordState::Free => {}
                 RecordState::Departed => dead.push(id),
                 RecordState::Active => {
-                    if !Liveness::is_alive(self.memfd.as_fd(), id).unwrap_or(true) {
+                    if Liveness::is_alive(self.memfd.as_fd(), id).unwrap_or(true) {
+                        live.push(id);
+                    } else {
                         dead.push(id);
                     }
                 }
             }
         }
-        if dead.is_empty() && self.suspects.is_empty() {
+        let cap = ring.capacity();
+        // Validated just above by check_claim_index: uidx <= cidx <= kidx.
+        let (u, c) = (ring.uidx(), ring.cidx());
+        if c < u {
+            return None;
+        }
+        // A state word at uidx that is not ours, twice in a row: the ring can never move
+        // again. Say so instead of stalling silently.
+        if u < c && ring.slot_state(u).is_none() {
+            if self.garbage_at == Some(u) {
+                ring.mark_broken(kevent_ring::Broken::SlotState);
+                return None;
+            }
+            self.garbage_at = Some(u);
+        } else {
+            self.garbage_at = None;
+        }
+        // Claims in the name of a consumer that is not a live record (dead, departed,
+        // free, or no record at all: garbage) are reclaimed; claims of live ones are not.
+        let claims_stuck = (u..c.min(u.saturating_add(cap))).any(|pos| {
+            ring.slot_state(pos).is_some_and(|st| {
+                st.status == Status::Claimed && !live.contains(&ConsumerId(st.owner))
+            })
+        });
+        if dead.is_empty() && self.suspects.is_empty() && !claims_stuck {
             return Some(half);
         }
-        let cap = ring.capacity();
-        let (u, c) = (ring.uidx(), ring.cidx());
         let mut suspects = Vec::new();
-        for pos in u..c.min(u + cap) {
+        for pos in u..c.min(u.saturating_add(cap)) {
             let Some(st) = ring.slot_state(pos) else {
                 continue;
             };
@@ -76,7 +114,8 @@ impl Reaper {
             }
             match st.status {
                 Status::Claimed
-                    if dead.contains(&ConsumerId(st.owner))
+                    if !live.contains(&ConsumerId(st.owner))
+                        && !self.registered_since(&ring, ConsumerId(st.owner))
                         && ring.reclaim(ConsumerId(st.owner), pos) =>
                 {
                     kernel.redeliver(pos);
