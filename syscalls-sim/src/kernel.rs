@@ -93,6 +93,8 @@ pub(crate) struct Kernel {
     pub(crate) producer: Producer,
     pub(crate) epoll: Arc<OwnedFd>,
     doorbell: Arc<OwnedFd>,
+    /// The queue's handle, when armed as a readiness fd for other event loops.
+    notify: Option<OwnedFd>,
     /// `epoll_wait` calls started on `epoll` (by anyone), numbering their batches.
     pub(crate) waits: Arc<std::sync::atomic::AtomicU64>,
     regs: Vec<Option<Registration>>,
@@ -127,6 +129,7 @@ impl Kernel {
             producer,
             epoll,
             doorbell,
+            notify: None,
             waits: Arc::new(std::sync::atomic::AtomicU64::new(0)),
             regs: Vec::new(),
             free: Vec::new(),
@@ -710,7 +713,19 @@ impl Kernel {
                 break;
             }
         }
-        self.producer.flush()
+        let published = self.producer.flush();
+        if published > 0 {
+            if let Some(fd) = &self.notify {
+                // Readable while entries may be waiting (see `Queue::notify_fd`).
+                let _ = rustix::io::write(fd.as_fd(), &1u64.to_ne_bytes());
+            }
+        }
+        published
+    }
+
+    /// Makes every publish also make `fd` (an eventfd) readable.
+    pub(crate) fn set_notify(&mut self, fd: OwnedFd) {
+        self.notify = Some(fd);
     }
 
     /// Ends a stint as the kernel outside the producer thread (ctl, harvest): if commits

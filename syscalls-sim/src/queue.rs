@@ -78,6 +78,8 @@ struct Owner {
     ctx_epoll: Arc<OwnedFd>,
     /// The kernel's count of `epoll_wait` calls (see `Kernel::begin_wait`).
     waits: Arc<std::sync::atomic::AtomicU64>,
+    /// Whether the handle is armed as a readiness fd ([`Queue::notify_fd`]).
+    notify_armed: AtomicBool,
     /// The producer thread's kernel tid (0 until it runs), for CPU accounting.
     tid: Arc<std::sync::atomic::AtomicI32>,
     /// Listening gate sockets (shut down on close to end their threads), and paths to
@@ -194,6 +196,7 @@ impl Queue {
                 harvest: AtomicBool::new(true),
                 ctx_epoll,
                 waits,
+                notify_armed: AtomicBool::new(false),
                 tid: Arc::new(std::sync::atomic::AtomicI32::new(0)),
                 gates: Mutex::new(Vec::new()),
                 ctx,
@@ -609,6 +612,7 @@ impl Queue {
             if !claim.is_empty() {
                 return Ok((claim, WaitOutcome::Ready));
             }
+            self.drain_notify();
             if woken && spec.return_on_wake {
                 // Woken for an entry another consumer claimed first (WAKEUP_ALL wakes
                 // several for one): report the wake-up instead of sleeping on.
@@ -632,6 +636,48 @@ impl Queue {
                 return empty(outcome);
             }
             woken = true;
+        }
+    }
+
+    /// The queue's fd for other event loops (mio, tokio, epoll): readable when entries
+    /// may be waiting. The first call arms it: from then on every publish makes it
+    /// readable, a consumer of this process that finds the ring empty drains it, and the
+    /// producer thread no longer parks for harvesting consumers (an event loop asleep on
+    /// this fd is not harvesting). Register it for readability, and on readiness call
+    /// [`Queue::wait`] (or `get_events`) with a zero timeout until it returns nothing.
+    ///
+    /// # Errors
+    /// `EOPNOTSUPP` in a process that does not own the queue.
+    pub fn notify_fd(&self) -> io::Result<BorrowedFd<'_>> {
+        let owner = self
+            .owner
+            .as_ref()
+            .filter(|_| self.is_local())
+            .ok_or_else(|| errno(libc::EOPNOTSUPP))?;
+        if !owner.notify_armed.swap(true, Ordering::AcqRel) {
+            owner.harvesters.never_park.store(true, Ordering::Release);
+            let dup = self.handle.try_clone()?;
+            let mut guard = lock(&owner.kernel);
+            if let Some(k) = guard.as_mut() {
+                k.set_notify(dup);
+                if self.ring.has_claimable() {
+                    let _ = rustix::io::write(self.handle.as_fd(), &1u64.to_ne_bytes());
+                }
+            }
+        }
+        Ok(self.handle.as_fd())
+    }
+
+    /// Resets the notify fd (if armed) when the ring is found empty, then says whether
+    /// entries arrived meanwhile (they make it readable again anyway).
+    fn drain_notify(&self) {
+        if self
+            .owner
+            .as_ref()
+            .is_some_and(|o| o.notify_armed.load(Ordering::Relaxed))
+        {
+            let mut buf = [0u8; 8];
+            let _ = rustix::io::read(self.handle.as_fd(), &mut buf);
         }
     }
 

@@ -56,6 +56,9 @@ pub(crate) struct Harvesters {
     /// thread that harvested once and then went to do something else must not keep the
     /// producer parked: a consumer elsewhere may be polling the ring without sleeping).
     pub(crate) rounds: std::sync::atomic::AtomicU64,
+    /// Set when the queue's notify fd is armed: consumers may be asleep in another event
+    /// loop, so the producer thread must keep publishing by itself.
+    pub(crate) never_park: AtomicBool,
 }
 
 impl Harvesters {
@@ -79,7 +82,10 @@ impl Harvesters {
     fn should_park(&self, ring: &Ring, seen: &mut u64) -> bool {
         let rounds = self.rounds.load(Ordering::Relaxed);
         let progress = std::mem::replace(seen, rounds) != rounds;
-        progress && self.awake.load(Ordering::Relaxed) > 0 && ring.sleepers() == 0
+        progress
+            && !self.never_park.load(Ordering::Relaxed)
+            && self.awake.load(Ordering::Relaxed) > 0
+            && ring.sleepers() == 0
     }
 
     /// Producer thread: parks for up to `max`, unless the last harvester left meanwhile.
