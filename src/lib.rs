@@ -1,3 +1,105 @@
-//! kevent: a user-space reimplementation of Linux kevent (placeholder root; the safe API lands with issue 6).
+//! # kevent: a shared-memory event ring, after Linux kevent (2006)
+//!
+//! A [`Queue`] watches event sources — sockets, pipes, any pollable fd, timers, signals,
+//! directories, user events — and delivers their readiness as [`Event`]s through a ring
+//! in shared memory, to consumers in any thread, usually without a system call.
+//!
+//! ```
+//! use std::io::{Read, Write};
+//! use std::time::Duration;
+//! use kevent::{Added, Interest, Queue, Source, Token, Trigger};
+//!
+//! let queue = Queue::builder().capacity(64).build()?;
+//! let (mut reader, mut writer) = std::io::pipe()?;
+//!
+//! // Register the read end, level-triggered, with cookie 7. Nothing is written yet, so
+//! // it is queued; a ready fd would come back here as `Added::ReadyNow(event)`.
+//! let added = queue.add(&Source::pipe(&reader, Interest::READABLE), Token(7), Trigger::Level)?;
+//! assert_eq!(added, Added::Queued);
+//!
+//! writer.write_all(b"hello")?;
+//!
+//! // Wait for up to 16 events; the batch owns them until it is committed.
+//! let batch = queue.wait(16, Some(Duration::from_secs(5)))?;
+//! assert_eq!(batch.len(), 1);
+//! for event in &batch {
+//!     assert_eq!(event.token(), Token(7));
+//!     assert!(event.is_readable());
+//!     let mut buf = [0u8; 16];
+//!     let n = reader.read(&mut buf)?;
+//!     assert_eq!(&buf[..n], b"hello");
+//! }
+//! batch.commit(); // dropping the batch would commit it too
+//! # Ok::<(), std::io::Error>(())
+//! ```
+//!
+//! ## The model
+//!
+//! **A producer and a ring.** Creating a queue (`kevent_init`) starts a producer thread —
+//! the simulated kernel of [`kevent_syscalls`] — that watches the registered sources with
+//! epoll and publishes each ready kevent as a 40-byte entry into a ring of slots in a
+//! memfd ([`kevent_ring`]). Consumers take entries straight from that shared memory:
+//! [`Queue::wait`] claims a run of entries with compare-and-swap (no lock, however many
+//! threads wait) and sleeps on a shared futex only when there is nothing to take.
+//!
+//! **Claim, then commit.** Claimed entries belong to the consumer until it commits them
+//! (`kevent_commit`). The [`Batch`] that `wait` returns is that claim: iterate over it,
+//! then drop it or call [`Batch::commit`]. The commit is the acknowledgement: it frees
+//! the slots and tells the producer the events were handled, which is when a
+//! level-triggered source that is still ready gets reported again. Each kevent has at most
+//! one pending entry (new readiness merges into it), so a busy source cannot flood the
+//! ring; when the ring is full, ready kevents wait in the producer's backlog. Nothing is
+//! dropped: [`Stats::lost`] stays 0.
+//!
+//! **Control.** [`Queue::add`], [`modify`](Queue::modify), [`remove`](Queue::remove) and
+//! [`ready`](Queue::ready) are the four `kevent_ctl` commands. A kevent is named by its
+//! [`Source`] (kind and id — the fd number, the timer's time, the signal number), carries
+//! a [`Token`] back in every event, and is reported according to its [`Trigger`] mode
+//! (level, edge, oneshot) and [`Flags`]. As in the original, ADD *returns* an event that
+//! is ready at once instead of queueing it; [`Added`] makes that impossible to overlook.
+//!
+//! **Errors** are [`Error`]: a message that says what was wrong and the errno the kernel
+//! answered ([`Error::raw_os_error`]); `?` turns it into a `std::io::Error`.
+//!
+//! **Other processes.** The ring is shared memory, so consumers need not be threads of the
+//! creating process: [`Queue::listen`] serves the queue on a Unix socket, and
+//! [`Queue::connect`] in another process maps the same ring and becomes a consumer of its
+//! own (control calls travel over the socket). A consumer that dies holding a batch does
+//! not strand it: its events are delivered again, flagged [`Event::is_redelivered`].
+//!
+//! **Not provided in this build:** the queue's handle fd ([`AsRawFd`](std::os::fd::AsRawFd)
+//! on [`Queue`]) does not become readable when events are ready, so the queue cannot be
+//! nested in another event loop (epoll, mio, tokio) yet.
+//!
+//! The `kevent` binary's subcommands live in [`cli`]: `kevent stat` shows a live ring,
+//! `kevent demo` shows events flowing.
+
+#![deny(unsafe_op_in_unsafe_fn)]
+#![warn(clippy::undocumented_unsafe_blocks, missing_docs)]
 
 pub mod bench;
+
+mod batch;
+mod builder;
+pub mod cli;
+mod ctl;
+mod error;
+mod event;
+mod interest;
+mod mode;
+mod queue;
+mod source;
+mod stats;
+mod token;
+
+pub use batch::{Batch, Iter};
+pub use builder::Builder;
+pub use ctl::Added;
+pub use error::{Error, Result};
+pub use event::{Event, Readiness};
+pub use interest::{InodeEvents, Interest, PollMask};
+pub use mode::{Flags, Mode, Trigger};
+pub use queue::Queue;
+pub use source::{Kind, Source};
+pub use stats::Stats;
+pub use token::Token;

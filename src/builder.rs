@@ -1,0 +1,91 @@
+//! [`Builder`]: how a [`Queue`] is made (`kevent_init`).
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use kevent_ring::layout::{MAX_CAPACITY, MIN_CAPACITY};
+use kevent_syscalls as sys;
+
+use crate::{Error, Queue, Result};
+
+/// Configures and creates a [`Queue`]; from [`Queue::builder`].
+///
+/// ```
+/// # use kevent::Queue;
+/// # use std::time::Duration;
+/// let queue = Queue::builder()
+///     .capacity(256)
+///     .spin(Duration::from_micros(5))
+///     .build()?;
+/// assert_eq!(queue.capacity(), 256);
+/// # Ok::<(), kevent::Error>(())
+/// ```
+#[derive(Debug, Clone)]
+#[must_use = "a Builder does nothing until .build()"]
+pub struct Builder {
+    capacity: usize,
+    spin: Option<Duration>,
+    reap_interval: Duration,
+}
+
+impl Default for Builder {
+    fn default() -> Self {
+        Builder {
+            capacity: sys::KEVENT_DEFAULT_RING as usize,
+            spin: None,
+            reap_interval: sys::DEFAULT_REAP_INTERVAL,
+        }
+    }
+}
+
+impl Builder {
+    /// Ring entries (`kevent_init`'s `num`), rounded up to a power of two; 2 to 2^24,
+    /// default 1024. A full ring loses nothing (ready kevents wait in the producer's
+    /// backlog), but every kevent can be pending at once only if the ring holds as many
+    /// entries as there are registrations.
+    pub fn capacity(mut self, entries: usize) -> Self {
+        self.capacity = entries;
+        self
+    }
+
+    /// How long a waiting consumer spins re-checking the ring before it sleeps on the
+    /// futex (default [`kevent_syscalls::DEFAULT_SPIN`], 20 µs). Waking a sleeper costs
+    /// tens of microseconds; spinning costs CPU. `Duration::ZERO` never spins.
+    pub fn spin(mut self, spin: Duration) -> Self {
+        self.spin = Some(spin);
+        self
+    }
+
+    /// How soon the events a dead consumer process had claimed are delivered again
+    /// (default [`kevent_syscalls::DEFAULT_REAP_INTERVAL`], 100 ms): the producer checks
+    /// the liveness locks of long-claimed entries' owners this often.
+    pub fn reap_interval(mut self, interval: Duration) -> Self {
+        self.reap_interval = interval;
+        self
+    }
+
+    /// `kevent_init`: creates the ring (a sealed memfd), the producer's epoll set and
+    /// its thread.
+    ///
+    /// # Errors
+    /// `EINVAL`: a capacity outside 2..=2^24. `EMFILE`/`ENOMEM`: out of fds or memory.
+    #[doc(alias = "kevent_init")]
+    pub fn build(self) -> Result<Queue> {
+        let n = self.capacity;
+        if !(MIN_CAPACITY as usize..=MAX_CAPACITY as usize).contains(&n) {
+            return Err(Error::errno(
+                libc::EINVAL,
+                format!(
+                    "kevent queue: capacity {n} is out of range: it must be \
+                     {MIN_CAPACITY}..={MAX_CAPACITY} (rounded up to a power of two)"
+                ),
+            ));
+        }
+        let inner: Arc<sys::Queue> = sys::Queue::create_with(n as u32, 0, self.reap_interval)
+            .map_err(|e| Error::wrap(&format!("kevent queue of {n} entries"), e))?;
+        if let Some(spin) = self.spin {
+            inner.set_spin(spin);
+        }
+        Ok(Queue::from_inner(inner))
+    }
+}

@@ -1,0 +1,625 @@
+//! `kevent stat`: a live view of a queue's ring, read from another process.
+//!
+//! A ring is a memfd, so any process with the same uid (or root) can map it: we find the
+//! memfds of the target process in `/proc/<pid>/fd` (their links read
+//! `/memfd:kevent… (deleted)`), open them through those links and attach read-side with
+//! [`Ring::attach`], which validates the header first. The view only loads: it takes no
+//! consumer record and never writes to the ring.
+//!
+//! Given a socket path instead, we attach through the queue's control socket
+//! ([`kevent_syscalls::Queue::connect`]): that works across users' namespaces where
+//! `/proc` does not, but makes this process a consumer of the ring (it claims nothing;
+//! its record shows in the table and is freed when it exits).
+
+use std::fmt::{self, Write as _};
+use std::io;
+use std::os::fd::AsFd;
+use std::os::unix::fs::MetadataExt;
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use kevent_ring::{RecordState, Ring};
+
+use crate::Stats;
+
+/// Usage of `kevent stat`.
+pub const USAGE: &str = "\
+usage: kevent stat <pid|socket-path> [--watch [SECS]] [--json]
+
+Shows the rings of kevent queues: capacity; the positions kidx (published), cidx
+(claimed) and uidx (released) with their kevent (index, over) views; the producer's
+backlog; sleeping waiters; the consumer table; the counters; broken/closed flags.
+
+  <pid>            a process that created or attached a queue (same user, or root)
+  <socket-path>    a queue's control socket (Queue::listen); this process then
+                   shows in the consumer table as an idle consumer
+  --watch [SECS]   refresh every SECS seconds (default 1) until Ctrl-C
+  --json           one JSON object (per refresh with --watch)
+  -h, --help       this text
+";
+
+/// The memfd link prefix of a ring (`Ring::create("kevent", …)` names it).
+const MEMFD_PREFIX: &str = "/memfd:kevent";
+
+/// The rings found in one process.
+#[derive(Debug, Default)]
+pub struct Scan {
+    /// Each ring, with the `/proc/<pid>/fd/<n>` path (or socket path) it was opened
+    /// through.
+    pub rings: Vec<(PathBuf, Arc<Ring>)>,
+    /// `kevent` memfds that could not be attached, and why (another ABI version, a
+    /// broken ring, no permission).
+    pub skipped: Vec<(PathBuf, String)>,
+}
+
+/// Finds the rings of process `pid`: every fd whose link starts with `/memfd:kevent`,
+/// opened read-write through `/proc/<pid>/fd/<n>` and attached. Each ring is listed
+/// once, however many fds of the process refer to it.
+///
+/// # Errors
+/// The process does not exist, or its fds cannot be listed (another user's process).
+pub fn rings_of_pid(pid: u32) -> io::Result<Scan> {
+    let dir = PathBuf::from(format!("/proc/{pid}/fd"));
+    let entries = std::fs::read_dir(&dir).map_err(|e| {
+        let why = match e.kind() {
+            io::ErrorKind::NotFound => format!("no process {pid}"),
+            io::ErrorKind::PermissionDenied => format!(
+                "cannot list the fds of process {pid} ({}): permission denied — it belongs \
+                 to another user; run as that user or as root",
+                dir.display()
+            ),
+            _ => format!("cannot list {}: {e}", dir.display()),
+        };
+        io::Error::new(e.kind(), why)
+    })?;
+    let mut paths: Vec<(u64, PathBuf)> = entries
+        .filter_map(|e| e.ok())
+        .filter_map(|e| {
+            let n: u64 = e.file_name().to_str()?.parse().ok()?;
+            let target = std::fs::read_link(e.path()).ok()?;
+            target
+                .to_str()?
+                .starts_with(MEMFD_PREFIX)
+                .then(|| (n, e.path()))
+        })
+        .collect();
+    paths.sort();
+    let mut scan = Scan::default();
+    let mut seen = Vec::new();
+    for (_, path) in paths {
+        let file = match std::fs::OpenOptions::new()
+            .read(true)
+            .write(true)
+            .open(&path)
+        {
+            Ok(f) => f,
+            Err(e) => {
+                scan.skipped.push((path, format!("cannot open: {e}")));
+                continue;
+            }
+        };
+        let id = match file.metadata() {
+            Ok(m) => (m.dev(), m.ino()),
+            Err(e) => {
+                scan.skipped.push((path, format!("cannot stat: {e}")));
+                continue;
+            }
+        };
+        if seen.contains(&id) {
+            continue;
+        }
+        seen.push(id);
+        match Ring::attach(file.as_fd()) {
+            Ok(ring) => scan.rings.push((path, Arc::new(ring))),
+            Err(e) => scan.skipped.push((path, e.to_string())),
+        }
+    }
+    Ok(scan)
+}
+
+/// One position and its kevent view.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Position {
+    /// The free-running 64-bit position.
+    pub pos: u64,
+    /// Position modulo capacity (`ring_kidx` / `ring_uidx` of the original).
+    pub index: u32,
+    /// Position divided by capacity (the wrap counter).
+    pub over: u32,
+}
+
+/// One record of the consumer table.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ConsumerStat {
+    /// Consumer id (the owner field of the slots it claims).
+    pub id: u16,
+    /// Its process.
+    pub pid: u32,
+    /// Active, or departed (waiting for the reaper).
+    pub state: RecordState,
+    /// Entries it claimed in its lifetime.
+    pub claimed: u64,
+    /// Entries it completed in its lifetime.
+    pub completed: u64,
+}
+
+/// A snapshot of one ring. Every word is read on its own, so the snapshot of a busy ring
+/// is not one instant (`kidx` is read last, so that `uidx <= cidx <= kidx` holds).
+#[derive(Debug, Clone)]
+pub struct RingStat {
+    /// Where the ring was opened (`/proc/<pid>/fd/<n>`).
+    pub location: String,
+    /// Process that created the ring (its producer).
+    pub producer_pid: u32,
+    /// Number of slots.
+    pub capacity: u64,
+    /// `kidx`: next position the producer publishes.
+    pub kidx: Position,
+    /// `cidx`: next position to claim.
+    pub cidx: Position,
+    /// `uidx`: every position below is released.
+    pub uidx: Position,
+    /// Ready kevents waiting in the producer's backlog (ring full).
+    pub backlog: u64,
+    /// Consumers asleep (or about to sleep) on the futex.
+    pub sleepers: u32,
+    /// Records in use in the consumer table.
+    pub consumers: Vec<ConsumerStat>,
+    /// The producer's counters.
+    pub stats: Stats,
+    /// Why the ring is marked broken, if it is.
+    pub broken: Option<String>,
+    /// Whether the producer has stopped.
+    pub closed: bool,
+}
+
+impl RingStat {
+    /// Reads `ring`; `location` says where it came from.
+    pub fn read(ring: &Ring, location: &str) -> RingStat {
+        let view = |pos: u64| {
+            let (index, over) = ring.kevent_view(pos);
+            Position { pos, index, over }
+        };
+        let h = ring.header();
+        let consumers = ring
+            .consumers()
+            .filter(|(_, state, _)| *state != RecordState::Free)
+            .map(|(id, state, pid)| {
+                let rec = &h.consumers[usize::from(id.0) - 1];
+                ConsumerStat {
+                    id: id.0,
+                    pid,
+                    state,
+                    claimed: rec.claimed.load(Ordering::Relaxed),
+                    completed: rec.completed.load(Ordering::Relaxed),
+                }
+            })
+            .collect();
+        let stats = Stats::of(ring);
+        // Read in release order, so that the snapshot keeps uidx <= cidx <= kidx.
+        let uidx = view(ring.uidx());
+        let cidx = view(ring.cidx());
+        let kidx = view(ring.kidx());
+        RingStat {
+            location: location.to_string(),
+            producer_pid: h.identity.producer_pid.load(Ordering::Relaxed),
+            capacity: ring.capacity(),
+            kidx,
+            cidx,
+            uidx,
+            backlog: stats.backlog_len,
+            sleepers: ring.sleepers(),
+            consumers,
+            stats,
+            broken: ring.broken().map(|b| b.to_string()),
+            closed: ring.is_closed(),
+        }
+    }
+
+    /// Entries published and not yet claimed.
+    pub fn unclaimed(&self) -> u64 {
+        self.kidx.pos.saturating_sub(self.cidx.pos)
+    }
+
+    /// Entries claimed and not yet released (being processed, or done and waiting for
+    /// an older entry to be released first).
+    pub fn in_flight(&self) -> u64 {
+        self.cidx.pos.saturating_sub(self.uidx.pos)
+    }
+
+    /// The snapshot as one JSON object.
+    pub fn to_json(&self) -> String {
+        let pos = |p: Position| {
+            format!(
+                r#"{{"pos":{},"index":{},"over":{}}}"#,
+                p.pos, p.index, p.over
+            )
+        };
+        let consumers: Vec<String> = self
+            .consumers
+            .iter()
+            .map(|c| {
+                format!(
+                    r#"{{"id":{},"pid":{},"state":"{}","claimed":{},"completed":{}}}"#,
+                    c.id,
+                    c.pid,
+                    state_name(c.state),
+                    c.claimed,
+                    c.completed
+                )
+            })
+            .collect();
+        let s = &self.stats;
+        format!(
+            concat!(
+                r#"{{"location":{},"producer_pid":{},"capacity":{},"#,
+                r#""kidx":{},"cidx":{},"uidx":{},"unclaimed":{},"in_flight":{},"#,
+                r#""backlog":{},"sleepers":{},"consumers":[{}],"#,
+                r#""counters":{{"posted":{},"coalesced":{},"backlogged":{},"redelivered":{},"#,
+                r#""lost":{},"registered":{},"wake_calls":{}}},"#,
+                r#""broken":{},"closed":{}}}"#
+            ),
+            json_string(&self.location),
+            self.producer_pid,
+            self.capacity,
+            pos(self.kidx),
+            pos(self.cidx),
+            pos(self.uidx),
+            self.unclaimed(),
+            self.in_flight(),
+            self.backlog,
+            self.sleepers,
+            consumers.join(","),
+            s.posted,
+            s.coalesced,
+            s.backlogged,
+            s.redelivered,
+            s.lost,
+            s.registered,
+            s.wake_calls,
+            self.broken
+                .as_deref()
+                .map_or("null".to_string(), json_string),
+            self.closed
+        )
+    }
+}
+
+fn state_name(s: RecordState) -> &'static str {
+    match s {
+        RecordState::Free => "free",
+        RecordState::Active => "active",
+        RecordState::Departed => "departed",
+    }
+}
+
+/// A JSON string literal.
+fn json_string(s: &str) -> String {
+    let mut out = String::with_capacity(s.len() + 2);
+    out.push('"');
+    for c in s.chars() {
+        match c {
+            '"' => out.push_str("\\\""),
+            '\\' => out.push_str("\\\\"),
+            '\n' => out.push_str("\\n"),
+            '\r' => out.push_str("\\r"),
+            '\t' => out.push_str("\\t"),
+            c if (c as u32) < 0x20 => {
+                let _ = write!(out, "\\u{:04x}", c as u32);
+            }
+            c => out.push(c),
+        }
+    }
+    out.push('"');
+    out
+}
+
+impl fmt::Display for RingStat {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let state = match (&self.broken, self.closed) {
+            (Some(why), _) => format!("BROKEN: {why}"),
+            (None, true) => "closed (producer stopped)".to_string(),
+            (None, false) => "open".to_string(),
+        };
+        let p =
+            |name: &str, p: Position| format!("{name} {} ({}, over {})", p.pos, p.index, p.over);
+        writeln!(
+            f,
+            "ring {}  producer pid {}  capacity {}  {}",
+            self.location, self.producer_pid, self.capacity, state
+        )?;
+        writeln!(
+            f,
+            "  positions  {}   {}   {}",
+            p("kidx", self.kidx),
+            p("cidx", self.cidx),
+            p("uidx", self.uidx)
+        )?;
+        writeln!(
+            f,
+            "  entries    {} unclaimed   {} claimed, not released   backlog {}   sleepers {}",
+            self.unclaimed(),
+            self.in_flight(),
+            self.backlog,
+            self.sleepers
+        )?;
+        let s = &self.stats;
+        writeln!(
+            f,
+            "  counters   posted {}  coalesced {}  backlogged {}  redelivered {}  lost {}  \
+             registered {}  wake_calls {}",
+            s.posted, s.coalesced, s.backlogged, s.redelivered, s.lost, s.registered, s.wake_calls
+        )?;
+        if self.consumers.is_empty() {
+            return writeln!(f, "  consumers  none");
+        }
+        writeln!(
+            f,
+            "  consumers  {:>3} {:>8} {:<9} {:>12} {:>12}",
+            "id", "pid", "state", "claimed", "completed"
+        )?;
+        for c in &self.consumers {
+            writeln!(
+                f,
+                "             {:>3} {:>8} {:<9} {:>12} {:>12}",
+                c.id,
+                c.pid,
+                state_name(c.state),
+                c.claimed,
+                c.completed
+            )?;
+        }
+        Ok(())
+    }
+}
+
+#[derive(Debug)]
+struct Options {
+    target: String,
+    watch: Option<Duration>,
+    json: bool,
+}
+
+fn parse(args: &[String]) -> Result<Option<Options>, String> {
+    let mut target = None;
+    let mut watch = None;
+    let mut json = false;
+    let mut i = 0;
+    while i < args.len() {
+        let a = args[i].as_str();
+        match a {
+            "-h" | "--help" => return Ok(None),
+            "--json" => json = true,
+            "--watch" => {
+                // The interval is optional: take the next argument only if it is a number
+                // and a target is still to come (or was given before).
+                let next = args.get(i + 1).and_then(|s| s.parse::<f64>().ok());
+                let target_follows = target.is_some() || i + 2 < args.len();
+                watch = Some(match next {
+                    Some(secs) if target_follows => {
+                        i += 1;
+                        seconds(secs)?
+                    }
+                    _ => Duration::from_secs(1),
+                });
+            }
+            _ if a.starts_with("--watch=") => {
+                let v = &a["--watch=".len()..];
+                let secs: f64 = v
+                    .parse()
+                    .map_err(|_| format!("--watch: {v:?} is not a number of seconds"))?;
+                watch = Some(seconds(secs)?);
+            }
+            _ if a.starts_with('-') => return Err(format!("unknown option {a:?}")),
+            _ if target.is_some() => return Err(format!("unexpected argument {a:?}")),
+            _ => target = Some(a.to_string()),
+        }
+        i += 1;
+    }
+    let target = target.ok_or("missing <pid|socket-path>")?;
+    Ok(Some(Options {
+        target,
+        watch,
+        json,
+    }))
+}
+
+fn seconds(secs: f64) -> Result<Duration, String> {
+    if secs.is_finite() && secs > 0.0 && secs <= 86_400.0 {
+        Ok(Duration::from_secs_f64(secs))
+    } else {
+        Err(format!(
+            "--watch: {secs} is not an interval in seconds (0 < SECS <= 86400)"
+        ))
+    }
+}
+
+/// Runs `kevent stat` with `args` (after the word `stat`).
+pub fn run(args: &[String]) -> ExitCode {
+    let opts = match parse(args) {
+        Ok(Some(o)) => o,
+        Ok(None) => {
+            print!("{USAGE}");
+            return ExitCode::SUCCESS;
+        }
+        Err(msg) => return super::usage_error("stat", &msg),
+    };
+    // A pid, or the path of a queue's control socket.
+    let (label, scan, _attachment) = match opts.target.parse::<u32>() {
+        Ok(pid) => match rings_of_pid(pid) {
+            Ok(scan) => (pid.to_string(), scan, None),
+            Err(e) => {
+                eprintln!("kevent stat: {e}");
+                return ExitCode::FAILURE;
+            }
+        },
+        Err(_) => {
+            let path = PathBuf::from(&opts.target);
+            match kevent_syscalls::Queue::connect(&path) {
+                Ok(q) => {
+                    let scan = Scan {
+                        rings: vec![(path, q.ring().clone())],
+                        skipped: Vec::new(),
+                    };
+                    let label = format!(
+                        "{} (attached as consumer {}, pid {})",
+                        opts.target,
+                        q.consumer().0,
+                        std::process::id()
+                    );
+                    (label, scan, Some(q))
+                }
+                Err(e) => {
+                    eprintln!("kevent stat: attaching through {}: {e}", path.display());
+                    return ExitCode::FAILURE;
+                }
+            }
+        }
+    };
+    if scan.rings.is_empty() {
+        eprintln!(
+            "kevent stat: process {label} has no kevent ring (no fd links to {MEMFD_PREFIX}…)"
+        );
+        for (path, why) in &scan.skipped {
+            eprintln!("  {}: {why}", path.display());
+        }
+        return ExitCode::FAILURE;
+    }
+    match opts.watch {
+        None => {
+            if !opts.json {
+                println!("kevent stat {label}");
+            }
+            print_once(&label, &scan, opts.json, None);
+            ExitCode::SUCCESS
+        }
+        Some(every) => watch(&label, &scan, opts.json, every),
+    }
+}
+
+fn print_once(
+    label: &str,
+    scan: &Scan,
+    json: bool,
+    rates: Option<(&[Stats], Duration)>,
+) -> Vec<Stats> {
+    let stats: Vec<RingStat> = scan
+        .rings
+        .iter()
+        .map(|(path, ring)| RingStat::read(ring, &path.display().to_string()))
+        .collect();
+    if json {
+        let rings: Vec<String> = stats.iter().map(RingStat::to_json).collect();
+        let skipped: Vec<String> = scan
+            .skipped
+            .iter()
+            .map(|(p, why)| {
+                format!(
+                    r#"{{"location":{},"error":{}}}"#,
+                    json_string(&p.display().to_string()),
+                    json_string(why)
+                )
+            })
+            .collect();
+        println!(
+            r#"{{"target":{},"rings":[{}],"skipped":[{}]}}"#,
+            json_string(label),
+            rings.join(","),
+            skipped.join(",")
+        );
+    } else {
+        for (i, s) in stats.iter().enumerate() {
+            print!("{s}");
+            if let Some((before, dt)) = rates {
+                if let Some(b) = before.get(i) {
+                    let per_s = |now: u64, then: u64| {
+                        now.saturating_sub(then) as f64 / dt.as_secs_f64().max(1e-9)
+                    };
+                    println!(
+                        "  rates      posted {:.0}/s  coalesced {:.0}/s  wake_calls {:.0}/s",
+                        per_s(s.stats.posted, b.posted),
+                        per_s(s.stats.coalesced, b.coalesced),
+                        per_s(s.stats.wake_calls, b.wake_calls)
+                    );
+                }
+            }
+        }
+        for (path, why) in &scan.skipped {
+            println!("skipped {}: {why}", path.display());
+        }
+    }
+    stats.iter().map(|s| s.stats).collect()
+}
+
+fn watch(label: &str, scan: &Scan, json: bool, every: Duration) -> ExitCode {
+    let pid: Option<u32> = label.parse().ok();
+    let mut before: Option<(Vec<Stats>, Instant)> = None;
+    loop {
+        if !json {
+            // Clear the screen and home the cursor.
+            print!("\x1b[H\x1b[2J");
+            let gone = pid.is_some_and(|p| !Path::new(&format!("/proc/{p}")).exists());
+            println!(
+                "kevent stat {label}{} — every {:.1}s, Ctrl-C to quit\n",
+                if gone { " (process has exited)" } else { "" },
+                every.as_secs_f64()
+            );
+        }
+        let now = Instant::now();
+        let rates = before
+            .as_ref()
+            .map(|(s, t)| (s.as_slice(), now.duration_since(*t)));
+        let stats = print_once(label, scan, json, rates);
+        before = Some((stats, now));
+        std::thread::sleep(every);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn args(s: &[&str]) -> Vec<String> {
+        s.iter().map(|a| a.to_string()).collect()
+    }
+
+    #[test]
+    fn watch_takes_an_optional_interval() {
+        let o = parse(&args(&["--watch", "2", "123"])).unwrap().unwrap();
+        assert_eq!(
+            (o.target.as_str(), o.watch),
+            ("123", Some(Duration::from_secs(2)))
+        );
+        let o = parse(&args(&["123", "--watch"])).unwrap().unwrap();
+        assert_eq!(o.watch, Some(Duration::from_secs(1)));
+        let o = parse(&args(&["--watch", "123"])).unwrap().unwrap();
+        assert_eq!(
+            (o.target.as_str(), o.watch),
+            ("123", Some(Duration::from_secs(1)))
+        );
+        let o = parse(&args(&["123", "--watch", "0.5", "--json"]))
+            .unwrap()
+            .unwrap();
+        assert_eq!((o.watch, o.json), (Some(Duration::from_millis(500)), true));
+    }
+
+    #[test]
+    fn bad_arguments_are_refused_with_a_reason() {
+        assert!(parse(&args(&[])).unwrap_err().contains("missing"));
+        assert!(parse(&args(&["1", "2"]))
+            .unwrap_err()
+            .contains("unexpected"));
+        assert!(parse(&args(&["--frob", "1"]))
+            .unwrap_err()
+            .contains("--frob"));
+        assert!(parse(&args(&["--watch=-1", "1"])).is_err());
+    }
+
+    #[test]
+    fn json_strings_are_escaped() {
+        assert_eq!(json_string("a\"b\\c\n\u{1}"), r#""a\"b\\c\n\u0001""#);
+    }
+}

@@ -1,0 +1,224 @@
+//! [`Queue`]: one kevent queue — its ring, its producer, and this process's consumer.
+
+use std::fmt;
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd, RawFd};
+use std::path::Path;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use kevent_ring::Ring;
+use kevent_syscalls as sys;
+
+use crate::{Batch, Builder, Error, Result, Stats};
+
+/// A kevent queue.
+///
+/// Made with [`Queue::builder`]; kevents are registered with [`add`](Queue::add) and
+/// friends; events are taken with [`wait`](Queue::wait), which returns a [`Batch`] that
+/// commits when dropped. `Queue` is `Send + Sync`: share it between threads by reference
+/// (`std::thread::scope`) or in an `Arc`, and call `wait` from as many threads as you
+/// like — claims are lock-free and every thread gets different events.
+///
+/// Dropping the queue in the process that created it stops its producer thread, closes
+/// every fd it made (including the duplicates of your fds, and the sockets it served) and
+/// makes waiters elsewhere — other processes included — return an error. Dropping a
+/// [`connect`](Queue::connect)ed queue detaches this consumer.
+///
+/// # The handle fd
+///
+/// [`AsRawFd`]/[`AsFd`] give *the handle fd*: the number `kevent_init` returns, an fd of
+/// this process (an eventfd) that stands for the queue. **It does not become readable
+/// when events are ready** — the producer does not signal it yet — so putting it in
+/// another event loop (epoll, mio, tokio) to learn of events does not work in this build.
+/// To combine with another loop, run a consumer thread that calls [`wait`](Queue::wait).
+pub struct Queue {
+    inner: Arc<sys::Queue>,
+}
+
+impl Queue {
+    /// A [`Builder`] with the defaults (1024 entries, 20 µs spin).
+    pub fn builder() -> Builder {
+        Builder::default()
+    }
+
+    /// A queue with the defaults; the same as `Queue::builder().build()`.
+    ///
+    /// # Errors
+    /// As [`Builder::build`].
+    pub fn new() -> Result<Queue> {
+        Queue::builder().build()
+    }
+
+    pub(crate) fn from_inner(inner: Arc<sys::Queue>) -> Queue {
+        Queue { inner }
+    }
+
+    /// The queue value to act through, refusing a parent's copy in a `fork`ed child.
+    pub(crate) fn inner(&self, op: &str) -> Result<&sys::Queue> {
+        if self.inner.is_local() {
+            Ok(&self.inner)
+        } else {
+            Err(Error::errno(
+                libc::EOPNOTSUPP,
+                format!(
+                    "{op}: this Queue value was inherited across fork from the process that \
+                     made it; call Queue::for_this_process in the child"
+                ),
+            ))
+        }
+    }
+
+    /// Serves the queue on a Unix socket at `path`, so that other processes of the same
+    /// user (or root) can [`connect`](Queue::connect) to it: they map the ring, become
+    /// consumers, and control the queue through the socket. The socket file is removed
+    /// when the queue is dropped. Every queue also serves an abstract socket that
+    /// [`for_this_process`](Queue::for_this_process) uses after `fork`.
+    ///
+    /// # Errors
+    /// `EADDRINUSE`: `path` exists. `EOPNOTSUPP`: this process did not create the queue.
+    pub fn listen(&self, path: impl AsRef<Path>) -> Result<()> {
+        let path = path.as_ref();
+        self.inner("kevent listen")?
+            .listen(path)
+            .map_err(|e| Error::wrap(&format!("kevent listen on {}", path.display()), e))
+    }
+
+    /// Attaches to the queue another process serves at `path` (see
+    /// [`listen`](Queue::listen)). The result is a full `Queue` for this process: `wait`
+    /// claims from the shared ring as a consumer of its own, and `add`/`modify`/`remove`/
+    /// `ready` go through the socket (fds travel with `SCM_RIGHTS`; the id of an fd
+    /// kevent is *your* fd number). If this process dies with a batch uncommitted, its
+    /// events are delivered again to another consumer, flagged
+    /// [`Event::is_redelivered`](crate::Event::is_redelivered).
+    ///
+    /// # Errors
+    /// `ENOENT`/`ECONNREFUSED`: nobody serves `path`. `InvalidData`: not a ring of this
+    /// ABI. `WouldBlock`: the consumer table is full.
+    pub fn connect(path: impl AsRef<Path>) -> Result<Queue> {
+        let path = path.as_ref();
+        let inner = sys::Queue::connect(path)
+            .map_err(|e| Error::wrap(&format!("kevent connect to {}", path.display()), e))?;
+        Ok(Queue::from_inner(inner))
+    }
+
+    /// The queue as a `fork`ed child should use it: in the process that made (or
+    /// connected) the queue, another handle to the same attachment (the queue closes
+    /// when the last one is dropped); in a child, a new
+    /// attachment with its own consumer record, controlled through the creator's socket.
+    /// A child must not use the parent's `Queue` value itself (its methods answer
+    /// `EOPNOTSUPP`).
+    ///
+    /// Forking a process that has threads (the producer runs in one) is only sound if the
+    /// child does nothing but async-signal-safe work before `exec`, or the threads did
+    /// not hold locks; the safe way to run consumers in other processes is to spawn them
+    /// and let them [`connect`](Queue::connect).
+    ///
+    /// # Errors
+    /// As [`connect`](Queue::connect).
+    pub fn for_this_process(&self) -> Result<Queue> {
+        let inner = self
+            .inner
+            .for_this_process()
+            .map_err(|e| Error::wrap("kevent attach after fork", e))?;
+        Ok(Queue::from_inner(inner))
+    }
+
+    /// Number of ring entries.
+    pub fn capacity(&self) -> usize {
+        self.inner.ring().capacity() as usize
+    }
+
+    /// The producer's counters.
+    pub fn stats(&self) -> Stats {
+        Stats::of(self.inner.ring())
+    }
+
+    /// The shared ring itself: positions, consumer table, slot states. For inspection
+    /// (this is what `kevent stat` reads); taking events behind the queue's back through
+    /// it breaks the accounting of [`Batch`].
+    pub fn ring(&self) -> &Ring {
+        self.inner.ring()
+    }
+
+    /// Changes how long waiters spin before sleeping (see [`Builder::spin`]).
+    pub fn set_spin(&self, spin: Duration) {
+        self.inner.set_spin(spin);
+    }
+
+    /// `kevent_wait`: waits until events are ready, then claims up to `max` of them (at
+    /// most the ring's capacity) for the caller. `timeout` `None` waits for ever;
+    /// `Some(Duration::ZERO)` only looks.
+    ///
+    /// The [`Batch`] owns the claimed entries until it is committed — explicitly, or when
+    /// it is dropped. An empty batch means the timeout passed, or someone called
+    /// [`wake`](Queue::wake).
+    ///
+    /// # Errors
+    /// `EINVAL`: `max == 0`. `EINTR`: a signal handler ran during the wait (call again).
+    /// [`BrokenPipe`](std::io::ErrorKind::BrokenPipe): the queue was closed.
+    /// [`InvalidData`](std::io::ErrorKind::InvalidData): the ring was found corrupt.
+    #[doc(alias = "kevent_wait")]
+    pub fn wait(&self, max: usize, timeout: Option<Duration>) -> Result<Batch<'_>> {
+        if max == 0 {
+            return Err(Error::errno(
+                libc::EINVAL,
+                "kevent wait: max must be at least 1 event",
+            ));
+        }
+        let num = max.min(self.capacity()) as u32;
+        let start = Instant::now();
+        let deadline = timeout.and_then(|t| start.checked_add(t));
+        loop {
+            // `kevent_wait` returns early when the user index moves (its "stale view"
+            // rule); other consumers' commits move it, so wait again with a fresh view
+            // until the deadline.
+            let old_uidx = self.inner.ring().uidx();
+            let left = match (timeout, deadline) {
+                (None, _) | (Some(_), None) => None,
+                (Some(_), Some(d)) => Some(
+                    d.saturating_duration_since(Instant::now())
+                        .as_nanos()
+                        .min(u128::from(u64::MAX)) as u64,
+                ),
+            };
+            let claim = self
+                .inner("kevent wait")?
+                .wait(num, old_uidx, left, 0)
+                .map_err(|e| Error::wrap("kevent wait", e))?;
+            let stale = self.inner.ring().uidx() != old_uidx;
+            let time_left = match deadline {
+                _ if left == Some(0) => false,
+                Some(d) => Instant::now() < d,
+                None => true,
+            };
+            if !claim.is_empty() || !stale || !time_left {
+                return Ok(Batch::new(&self.inner, claim));
+            }
+        }
+    }
+}
+
+impl AsRawFd for Queue {
+    /// The handle fd (see the type's docs: not readable on events in this build).
+    fn as_raw_fd(&self) -> RawFd {
+        self.inner.handle()
+    }
+}
+
+impl AsFd for Queue {
+    /// The handle fd (see the type's docs: not readable on events in this build).
+    fn as_fd(&self) -> BorrowedFd<'_> {
+        // SAFETY: the handle is an `OwnedFd` inside `self.inner`, which `self` keeps alive
+        // for the borrow's lifetime; it is closed only when the inner queue is dropped.
+        unsafe { BorrowedFd::borrow_raw(self.inner.handle()) }
+    }
+}
+
+impl fmt::Debug for Queue {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Queue")
+            .field("handle", &self.inner.handle())
+            .field("ring", self.inner.ring())
+            .finish()
+    }
+}
