@@ -67,9 +67,9 @@
 //! own (control calls travel over the socket). A consumer that dies holding a batch does
 //! not strand it: its events are delivered again, flagged [`Event::is_redelivered`].
 //!
-//! **Not provided in this build:** the queue's handle fd ([`AsRawFd`](std::os::fd::AsRawFd)
-//! on [`Queue`]) does not become readable when events are ready, so the queue cannot be
-//! nested in another event loop (epoll, mio, tokio) yet.
+//! **Other event loops.** [`Queue::notify_fd`] arms the queue's fd to become readable
+//! while events wait, so a queue can sit inside epoll, mio or tokio: on readiness, take
+//! events with a zero-timeout [`Queue::wait`].
 //!
 //! The `kevent` binary's subcommands live in [`cli`]: `kevent stat` shows a live ring,
 //! `kevent demo` shows events flowing.

@@ -1,10 +1,11 @@
 //! [`Queue`]: one kevent queue — its ring, its producer, and this process's consumer.
 
 use std::fmt;
+use std::io;
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd, RawFd};
 use std::path::Path;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use kevent_ring::Ring;
 use kevent_syscalls as sys;
@@ -24,13 +25,12 @@ use crate::{Batch, Builder, Error, Result, Stats};
 /// makes waiters elsewhere — other processes included — return an error. Dropping a
 /// [`connect`](Queue::connect)ed queue detaches this consumer.
 ///
-/// # The handle fd
+/// # The handle fd, and other event loops
 ///
 /// [`AsRawFd`]/[`AsFd`] give *the handle fd*: the number `kevent_init` returns, an fd of
-/// this process (an eventfd) that stands for the queue. **It does not become readable
-/// when events are ready** — the producer does not signal it yet — so putting it in
-/// another event loop (epoll, mio, tokio) to learn of events does not work in this build.
-/// To combine with another loop, run a consumer thread that calls [`wait`](Queue::wait).
+/// this process (an eventfd) that stands for the queue. It becomes readable when events
+/// are ready **only after [`notify_fd`](Queue::notify_fd) has armed it**; that is how the
+/// queue nests in another event loop (epoll, mio, tokio).
 pub struct Queue {
     inner: Arc<sys::Queue>,
 }
@@ -145,6 +145,26 @@ impl Queue {
         self.inner.set_spin(spin);
     }
 
+    /// The queue's fd for another event loop (epoll, mio, tokio): readable while events
+    /// may be waiting. The first call arms it — from then on every publish makes it
+    /// readable, and a [`wait`](Queue::wait) of this process that finds the ring empty
+    /// resets it. Register it for readability; on readiness, call `wait` with
+    /// `Some(Duration::ZERO)` until it returns an empty batch. It is the same fd as
+    /// [`as_raw_fd`](AsRawFd::as_raw_fd).
+    ///
+    /// Arming costs the queue one optimisation: the producer thread no longer parks
+    /// while this process's consumers take events (a loop asleep on this fd is not
+    /// taking them).
+    ///
+    /// # Errors
+    /// `EOPNOTSUPP`: this process did not create the queue (a
+    /// [`connect`](Queue::connect)ed consumer has no notify fd).
+    pub fn notify_fd(&self) -> Result<BorrowedFd<'_>> {
+        self.inner("kevent notify_fd")?
+            .notify_fd()
+            .map_err(|e| Error::wrap("kevent notify_fd", e))
+    }
+
     /// `kevent_wait`: waits until events are ready, then claims up to `max` of them (at
     /// most the ring's capacity) for the caller. `timeout` `None` waits for ever;
     /// `Some(Duration::ZERO)` only looks.
@@ -165,48 +185,57 @@ impl Queue {
                 "kevent wait: max must be at least 1 event",
             ));
         }
-        let num = max.min(self.capacity()) as u32;
-        let start = Instant::now();
-        let deadline = timeout.and_then(|t| start.checked_add(t));
-        loop {
-            // `kevent_wait` returns early when the user index moves (its "stale view"
-            // rule); other consumers' commits move it, so wait again with a fresh view
-            // until the deadline.
-            let old_uidx = self.inner.ring().uidx();
-            let left = match (timeout, deadline) {
-                (None, _) | (Some(_), None) => None,
-                (Some(_), Some(d)) => Some(
-                    d.saturating_duration_since(Instant::now())
-                        .as_nanos()
-                        .min(u128::from(u64::MAX)) as u64,
-                ),
-            };
-            let claim = self
-                .inner("kevent wait")?
-                .wait(num, old_uidx, left, 0)
-                .map_err(|e| Error::wrap("kevent wait", e))?;
-            let stale = self.inner.ring().uidx() != old_uidx;
-            let time_left = match deadline {
-                _ if left == Some(0) => false,
-                Some(d) => Instant::now() < d,
-                None => true,
-            };
-            if !claim.is_empty() || !stale || !time_left {
-                return Ok(Batch::new(&self.inner, claim));
+        let inner = self.inner("kevent wait")?;
+        let nonblocking = timeout == Some(Duration::ZERO);
+        let spec = kevent_ring::WaitSpec {
+            old_uidx: None,
+            deadline: timeout.map(|t| {
+                let ns = t.as_nanos().min(u128::from(u64::MAX)) as u64;
+                kevent_ring::Deadline::Monotonic(kevent_ring::monotonic_now().saturating_add(ns))
+            }),
+            spin: if nonblocking {
+                Duration::ZERO
+            } else {
+                inner.spin()
+            },
+            return_on_wake: true,
+            sleeper: None,
+        };
+        let (claim, outcome) = inner
+            .next_batch(max.min(self.capacity()) as u64, &spec)
+            .map_err(|e| Error::wrap("kevent wait", e))?;
+        let failed = match outcome {
+            kevent_ring::WaitOutcome::Closed => Some(io::Error::new(
+                io::ErrorKind::BrokenPipe,
+                "the queue was closed (its producer stopped)",
+            )),
+            kevent_ring::WaitOutcome::Broken => Some(io::Error::new(
+                io::ErrorKind::InvalidData,
+                "the ring is broken (its shared memory was found corrupt)",
+            )),
+            kevent_ring::WaitOutcome::Interrupted => {
+                Some(io::Error::from_raw_os_error(libc::EINTR))
             }
+            _ => None,
+        };
+        match failed {
+            Some(e) => Err(Error::wrap("kevent wait", e)),
+            None => Ok(Batch::new(&self.inner, claim)),
         }
     }
 }
 
 impl AsRawFd for Queue {
-    /// The handle fd (see the type's docs: not readable on events in this build).
+    /// The handle fd (see the type's docs: readable on events once
+    /// [`notify_fd`](Queue::notify_fd) has armed it).
     fn as_raw_fd(&self) -> RawFd {
         self.inner.handle()
     }
 }
 
 impl AsFd for Queue {
-    /// The handle fd (see the type's docs: not readable on events in this build).
+    /// The handle fd (see the type's docs: readable on events once
+    /// [`notify_fd`](Queue::notify_fd) has armed it).
     fn as_fd(&self) -> BorrowedFd<'_> {
         // SAFETY: the handle is an `OwnedFd` inside `self.inner`, which `self` keeps alive
         // for the borrow's lifetime; it is closed only when the inner queue is dropped.

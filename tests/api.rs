@@ -91,8 +91,6 @@ fn a_read_pipe_is_not_reported_again_after_commit() {
 }
 
 #[test]
-#[ignore = "kevent-syscalls also queues the event ADD returned (epoll's initial edge of the \
-            ET registration is published): reported to the lead"]
 fn add_returns_ready_now_for_a_ready_fd_and_does_not_queue_it() {
     let q = queue();
     let (r, mut w) = std::io::pipe().unwrap();
@@ -365,4 +363,32 @@ fn stat_of_this_process_finds_the_ring() {
 fn stat_of_a_missing_process_says_so() {
     let e = kevent::cli::stat::rings_of_pid(u32::MAX - 1).unwrap_err();
     assert!(e.to_string().contains("no process"), "{e}");
+}
+
+#[test]
+fn the_notify_fd_becomes_readable_when_an_event_is_ready() {
+    use rustix::event::{poll, PollFd, PollFlags, Timespec};
+    use std::os::fd::AsRawFd;
+    let q = queue();
+    let fd = q.notify_fd().unwrap();
+    assert_eq!(fd.as_raw_fd(), q.as_raw_fd());
+    let readable = |ms: i64| {
+        let mut fds = [PollFd::new(&fd, PollFlags::IN)];
+        let t = Timespec {
+            tv_sec: ms / 1000,
+            tv_nsec: (ms % 1000) * 1_000_000,
+        };
+        poll(&mut fds, Some(&t)).unwrap() == 1
+    };
+    assert!(!readable(50), "readable with nothing ready");
+    let user = Source::user(1);
+    let _ = q.add(&user, Token(1), Trigger::Level).unwrap();
+    q.ready(&user).unwrap();
+    assert!(readable(5_000), "not readable with an event ready");
+    assert_eq!(q.wait(8, Some(Duration::ZERO)).unwrap().len(), 1);
+    assert!(q.wait(8, Some(Duration::ZERO)).unwrap().is_empty());
+    assert!(
+        !readable(50),
+        "still readable once the ring was found empty"
+    );
 }

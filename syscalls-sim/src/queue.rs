@@ -381,7 +381,8 @@ impl Queue {
         );
     }
 
-    fn spin(&self) -> Duration {
+    /// How long a waiter spins before it sleeps (see [`Queue::set_spin`]).
+    pub fn spin(&self) -> Duration {
         Duration::from_nanos(self.spin_ns.load(Ordering::Relaxed))
     }
 
