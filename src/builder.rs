@@ -49,7 +49,7 @@ impl Builder {
     }
 
     /// How long a waiting consumer spins re-checking the ring before it sleeps on the
-    /// futex (default [`kevent_syscalls::DEFAULT_SPIN`], 20 µs). Waking a sleeper costs
+    /// futex (default [`kevent_syscalls::DEFAULT_SPIN`]: none). Waking a sleeper costs
     /// tens of microseconds; spinning costs CPU. `Duration::ZERO` never spins.
     pub fn spin(mut self, spin: Duration) -> Self {
         self.spin = Some(spin);

@@ -36,7 +36,7 @@ pub struct Queue {
 }
 
 impl Queue {
-    /// A [`Builder`] with the defaults (1024 entries, 20 µs spin).
+    /// A [`Builder`] with the defaults (1024 entries, no spin).
     pub fn builder() -> Builder {
         Builder::default()
     }
