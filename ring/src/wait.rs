@@ -91,6 +91,11 @@ impl Ring {
             return Ok(outcome);
         }
         self.spin(spec);
+        if deadline_passed(spec.deadline) {
+            // A zero (or past) timeout: answer without registering as a sleeper or
+            // entering the futex.
+            return Ok(self.check(spec.old_uidx).unwrap_or(WaitOutcome::TimedOut));
+        }
         let wake = &self.header().wake;
         loop {
             // Read seq before announcing ourselves: a waker that bumps it after this
@@ -210,6 +215,21 @@ impl Ring {
     fn futex_wake(&self, n: u32) -> usize {
         self.parking.wake(n)
     }
+}
+
+/// Whether `deadline` lies in the past (under loom, where there is no time: never).
+#[cfg(not(loom))]
+fn deadline_passed(deadline: Option<Deadline>) -> bool {
+    match deadline {
+        None => false,
+        Some(Deadline::Monotonic(at)) => monotonic_now() >= at,
+        Some(Deadline::Realtime(at)) => realtime_now() >= at,
+    }
+}
+
+#[cfg(loom)]
+fn deadline_passed(_deadline: Option<Deadline>) -> bool {
+    false
 }
 
 /// The current time on `CLOCK_MONOTONIC`, in nanoseconds.
