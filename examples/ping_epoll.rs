@@ -31,8 +31,8 @@
 //! array (`*1\r\n$4\r\nPING\r\n`) gets `+PONG\r\n`; any other command gets
 //! `-ERR unknown command`; a malformed request gets `-ERR Protocol error` and the
 //! connection is closed. Pipelined requests (several in one read) and requests split
-//! across reads are handled. The protocol and process code is repeated in
-//! `ping_kevent.rs` (examples are single files), so that only the event loops differ.
+//! across reads are handled. The protocol and process code is shared with
+//! `ping_kevent.rs` (`examples/ping_common/`), so that only the event loops differ.
 
 use std::io;
 use std::net::TcpListener;
@@ -153,7 +153,7 @@ fn run(cfg: &Config) -> io::Result<i32> {
             Ok(pid) => pids.push(pid),
             Err(e) => {
                 process::stop_workers(&mut pids);
-                return Err(e).map_err(context("fork"));
+                return Err(context("fork")(e));
             }
         }
     }
@@ -235,7 +235,7 @@ impl<'a> Worker<'a> {
             ) {
                 Ok(_) => {}
                 Err(Errno::INTR) => continue,
-                Err(e) => return Err(io::Error::from(e)).map_err(context("epoll_wait")),
+                Err(e) => return Err(context("epoll_wait")(e)),
             }
             for i in 0..self.events.len() {
                 let (token, flags) = (self.events[i].data.u64(), self.events[i].flags);
@@ -277,7 +277,7 @@ impl<'a> Worker<'a> {
                     std::thread::sleep(Duration::from_millis(10));
                     break;
                 }
-                Err(e) => return Err(io::Error::from(e)).map_err(context("accept")),
+                Err(e) => return Err(context("accept")(e)),
             }
         }
         Ok(())

@@ -68,8 +68,8 @@
 //! array (`*1\r\n$4\r\nPING\r\n`) gets `+PONG\r\n`; any other command gets
 //! `-ERR unknown command`; a malformed request gets `-ERR Protocol error` and the
 //! connection is closed. Pipelined requests (several in one read) and requests split
-//! across reads are handled. The protocol and process code is repeated in
-//! `ping_epoll.rs` (examples are single files), so that only the event loops differ.
+//! across reads are handled. The protocol and process code is shared with
+//! `ping_epoll.rs` (`examples/ping_common/`), so that only the event loops differ.
 
 use std::io::{self, ErrorKind};
 use std::net::TcpListener;
@@ -237,8 +237,9 @@ fn run(cfg: &Config) -> io::Result<i32> {
     let reported = kevent_ctl(shared, KEVENT_CTL_ADD, &mut ev)
         .map_err(context("adding the listener to the shared queue"))?;
     if reported > 0 && ev[0].ret_flags & KEVENT_RET_BROKEN != 0 {
-        return Err(io::Error::from_raw_os_error(ev[0].ret_data[1] as i32))
-            .map_err(context("adding the listener to the shared queue"));
+        return Err(context("adding the listener to the shared queue")(
+            io::Error::from_raw_os_error(ev[0].ret_data[1] as i32),
+        ));
     }
 
     let signals = process::block_signals()?;
@@ -249,14 +250,14 @@ fn run(cfg: &Config) -> io::Result<i32> {
             Ok(pid) => pids.push(pid),
             Err(e) => {
                 process::stop_workers(&mut pids);
-                return Err(e).map_err(context("fork"));
+                return Err(context("fork")(e));
             }
         }
     }
     // Threads only now: the children are forked.
     if let Err(e) = q.start() {
         process::stop_workers(&mut pids);
-        return Err(e).map_err(context("starting the shared queue's producer"));
+        return Err(context("starting the shared queue's producer")(e));
     }
     println!(
         "{NAME}: serving PING on 127.0.0.1:{} with {} workers (pids {pids:?}), one shared kevent queue for accepting",
@@ -379,7 +380,7 @@ impl<'a> Worker<'a> {
         let claim = match kevent_wait(self.shared, 1, old, Some(timeout.as_nanos() as u64), 0) {
             Ok(c) => c,
             Err(e) if e.kind() == ErrorKind::Interrupted => return Ok(()),
-            Err(e) => return Err(e).map_err(context("kevent_wait (shared queue)")),
+            Err(e) => return Err(context("kevent_wait (shared queue)")(e)),
         };
         if claim.is_empty() {
             return Ok(()); // timeout, or a stale view of uidx: look again next round
@@ -427,7 +428,7 @@ impl<'a> Worker<'a> {
                     std::thread::sleep(Duration::from_millis(10));
                     break;
                 }
-                Err(e) => return Err(io::Error::from(e)).map_err(context("accept")),
+                Err(e) => return Err(context("accept")(e)),
             }
         }
         Ok(())
@@ -483,7 +484,7 @@ impl<'a> Worker<'a> {
                 ) {
                     Ok(n) => n,
                     Err(e) if e.kind() == ErrorKind::Interrupted => return Ok(()),
-                    Err(e) => return Err(e).map_err(context("kevent_get_events (own queue)")),
+                    Err(e) => return Err(context("kevent_get_events (own queue)")(e)),
                 };
                 for i in 0..n {
                     let ev = self.events[i];
@@ -495,7 +496,7 @@ impl<'a> Worker<'a> {
                 let claim = match kevent_wait(self.own, BATCH as u32, old, timeout, 0) {
                     Ok(c) => c,
                     Err(e) if e.kind() == ErrorKind::Interrupted => return Ok(()),
-                    Err(e) => return Err(e).map_err(context("kevent_wait (own queue)")),
+                    Err(e) => return Err(context("kevent_wait (own queue)")(e)),
                 };
                 if claim.is_empty() {
                     return Ok(());
