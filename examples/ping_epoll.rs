@@ -251,35 +251,13 @@ impl<'a> Worker<'a> {
 
     /// Accepts until `EAGAIN`, at most [`ACCEPT_BATCH`] connections.
     fn accept_some(&mut self, stats: &mut Stats) -> io::Result<()> {
-        use rustix::net::SocketFlags;
-        for _ in 0..ACCEPT_BATCH {
-            match rustix::net::accept_with(
-                self.listener,
-                SocketFlags::NONBLOCK | SocketFlags::CLOEXEC,
-            ) {
-                Ok(fd) => {
-                    stats.accepted += 1;
-                    self.add_conn(fd)?;
-                }
-                Err(Errno::AGAIN) => break,
-                Err(Errno::INTR | Errno::CONNABORTED | Errno::PROTO) => continue,
-                Err(e @ (Errno::MFILE | Errno::NFILE | Errno::NOBUFS | Errno::NOMEM)) => {
-                    // Out of fds or memory: say so (once a second), back off a little,
-                    // and leave the connection in the backlog for later or for another
-                    // worker.
-                    if self
-                        .last_accept_warning
-                        .is_none_or(|t| t.elapsed() >= Duration::from_secs(1))
-                    {
-                        eprintln!("{NAME}: accept: {e}; backing off");
-                        self.last_accept_warning = Some(Instant::now());
-                    }
-                    std::thread::sleep(Duration::from_millis(10));
-                    break;
-                }
-                Err(e) => return Err(context("accept")(e)),
-            }
-        }
+        let listener = self.listener;
+        let mut warned = self.last_accept_warning.take();
+        let result = accept::accept_some(listener, ACCEPT_BATCH, NAME, &mut warned, |fd| {
+            self.add_conn(fd)
+        });
+        self.last_accept_warning = warned;
+        stats.accepted += result? as u64;
         Ok(())
     }
 
@@ -353,3 +331,7 @@ mod resp;
 /// Forking workers, signals, supervision. (shared with the other PING example)
 #[path = "ping_common/process.rs"]
 mod process;
+
+/// Accepting a batch of connections (shared with the other PING example).
+#[path = "ping_common/accept.rs"]
+mod accept;
