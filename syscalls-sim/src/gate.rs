@@ -3,7 +3,7 @@
 //! the fds travelling along, MODIFY, REMOVE, READY) with the same results and errors as
 //! in the owner (DESIGN.md §5).
 //!
-//! Every queue serves an abstract socket (`@kevent.<pid>.<handle>`: no file to clean up,
+//! Every queue serves an abstract socket (`@kevent.<pid>.<n>`: no file to clean up,
 //! gone when the queue closes), inherited knowledge for `fork`ed children; a queue can
 //! serve a filesystem path as well ([`crate::Queue::listen`]). Only peers of the same uid
 //! (or root) are served: `SO_PEERCRED` is checked on accept.
@@ -19,7 +19,7 @@
 
 use std::io::{self, IoSlice, IoSliceMut};
 use std::mem::MaybeUninit;
-use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd, RawFd};
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 
@@ -129,10 +129,14 @@ fn seqpacket() -> io::Result<OwnedFd> {
     )?)
 }
 
-/// The abstract address of a queue's gate.
-pub(crate) fn abstract_addr(pid: u32, handle: RawFd) -> io::Result<SocketAddrUnix> {
+/// A fresh abstract address for a queue's gate: `@kevent.<pid>.<n>`, with `n` counted
+/// per process. (Not the handle's fd number: fds are reused as soon as a queue closes,
+/// while its gate thread may still hold the old socket for a moment.)
+pub(crate) fn abstract_addr(pid: u32) -> io::Result<SocketAddrUnix> {
+    static NEXT: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+    let n = NEXT.fetch_add(1, Ordering::Relaxed);
     Ok(SocketAddrUnix::new_abstract_name(
-        format!("kevent.{pid}.{handle}").as_bytes(),
+        format!("kevent.{pid}.{n}").as_bytes(),
     )?)
 }
 

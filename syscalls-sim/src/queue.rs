@@ -177,7 +177,7 @@ impl Queue {
         };
         let handle = eventfd(0, EventfdFlags::CLOEXEC | EventfdFlags::NONBLOCK)?;
         let pid = std::process::id();
-        let gate_addr = gate::abstract_addr(pid, handle.as_raw_fd())?;
+        let gate_addr = gate::abstract_addr(pid)?;
         let ctx = GateCtx {
             kernel: kernel.clone(),
             memfd: Arc::new(memfd),

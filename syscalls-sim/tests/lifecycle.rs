@@ -87,3 +87,22 @@ fn a_queue_closed_while_events_are_pending_can_be_closed_without_hanging() {
         .expect("kevent_close hung")
         .unwrap();
 }
+
+#[test]
+fn queues_created_and_closed_back_to_back_never_collide_on_their_gate() {
+    // A closed queue's handle fd number is reused at once; its gate socket must not be
+    // named after it (bind failed with EADDRINUSE while the old gate thread held it).
+    let threads: Vec<_> = (0..4)
+        .map(|_| {
+            std::thread::spawn(|| {
+                for _ in 0..50 {
+                    let q = Queue::create(8, 0).expect("kevent_init");
+                    q.close();
+                }
+            })
+        })
+        .collect();
+    for t in threads {
+        t.join().expect("no queue failed to be created");
+    }
+}
