@@ -121,7 +121,10 @@ impl Ring {
         // after this load re-checks for claimable entries after its own fence and finds
         // the ones we left; only one that is asleep already needs the wake, and its
         // registration is long visible.
-        if end < h.kidx.pos.load(Ordering::Acquire) && h.wake.waiters.load(Ordering::Relaxed) > 0 {
+        if end < h.kidx.pos.load(Ordering::Acquire)
+            && (h.wake.waiters.load(Ordering::Relaxed) > 0
+                || h.wake.pollers.load(Ordering::Relaxed) > 0)
+        {
             self.wake(1);
         }
         Claim { start, end, owned }

@@ -16,7 +16,7 @@ use crate::sync::{AtomicU32, AtomicU64};
 /// `"KEVTRING"`: the first eight bytes of every ring.
 pub const MAGIC: u64 = u64::from_le_bytes(*b"KEVTRING");
 /// The ABI version this library speaks.
-pub const ABI_VERSION: u32 = 1;
+pub const ABI_VERSION: u32 = 2;
 /// Size of the header in bytes (one page on every Linux we run on).
 pub const HEADER_SIZE: usize = 4096;
 /// Size of one slot in bytes.
@@ -76,7 +76,20 @@ pub struct WakeLine {
     /// Set by the producer when it wants a doorbell on commit (io_uring's
     /// `IORING_SQ_NEED_WAKEUP`): it has a backlog or level-triggered kevents to re-arm.
     pub need_doorbell: AtomicU32,
-    _reserved: AtomicU32,
+    /// How many consumers of the owning process are (about to be) blocked on the queue's
+    /// sources instead of on `seq` (the poller, see `poller.rs`): a waker that woke fewer
+    /// futex sleepers than it meant to rings the bell for them.
+    pub pollers: AtomicU32,
+    /// Explicit wake-ups (`kevent_ctl(READY)` with no events, `WAKEUP_ALL`, close): a
+    /// wait that asked for it returns `Woken` once this differs from what it saw at its
+    /// start. Publishes never move it, so a sleeper woken for an entry someone else took
+    /// sleeps on instead of returning empty.
+    pub kicks: AtomicU32,
+    /// Non-zero while the producer thread is parked (not watching the sources): a
+    /// consumer about to sleep on `seq` unparks it first.
+    pub unwatched: AtomicU32,
+    /// The parked producer's futex word (shared: any process may unpark it).
+    pub park: AtomicU32,
 }
 
 /// Counters the producer keeps (consumers only read them).
@@ -198,7 +211,10 @@ impl Header {
                 seq: AtomicU32::new(0),
                 waiters: AtomicU32::new(0),
                 need_doorbell: AtomicU32::new(0),
-                _reserved: AtomicU32::new(0),
+                pollers: AtomicU32::new(0),
+                kicks: AtomicU32::new(0),
+                unwatched: AtomicU32::new(0),
+                park: AtomicU32::new(0),
             },
             stats: Stats {
                 posted: AtomicU64::new(0),
@@ -256,6 +272,11 @@ mod tests {
         assert_eq!(offset_of!(WakeLine, seq), 0);
         assert_eq!(offset_of!(WakeLine, waiters), 4);
         assert_eq!(offset_of!(WakeLine, need_doorbell), 8);
+        assert_eq!(offset_of!(WakeLine, pollers), 12);
+        assert_eq!(offset_of!(WakeLine, kicks), 16);
+        assert_eq!(offset_of!(WakeLine, unwatched), 20);
+        assert_eq!(offset_of!(WakeLine, park), 24);
+        assert_eq!(size_of::<WakeLine>(), 128);
         assert_eq!(offset_of!(Header, stats), 640);
         assert_eq!(offset_of!(Stats, posted), 0);
         assert_eq!(offset_of!(Stats, coalesced), 8);

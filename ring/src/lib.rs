@@ -48,6 +48,7 @@ mod futex;
 pub mod layout;
 #[cfg(not(loom))]
 mod memfd;
+mod poller;
 mod producer;
 mod ring;
 mod state;
@@ -66,5 +67,5 @@ pub use ring::{check_capacity, Ring};
 pub use state::{SlotState, Status};
 pub use ukevent::Ukevent;
 #[cfg(not(loom))]
-pub use wait::{monotonic_now, realtime_now};
+pub use wait::{deadline_passed, monotonic_now, realtime_now};
 pub use wait::{WaitOutcome, WaitSpec};

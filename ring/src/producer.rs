@@ -123,6 +123,14 @@ impl Producer {
     /// sleepers: one per new entry, or all of them if an entry asked for `WAKEUP_ALL`.
     /// Makes no system call when nobody sleeps. Returns how many entries it published.
     pub fn flush(&mut self) -> u64 {
+        self.flush_reserving(0)
+    }
+
+    /// [`Producer::flush`] by a consumer that publishes on its own behalf and will claim
+    /// up to `reserve` of the new entries itself right after: it wakes `reserve` fewer
+    /// sleepers (a sleeper woken for an entry its waker takes is a wasted wake-up).
+    /// `WAKEUP_ALL` still wakes everyone.
+    pub fn flush_reserving(&mut self, reserve: u64) -> u64 {
         let n = self.kidx - self.published;
         if n == 0 {
             return 0;
@@ -138,9 +146,11 @@ impl Producer {
         let posted = &self.ring.header().stats.posted;
         posted.store(posted.load(Ordering::Relaxed) + n, Ordering::Relaxed);
         if std::mem::take(&mut self.wake_all) {
-            self.ring.wake_all();
+            // Every sleeper returns, with an entry or `Woken` (DESIGN.md §3, W1).
+            self.ring.kick(u32::MAX);
         } else {
-            self.ring.wake(n.min(u64::from(u32::MAX)) as u32);
+            let wake = n.saturating_sub(reserve);
+            self.ring.wake(wake.min(u64::from(u32::MAX)) as u32);
         }
         n
     }

@@ -44,8 +44,13 @@ pub struct Ring {
     // Keeps `header` and `slots` alive; dropped last. (Under loom nothing reads it.)
     #[cfg_attr(loom, allow(dead_code))]
     backing: Backing,
+    /// How [`Ring::wake`] reaches a poller (see `poller.rs`).
+    pub(crate) bell: crate::poller::Bell,
     #[cfg(loom)]
     pub(crate) parking: crate::futex::Parking,
+    /// The loom model of the producer's `park` futex.
+    #[cfg(loom)]
+    pub(crate) park_parking: crate::futex::Parking,
 }
 
 // SAFETY: the pointers point into `backing`, which the Ring owns and which lives as long
@@ -100,8 +105,11 @@ impl Ring {
             capacity: u64::from(capacity),
             shift: capacity.trailing_zeros(),
             backing,
+            bell: crate::poller::Bell::new(),
             #[cfg(loom)]
             parking: crate::futex::Parking::new(),
+            #[cfg(loom)]
+            park_parking: crate::futex::Parking::new(),
         }
     }
 
@@ -200,6 +208,8 @@ impl Ring {
     pub fn close(&self) {
         self.header().identity.closed.store(1, Ordering::Release);
         self.wake_all();
+        // The parked producer too (it is the one to notice the close).
+        self.unpark_producer();
     }
 
     /// The memfd behind the ring, if it is one.

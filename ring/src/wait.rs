@@ -61,24 +61,35 @@ pub struct WaitSpec {
     pub deadline: Option<Deadline>,
     /// Spin this long re-checking before going to sleep.
     pub spin: Duration,
-    /// Return `Woken` on any wake-up, even with nothing to claim (for explicit wake
-    /// requests); otherwise a wake-up with nothing to claim sleeps again.
+    /// Return `Woken` once an explicit wake-up ([`Ring::kick`]) happened since the wait
+    /// began (`kicks` differs from [`WaitSpec::kicks`]); otherwise only entries, a
+    /// stale view, the deadline, a signal, close or breakage end the wait.
     pub return_on_wake: bool,
+    /// [`Ring::kicks`] when the wait began (read it before looking for entries).
+    pub kicks: u32,
     /// The consumer waiting, if it has a record: its sleep is also counted there, so that
     /// the reaper can take a dead sleeper back out of `waiters`.
     pub sleeper: Option<crate::ConsumerId>,
 }
 
 impl Ring {
-    fn check(&self, old_uidx: Option<u64>) -> Option<WaitOutcome> {
+    /// Whether a wait for `spec` is over, and why (what [`Ring::wait`] checks before and
+    /// after every sleep).
+    pub fn wait_over(&self, spec: &WaitSpec) -> Option<WaitOutcome> {
+        self.check(spec)
+    }
+
+    pub(crate) fn check(&self, spec: &WaitSpec) -> Option<WaitOutcome> {
         if self.broken().is_some() {
             Some(WaitOutcome::Broken)
         } else if self.has_claimable() {
             Some(WaitOutcome::Ready)
-        } else if old_uidx.is_some_and(|u| u != self.uidx()) {
+        } else if spec.old_uidx.is_some_and(|u| u != self.uidx()) {
             Some(WaitOutcome::Stale)
         } else if self.is_closed() {
             Some(WaitOutcome::Closed)
+        } else if spec.return_on_wake && self.kicks() != spec.kicks {
+            Some(WaitOutcome::Woken)
         } else {
             None
         }
@@ -87,14 +98,14 @@ impl Ring {
     /// Waits until there is something to claim, the caller's view is stale, the deadline
     /// passes, or the ring closes. Works across processes (shared futex).
     pub fn wait(&self, spec: &WaitSpec) -> std::io::Result<WaitOutcome> {
-        if let Some(outcome) = self.check(spec.old_uidx) {
+        if let Some(outcome) = self.check(spec) {
             return Ok(outcome);
         }
         self.spin(spec);
         if deadline_passed(spec.deadline) {
             // A zero (or past) timeout: answer without registering as a sleeper or
             // entering the futex.
-            return Ok(self.check(spec.old_uidx).unwrap_or(WaitOutcome::TimedOut));
+            return Ok(self.check(spec).unwrap_or(WaitOutcome::TimedOut));
         }
         let wake = &self.header().wake;
         loop {
@@ -115,7 +126,9 @@ impl Ring {
                     rec.sleeping.fetch_sub(1, Ordering::Relaxed);
                 }
             };
-            if let Some(outcome) = self.check(spec.old_uidx) {
+            // Somebody must watch the sources while we sleep (see `poller.rs`).
+            self.unpark_producer();
+            if let Some(outcome) = self.check(spec) {
                 leave();
                 return Ok(outcome);
             }
@@ -123,19 +136,16 @@ impl Ring {
             leave();
             match woke? {
                 FutexWake::TimedOut => {
-                    return Ok(self.check(spec.old_uidx).unwrap_or(WaitOutcome::TimedOut))
+                    return Ok(self.check(spec).unwrap_or(WaitOutcome::TimedOut))
                 }
                 FutexWake::Interrupted => {
-                    return Ok(self
-                        .check(spec.old_uidx)
-                        .unwrap_or(WaitOutcome::Interrupted))
+                    return Ok(self.check(spec).unwrap_or(WaitOutcome::Interrupted))
                 }
                 FutexWake::Woken => {
-                    if let Some(outcome) = self.check(spec.old_uidx) {
+                    // Woken for an entry another consumer took first: sleep on. (Only an
+                    // explicit wake-up, seen by `check`, returns without an entry.)
+                    if let Some(outcome) = self.check(spec) {
                         return Ok(outcome);
-                    }
-                    if spec.return_on_wake && wake.seq.load(Ordering::Acquire) != s {
-                        return Ok(WaitOutcome::Woken);
                     }
                 }
             }
@@ -149,7 +159,7 @@ impl Ring {
         }
         let start = Instant::now();
         let mut i = 0u32;
-        while self.check(spec.old_uidx).is_none() {
+        while self.check(spec).is_none() {
             spin_hint();
             i = i.wrapping_add(1);
             // Reading the clock costs ~20 ns; look at it every 64 spins.
@@ -172,33 +182,43 @@ impl Ring {
         self.parking.wait(&self.header().wake.seq, s)
     }
 
-    /// Wakes up to `n` sleeping consumers, if there are any (no system call otherwise).
-    /// Returns how many the kernel reported woken.
+    /// Wakes up to `n` sleeping consumers, if there are any (no system call otherwise):
+    /// futex sleepers first, then — if that reached fewer than `n` — the poller, through
+    /// the bell (see `poller.rs`). Returns how many it woke (the bell counts as one).
     pub fn wake(&self, n: u32) -> usize {
         let wake = &self.header().wake;
         // SeqCst fence: the other half of the handshake (see the module docs). Our
-        // publish (or claim) is ordered before the read of `waiters`.
+        // publish (or claim, or kick) is ordered before the reads of `waiters`/`pollers`.
         fence(Ordering::SeqCst);
-        if n == 0 || wake.waiters.load(Ordering::Relaxed) == 0 {
+        if n == 0 {
             return 0;
         }
-        wake.seq.fetch_add(1, Ordering::Release);
-        self.header()
-            .stats
-            .wake_calls
-            .fetch_add(1, Ordering::Relaxed);
-        self.futex_wake(n)
+        let (waiters, pollers) = (
+            wake.waiters.load(Ordering::Relaxed),
+            wake.pollers.load(Ordering::Relaxed),
+        );
+        let mut woken = 0;
+        if waiters > 0 {
+            wake.seq.fetch_add(1, Ordering::Release);
+            self.header()
+                .stats
+                .wake_calls
+                .fetch_add(1, Ordering::Relaxed);
+            woken = self.futex_wake(n);
+        }
+        if pollers > 0 && woken < n as usize {
+            // A sleeper counted in `waiters` but not yet in the futex is not counted in
+            // `woken` (it sees `seq` move and does not sleep): the poller may then wake
+            // too, for nothing — it sleeps again, it never returns empty.
+            self.bell().ring();
+            woken += 1;
+        }
+        woken
     }
 
-    /// Wakes every sleeping consumer.
+    /// Wakes every sleeping consumer, futex sleepers and the poller alike.
     pub fn wake_all(&self) -> usize {
         self.wake(u32::MAX)
-    }
-
-    /// Wakes one sleeper even though there may be nothing to claim (kevent's `READY`
-    /// with no entries). The sleeper returns [`WaitOutcome::Woken`] if it asked to.
-    pub fn wake_one_explicitly(&self) -> usize {
-        self.wake(1)
     }
 
     /// Number of consumers asleep (or about to sleep) on the ring.
@@ -219,7 +239,7 @@ impl Ring {
 
 /// Whether `deadline` lies in the past (under loom, where there is no time: never).
 #[cfg(not(loom))]
-fn deadline_passed(deadline: Option<Deadline>) -> bool {
+pub fn deadline_passed(deadline: Option<Deadline>) -> bool {
     match deadline {
         None => false,
         Some(Deadline::Monotonic(at)) => monotonic_now() >= at,
@@ -228,7 +248,7 @@ fn deadline_passed(deadline: Option<Deadline>) -> bool {
 }
 
 #[cfg(loom)]
-fn deadline_passed(_deadline: Option<Deadline>) -> bool {
+pub fn deadline_passed(_deadline: Option<Deadline>) -> bool {
     false
 }
 

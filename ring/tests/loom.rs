@@ -499,6 +499,7 @@ fn wakeup_all_wakes_every_sleeper_for_one_entry() {
                 thread::spawn(move || {
                     let spec = WaitSpec {
                         return_on_wake: true,
+                        kicks: 0,
                         sleeper: None,
                         ..WaitSpec::default()
                     };
