@@ -66,28 +66,6 @@ pub(crate) fn compact_reported(events: &mut [Ukevent]) -> usize {
     n
 }
 
-/// `epoll_wait` on a queue's sources without holding the kernel (a consumer blocking on
-/// everyone's behalf); returns `(token, flags)` pairs for [`Kernel::process_events`].
-pub(crate) fn wait_sources(epoll_fd: &OwnedFd, timeout: std::time::Duration) -> Vec<(u64, u32)> {
-    let mut events: Vec<epoll::Event> = Vec::with_capacity(256);
-    let ts = rustix::time::Timespec {
-        tv_sec: timeout.as_secs() as i64,
-        tv_nsec: i64::from(timeout.subsec_nanos()),
-    };
-    match epoll::wait(
-        epoll_fd.as_fd(),
-        rustix::buffer::spare_capacity(&mut events),
-        Some(&ts),
-    ) {
-        // epoll_event is packed: copy the fields out instead of borrowing them.
-        Ok(_) => events
-            .iter()
-            .map(|ev| (ev.data.u64(), { ev.flags }.bits()))
-            .collect(),
-        Err(_) => Vec::new(),
-    }
-}
-
 /// The simulated kernel of one queue.
 pub(crate) struct Kernel {
     pub(crate) producer: Producer,
@@ -95,8 +73,10 @@ pub(crate) struct Kernel {
     doorbell: Arc<OwnedFd>,
     /// The queue's handle, when armed as a readiness fd for other event loops.
     notify: Option<OwnedFd>,
-    /// `epoll_wait` calls started on `epoll` (by anyone), numbering their batches.
-    pub(crate) waits: Arc<std::sync::atomic::AtomicU64>,
+    /// Bumped at the end of every `kevent_ctl`. Whoever takes events from the epoll fd
+    /// reads it right after `epoll_wait` returns: a report taken while a ctl was still
+    /// running reads that ctl's number (see `Registration::swallow`).
+    pub(crate) epoch: Arc<std::sync::atomic::AtomicU64>,
     regs: Vec<Option<Registration>>,
     free: Vec<usize>,
     index: HashMap<(u32, u64), usize>,
@@ -130,7 +110,7 @@ impl Kernel {
             epoll,
             doorbell,
             notify: None,
-            waits: Arc::new(std::sync::atomic::AtomicU64::new(0)),
+            epoch: Arc::new(std::sync::atomic::AtomicU64::new(0)),
             regs: Vec::new(),
             free: Vec::new(),
             index: HashMap::new(),
@@ -154,11 +134,6 @@ impl Kernel {
             inodes: Inodes::default(),
             wd_regs: HashMap::new(),
         }
-    }
-
-    /// Numbers an `epoll_wait` call about to start (see `Registration::swallow_upto`).
-    pub(crate) fn begin_wait(&self) -> u64 {
-        self.waits.fetch_add(1, Ordering::Relaxed) + 1
     }
 
     pub(crate) fn ring(&self) -> &Arc<Ring> {
@@ -196,9 +171,10 @@ impl Kernel {
             KEVENT_CTL_ADD => self.ctl_add(events, fd_for, compact),
             KEVENT_CTL_REMOVE | KEVENT_CTL_MODIFY | KEVENT_CTL_READY => {
                 if cmd == KEVENT_CTL_READY && events.is_empty() {
-                    // A consumer blocked in epoll_wait hears the doorbell.
-                    let _ = rustix::io::write(self.doorbell.as_fd(), &1u64.to_ne_bytes());
-                    self.ring().wake_one_explicitly();
+                    // An explicit wake-up: one sleeper, wherever it sleeps (futex, the
+                    // sources, an event loop on the notify fd), returns `Woken`.
+                    self.ring().kick(1);
+                    self.notify_loops();
                     return Ok(0);
                 }
                 let mut failed = 0;
@@ -219,8 +195,10 @@ impl Kernel {
             }
             _ => return Err(io::Error::from_raw_os_error(libc::EINVAL)),
         };
-        self.service();
+        self.service(0);
         self.settle();
+        // Release: a reader that sees the new number sees this ctl's effects.
+        self.epoch.fetch_add(1, Ordering::Release);
         Ok(out)
     }
 
@@ -228,17 +206,26 @@ impl Kernel {
     /// errno in `ret_data[1]`) are written back at the front of `events`, in order,
     /// followed by the others; returns how many are at the front.
     fn ctl_add(&mut self, events: &mut [Ukevent], fd_for: &[Option<i32>], compact: bool) -> usize {
+        let mut returned = false;
         for (i, ev) in events.iter_mut().enumerate() {
             ev.ret_flags = 0;
             ev.ret_data = [0, 0];
             match self.add_one(ev, fd_for.get(i).copied().flatten()) {
-                Ok(true) => ev.ret_flags = KEVENT_RET_DONE,
+                Ok(true) => {
+                    ev.ret_flags = KEVENT_RET_DONE;
+                    returned = true;
+                }
                 Ok(false) => {}
                 Err(errno) => {
                     ev.ret_flags = KEVENT_RET_BROKEN | KEVENT_RET_DONE;
                     ev.ret_data[1] = errno as u32;
                 }
             }
+        }
+        if returned {
+            // Take the reports the ADDs queued now, while they can only be the readiness
+            // ADD returns: after this ctl, a new edge makes a new report.
+            self.harvest_now();
         }
         if compact {
             compact_reported(events)
@@ -301,11 +288,12 @@ impl Kernel {
             self.mark_ready(idx, ready_now, 0);
             Ok(false)
         } else {
-            // The epoll_ctl(ADD) of a ready fd queued a report of this same readiness for
-            // the current or the next epoll_wait call: it was delivered by ADD already.
-            let swallow_upto = self.waits.load(Ordering::Relaxed) + 1;
+            // The epoll_ctl(ADD) of a ready fd queued a report of this same readiness,
+            // which ADD returns: that report is not delivered again if it is taken
+            // before this ctl ends (see `Registration::swallow`).
+            let epoch = self.epoch.load(Ordering::Relaxed);
             let reg = self.reg(idx).expect("registered");
-            reg.swallow_upto = swallow_upto;
+            reg.swallow = Some(epoch);
             if ev.req_flags & KEVENT_REQ_ONESHOT != 0 {
                 reg.disabled = true;
             }
@@ -476,13 +464,18 @@ impl Kernel {
 
     // --- readiness ----------------------------------------------------------------------
 
-    /// Handles one epoll event from the `epoll_wait` call numbered `call`.
-    pub(crate) fn on_token(&mut self, tok: u64, flags: u32, call: u64) {
+    /// Handles one epoll event, taken when [`Kernel::epoch`] read `epoch`.
+    pub(crate) fn on_token(&mut self, tok: u64, flags: u32, epoch: u64) {
         match tok {
             TOKEN_DOORBELL => {
                 // Reset the eventfd; the releases it announces are handled by `service`.
                 let mut buf = [0u8; 8];
                 let _ = rustix::io::read(self.doorbell.as_fd(), &mut buf);
+                // Another process's waker rings the doorbell to reach a poller of ours
+                // (it cannot reach our bell): relay it if entries wait.
+                if self.ring().pollers() > 0 && self.ring().has_claimable() {
+                    self.ring().ring_bell();
+                }
             }
             TOKEN_SIGHANDLER => {
                 for (signo, n) in self.signals.handler_deltas() {
@@ -503,11 +496,8 @@ impl Kernel {
                 let Some(reg) = self.reg(idx).filter(|r| r.gen == gen) else {
                     return;
                 };
-                if reg.swallow_upto != 0 {
-                    let upto = std::mem::take(&mut reg.swallow_upto);
-                    if call <= upto {
-                        return;
-                    }
+                if reg.swallow.take() == Some(epoch) {
+                    return; // the report of the readiness ADD returned (see `add_one`)
                 }
                 match &reg.source {
                     Source::Fd { .. } => {
@@ -689,8 +679,10 @@ impl Kernel {
     }
 
     /// Processes releases, drains the backlog, re-checks released level-triggered
-    /// kevents, and publishes (one `kidx` store, one wake call).
-    pub(crate) fn service(&mut self) -> u64 {
+    /// kevents, and publishes (one `kidx` store, one wake call). `reserve`: how many of
+    /// the new entries the caller, a consumer, claims itself right after (it wakes that
+    /// many fewer sleepers).
+    pub(crate) fn service(&mut self, reserve: u64) -> u64 {
         loop {
             let released = match self.producer.released(self.released) {
                 Ok(r) => r,
@@ -713,14 +705,19 @@ impl Kernel {
                 break;
             }
         }
-        let published = self.producer.flush();
+        let published = self.producer.flush_reserving(reserve);
         if published > 0 {
-            if let Some(fd) = &self.notify {
-                // Readable while entries may be waiting (see `Queue::notify_fd`).
-                let _ = rustix::io::write(fd.as_fd(), &1u64.to_ne_bytes());
-            }
+            self.notify_loops();
         }
         published
+    }
+
+    /// Makes the notify fd (if armed) readable: event loops asleep on it are sleepers
+    /// too (see `Queue::notify_fd`).
+    pub(crate) fn notify_loops(&self) {
+        if let Some(fd) = &self.notify {
+            let _ = rustix::io::write(fd.as_fd(), &1u64.to_ne_bytes());
+        }
     }
 
     /// Makes every publish also make `fd` (an eventfd) readable.
@@ -735,7 +732,7 @@ impl Kernel {
         if self.wants_release_notice() {
             self.ring().request_doorbell();
             if self.releases_pending() {
-                self.service();
+                self.service(0);
             }
         }
     }
@@ -776,21 +773,21 @@ impl Kernel {
         }
     }
 
-    /// Processes a batch of epoll events (from [`wait_sources`]) and publishes.
-    pub(crate) fn process_events(&mut self, events: &[(u64, u32)], call: u64) -> u64 {
-        for &(tok, flags) in events {
-            self.on_token(tok, flags, call);
-        }
-        let n = self.service();
+    /// One non-blocking round of the producer's work, done by a consumer of the owning
+    /// process instead of waking the producer thread (see `Queue::next_batch`): collect
+    /// ready sources with `epoll_wait(0)`, turn them into entries, publish, waking
+    /// `reserve` fewer sleepers (the caller claims that many itself). Returns how many
+    /// entries it published.
+    pub(crate) fn harvest(&mut self, reserve: u64) -> u64 {
+        self.harvest_now();
+        let n = self.service(reserve);
         self.settle();
         n
     }
 
-    /// One non-blocking round of the producer's work, done by a consumer of the owning
-    /// process instead of waking the producer thread (see `Queue::next_batch`): collect
-    /// ready sources with `epoll_wait(0)`, turn them into entries, publish. Returns how
-    /// many entries it published.
-    pub(crate) fn harvest(&mut self) -> u64 {
+    /// Takes what the epoll fd has ready now (`epoll_wait(0)`) and turns it into
+    /// readiness, without publishing.
+    fn harvest_now(&mut self) {
         thread_local! {
             // Per harvesting thread (epoll events are not Send, so not in the kernel).
             static EVENTS: std::cell::RefCell<Vec<epoll::Event>> =
@@ -804,18 +801,15 @@ impl Kernel {
                 tv_nsec: 0,
             };
             let buf = rustix::buffer::spare_capacity(&mut *events);
-            let call = self.begin_wait();
             if epoll::wait(self.epoll.as_fd(), buf, Some(&zero)).is_ok() {
+                let epoch = self.epoch.load(Ordering::Acquire);
                 for ev in events.iter() {
                     // epoll_event is packed: copy the fields out instead of borrowing them.
                     let (tok, flags) = (ev.data.u64(), { ev.flags }.bits());
-                    self.on_token(tok, flags, call);
+                    self.on_token(tok, flags, epoch);
                 }
             }
         });
-        let n = self.service();
-        self.settle();
-        n
     }
 
     /// Re-checks released level-triggered kevents in one `poll(2)`; returns whether any

@@ -36,6 +36,7 @@ pub mod abi;
 mod calls;
 mod gate;
 mod kernel;
+mod poller;
 mod queue;
 mod reaper;
 mod registration;

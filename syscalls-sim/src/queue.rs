@@ -24,45 +24,6 @@ fn errno(e: i32) -> io::Error {
     io::Error::from_raw_os_error(e)
 }
 
-thread_local! {
-    /// The harvester sets this thread counts itself awake in (see [`Queue::next_batch`]):
-    /// a consumer thread stays awake between batches — it is processing, and will
-    /// harvest again — and leaves when it goes to sleep, or when the thread ends.
-    static AWAKE_IN: AwakeSet = const { AwakeSet(std::cell::RefCell::new(Vec::new())) };
-}
-
-struct AwakeSet(std::cell::RefCell<Vec<Arc<Harvesters>>>);
-
-impl Drop for AwakeSet {
-    fn drop(&mut self) {
-        for h in self.0.borrow_mut().drain(..) {
-            h.leave();
-        }
-    }
-}
-
-/// Counts this thread awake in `h` (once).
-fn stay_awake(h: &Arc<Harvesters>) {
-    AWAKE_IN.with(|set| {
-        let mut set = set.0.borrow_mut();
-        if !set.iter().any(|x| Arc::ptr_eq(x, h)) {
-            h.enter();
-            set.push(h.clone());
-        }
-    });
-}
-
-/// This thread is about to sleep: no longer awake in `h`.
-fn fall_asleep(h: &Arc<Harvesters>) {
-    AWAKE_IN.with(|set| {
-        let mut set = set.0.borrow_mut();
-        if let Some(i) = set.iter().position(|x| Arc::ptr_eq(x, h)) {
-            set.swap_remove(i);
-            h.leave();
-        }
-    });
-}
-
 /// The creating process's side: the kernel, its thread, and the gates it serves.
 struct Owner {
     kernel: Arc<Mutex<Option<Kernel>>>,
@@ -74,10 +35,11 @@ struct Owner {
     harvesters: Arc<Harvesters>,
     /// Whether consumers of this process harvest (default on).
     harvest: AtomicBool,
-    /// The kernel's epoll fd, for a consumer blocking on the sources.
+    /// The kernel's epoll fd, for a consumer blocking on the sources (the poller).
     ctx_epoll: Arc<OwnedFd>,
-    /// The kernel's count of `epoll_wait` calls (see `Kernel::begin_wait`).
-    waits: Arc<std::sync::atomic::AtomicU64>,
+    /// The poller's bell: the ring writes it to reach a consumer blocked on the sources
+    /// (see `poller.rs` in kevent-ring).
+    bell: OwnedFd,
     /// Whether the handle is armed as a readiness fd ([`Queue::notify_fd`]).
     notify_armed: AtomicBool,
     /// The producer thread's kernel tid (0 until it runs), for CPU accounting.
@@ -160,7 +122,9 @@ impl Queue {
             epoll.clone(),
             doorbell.clone(),
         ))));
-        let waits = lock(&kernel).as_ref().expect("new kernel").waits.clone();
+        let bell = eventfd(0, EventfdFlags::CLOEXEC | EventfdFlags::NONBLOCK)?;
+        ring.set_bell(bell.try_clone()?);
+        let epoch = lock(&kernel).as_ref().expect("new kernel").epoch.clone();
         let harvesters = Arc::new(Harvesters::default());
         let ctx_epoll = epoll.clone();
         let stop = Arc::new(AtomicBool::new(false));
@@ -174,6 +138,7 @@ impl Queue {
             stop: stop.clone(),
             housekeeping: Box::new(move |k| reaper.tick(k)),
             harvesters: harvesters.clone(),
+            epoch,
         };
         let handle = eventfd(0, EventfdFlags::CLOEXEC | EventfdFlags::NONBLOCK)?;
         let pid = std::process::id();
@@ -198,7 +163,7 @@ impl Queue {
                 harvesters,
                 harvest: AtomicBool::new(true),
                 ctx_epoll,
-                waits,
+                bell,
                 notify_armed: AtomicBool::new(false),
                 tid: Arc::new(std::sync::atomic::AtomicI32::new(0)),
                 gates: Mutex::new(Vec::new()),
@@ -302,12 +267,8 @@ impl Queue {
     /// registers as a consumer, and controls it through the socket.
     pub fn connect(path: &std::path::Path) -> io::Result<Arc<Queue>> {
         let addr = SocketAddrUnix::new(path)?;
-        let client = GateClient::connect(&addr).map_err(|e| {
-            io::Error::new(
-                e.kind(),
-                format!("connecting to the kevent queue at {}: {e}", path.display()),
-            )
-        })?;
+        // The errno is kept (`raw_os_error`); the safe API adds the path to the message.
+        let client = GateClient::connect(&addr)?;
         let (memfd, doorbell) = client.attach()?;
         Self::attached(memfd.as_fd(), doorbell, Some(client), addr)
     }
@@ -326,6 +287,8 @@ impl Queue {
         gate_addr: SocketAddrUnix,
     ) -> io::Result<Arc<Queue>> {
         let ring = Arc::new(Ring::attach(memfd)?);
+        // Our wakers reach the owner's poller through the doorbell, which it relays.
+        ring.set_bell(doorbell.try_clone()?);
         let liveness = Liveness::register(&ring)?;
         Ok(Arc::new(Queue {
             me: liveness.id(),
@@ -407,10 +370,8 @@ impl Queue {
                 kernel.ctl(cmd, events, &[], true)
             }
             (_, Some(client)) => client.ctl(cmd, events),
-            _ => Err(io::Error::new(
-                io::ErrorKind::Unsupported,
-                "kevent_ctl: this process attached without a control channel (use Queue::connect) (EOPNOTSUPP)",
-            )),
+            // Attached without a control channel (`Queue::attach`; use `Queue::connect`).
+            _ => Err(errno(libc::EOPNOTSUPP)),
         }
     }
 
@@ -462,6 +423,7 @@ impl Queue {
                 self.spin()
             },
             return_on_wake: true,
+            kicks: 0, // next_batch reads the count itself
             sleeper: Some(self.me),
         };
         let (claim, outcome) = self.next_batch(u64::from(num), &spec)?;
@@ -484,23 +446,24 @@ impl Queue {
         (self.is_local() && owner.harvest.load(Ordering::Relaxed)).then_some(&owner.harvesters)
     }
 
-    /// Does the producer's work once, here, if nobody else is doing it right now.
-    fn harvest_inline(&self) -> u64 {
+    /// Does the producer's work once, here, if nobody else is doing it right now;
+    /// `reserve`: how many of the entries it publishes the caller will claim itself.
+    fn harvest_inline(&self, reserve: u64) -> u64 {
         let Some(owner) = &self.owner else { return 0 };
         owner.harvesters.rounds.fetch_add(1, Ordering::Relaxed);
         let Ok(mut guard) = owner.kernel.try_lock() else {
             return 0; // the producer thread (or another harvester) is at it
         };
-        guard.as_mut().map_or(0, Kernel::harvest)
+        guard.as_mut().map_or(0, |k| k.harvest(reserve))
     }
 
     /// Harvests until something is published, the ring has entries (another harvester
     /// or the producer published), or `spin` has passed. Spinning on `epoll_wait(0)`
     /// here, rather than on the ring, keeps the producer thread asleep.
-    fn harvest_for(&self, spin: Duration) -> u64 {
+    fn harvest_for(&self, spin: Duration, reserve: u64) -> u64 {
         let start = std::time::Instant::now();
         loop {
-            let n = self.harvest_inline();
+            let n = self.harvest_inline(reserve);
             if n > 0 || self.ring.has_claimable() || start.elapsed() >= spin {
                 return n;
             }
@@ -508,11 +471,13 @@ impl Queue {
         }
     }
 
-    /// Becomes the queue's blocking harvester if nobody is: `epoll_wait` on the sources
-    /// (up to the deadline, at most one reaper tick), then publish what came. `None` if
-    /// another consumer holds the role (the caller sleeps on the ring instead);
+    /// Becomes the poller if nobody is: blocks on the queue's sources (the kernel's
+    /// epoll fd) and on the bell until either is ready or the deadline passes, then
+    /// harvests, claiming `reserve` itself (see `poller.rs` in kevent-ring for the
+    /// handshake that makes every waker reach it). `None` if another consumer is the
+    /// poller (the caller sleeps on the ring instead); `Some(Ok(()))` to look again;
     /// `Some(Err(outcome))` when the wait is over without entries.
-    fn block_on_sources(&self, spec: &WaitSpec) -> Option<Result<(), WaitOutcome>> {
+    fn poll_sources(&self, spec: &WaitSpec, reserve: u64) -> Option<Result<(), WaitOutcome>> {
         let owner = self.owner.as_ref()?;
         let h = self.harvesters()?;
         if h.blocker
@@ -521,62 +486,43 @@ impl Queue {
         {
             return None;
         }
-        let timeout = match spec.deadline {
-            None => DEFAULT_REAP_INTERVAL,
-            Some(d) => {
-                let (now, at) = match d {
-                    Deadline::Monotonic(at) => (kevent_ring::monotonic_now(), at),
-                    Deadline::Realtime(at) => (kevent_ring::realtime_now(), at),
-                };
-                Duration::from_nanos(at.saturating_sub(now)).min(DEFAULT_REAP_INTERVAL)
+        h.rounds.fetch_add(1, Ordering::Relaxed);
+        let polled = match self.ring.poller_enter(spec) {
+            Some(WaitOutcome::Ready) => Ok(0),
+            Some(outcome) => {
+                h.blocker.store(false, Ordering::Release);
+                return Some(Err(outcome));
+            }
+            None => {
+                let r = crate::poller::wait_readable(
+                    &[owner.ctx_epoll.as_fd(), owner.bell.as_fd()],
+                    spec.deadline,
+                );
+                self.ring.poller_leave();
+                r
             }
         };
-        h.rounds.fetch_add(1, Ordering::Relaxed);
-        let call = owner.waits.fetch_add(1, Ordering::Relaxed) + 1;
-        let events = if self.ring.has_claimable() {
-            Vec::new()
-        } else {
-            crate::kernel::wait_sources(&owner.ctx_epoll, timeout)
-        };
         h.blocker.store(false, Ordering::Release);
-        let mut guard = lock(&owner.kernel);
-        let Some(kernel) = guard.as_mut() else {
-            return Some(Err(WaitOutcome::Closed));
-        };
-        if owner.stop.load(Ordering::Acquire) {
-            return Some(Err(WaitOutcome::Closed));
+        // Reset the bell: what it announced is re-checked by the caller's loop.
+        let mut buf = [0u8; 8];
+        let _ = rustix::io::read(owner.bell.as_fd(), &mut buf);
+        match polled {
+            Ok(0) => {} // timed out (the caller checks the deadline), or nothing to poll
+            Ok(_) => {
+                let mut guard = lock(&owner.kernel);
+                match guard.as_mut() {
+                    Some(kernel) => {
+                        kernel.harvest(reserve);
+                    }
+                    None => return Some(Err(WaitOutcome::Closed)),
+                }
+            }
+            Err(e) if e.raw_os_error() == Some(libc::EINTR) => {
+                return Some(Err(WaitOutcome::Interrupted))
+            }
+            Err(_) => return None, // sleep on the ring instead
         }
-        kernel.process_events(&events, call);
-        drop(guard);
-        if self.ring.has_claimable() {
-            return Some(Ok(()));
-        }
-        if let Some(outcome) = self.ring_outcome() {
-            return Some(Err(outcome));
-        }
-        let expired = match spec.deadline {
-            Some(Deadline::Monotonic(at)) => kevent_ring::monotonic_now() >= at,
-            Some(Deadline::Realtime(at)) => kevent_ring::realtime_now() >= at,
-            None => false,
-        };
-        if expired {
-            Some(Err(WaitOutcome::TimedOut))
-        } else if spec.return_on_wake && events.iter().any(|&(tok, _)| tok == TOKEN_DOORBELL) {
-            Some(Err(WaitOutcome::Woken))
-        } else {
-            Some(Ok(()))
-        }
-    }
-
-    /// A terminal state of the ring, if it is in one.
-    fn ring_outcome(&self) -> Option<WaitOutcome> {
-        if self.ring.broken().is_some() {
-            Some(WaitOutcome::Broken)
-        } else if self.ring.is_closed() {
-            Some(WaitOutcome::Closed)
-        } else {
-            None
-        }
+        Some(Ok(()))
     }
 
     /// Claims up to `max` entries, waiting until `spec.deadline` if there are none.
@@ -584,13 +530,18 @@ impl Queue {
     /// In the owning process, a consumer that finds nothing to claim first does the
     /// producer's work itself — `epoll_wait(0)` on the queue's sources, publish — as
     /// io_uring does without its polling thread; only when that finds nothing either does
-    /// it spin and sleep. While such consumers are awake (and nobody sleeps on the ring)
-    /// the producer thread parks, so an event costs no hand-over between threads. An
-    /// empty claim means the wait ended without entries (see `spec`).
+    /// it block: on the sources themselves if no other consumer does (the poller), else
+    /// on the ring's futex. While consumers harvest or poll (and nobody sleeps on the
+    /// ring) the producer thread parks, so an event costs no hand-over between threads.
+    /// An empty claim means the wait ended without entries: the deadline passed, an
+    /// explicit wake-up (if `spec.return_on_wake`), a signal, or the queue closed or broke
+    /// (the outcome says which). DESIGN.md §3 (W1–W5) is the contract.
     pub fn next_batch(&self, max: u64, spec: &WaitSpec) -> io::Result<(Claim, WaitOutcome)> {
         let harvesters = self.harvesters();
         let spec = &WaitSpec {
             sleeper: Some(self.me),
+            // Explicit wake-ups from now on end this wait.
+            kicks: self.ring.kicks(),
             ..*spec
         };
         let empty = |outcome| {
@@ -604,42 +555,38 @@ impl Queue {
                 outcome,
             ))
         };
-        let mut woken = false;
         loop {
-            if self.ring.broken().is_some() {
-                return empty(WaitOutcome::Broken);
-            }
-            if let Some(h) = harvesters {
-                stay_awake(h);
-            }
             let claim = self.ring.claim(self.me, max);
-            if !claim.is_empty() {
+            if claim.owned > 0 {
                 return Ok((claim, WaitOutcome::Ready));
             }
-            self.drain_notify();
-            if woken && spec.return_on_wake {
-                // Woken for an entry another consumer claimed first (WAKEUP_ALL wakes
-                // several for one): report the wake-up instead of sleeping on.
-                return empty(WaitOutcome::Woken);
-            }
-            if harvesters.is_some() && self.harvest_for(spec.spin) > 0 {
+            if !claim.is_empty() {
+                // Only slots taken back (REMOVE, reaper) were in the run: look again.
                 continue;
             }
+            self.drain_notify();
+            match self.ring.wait_over(spec) {
+                Some(WaitOutcome::Ready) => continue,
+                Some(outcome) => return empty(outcome),
+                None => {}
+            }
+            if harvesters.is_some() && self.harvest_for(spec.spin, max) > 0 {
+                continue;
+            }
+            if kevent_ring::deadline_passed(spec.deadline) {
+                return empty(self.ring.wait_over(spec).unwrap_or(WaitOutcome::TimedOut));
+            }
             if spec.old_uidx.is_none() {
-                match self.block_on_sources(spec) {
+                match self.poll_sources(spec, max) {
                     Some(Ok(())) => continue,
                     Some(Err(outcome)) => return empty(outcome),
                     None => {}
                 }
             }
-            if let Some(h) = harvesters {
-                fall_asleep(h);
+            match self.ring.wait(spec)? {
+                WaitOutcome::Ready => continue,
+                outcome => return empty(outcome),
             }
-            let outcome = self.ring.wait(spec)?;
-            if outcome != WaitOutcome::Ready {
-                return empty(outcome);
-            }
-            woken = true;
         }
     }
 
@@ -741,7 +688,7 @@ impl Queue {
                 if let Some(owner) = &self.owner {
                     if let Ok(mut guard) = owner.kernel.try_lock() {
                         if let Some(k) = guard.as_mut() {
-                            k.service();
+                            k.service(0);
                             if k.wants_release_notice() {
                                 self.ring.request_doorbell();
                             }
@@ -782,6 +729,7 @@ impl Queue {
                 self.spin()
             },
             return_on_wake: true,
+            kicks: 0, // next_batch reads the count itself
             sleeper: Some(self.me),
         };
         let mut got = 0;
@@ -834,6 +782,9 @@ impl Queue {
             }
         }
         let _ = rustix::io::write(self.doorbell.as_fd(), &1u64.to_ne_bytes());
+        if let Some(k) = lock(&owner.kernel).as_ref() {
+            k.notify_loops(); // an event loop asleep on the notify fd learns of the close
+        }
         if let Some(t) = owner
             .thread
             .lock()

@@ -137,7 +137,7 @@ impl Reaper {
             ring.free_record(id);
         }
         ring.advance();
-        kernel.service();
+        kernel.service(0);
         Some(half)
     }
 }

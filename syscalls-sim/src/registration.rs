@@ -38,9 +38,12 @@ pub(crate) struct Registration {
     pub(crate) watched: bool,
     /// The entry to deliver again (its consumer died), flagged `REDELIVERED`.
     pub(crate) redeliver: Option<Ukevent>,
-    /// ADD returned this fd as ready: the epoll report of that same readiness, which
-    /// arrives from an `epoll_wait` call numbered at most this, is not delivered again.
-    pub(crate) swallow_upto: u64,
+    /// ADD returned this fd as ready during the ctl numbered so (`Kernel::epoch`). Its
+    /// first epoll report is that same readiness — and is dropped — if it was taken
+    /// from the epoll fd while that ctl still ran; one taken later may carry newer
+    /// readiness (an edge-triggered epoll keeps one report per fd, merging edges into
+    /// it), so it is delivered. The ctl itself takes what is queued before it ends.
+    pub(crate) swallow: Option<u64>,
 }
 
 impl Registration {
@@ -56,7 +59,7 @@ impl Registration {
             disabled: false,
             watched: false,
             redeliver: None,
-            swallow_upto: 0,
+            swallow: None,
         }
     }
 

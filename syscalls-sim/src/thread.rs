@@ -6,12 +6,11 @@
 //! to do when slots are freed (a backlog, level-triggered kevents to re-check).
 
 use std::os::fd::{AsFd, OwnedFd};
-use std::sync::atomic::{fence, AtomicBool, AtomicU32, Ordering};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 
 use kevent_ring::Ring;
 use rustix::event::epoll;
-use rustix::thread::futex;
 
 use crate::kernel::{Kernel, TOKEN_DOORBELL};
 use crate::source::signal;
@@ -37,24 +36,29 @@ pub(crate) struct ProducerThread {
     pub(crate) housekeeping: Housekeeping,
     /// Consumers of this process that are awake and harvest for themselves.
     pub(crate) harvesters: Arc<Harvesters>,
+    /// The kernel's ctl counter (`Kernel::epoch`).
+    pub(crate) epoch: Arc<std::sync::atomic::AtomicU64>,
 }
 
-/// The handshake between the producer thread and consumers that harvest for themselves
-/// (`Queue::next_batch`): while one is awake and nobody sleeps on the ring, the producer
-/// thread parks instead of sitting in `epoll_wait`, where every readiness edge would wake
-/// it (a cross-core wake-up, 27–49 µs here) only to hand the event over to a consumer that
-/// would have found it itself. The last harvester to go to sleep wakes it.
+/// How long the producer thread parks at most while consumers harvest: the bound on how
+/// long a source can stay unpublished after the last harvest (a consumer that took a
+/// batch and went on to other work harvests no more; see DESIGN.md §3, W4).
+pub(crate) const PARK_MAX: std::time::Duration = std::time::Duration::from_millis(5);
+
+/// The producer thread's view of the consumers of this process that harvest for
+/// themselves (`Queue::next_batch`): while they do, or while one of them blocks on the
+/// sources as the poller, and nobody sleeps on the ring's futex, the producer thread
+/// parks instead of sitting in `epoll_wait`, where every readiness edge would wake it (a
+/// cross-core wake-up, 27–49 µs here) only to hand over an event a consumer would have
+/// found itself. The park handshake with futex sleepers is the ring's (`poller.rs` in
+/// kevent-ring): a sleeper unparks it, so no sleeper waits on unwatched sources.
 #[derive(Debug, Default)]
 pub(crate) struct Harvesters {
-    /// Consumers of this process inside `next_batch` and not asleep.
-    pub(crate) awake: AtomicU32,
-    /// The producer thread's futex word while it is parked.
-    park: AtomicU32,
-    /// A consumer is blocked in `epoll_wait` on everyone's behalf.
+    /// A consumer is the poller: blocked on the sources on everyone's behalf.
     pub(crate) blocker: AtomicBool,
     /// Harvest rounds done by consumers: the producer parks only while this moves (a
     /// thread that harvested once and then went to do something else must not keep the
-    /// producer parked: a consumer elsewhere may be polling the ring without sleeping).
+    /// producer parked).
     pub(crate) rounds: std::sync::atomic::AtomicU64,
     /// Set when the queue's notify fd is armed: consumers may be asleep in another event
     /// loop, so the producer thread must keep publishing by itself.
@@ -62,45 +66,15 @@ pub(crate) struct Harvesters {
 }
 
 impl Harvesters {
-    /// A consumer starts looking for work.
-    pub(crate) fn enter(&self) {
-        self.awake.fetch_add(1, Ordering::Relaxed);
-    }
-
-    /// A consumer stops looking (returns, or goes to sleep). The last one wakes the
-    /// producer thread: store, SeqCst fence, load — as the producer's park check.
-    pub(crate) fn leave(&self) {
-        if self.awake.fetch_sub(1, Ordering::Relaxed) == 1 {
-            fence(Ordering::SeqCst);
-            self.park.fetch_add(1, Ordering::Release);
-            let _ = futex::wake(&self.park, futex::Flags::PRIVATE, 1);
-        }
-    }
-
-    /// Producer thread: whether to park — a consumer harvests (and has harvested since
-    /// `seen`, the producer's last look), and none sleeps on the ring waiting for it.
+    /// Producer thread: whether parking is worth it — a consumer polls the sources, or
+    /// consumers harvested since `seen` (the producer's last look) — and allowed: no
+    /// event loop relies on the producer, nobody sleeps on the ring.
     fn should_park(&self, ring: &Ring, seen: &mut u64) -> bool {
         let rounds = self.rounds.load(Ordering::Relaxed);
         let progress = std::mem::replace(seen, rounds) != rounds;
-        progress
+        (progress || self.blocker.load(Ordering::Relaxed))
             && !self.never_park.load(Ordering::Relaxed)
-            && self.awake.load(Ordering::Relaxed) > 0
             && ring.sleepers() == 0
-    }
-
-    /// Producer thread: parks for up to `max`, unless the last harvester left meanwhile.
-    fn park(&self, max: Option<std::time::Duration>) {
-        let v = self.park.load(Ordering::Acquire);
-        fence(Ordering::SeqCst);
-        if self.awake.load(Ordering::Relaxed) == 0 {
-            return;
-        }
-        let max = max.unwrap_or(std::time::Duration::from_millis(50));
-        let ts = rustix::time::Timespec {
-            tv_sec: max.as_secs() as i64,
-            tv_nsec: i64::from(max.subsec_nanos()),
-        };
-        let _ = futex::wait(&self.park, futex::Flags::PRIVATE, v, Some(&ts));
     }
 }
 
@@ -115,8 +89,9 @@ impl ProducerThread {
             tv_nsec: 0,
         };
         let mut seen_rounds = 0;
+        let mut must_watch = false;
         loop {
-            let (timeout, call) = {
+            let timeout = {
                 let mut guard = lock(&self.kernel);
                 let Some(k) = guard.as_mut() else { break };
                 let tick_left = (self.housekeeping)(k);
@@ -124,16 +99,30 @@ impl ProducerThread {
                     tv_sec: d.as_secs() as i64,
                     tv_nsec: i64::from(d.subsec_nanos()),
                 });
-                if !self.stop.load(Ordering::Acquire)
+                if !std::mem::take(&mut must_watch)
+                    && !self.stop.load(Ordering::Acquire)
                     && self.harvesters.should_park(&self.ring, &mut seen_rounds)
                 {
                     // Harvesting consumers process releases themselves.
                     self.ring.cancel_doorbell();
                     drop(guard);
-                    self.harvesters.park(tick_left);
+                    match self.ring.park_begin() {
+                        Some(v) => {
+                            if !self.stop.load(Ordering::Acquire) && !self.ring.is_closed() {
+                                let max = tick_left.map_or(PARK_MAX, |t| t.min(PARK_MAX));
+                                let at = kevent_ring::monotonic_now()
+                                    .saturating_add(max.as_nanos() as u64);
+                                self.ring
+                                    .park_wait(v, Some(kevent_ring::Deadline::Monotonic(at)));
+                            }
+                            self.ring.unparked();
+                        }
+                        // A consumer sleeps on the ring: watch the sources for it.
+                        None => must_watch = true,
+                    }
                     continue;
                 }
-                let timeout = if k.wants_release_notice() {
+                if k.wants_release_notice() {
                     self.ring.request_doorbell();
                     if k.releases_pending() {
                         self.ring.cancel_doorbell();
@@ -143,8 +132,7 @@ impl ProducerThread {
                     }
                 } else {
                     tick
-                };
-                (timeout, k.begin_wait())
+                }
             };
             if self.stop.load(Ordering::Acquire) {
                 break;
@@ -159,6 +147,9 @@ impl ProducerThread {
                 Err(rustix::io::Errno::INTR) => continue,
                 Err(_) => break,
             }
+            // Right after the wait: which ctl the reports were taken during (see
+            // `Registration::swallow`).
+            let epoch = self.epoch.load(Ordering::Acquire);
             self.ring.cancel_doorbell();
             if self.stop.load(Ordering::Acquire) {
                 break;
@@ -172,9 +163,9 @@ impl ProducerThread {
                     let mut buf = [0u8; 8];
                     let _ = rustix::io::read(self.doorbell.as_fd(), &mut buf);
                 }
-                k.on_token(tok, flags, call);
+                k.on_token(tok, flags, epoch);
             }
-            k.service();
+            k.service(0);
         }
         self.ring.close();
     }
