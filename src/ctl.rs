@@ -6,12 +6,12 @@ use kevent_syscalls as sys;
 use crate::error::errno_name;
 use crate::{Error, Event, Kind, Mode, Queue, Result, Source, Token};
 
-/// What [`Queue::add`] did with the kevent.
+/// What [`Queue::add_ready_now`] did with the kevent.
 ///
 /// The original `KEVENT_CTL_ADD` *returns* an event that is ready at the moment it is
-/// added, instead of queueing it (unless `KEVENT_REQ_ALWAYS_QUEUE`): a level-triggered
-/// fd that is readable already will not come through [`wait`](Queue::wait) until you have
-/// handled it. Ignoring this answer would lose that event, so the type is `#[must_use]`.
+/// added, instead of queueing it (unless `KEVENT_REQ_ALWAYS_QUEUE`): that readiness does
+/// not also come through [`wait`](Queue::wait). Ignoring this answer would lose that
+/// event, so the type is `#[must_use]`. ([`Queue::add`] always queues.)
 #[must_use = "an event ready at ADD is returned here and not queued: handle Added::ReadyNow \
               (or add with Flags::ALWAYS_QUEUE)"]
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -108,10 +108,11 @@ impl Queue {
     }
 
     /// `KEVENT_CTL_ADD`: registers `source` with cookie `token` and `mode` (a
-    /// [`Trigger`](crate::Trigger), or a [`Mode`] with flags).
-    ///
-    /// Returns [`Added::ReadyNow`] with the event if the source was ready at once and not
-    /// queued — see [`Added`]: that event does not come through [`wait`](Queue::wait).
+    /// [`Trigger`](crate::Trigger), or a [`Mode`] with flags). Every event of it comes
+    /// through [`wait`](Queue::wait) — one that is ready at once included: `add` queues
+    /// it (`KEVENT_REQ_ALWAYS_QUEUE`), so the loop everyone writes first (add, then wait)
+    /// loses nothing. [`add_ready_now`](Queue::add_ready_now) is the original's
+    /// return-at-ADD behaviour.
     ///
     /// # Errors
     /// `EEXIST`: a kevent with this kind and id is registered already (for fds: the same
@@ -120,7 +121,28 @@ impl Queue {
     /// `ENOSYS`: a kind with no source here (AIO, NAIO).
     #[doc(alias = "kevent_ctl")]
     #[doc(alias = "KEVENT_CTL_ADD")]
-    pub fn add(&self, source: &Source, token: Token, mode: impl Into<Mode>) -> Result<Added> {
+    pub fn add(&self, source: &Source, token: Token, mode: impl Into<Mode>) -> Result<()> {
+        let req = mode.into().req_flags() | sys::KEVENT_REQ_ALWAYS_QUEUE;
+        self.ctl_one("kevent add", sys::KEVENT_CTL_ADD, source, token, req)
+            .map(drop)
+    }
+
+    /// `KEVENT_CTL_ADD` as the original answers it: an fd that is ready at once is
+    /// *returned* ([`Added::ReadyNow`]) instead of queued, saving a trip through the ring
+    /// — unless `mode` has [`Flags::ALWAYS_QUEUE`](crate::Flags::ALWAYS_QUEUE). Later
+    /// readiness comes through [`wait`](Queue::wait) as usual and is never lost, however
+    /// the first was reported.
+    ///
+    /// # Errors
+    /// As [`add`](Queue::add).
+    #[doc(alias = "kevent_ctl")]
+    #[doc(alias = "KEVENT_CTL_ADD")]
+    pub fn add_ready_now(
+        &self,
+        source: &Source,
+        token: Token,
+        mode: impl Into<Mode>,
+    ) -> Result<Added> {
         let req = mode.into().req_flags();
         let ev = self.ctl_one("kevent add", sys::KEVENT_CTL_ADD, source, token, req)?;
         Ok(if ev.ret_flags & sys::KEVENT_RET_DONE != 0 {
@@ -173,8 +195,9 @@ impl Queue {
             .map(drop)
     }
 
-    /// `KEVENT_CTL_READY` with no entries: wakes one sleeping [`wait`](Queue::wait), which
-    /// returns an empty batch.
+    /// `KEVENT_CTL_READY` with no entries: wakes one sleeping [`wait`](Queue::wait) —
+    /// wherever it sleeps, in any process — which returns an empty batch. An event loop
+    /// asleep on the [`notify_fd`](Queue::notify_fd) is woken too.
     ///
     /// A wake-up that finds nobody asleep is not remembered (as with a futex). To stop
     /// consumers reliably, wait with a timeout and check your stop flag, or make a

@@ -7,15 +7,14 @@
 //! ```
 //! use std::io::{Read, Write};
 //! use std::time::Duration;
-//! use kevent::{Added, Interest, Queue, Source, Token, Trigger};
+//! use kevent::{Interest, Queue, Source, Token, Trigger};
 //!
 //! let queue = Queue::builder().capacity(64).build()?;
 //! let (mut reader, mut writer) = std::io::pipe()?;
 //!
-//! // Register the read end, level-triggered, with cookie 7. Nothing is written yet, so
-//! // it is queued; a ready fd would come back here as `Added::ReadyNow(event)`.
-//! let added = queue.add(&Source::pipe(&reader, Interest::READABLE), Token(7), Trigger::Level)?;
-//! assert_eq!(added, Added::Queued);
+//! // Register the read end, level-triggered, with cookie 7. Every event comes through
+//! // `wait`, one that is ready at once included.
+//! queue.add(&Source::pipe(&reader, Interest::READABLE), Token(7), Trigger::Level)?;
 //!
 //! writer.write_all(b"hello")?;
 //!
@@ -55,8 +54,9 @@
 //! [`ready`](Queue::ready) are the four `kevent_ctl` commands. A kevent is named by its
 //! [`Source`] (kind and id — the fd number, the timer's time, the signal number), carries
 //! a [`Token`] back in every event, and is reported according to its [`Trigger`] mode
-//! (level, edge, oneshot) and [`Flags`]. As in the original, ADD *returns* an event that
-//! is ready at once instead of queueing it; [`Added`] makes that impossible to overlook.
+//! (level, edge, oneshot) and [`Flags`]. [`Queue::add`] queues a source that is ready at
+//! once like any other event; [`Queue::add_ready_now`] is the original's ADD, which
+//! *returns* it instead ([`Added`] makes that impossible to overlook).
 //!
 //! **Errors** are [`Error`]: a message that says what was wrong and the errno the kernel
 //! answered ([`Error::raw_os_error`]); `?` turns it into a `std::io::Error`.

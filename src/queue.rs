@@ -199,6 +199,7 @@ impl Queue {
                 inner.spin()
             },
             return_on_wake: true,
+            kicks: 0, // next_batch reads the count itself
             sleeper: None,
         };
         let (claim, outcome) = inner
