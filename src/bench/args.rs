@@ -3,6 +3,7 @@
 use std::path::PathBuf;
 
 use super::consumer::ConsumerMode;
+use super::pingpong::{DEFAULT_ROUND_TRIPS, QUICK_ROUND_TRIPS};
 use super::streams::StreamKind;
 
 /// Usage text of `kevent bench --help`.
@@ -11,20 +12,28 @@ Usage: kevent bench [OPTIONS]
 
 Eric Dumazet's epoll_bench workload (one writer thread writes one byte to a random
 stream, consumers read once per notification), run for every notification backend in
-rotation, with fresh streams per run; medians over rounds are reported.
+rotation, with fresh streams per run; medians over rounds are reported. Then the
+ping-pong latency cell: one AF_UNIX socket pair, one consumer thread blocked in its
+backend's wait, a driver doing N one-byte round trips; p50/p99/max round-trip time of
+epoll-lt, kevent-lt and kevent-et.
 
 Options:
   --quick               only the reference cells: pipes, 2000 streams, 1 and 4 consumers
-                        (threads, and processes for 4), 0.5 s runs, 3 rounds; < 60 s
+                        (threads, and processes for 4), 0.5 s runs, 3 rounds, and the
+                        ping-pong cell with 2000 round trips; < 60 s
   --seconds SECS        measured seconds per run (default 2; quick 0.5)
   --rounds N            rounds of the rotation A B C ... (default 3)
   --warmup SECS         length of the discarded warm-up run of each backend in each cell,
-                        0 = none (default 0.5; quick 0.2)
+                        0 = none (default 0.5; quick 0.2); the ping-pong warm-up run is a
+                        tenth of --pingpong round trips (none if 0)
   --seed N              seed of the writer's xorshift stream picker (default 1)
   --paced RATE          writer writes RATE bytes/s instead of flat out, and p50/p99
                         write-to-read latency is reported
   --streams LIST        stream counts, e.g. 100,2000,9000 (default: those three)
-  --kinds LIST          pipe,unix,tcp (default: all)
+  --kinds LIST          pipe,unix,tcp,pingpong (default: all; quick: pipe,pingpong);
+                        pingpong is the latency cell, e.g. `--kinds pingpong` runs it alone
+  --pingpong N          round trips per ping-pong run (default 10000; quick 2000);
+                        0 = no ping-pong cell
   --consumers LIST      consumer counts, e.g. 1,2,4 (default: those three)
   --mode LIST           threads,processes (default: both; process cells are run for
                         2 or more consumers unless processes is the only mode)
@@ -32,14 +41,14 @@ Options:
   --batch N             notifications taken per wait, for every backend (default 1024)
   --format FMT          table, csv or json (default table)
   --svg PATH            also write an SVG bar chart of events/s and CPU per event
-  --list                list the backends and exit
+  --list                list the backends and the workloads, and exit
   -h, --help            this text
 
 Progress and the time estimate go to stderr; the report to stdout.
 ";
 
 /// Options that take a value.
-const VALUE_FLAGS: [&str; 13] = [
+const VALUE_FLAGS: [&str; 14] = [
     "--seconds",
     "--rounds",
     "--warmup",
@@ -53,6 +62,7 @@ const VALUE_FLAGS: [&str; 13] = [
     "--batch",
     "--format",
     "--svg",
+    "--pingpong",
 ];
 
 /// Output format of the report.
@@ -83,8 +93,11 @@ pub struct Config {
     pub paced: Option<f64>,
     /// Stream counts.
     pub streams: Vec<usize>,
-    /// Stream kinds.
+    /// Stream kinds of the throughput cells (may be empty when only the ping-pong cell
+    /// is asked for).
     pub kinds: Vec<StreamKind>,
+    /// Round trips per run of the ping-pong latency cell; 0 = the cell is not run.
+    pub pingpong: usize,
     /// Consumer counts.
     pub consumers: Vec<usize>,
     /// Consumer modes.
@@ -121,6 +134,11 @@ impl Config {
                 vec![StreamKind::Pipe]
             } else {
                 StreamKind::ALL.to_vec()
+            },
+            pingpong: if quick {
+                QUICK_ROUND_TRIPS
+            } else {
+                DEFAULT_ROUND_TRIPS
             },
             consumers: if quick { vec![1, 4] } else { vec![1, 2, 4] },
             modes: vec![ConsumerMode::Threads, ConsumerMode::Processes],
@@ -167,6 +185,8 @@ pub fn parse<I: IntoIterator<Item = String>>(args: I) -> Result<Config, String> 
     let args: Vec<String> = args.into_iter().collect();
     let quick = args.iter().any(|a| a == "--quick");
     let mut c = Config::defaults(quick);
+    // `None` until `--kinds` is given: then whether it named `pingpong`.
+    let mut pingpong_kind: Option<bool> = None;
     let mut it = args.into_iter();
     while let Some(arg) = it.next() {
         let (flag, inline) = match arg.split_once('=') {
@@ -217,7 +237,21 @@ pub fn parse<I: IntoIterator<Item = String>>(args: I) -> Result<Config, String> 
                         .filter(|&n: &usize| (1..=1_000_000).contains(&n))
                 })?
             }
-            "--kinds" => c.kinds = list("--kinds", v, StreamKind::parse)?,
+            "--kinds" => {
+                // `pingpong` is not a stream kind: it selects the latency cell.
+                let kinds = list("--kinds", v, |s| match s {
+                    "pingpong" => Some(None),
+                    _ => StreamKind::parse(s).map(Some),
+                })?;
+                pingpong_kind = Some(kinds.iter().any(Option::is_none));
+                c.kinds = kinds.into_iter().flatten().collect();
+            }
+            "--pingpong" => {
+                c.pingpong = number("--pingpong", v)?;
+                if c.pingpong > 10_000_000 {
+                    return Err("--pingpong: at most 10000000 round trips".into());
+                }
+            }
             "--consumers" => {
                 c.consumers = list("--consumers", v, |s| {
                     s.parse().ok().filter(|&n: &usize| (1..=256).contains(&n))
@@ -248,6 +282,12 @@ pub fn parse<I: IntoIterator<Item = String>>(args: I) -> Result<Config, String> 
             "--svg" => c.svg = Some(PathBuf::from(v)),
             _ => unreachable!("every flag in VALUE_FLAGS is handled"),
         }
+    }
+    if pingpong_kind == Some(false) {
+        c.pingpong = 0;
+    }
+    if c.kinds.is_empty() && c.pingpong == 0 && !c.list && !c.help {
+        return Err("--kinds pingpong with --pingpong 0: nothing to run".into());
     }
     dedup(&mut c.streams);
     dedup(&mut c.consumers);
@@ -280,6 +320,27 @@ mod tests {
         assert_eq!(c.streams, vec![2000]);
         assert_eq!(c.consumers, vec![1, 4]);
         assert_eq!(c.seconds, 1.0);
+        assert_eq!(c.pingpong, 2000);
+    }
+
+    #[test]
+    fn pingpong_is_a_kind_and_its_count_an_option() {
+        let full = p(&[]).unwrap();
+        assert_eq!(full.pingpong, 10_000);
+        assert_eq!(full.kinds.len(), 3);
+        let alone = p(&["--quick", "--kinds", "pingpong", "--pingpong=500"]).unwrap();
+        assert!(alone.kinds.is_empty());
+        assert_eq!(alone.pingpong, 500);
+        let mixed = p(&["--kinds", "pipe,pingpong"]).unwrap();
+        assert_eq!(mixed.kinds.len(), 1);
+        assert_eq!(mixed.pingpong, 10_000);
+        assert_eq!(
+            p(&["--kinds", "tcp", "--pingpong", "9"]).unwrap().pingpong,
+            0
+        );
+        assert_eq!(p(&["--pingpong", "0"]).unwrap().pingpong, 0);
+        assert!(p(&["--kinds", "pingpong", "--pingpong", "0"]).is_err());
+        assert!(p(&["--pingpong", "x"]).is_err());
     }
 
     #[test]

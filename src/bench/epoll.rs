@@ -100,7 +100,7 @@ impl EpollBackend {
 }
 
 /// Creates an epoll fd watching `streams` with `interest`; the event data is the stream index.
-fn epoll_with(
+pub(super) fn epoll_with(
     fds: &[OwnedFd],
     streams: impl Iterator<Item = usize>,
     interest: EventFlags,

@@ -13,7 +13,7 @@
 //! [`HelperReport`]): moving work into another thread does not make it free.
 
 use std::io;
-use std::os::fd::AsRawFd;
+use std::os::fd::{AsRawFd, OwnedFd};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -47,12 +47,54 @@ pub fn backends() -> Vec<Box<dyn Backend>> {
 
 /// How long a consumer spins before sleeping (`KEVENT_BENCH_SPIN_NS` overrides the
 /// library default).
-fn spin() -> Duration {
+pub(super) fn spin() -> Duration {
     std::env::var("KEVENT_BENCH_SPIN_NS")
         .ok()
         .and_then(|s| s.parse().ok())
         .map(Duration::from_nanos)
         .unwrap_or(DEFAULT_SPIN)
+}
+
+/// A fresh, paused queue (start it with [`Queue::start`]) watching every fd of `fds` for
+/// `RECV` (`KEVENT_PIPE` or `KEVENT_SOCKET` by `kind`; `KEVENT_REQ_ET` if `edge`;
+/// `KEVENT_REQ_ALWAYS_QUEUE`), with the fd's index as the cookie. The ring has
+/// `next_pow2(2 × fds)` slots, at least 1024; consumers spin [`spin`] before sleeping.
+/// Shared by the throughput backends and the ping-pong cell ([`super::pingpong`]).
+pub(super) fn paused_queue_for(
+    kind: StreamKind,
+    fds: &[OwnedFd],
+    edge: bool,
+) -> io::Result<Arc<Queue>> {
+    let capacity = (2 * fds.len()).next_power_of_two().max(1024) as u32;
+    let queue = Queue::create_paused(capacity, 0, DEFAULT_REAP_INTERVAL)?;
+    queue.set_spin(spin());
+    let type_ = match kind {
+        StreamKind::Pipe => KEVENT_PIPE,
+        _ => KEVENT_SOCKET,
+    };
+    let flags = if edge { KEVENT_REQ_ET } else { 0 };
+    let mut events: Vec<Ukevent> = fds
+        .iter()
+        .enumerate()
+        .map(|(i, fd)| Ukevent {
+            id: fd.as_raw_fd() as u64,
+            type_,
+            event: KEVENT_SOCKET_RECV,
+            req_flags: flags | KEVENT_REQ_ALWAYS_QUEUE,
+            user: i as u64,
+            ..Default::default()
+        })
+        .collect();
+    for chunk in events.chunks_mut(KEVENT_MAX_EVENTS) {
+        let n = queue.ctl(KEVENT_CTL_ADD, chunk)?;
+        if let Some(bad) = chunk[..n]
+            .iter()
+            .find(|e| e.ret_flags & KEVENT_RET_BROKEN != 0)
+        {
+            return Err(io::Error::from_raw_os_error(bad.ret_data[1] as i32));
+        }
+    }
+    Ok(queue)
 }
 
 impl Backend for KeventBackend {
@@ -69,37 +111,7 @@ impl Backend for KeventBackend {
     }
 
     fn setup<'a>(&'a self, spec: &RunSpec<'a>) -> io::Result<Box<dyn BackendRun + 'a>> {
-        let streams = spec.read_fds.len();
-        let capacity = (2 * streams).next_power_of_two().max(1024) as u32;
-        let queue = Queue::create_paused(capacity, 0, DEFAULT_REAP_INTERVAL)?;
-        queue.set_spin(spin());
-        let type_ = match spec.kind {
-            StreamKind::Pipe => KEVENT_PIPE,
-            _ => KEVENT_SOCKET,
-        };
-        let flags = if self.edge { KEVENT_REQ_ET } else { 0 };
-        let mut events: Vec<Ukevent> = spec
-            .read_fds
-            .iter()
-            .enumerate()
-            .map(|(i, fd)| Ukevent {
-                id: fd.as_raw_fd() as u64,
-                type_,
-                event: KEVENT_SOCKET_RECV,
-                req_flags: flags | KEVENT_REQ_ALWAYS_QUEUE,
-                user: i as u64,
-                ..Default::default()
-            })
-            .collect();
-        for chunk in events.chunks_mut(KEVENT_MAX_EVENTS) {
-            let n = queue.ctl(KEVENT_CTL_ADD, chunk)?;
-            if let Some(bad) = chunk[..n]
-                .iter()
-                .find(|e| e.ret_flags & KEVENT_RET_BROKEN != 0)
-            {
-                return Err(io::Error::from_raw_os_error(bad.ret_data[1] as i32));
-            }
-        }
+        let queue = paused_queue_for(spec.kind, spec.read_fds, self.edge)?;
         Ok(Box::new(KeventRun {
             queue,
             start_usage: std::sync::Mutex::new(None),
@@ -190,6 +202,7 @@ impl ConsumerLoop for KeventConsumer {
                 )),
                 spin: spin(),
                 return_on_wake: false,
+                kicks: 0, // next_batch reads the count itself
                 sleeper: None,
             };
             let (claim, outcome) = self.queue.next_batch(batch, &spec)?;

@@ -32,6 +32,10 @@
 //! `args` (command line) → `mod.rs` (plan and rotation) → `runner` (one run) →
 //! `workload` (writer) + `consumer` (threads or processes) + a backend (`epoll`, `uring`,
 //! `busy`; `backend` says how to add one) → `metrics` → `report` / `svg`.
+//!
+//! After the throughput cells, `pingpong` runs the latency cell (one socket pair, one
+//! consumer, round trips; its own loop per backend, see that module) unless `--kinds`
+//! leaves it out.
 
 #![deny(unsafe_op_in_unsafe_fn)]
 #![warn(missing_docs, clippy::undocumented_unsafe_blocks)]
@@ -43,6 +47,7 @@ pub mod consumer;
 pub mod epoll;
 pub mod kevent_queue;
 pub mod metrics;
+pub mod pingpong;
 pub mod report;
 pub mod runner;
 pub mod shm;
@@ -60,6 +65,7 @@ use args::{Config, Format, USAGE};
 use backend::{backends, Backend};
 use consumer::{ConsumerMode, READ_BUF};
 use metrics::{RunResult, Summary};
+use pingpong::{PingBackend, PingReport};
 use report::{CellReport, Entry, Header, Outcome};
 use runner::{run_once, RunParams, WAIT_TIMEOUT};
 use streams::{check_fd_budget, raise_nofile_limit, StreamKind};
@@ -84,6 +90,20 @@ pub fn main<I: IntoIterator<Item = String>>(args: I) -> ExitCode {
     if cfg.list {
         for b in &all {
             println!("{:<15} {}", b.name(), b.describe());
+        }
+        println!("\nworkloads (--kinds):");
+        println!(
+            "  {:<13} throughput cells: epoll_bench over pipes, AF_UNIX socket pairs, \
+             loopback TCP; every backend above",
+            "pipe,unix,tcp"
+        );
+        println!(
+            "  {:<13} latency cell: one AF_UNIX socket pair, one consumer thread, N one-byte \
+             round trips (--pingpong N); p50/p99/max per backend:",
+            "pingpong"
+        );
+        for b in PingBackend::ALL {
+            println!("    {:<13} {}", b.name(), b.describe());
         }
         return ExitCode::SUCCESS;
     }
@@ -111,21 +131,29 @@ pub fn main<I: IntoIterator<Item = String>>(args: I) -> ExitCode {
         Err(e) => format!("unchanged ({e})"),
     };
     let sys = SysInfo::gather();
+    let throughput = !cells(&cfg).is_empty();
     let header = Header {
         sys,
         settings: settings(&cfg, &selected, &nofile),
-        backends: selected
-            .iter()
-            .map(|b| (b.name().to_string(), b.describe()))
-            .collect(),
+        backends: if throughput {
+            selected
+                .iter()
+                .map(|b| (b.name().to_string(), b.describe()))
+                .collect()
+        } else {
+            // Only the ping-pong cell: its report section describes its backends.
+            Vec::new()
+        },
     };
 
     let reports = run_all(&cfg, &selected);
+    let ping = (cfg.pingpong > 0).then(|| run_pingpong(&cfg, &selected));
+    let ping = ping.as_ref();
 
     let out = match cfg.format {
-        Format::Table => report::table(&header, &reports),
-        Format::Csv => report::csv(&header, &reports),
-        Format::Json => report::json(&header, &reports),
+        Format::Table => report::table(&header, &reports, ping),
+        Format::Csv => report::csv(&header, &reports, ping),
+        Format::Json => report::json(&header, &reports, ping),
     };
     let mut stdout = std::io::stdout().lock();
     if stdout
@@ -142,6 +170,7 @@ pub fn main<I: IntoIterator<Item = String>>(args: I) -> ExitCode {
         }
         eprintln!("kevent bench: wrote {}", path.display());
     }
+    let ping_entries = ping.iter().flat_map(|p| &p.entries);
     let ran_any = reports.iter().flat_map(|c| &c.entries).any(|e| {
         matches!(
             e.outcome,
@@ -150,11 +179,12 @@ pub fn main<I: IntoIterator<Item = String>>(args: I) -> ExitCode {
                 ..
             }
         )
-    });
+    }) || ping_entries.clone().any(|e| e.summary.is_some());
     let planned_any = reports
         .iter()
         .flat_map(|c| &c.entries)
-        .any(|e| matches!(e.outcome, Outcome::Ran { .. }));
+        .any(|e| matches!(e.outcome, Outcome::Ran { .. }))
+        || ping_entries.clone().next().is_some();
     if planned_any && !ran_any {
         eprintln!("kevent bench: every run failed");
         return ExitCode::FAILURE;
@@ -218,7 +248,13 @@ fn settings(cfg: &Config, selected: &[&dyn Backend], nofile: &str) -> Vec<(Strin
         ("nofile", nofile.to_string()),
         (
             "kinds",
-            join(cfg.kinds.iter().map(|k| k.name().to_string()).collect()),
+            join(
+                cfg.kinds
+                    .iter()
+                    .map(|k| k.name().to_string())
+                    .chain((cfg.pingpong > 0).then(|| "pingpong".to_string()))
+                    .collect(),
+            ),
         ),
         (
             "streams",
@@ -237,6 +273,14 @@ fn settings(cfg: &Config, selected: &[&dyn Backend], nofile: &str) -> Vec<(Strin
             join(selected.iter().map(|b| b.name().to_string()).collect()),
         ),
     ];
+    s.push((
+        "pingpong",
+        if cfg.pingpong > 0 {
+            format!("{} round trips", cfg.pingpong)
+        } else {
+            "off".to_string()
+        },
+    ));
     if cfg.quick {
         s.push(("quick", "yes".to_string()));
     }
@@ -260,6 +304,9 @@ fn run_all(cfg: &Config, selected: &[&dyn Backend]) -> Vec<CellReport> {
             (cell, backends)
         })
         .collect();
+    if plan.is_empty() {
+        return Vec::new();
+    }
     let mut runs = 0usize;
     let mut estimate = 0.0;
     for (cell, backends) in &plan {
@@ -273,12 +320,17 @@ fn run_all(cfg: &Config, selected: &[&dyn Backend]) -> Vec<CellReport> {
         }
     }
     eprintln!(
-        "kevent bench: {} cells, {runs} runs ({} s each, {} rounds, warm-up {} s), estimated {:.0} s",
+        "kevent bench: {} cells, {runs} runs ({} s each, {} rounds, warm-up {} s), estimated {:.0} s{}",
         plan.len(),
         cfg.seconds,
         cfg.rounds,
         cfg.warmup,
-        estimate
+        estimate,
+        if cfg.pingpong > 0 {
+            format!(", then the ping-pong cell ({} round trips per run)", cfg.pingpong)
+        } else {
+            String::new()
+        }
     );
     let params = |seconds| RunParams {
         seconds,
@@ -372,4 +424,38 @@ fn run_all(cfg: &Config, selected: &[&dyn Backend]) -> Vec<CellReport> {
         started.elapsed().as_secs_f64()
     );
     reports
+}
+
+/// Runs the ping-pong latency cell for the selected ping-pong backends (all of them
+/// unless `--backends` leaves some out). The warm-up run of each backend has a tenth of
+/// the round trips (none with `--warmup 0`).
+fn run_pingpong(cfg: &Config, selected: &[&dyn Backend]) -> PingReport {
+    let backends: Vec<PingBackend> = PingBackend::ALL
+        .into_iter()
+        .filter(|b| selected.iter().any(|s| s.name() == b.name()))
+        .collect();
+    let warmup = if cfg.warmup > 0.0 {
+        (cfg.pingpong / 10).max(1)
+    } else {
+        0
+    };
+    if backends.is_empty() {
+        let names: Vec<&str> = PingBackend::ALL.iter().map(|b| b.name()).collect();
+        let why = format!("none of its backends ({}) selected", names.join(", "));
+        eprintln!("[ping-pong] skipped: {why}");
+        return PingReport {
+            round_trips: cfg.pingpong,
+            rounds: cfg.rounds,
+            warmup,
+            skipped: Some(why),
+            entries: Vec::new(),
+        };
+    }
+    let started = std::time::Instant::now();
+    let r = pingpong::run_all(&backends, cfg.pingpong, cfg.rounds, warmup);
+    eprintln!(
+        "kevent bench: ping-pong done in {:.1} s",
+        started.elapsed().as_secs_f64()
+    );
+    r
 }

@@ -3,6 +3,7 @@
 use std::fmt::Write as _;
 
 use super::metrics::Summary;
+use super::pingpong::{self, PingReport};
 use super::sysinfo::SysInfo;
 use super::workload::Cell;
 
@@ -112,19 +113,31 @@ fn ns(x: f64) -> String {
     }
 }
 
-/// Renders the header and one table per cell.
-pub fn table(h: &Header, cells: &[CellReport]) -> String {
+/// Renders the header, one table per cell, and the ping-pong cell if it ran.
+pub fn table(h: &Header, cells: &[CellReport], ping: Option<&PingReport>) -> String {
     let mut o = String::new();
     let paced = h.settings.iter().any(|(k, v)| k == "paced" && v != "off");
     let _ = writeln!(
         o,
-        "kevent bench: epoll_bench workload, every backend in rotation"
+        "kevent bench: {}",
+        if cells.is_empty() {
+            "ping-pong latency cell"
+        } else {
+            "epoll_bench workload, every backend in rotation"
+        }
     );
     let _ = writeln!(o, "machine:  {} ({} CPUs)", h.sys.cpu, h.sys.nproc);
     let _ = writeln!(o, "kernel:   {}", h.sys.kernel);
     let _ = writeln!(o, "commit:   {}    date: {}", h.sys.commit, h.sys.date);
     let settings: Vec<String> = h.settings.iter().map(|(k, v)| format!("{k}={v}")).collect();
     let _ = writeln!(o, "settings: {}", settings.join(" "));
+    if cells.is_empty() {
+        // Only the ping-pong cell: it describes its own backends and columns.
+        if let Some(p) = ping {
+            ping_table(&mut o, p);
+        }
+        return o;
+    }
     let _ = writeln!(o, "backends:");
     for (name, d) in &h.backends {
         let _ = writeln!(o, "  {name:<15} {d}");
@@ -248,7 +261,88 @@ pub fn table(h: &Header, cells: &[CellReport]) -> String {
             let _ = writeln!(o, "{f}");
         }
     }
+    if let Some(p) = ping {
+        ping_table(&mut o, p);
+    }
     o
+}
+
+/// Nanoseconds as microseconds with one decimal.
+fn us(x: f64) -> String {
+    if x.is_nan() {
+        "-".into()
+    } else {
+        format!("{:.1}", x / 1e3)
+    }
+}
+
+/// The ping-pong cell's table.
+fn ping_table(o: &mut String, p: &PingReport) {
+    let _ = writeln!(
+        o,
+        "\n== ping-pong: unix socketpair, 1 consumer (thread), {} round trips per run, {} \
+         rounds ==",
+        p.round_trips, p.rounds
+    );
+    if let Some(why) = &p.skipped {
+        let _ = writeln!(o, "skipped: {why}");
+        return;
+    }
+    let _ = writeln!(
+        o,
+        "columns: round-trip time (write on A → consumer woken for B, reads, writes back → \
+         driver's blocking read on A returns) in µs; p50, p99, max: medians over rounds of each \
+         run's exact value; ×epoll = p99 / {}'s p99 (lower is better); worst = longest round trip \
+         of any round; ≥1ms = round trips of 1 ms or more, all rounds; wake/rt = consumer \
+         wake-ups per round trip (the final end-of-file wake-up included)",
+        pingpong::REFERENCE
+    );
+    let _ = writeln!(
+        o,
+        "{:<15} {:>9} {:>9} {:>9} {:>7} {:>9} {:>6} {:>7}  notes",
+        "backend", "p50 µs", "p99 µs", "max µs", "×epoll", "worst µs", "≥1ms", "wake/rt"
+    );
+    let reference = p.reference().map(|r| r.p99_ns);
+    let mut footnotes = Vec::new();
+    for e in &p.entries {
+        for f in &e.failures {
+            footnotes.push(format!("{} failed: {f}", e.backend));
+        }
+        let Some(s) = &e.summary else {
+            let _ = writeln!(o, "{:<15} all rounds failed", e.backend);
+            continue;
+        };
+        let mut notes = Vec::new();
+        if s.empty_reads > 0 {
+            notes.push(format!("{} empty reads", s.empty_reads));
+        }
+        if !e.failures.is_empty() {
+            notes.push(format!("{} run(s) failed", e.failures.len()));
+        }
+        let _ = writeln!(
+            o,
+            "{:<15} {:>9} {:>9} {:>9} {:>7} {:>9} {:>6} {:>7.2}{}",
+            e.backend,
+            us(s.p50_ns),
+            us(s.p99_ns),
+            us(s.max_ns),
+            fmt_opt(ratio(s.p99_ns, reference), |x| format!("{x:.2}")),
+            us(s.worst_ns),
+            s.slow,
+            s.waits_per_rt,
+            if notes.is_empty() {
+                String::new()
+            } else {
+                format!("  {}", notes.join(", "))
+            }
+        );
+    }
+    for e in &p.entries {
+        let _ = writeln!(o, "  {:<13} {}", e.backend, e.description);
+    }
+    for f in footnotes {
+        let _ = writeln!(o, "{f}");
+    }
 }
 
 /// CSV columns, in order.
@@ -273,8 +367,10 @@ fn num(x: f64) -> String {
     }
 }
 
-/// Renders `# key: value` header lines, then one row per (cell, backend).
-pub fn csv(h: &Header, cells: &[CellReport]) -> String {
+/// Renders `# key: value` header lines, then one row per (cell, backend), then one row
+/// per ping-pong backend: kind `pingpong`, one stream, one consumer, `p50_ns` and
+/// `p99_ns` filled, and `max_ns`, `worst_ns`, `p99_vs_epoll` and `slow` in the note.
+pub fn csv(h: &Header, cells: &[CellReport], ping: Option<&PingReport>) -> String {
     let mut o = String::new();
     let _ = writeln!(o, "# machine: {} ({} CPUs)", h.sys.cpu, h.sys.nproc);
     let _ = writeln!(o, "# kernel: {}", h.sys.kernel);
@@ -356,7 +452,61 @@ pub fn csv(h: &Header, cells: &[CellReport]) -> String {
             );
         }
     }
+    if let Some(p) = ping {
+        ping_csv(&mut o, p);
+    }
     o
+}
+
+/// The ping-pong rows of the CSV.
+fn ping_csv(o: &mut String, p: &PingReport) {
+    let prefix = "pingpong,1,1,threads";
+    if let Some(why) = &p.skipped {
+        let _ = writeln!(
+            o,
+            "{prefix},,skipped,0{},{}",
+            ",".repeat(17),
+            csv_field(why)
+        );
+        return;
+    }
+    let reference = p.reference().map(|r| r.p99_ns);
+    for e in &p.entries {
+        let failures = e.failures.join("; ");
+        let Some(s) = &e.summary else {
+            let _ = writeln!(
+                o,
+                "{prefix},{},failed,0{},{}",
+                csv_field(&e.backend),
+                ",".repeat(17),
+                csv_field(&failures)
+            );
+            continue;
+        };
+        let mut note = format!(
+            "max_ns={};worst_ns={};p99_vs_epoll={};slow={};round_trips={}",
+            num(s.max_ns),
+            num(s.worst_ns),
+            ratio(s.p99_ns, reference).map_or(String::new(), num),
+            s.slow,
+            s.round_trips
+        );
+        if !failures.is_empty() {
+            let _ = write!(note, ";{failures}");
+        }
+        // 12 throughput fields, p50_ns, p99_ns, 3 more throughput fields.
+        let _ = writeln!(
+            o,
+            "{prefix},{},ok,{}{},{},{}{},{}",
+            csv_field(&e.backend),
+            s.rounds,
+            ",".repeat(12),
+            num(s.p50_ns),
+            num(s.p99_ns),
+            ",".repeat(3),
+            csv_field(&note)
+        );
+    }
 }
 
 /// A JSON string literal.
@@ -389,8 +539,9 @@ fn jn(x: f64) -> String {
     }
 }
 
-/// Renders one JSON document: `{"header": {...}, "cells": [...]}`.
-pub fn json(h: &Header, cells: &[CellReport]) -> String {
+/// Renders one JSON document: `{"header": {...}, "cells": [...], "pingpong": {...}}`
+/// (`"pingpong": null` when the cell was not run; its latencies are in µs).
+pub fn json(h: &Header, cells: &[CellReport], ping: Option<&PingReport>) -> String {
     let mut o = String::new();
     let _ = write!(
         o,
@@ -486,8 +637,62 @@ pub fn json(h: &Header, cells: &[CellReport]) -> String {
         }
         let _ = write!(o, "\n    ]}}");
     }
-    let _ = writeln!(o, "\n  ]\n}}");
+    let _ = write!(o, "\n  ],\n  \"pingpong\": ");
+    match ping {
+        None => o.push_str("null"),
+        Some(p) => ping_json(&mut o, p),
+    }
+    let _ = writeln!(o, "\n}}");
     o
+}
+
+/// The ping-pong object of the JSON document.
+fn ping_json(o: &mut String, p: &PingReport) {
+    let _ = write!(
+        o,
+        "{{\"socket\": \"unix\", \"consumers\": 1, \"round_trips\": {}, \"rounds\": {}, \
+         \"warmup_round_trips\": {}, \"reference\": {}, \"skipped\": {}, \"results\": [",
+        p.round_trips,
+        p.rounds,
+        p.warmup,
+        js(pingpong::REFERENCE),
+        p.skipped.as_deref().map_or("null".into(), js)
+    );
+    let reference = p.reference().map(|r| r.p99_ns);
+    for (i, e) in p.entries.iter().enumerate() {
+        let f: Vec<String> = e.failures.iter().map(|x| js(x)).collect();
+        let _ = write!(
+            o,
+            "{}\n    {{\"backend\": {}, \"description\": {}, \"status\": \"{}\", \
+             \"failures\": [{}]",
+            if i == 0 { "" } else { "," },
+            js(&e.backend),
+            js(&e.description),
+            if e.summary.is_some() { "ok" } else { "failed" },
+            f.join(", ")
+        );
+        if let Some(s) = &e.summary {
+            let _ = write!(
+                o,
+                ", \"rounds\": {}, \"round_trips_total\": {}, \"p50_us\": {}, \
+                 \"p99_us\": {}, \"max_us\": {}, \"worst_us\": {}, \"p99_vs_epoll\": {}, \
+                 \"slow_round_trips\": {}, \"wakeups_per_round_trip\": {}, \
+                 \"empty_reads\": {}",
+                s.rounds,
+                s.round_trips,
+                jn(s.p50_ns / 1e3),
+                jn(s.p99_ns / 1e3),
+                jn(s.max_ns / 1e3),
+                jn(s.worst_ns / 1e3),
+                ratio(s.p99_ns, reference).map_or("null".into(), jn),
+                s.slow,
+                jn(s.waits_per_rt),
+                s.empty_reads
+            );
+        }
+        o.push('}');
+    }
+    o.push_str("\n  ]}");
 }
 
 #[cfg(test)]
