@@ -54,13 +54,12 @@ fn a_level_triggered_pipe_is_redelivered_after_its_batch_drops_unread() {
 fn a_batch_that_is_not_dropped_is_not_committed() {
     let q = queue();
     let (r, mut w) = std::io::pipe().unwrap();
-    let _ = q
-        .add(
-            &Source::pipe(&r, Interest::READABLE),
-            Token(1),
-            Trigger::Level,
-        )
-        .unwrap();
+    q.add(
+        &Source::pipe(&r, Interest::READABLE),
+        Token(1),
+        Trigger::Level,
+    )
+    .unwrap();
     w.write_all(b"x").unwrap();
     let batch = q.wait(8, LONG).unwrap();
     let uidx = q.ring().uidx();
@@ -73,13 +72,12 @@ fn a_batch_that_is_not_dropped_is_not_committed() {
 fn a_read_pipe_is_not_reported_again_after_commit() {
     let q = queue();
     let (mut r, mut w) = std::io::pipe().unwrap();
-    let _ = q
-        .add(
-            &Source::pipe(&r, Interest::READABLE),
-            Token(3),
-            Trigger::Level,
-        )
-        .unwrap();
+    q.add(
+        &Source::pipe(&r, Interest::READABLE),
+        Token(3),
+        Trigger::Level,
+    )
+    .unwrap();
     w.write_all(b"abc").unwrap();
     let batch = q.wait(8, LONG).unwrap();
     let mut buf = [0u8; 8];
@@ -174,7 +172,7 @@ fn errors_carry_the_errno_and_say_what_was_wrong() {
     let q = queue();
     let (r, _w) = std::io::pipe().unwrap();
     let src = Source::pipe(&r, Interest::READABLE);
-    let _ = q.add(&src, Token(1), Trigger::Level).unwrap();
+    q.add(&src, Token(1), Trigger::Level).unwrap();
 
     let dup = q.add(&src, Token(2), Trigger::Level).unwrap_err();
     assert_eq!(dup.raw_os_error(), Some(libc::EEXIST));
@@ -222,7 +220,7 @@ fn errors_carry_the_errno_and_say_what_was_wrong() {
 fn user_events_count_their_ready_calls_and_carry_the_token() {
     let q = queue();
     let user = Source::user(5);
-    let _ = q.add(&user, Token(50), Trigger::Level).unwrap();
+    q.add(&user, Token(50), Trigger::Level).unwrap();
     q.ready(&user).unwrap();
     q.ready(&user).unwrap();
     // One event at a time per kevent: the second READY is counted into the next event,
@@ -245,13 +243,12 @@ fn user_events_count_their_ready_calls_and_carry_the_token() {
 #[test]
 fn a_periodic_timer_counts_expirations() {
     let q = queue();
-    let _ = q
-        .add(
-            &Source::timer(Duration::from_millis(5)),
-            Token(8),
-            Trigger::Level,
-        )
-        .unwrap();
+    q.add(
+        &Source::timer(Duration::from_millis(5)),
+        Token(8),
+        Trigger::Level,
+    )
+    .unwrap();
     std::thread::sleep(Duration::from_millis(30));
     let batch = q.wait(8, LONG).unwrap();
     let ev = batch.iter().next().unwrap();
@@ -263,7 +260,7 @@ fn a_periodic_timer_counts_expirations() {
 fn a_oneshot_kevent_fires_once_until_modified() {
     let q = queue();
     let user = Source::user(1);
-    let _ = q.add(&user, Token(1), Trigger::Oneshot).unwrap();
+    q.add(&user, Token(1), Trigger::Oneshot).unwrap();
     q.ready(&user).unwrap();
     assert_eq!(q.wait(8, LONG).unwrap().len(), 1);
     q.ready(&user).unwrap();
@@ -292,7 +289,7 @@ fn threads_sharing_a_queue_get_each_event_once() {
     let q = Queue::builder().capacity(256).build().unwrap();
     let user_ids = 0..100u64;
     for id in user_ids.clone() {
-        let _ = q.add(&Source::user(id), Token(id), Trigger::Level).unwrap();
+        q.add(&Source::user(id), Token(id), Trigger::Level).unwrap();
     }
     for id in user_ids.clone() {
         q.ready(&Source::user(id)).unwrap();
@@ -325,7 +322,7 @@ fn a_connected_consumer_takes_events_through_the_shared_ring() {
     let other = Queue::connect(&path).unwrap();
     // Control through the socket, events through the ring.
     let user = Source::user(3);
-    let _ = other.add(&user, Token(30), Trigger::Level).unwrap();
+    other.add(&user, Token(30), Trigger::Level).unwrap();
     other.ready(&user).unwrap();
     let batch = other.wait(8, LONG).unwrap();
     assert_eq!(batch.iter().next().unwrap().token(), Token(30));
@@ -339,7 +336,7 @@ fn a_connected_consumer_takes_events_through_the_shared_ring() {
 fn stat_of_this_process_finds_the_ring() {
     let q = Queue::builder().capacity(128).build().unwrap();
     let user = Source::user(1);
-    let _ = q.add(&user, Token(1), Trigger::Level).unwrap();
+    q.add(&user, Token(1), Trigger::Level).unwrap();
     q.ready(&user).unwrap();
     let posted_before = q.stats().posted;
     assert!(posted_before >= 1);
@@ -390,7 +387,7 @@ fn the_notify_fd_becomes_readable_when_an_event_is_ready() {
     };
     assert!(!readable(50), "readable with nothing ready");
     let user = Source::user(1);
-    let _ = q.add(&user, Token(1), Trigger::Level).unwrap();
+    q.add(&user, Token(1), Trigger::Level).unwrap();
     q.ready(&user).unwrap();
     assert!(readable(5_000), "not readable with an event ready");
     assert_eq!(q.wait(8, Some(Duration::ZERO)).unwrap().len(), 1);
