@@ -83,37 +83,43 @@ mod imp {
     use crate::sync::Ordering;
     use loom::sync::{Condvar, Mutex};
 
-    /// The loom model of a futex: the kernel's hash-bucket lock and wait queue.
+    /// The loom model of a futex: the kernel's hash-bucket lock and wait queue (with
+    /// the number of threads in it, so that a wake reports how many it woke, as
+    /// `FUTEX_WAKE` does).
     pub(crate) struct Parking {
-        lock: Mutex<()>,
+        lock: Mutex<u32>,
         cond: Condvar,
     }
 
     impl Parking {
         pub(crate) fn new() -> Self {
             Parking {
-                lock: Mutex::new(()),
+                lock: Mutex::new(0),
                 cond: Condvar::new(),
             }
         }
 
         pub(crate) fn wait(&self, word: &AtomicU32, expected: u32) -> io::Result<FutexWake> {
-            let guard = self.lock.lock().expect("loom mutex");
+            let mut sleeping = self.lock.lock().expect("loom mutex");
             if word.load(Ordering::SeqCst) != expected {
                 return Ok(FutexWake::Woken);
             }
-            drop(self.cond.wait(guard).expect("loom condvar"));
+            *sleeping += 1;
+            // The waker takes us out of the count, as FUTEX_WAKE dequeues its wakees.
+            drop(self.cond.wait(sleeping).expect("loom condvar"));
             Ok(FutexWake::Woken)
         }
 
         pub(crate) fn wake(&self, n: u32) -> usize {
-            let _guard = self.lock.lock().expect("loom mutex");
+            let mut sleeping = self.lock.lock().expect("loom mutex");
+            let woken = (*sleeping).min(n);
+            *sleeping -= woken;
             if n > 1 {
                 self.cond.notify_all();
             } else {
                 self.cond.notify_one();
             }
-            n as usize
+            woken as usize
         }
     }
 }
