@@ -47,22 +47,39 @@ impl Error {
 
     /// Wraps an error from a lower layer with `context` ("kevent wait").
     pub(crate) fn wrap(context: &str, e: io::Error) -> Error {
-        let errno = e.raw_os_error();
-        let detail = match errno {
-            Some(n) => format!("{} ({})", plain_description(n), errno_name(n)),
-            None => e.to_string(),
+        let (errno, detail) = match e.raw_os_error() {
+            Some(n) => (n, format!("{} ({})", plain_description(n), errno_name(n))),
+            None => {
+                let n = errno_of_kind(e.kind());
+                (n, format!("{e} ({})", errno_name(n)))
+            }
         };
         Error {
             message: format!("{context}: {detail}"),
-            errno,
+            errno: Some(errno),
             kind: e.kind(),
             cause: Some(e),
         }
     }
 
+    /// An error for a state that has an errno by analogy only (a closed queue: `EPIPE`;
+    /// a corrupt ring: `EIO`), keeping the kind callers match on.
+    pub(crate) fn state(kind: io::ErrorKind, message: impl Into<String>) -> Error {
+        let errno = errno_of_kind(kind);
+        Error {
+            message: format!("{} ({})", message.into(), errno_name(errno)),
+            errno: Some(errno),
+            kind,
+            cause: None,
+        }
+    }
+
     /// The errno the simulated kernel answered (`EEXIST`, `ENOENT`, `EBADF`, `EINVAL`,
-    /// `ENOSYS`, `EPERM`, `EINTR`…), or `None` if the error was not an errno (a closed
-    /// queue, a corrupt ring).
+    /// `ENOSYS`, `EPERM`, `EINTR`…). Errors that are states rather than a kernel's answer
+    /// carry the errno closest to them: `EPIPE` for a closed queue, `EIO` for a corrupt
+    /// ring or a malformed reply, `EAGAIN` for a full consumer table. Always `Some` for
+    /// errors this library makes; `None` only for an [`Error`] made from an `io::Error`
+    /// without one.
     pub fn raw_os_error(&self) -> Option<i32> {
         self.errno
     }
@@ -109,7 +126,7 @@ impl From<io::Error> for Error {
     fn from(e: io::Error) -> Error {
         Error {
             message: e.to_string(),
-            errno: e.raw_os_error(),
+            errno: Some(e.raw_os_error().unwrap_or_else(|| errno_of_kind(e.kind()))),
             kind: e.kind(),
             cause: Some(e),
         }
@@ -117,6 +134,25 @@ impl From<io::Error> for Error {
 }
 
 /// The C name of an errno (`"EEXIST"`), or `"errno N"` for the ones kevent never answers.
+/// The errno closest to an error of `kind` that came without one.
+fn errno_of_kind(kind: io::ErrorKind) -> i32 {
+    use io::ErrorKind as K;
+    match kind {
+        K::NotFound => libc::ENOENT,
+        K::PermissionDenied => libc::EPERM,
+        K::ConnectionRefused => libc::ECONNREFUSED,
+        K::BrokenPipe => libc::EPIPE,
+        K::AlreadyExists => libc::EEXIST,
+        K::WouldBlock => libc::EAGAIN,
+        K::InvalidInput => libc::EINVAL,
+        K::TimedOut => libc::ETIMEDOUT,
+        K::Interrupted => libc::EINTR,
+        K::Unsupported => libc::EOPNOTSUPP,
+        K::OutOfMemory => libc::ENOMEM,
+        _ => libc::EIO,
+    }
+}
+
 pub(crate) fn errno_name(errno: i32) -> String {
     let name = match errno {
         libc::EPERM => "EPERM",
@@ -136,6 +172,8 @@ pub(crate) fn errno_name(errno: i32) -> String {
         libc::ETIMEDOUT => "ETIMEDOUT",
         libc::ECONNREFUSED => "ECONNREFUSED",
         libc::EPIPE => "EPIPE",
+        libc::EIO => "EIO",
+        libc::EPROTO => "EPROTO",
         _ => return format!("errno {errno}"),
     };
     name.to_string()

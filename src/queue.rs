@@ -206,21 +206,22 @@ impl Queue {
             .next_batch(max.min(self.capacity()) as u64, &spec)
             .map_err(|e| Error::wrap("kevent wait", e))?;
         let failed = match outcome {
-            kevent_ring::WaitOutcome::Closed => Some(io::Error::new(
+            kevent_ring::WaitOutcome::Closed => Some(Error::state(
                 io::ErrorKind::BrokenPipe,
-                "the queue was closed (its producer stopped)",
+                "kevent wait: the queue was closed (its producer stopped)",
             )),
-            kevent_ring::WaitOutcome::Broken => Some(io::Error::new(
+            kevent_ring::WaitOutcome::Broken => Some(Error::state(
                 io::ErrorKind::InvalidData,
-                "the ring is broken (its shared memory was found corrupt)",
+                "kevent wait: the ring is broken (its shared memory was found corrupt)",
             )),
-            kevent_ring::WaitOutcome::Interrupted => {
-                Some(io::Error::from_raw_os_error(libc::EINTR))
-            }
+            kevent_ring::WaitOutcome::Interrupted => Some(Error::errno(
+                libc::EINTR,
+                "kevent wait: interrupted by a signal",
+            )),
             _ => None,
         };
         match failed {
-            Some(e) => Err(Error::wrap("kevent wait", e)),
+            Some(e) => Err(e),
             None => Ok(Batch::new(&self.inner, claim)),
         }
     }
