@@ -21,11 +21,19 @@
 //! pattern; the fences forbid both missing). The bell is an eventfd, a counter: a ring
 //! before the poller blocks makes its `poll` return at once.
 //!
-//! A futex sleeper needs somebody to watch the sources. After announcing itself (and
-//! fencing) it reads `unwatched`; the producer, before parking, sets `unwatched`, fences
-//! and reads `waiters`. Either the sleeper sees the producer parked and unparks it, or the
-//! producer sees the sleeper and does not park. So nobody sleeps on the futex while the
-//! sources go unwatched, and no periodic tick is needed to rescue anyone.
+//! A futex sleeper needs somebody to watch the sources: the producer thread, or a poller
+//! (which publishes what it finds, waking sleepers for all it does not claim itself).
+//! Three parties each store, fence (SeqCst) and then read the others' words:
+//!
+//! * a futex sleeper: `waiters += 1`; reads `unwatched` and `pollers`;
+//! * the producer before parking: `unwatched = 1`; reads `waiters` and `pollers`;
+//! * a poller leaving: `pollers -= 1`; reads `unwatched` and `waiters`.
+//!
+//! Whichever of them comes last in the fences' total order sees the other two, and
+//! acts: the sleeper or the leaving poller unparks the producer; the producer does not
+//! park. So nobody sleeps on the futex while the sources go unwatched, and no periodic
+//! tick is needed to rescue anyone. (The producer also parks at most `PARK_MAX` at a
+//! time, which bounds how long a source can go unpublished while nobody sleeps at all.)
 
 use crate::sync::{fence, Ordering};
 use crate::wait::WaitSpec;
@@ -99,11 +107,19 @@ impl Ring {
         outcome
     }
 
-    /// Poller: no longer blocked on the sources.
+    /// Poller: no longer blocked on the sources. If futex sleepers remain while the
+    /// producer is parked, it is unparked to watch the sources for them (module docs).
     pub fn poller_leave(&self) {
-        let pollers = &self.header().wake.pollers;
+        let wake = &self.header().wake;
         // Never below zero, whatever another process wrote.
-        let _ = pollers.fetch_update(Ordering::Relaxed, Ordering::Relaxed, |p| p.checked_sub(1));
+        let _ = wake
+            .pollers
+            .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |p| p.checked_sub(1));
+        // SeqCst fence: the leaving poller's part of the three-way handshake.
+        fence(Ordering::SeqCst);
+        if wake.waiters.load(Ordering::Relaxed) > 0 {
+            self.unpark_producer();
+        }
     }
 
     /// Consumers blocked on the sources (see the module docs).
@@ -126,15 +142,16 @@ impl Ring {
     }
 
     /// Producer thread: tries to park. Returns the `park` word's value to sleep on
-    /// ([`Ring::park_wait`]), or `None` if a consumer sleeps on the futex (someone must
-    /// watch the sources for it). Call [`Ring::unparked`] when done either way.
+    /// ([`Ring::park_wait`]), or `None` if a consumer sleeps on the futex and no poller
+    /// watches the sources for it. Call [`Ring::unparked`] when done either way.
     pub fn park_begin(&self) -> Option<u32> {
         let wake = &self.header().wake;
         let v = wake.park.load(Ordering::Acquire);
         wake.unwatched.store(1, Ordering::Relaxed);
-        // SeqCst fence: the producer's half of the park handshake (module docs).
+        // SeqCst fence: the producer's part of the park handshake (module docs).
         fence(Ordering::SeqCst);
-        if wake.waiters.load(Ordering::Relaxed) > 0 {
+        if wake.waiters.load(Ordering::Relaxed) > 0 && wake.pollers.load(Ordering::Relaxed) == 0
+        {
             wake.unwatched.store(0, Ordering::Relaxed);
             return None;
         }
@@ -163,9 +180,15 @@ impl Ring {
         self.header().wake.unwatched.load(Ordering::Relaxed) != 0
     }
 
-    /// Unparks the producer thread if it is parked. Called by a futex sleeper after its
-    /// announcement and fence (see the module docs), and by a consumer of the owning
-    /// process that stops harvesting.
+    /// A futex sleeper, after its announcement and fence: unparks the producer if it is
+    /// parked and no poller watches the sources (module docs).
+    pub(crate) fn sleeper_needs_watch(&self) {
+        if self.header().wake.pollers.load(Ordering::Relaxed) == 0 {
+            self.unpark_producer();
+        }
+    }
+
+    /// Unparks the producer thread if it is parked.
     pub fn unpark_producer(&self) {
         let wake = &self.header().wake;
         if wake.unwatched.load(Ordering::Relaxed) != 0 {

@@ -127,7 +127,7 @@ impl Ring {
                 }
             };
             // Somebody must watch the sources while we sleep (see `poller.rs`).
-            self.unpark_producer();
+            self.sleeper_needs_watch();
             if let Some(outcome) = self.check(spec) {
                 leave();
                 return Ok(outcome);

@@ -66,15 +66,15 @@ pub(crate) struct Harvesters {
 }
 
 impl Harvesters {
-    /// Producer thread: whether parking is worth it — a consumer polls the sources, or
-    /// consumers harvested since `seen` (the producer's last look) — and allowed: no
-    /// event loop relies on the producer, nobody sleeps on the ring.
+    /// Producer thread: whether parking is worth it and allowed: no event loop relies on
+    /// the producer, and a consumer polls the sources (publishing for the futex
+    /// sleepers too), or consumers harvested since `seen` (the producer's last look) and
+    /// nobody sleeps on the ring. `Ring::park_begin` makes the final, race-free check.
     fn should_park(&self, ring: &Ring, seen: &mut u64) -> bool {
         let rounds = self.rounds.load(Ordering::Relaxed);
         let progress = std::mem::replace(seen, rounds) != rounds;
-        (progress || self.blocker.load(Ordering::Relaxed))
-            && !self.never_park.load(Ordering::Relaxed)
-            && ring.sleepers() == 0
+        !self.never_park.load(Ordering::Relaxed)
+            && (self.blocker.load(Ordering::Relaxed) || (progress && ring.sleepers() == 0))
     }
 }
 
