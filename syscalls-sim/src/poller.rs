@@ -26,17 +26,14 @@ fn time_left(deadline: Option<Deadline>) -> Option<rustix::time::Timespec> {
     })
 }
 
-/// Sleeps until one of `fds` is readable or `deadline` passes; returns how many are
-/// ready (0: the deadline passed). `EINTR` is returned, not retried: a signal ends the
-/// caller's wait.
-pub(crate) fn wait_readable(
-    fds: &[BorrowedFd<'_>],
+/// Sleeps until one of `fds` is readable or `deadline` passes; returns which are
+/// readable (none: the deadline passed). `EINTR` is returned, not retried: a signal ends
+/// the caller's wait.
+pub(crate) fn wait_readable<const N: usize>(
+    fds: [BorrowedFd<'_>; N],
     deadline: Option<Deadline>,
-) -> io::Result<usize> {
-    let mut pfds: Vec<PollFd<'_>> = fds
-        .iter()
-        .map(|fd| PollFd::from_borrowed_fd(*fd, PollFlags::IN))
-        .collect();
-    let n = rustix::event::poll(&mut pfds, time_left(deadline).as_ref())?;
-    Ok(n)
+) -> io::Result<[bool; N]> {
+    let mut pfds = fds.map(|fd| PollFd::from_borrowed_fd(fd, PollFlags::IN));
+    rustix::event::poll(&mut pfds, time_left(deadline).as_ref())?;
+    Ok(pfds.map(|p| !p.revents().is_empty()))
 }

@@ -488,14 +488,14 @@ impl Queue {
         }
         h.rounds.fetch_add(1, Ordering::Relaxed);
         let polled = match self.ring.poller_enter(spec) {
-            Some(WaitOutcome::Ready) => Ok(0),
+            Some(WaitOutcome::Ready) => Ok([false, false]),
             Some(outcome) => {
                 h.blocker.store(false, Ordering::Release);
                 return Some(Err(outcome));
             }
             None => {
                 let r = crate::poller::wait_readable(
-                    &[owner.ctx_epoll.as_fd(), owner.bell.as_fd()],
+                    [owner.ctx_epoll.as_fd(), owner.bell.as_fd()],
                     spec.deadline,
                 );
                 self.ring.poller_leave();
@@ -503,18 +503,20 @@ impl Queue {
             }
         };
         h.blocker.store(false, Ordering::Release);
-        // Reset the bell: what it announced is re-checked by the caller's loop.
-        let mut buf = [0u8; 8];
-        let _ = rustix::io::read(owner.bell.as_fd(), &mut buf);
         match polled {
-            Ok(0) => {} // timed out (the caller checks the deadline), or nothing to poll
-            Ok(_) => {
-                let mut guard = lock(&owner.kernel);
-                match guard.as_mut() {
-                    Some(kernel) => {
-                        kernel.harvest(reserve);
+            Ok([sources, bell]) => {
+                if bell {
+                    // Reset it: what it announced is re-checked by the caller's loop.
+                    let mut buf = [0u8; 8];
+                    let _ = rustix::io::read(owner.bell.as_fd(), &mut buf);
+                }
+                if sources {
+                    match lock(&owner.kernel).as_mut() {
+                        Some(kernel) => {
+                            kernel.harvest(reserve);
+                        }
+                        None => return Some(Err(WaitOutcome::Closed)),
                     }
-                    None => return Some(Err(WaitOutcome::Closed)),
                 }
             }
             Err(e) if e.raw_os_error() == Some(libc::EINTR) => {
