@@ -1,18 +1,67 @@
-//! Blocking on fds until a deadline: what the poller (a consumer of the owning process
-//! blocked on the queue's sources and its bell, see `Queue::poll_sources` and `poller.rs`
-//! in kevent-ring) sleeps in.
+//! Where the kernel side takes readiness from: the one `epoll_wait` on the queue's epoll
+//! fd ([`Reports`], used by the producer thread and by harvesting consumers), and the
+//! `ppoll` a consumer blocked on the sources (the poller, see `queue/harvest.rs` and
+//! `poller.rs` in kevent-ring) sleeps in ([`wait_readable`]).
 //!
-//! `ppoll` rather than `epoll_wait` on the kernel's epoll fd: `poll` waiters are woken
-//! together (an epoll fd's own waiters are woken one at a time, so a poller in
-//! `epoll_wait` could lose a wake-up to the producer thread waiting on the same epoll),
-//! the bell needs no place in the epoll set, and the timeout has nanosecond precision.
-//! The events themselves are then taken with `epoll_wait(0)` under the kernel lock.
+//! The poller uses `ppoll` on the epoll fd and its bell rather than `epoll_wait`: `poll`
+//! waiters are woken together (an epoll fd's own waiters are woken one at a time, so a
+//! poller in `epoll_wait` could lose a wake-up to the producer thread waiting on the same
+//! epoll), the bell needs no place in the epoll set, and the timeout has nanosecond
+//! precision. The reports themselves are then taken with `epoll_wait(0)`.
 
 use std::io;
 use std::os::fd::BorrowedFd;
+use std::sync::atomic::{AtomicU64, Ordering};
 
 use kevent_ring::Deadline;
-use rustix::event::{PollFd, PollFlags};
+use rustix::event::{epoll, PollFd, PollFlags};
+
+/// A buffer of epoll reports and the `kevent_ctl` epoch they were taken in.
+pub(crate) struct Reports {
+    buf: Vec<epoll::Event>,
+    epoch: u64,
+}
+
+impl Reports {
+    pub(crate) fn new() -> Reports {
+        Reports {
+            buf: Vec::with_capacity(1024),
+            epoch: 0,
+        }
+    }
+
+    /// `epoll_wait` on `epoll_fd` (`timeout` `None`: for ever), then reads `epoch` — the
+    /// kernel's ctl counter — right away: a report taken while a ctl ran reads that
+    /// ctl's number (see `Registration::swallow`).
+    pub(crate) fn take(
+        &mut self,
+        epoll_fd: BorrowedFd<'_>,
+        timeout: Option<&rustix::time::Timespec>,
+        epoch: &AtomicU64,
+    ) -> io::Result<()> {
+        self.buf.clear();
+        epoll::wait(
+            epoll_fd,
+            rustix::buffer::spare_capacity(&mut self.buf),
+            timeout,
+        )?;
+        self.epoch = epoch.load(Ordering::Acquire);
+        Ok(())
+    }
+
+    /// The ctl epoch the reports were taken in.
+    pub(crate) fn epoch(&self) -> u64 {
+        self.epoch
+    }
+
+    /// The reports as `(token, epoll flags)`.
+    pub(crate) fn iter(&self) -> impl Iterator<Item = (u64, u32)> + '_ {
+        // epoll_event is packed: copy the fields out instead of borrowing them.
+        self.buf
+            .iter()
+            .map(|ev| (ev.data.u64(), { ev.flags }.bits()))
+    }
+}
 
 /// The time left until `deadline`, as a relative timespec (`None`: no deadline).
 fn time_left(deadline: Option<Deadline>) -> Option<rustix::time::Timespec> {

@@ -9,10 +9,10 @@ use std::os::fd::{AsFd, OwnedFd};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 
+use crate::poller::Reports;
 use kevent_ring::Ring;
-use rustix::event::epoll;
 
-use crate::kernel::{Kernel, TOKEN_DOORBELL};
+use crate::kernel::Kernel;
 use crate::source::signal;
 
 /// Locks the kernel, tolerating a poisoned mutex (a panic elsewhere must not take the
@@ -29,7 +29,6 @@ pub(crate) type Housekeeping = Box<dyn FnMut(&mut Kernel) -> Option<std::time::D
 pub(crate) struct ProducerThread {
     pub(crate) kernel: Arc<Mutex<Option<Kernel>>>,
     pub(crate) epoll: Arc<OwnedFd>,
-    pub(crate) doorbell: Arc<OwnedFd>,
     pub(crate) ring: Arc<Ring>,
     pub(crate) stop: Arc<AtomicBool>,
     /// Called once per loop with the kernel locked: the reaper's hook.
@@ -83,7 +82,7 @@ impl ProducerThread {
     /// sleeping consumers return.
     pub(crate) fn run(mut self) {
         signal::block_all_in_this_thread();
-        let mut events: Vec<epoll::Event> = Vec::with_capacity(1024);
+        let mut reports = Reports::new();
         let zero = rustix::time::Timespec {
             tv_sec: 0,
             tv_nsec: 0,
@@ -137,33 +136,19 @@ impl ProducerThread {
             if self.stop.load(Ordering::Acquire) {
                 break;
             }
-            events.clear();
-            match epoll::wait(
-                self.epoll.as_fd(),
-                rustix::buffer::spare_capacity(&mut events),
-                timeout.as_ref(),
-            ) {
-                Ok(_) => {}
-                Err(rustix::io::Errno::INTR) => continue,
+            match reports.take(self.epoll.as_fd(), timeout.as_ref(), &self.epoch) {
+                Ok(()) => {}
+                Err(e) if e.raw_os_error() == Some(libc::EINTR) => continue,
                 Err(_) => break,
             }
-            // Right after the wait: which ctl the reports were taken during (see
-            // `Registration::swallow`).
-            let epoch = self.epoch.load(Ordering::Acquire);
             self.ring.cancel_doorbell();
             if self.stop.load(Ordering::Acquire) {
                 break;
             }
             let mut guard = lock(&self.kernel);
             let Some(k) = guard.as_mut() else { break };
-            for ev in &events {
-                // epoll_event is packed: copy the fields out instead of borrowing them.
-                let (tok, flags) = (ev.data.u64(), { ev.flags }.bits());
-                if tok == TOKEN_DOORBELL {
-                    let mut buf = [0u8; 8];
-                    let _ = rustix::io::read(self.doorbell.as_fd(), &mut buf);
-                }
-                k.on_token(tok, flags, epoch);
+            for (tok, flags) in reports.iter() {
+                k.on_token(tok, flags, reports.epoch());
             }
             k.service(0);
         }

@@ -20,18 +20,21 @@
 //!   registration's generation, so a stale mapping is never acted on.
 
 use std::collections::{HashMap, VecDeque};
-use std::io;
 use std::os::fd::{AsFd, OwnedFd};
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 
-use kevent_ring::{ConsumerId, Producer, PushError, Ring, SlotState, Status, Ukevent};
-use rustix::event::epoll;
+use kevent_ring::{Producer, PushError, Ring, SlotState, Status, Ukevent};
+
+mod ctl;
+
+pub(crate) use ctl::compact_reported;
 
 use crate::abi::*;
+use crate::poller::Reports;
 use crate::registration::{Pending, Registration};
 use crate::source::inode::Inodes;
-use crate::source::signal::{self, Signals};
+use crate::source::signal::Signals;
 use crate::source::{fd, timer, Source};
 
 /// epoll token of the doorbell eventfd.
@@ -51,19 +54,6 @@ struct Published {
     idx: usize,
     gen: u32,
     entry: Ukevent,
-}
-
-/// Moves the entries ADD reported (`DONE`: ready at once, or failed) to the front,
-/// keeping their order and the others' order; returns how many there are.
-pub(crate) fn compact_reported(events: &mut [Ukevent]) -> usize {
-    let (reported, quiet): (Vec<Ukevent>, Vec<Ukevent>) = events
-        .iter()
-        .partition(|e| e.ret_flags & KEVENT_RET_DONE != 0);
-    let n = reported.len();
-    for (slot, ev) in events.iter_mut().zip(reported.into_iter().chain(quiet)) {
-        *slot = ev;
-    }
-    n
 }
 
 /// The simulated kernel of one queue.
@@ -97,9 +87,6 @@ pub(crate) struct Kernel {
     inodes: Inodes,
     wd_regs: HashMap<i32, Vec<usize>>,
 }
-
-/// The errno of one `kevent_ctl` entry.
-type EntryResult = Result<(), i32>;
 
 impl Kernel {
     pub(crate) fn new(producer: Producer, epoll: Arc<OwnedFd>, doorbell: Arc<OwnedFd>) -> Kernel {
@@ -152,301 +139,6 @@ impl Kernel {
 
     fn reg(&mut self, idx: usize) -> Option<&mut Registration> {
         self.regs.get_mut(idx).and_then(Option::as_mut)
-    }
-
-    // --- kevent_ctl -------------------------------------------------------------------
-
-    /// `kevent_ctl`: see [`crate::kevent_ctl`] for the contract. `fd_for[i]`, when
-    /// given, is the fd (in this process) behind entry `i` of an ADD — the gate's case,
-    /// where the entry's id is the sender's fd number. With `compact == false` ADD results
-    /// stay in place (the gate's client compacts them itself).
-    pub(crate) fn ctl(
-        &mut self,
-        cmd: u32,
-        events: &mut [Ukevent],
-        fd_for: &[Option<i32>],
-        compact: bool,
-    ) -> io::Result<usize> {
-        let out = match cmd {
-            KEVENT_CTL_ADD => self.ctl_add(events, fd_for, compact),
-            KEVENT_CTL_REMOVE | KEVENT_CTL_MODIFY | KEVENT_CTL_READY => {
-                if cmd == KEVENT_CTL_READY && events.is_empty() {
-                    // An explicit wake-up: one sleeper, wherever it sleeps (futex, the
-                    // sources, an event loop on the notify fd), returns `Woken`.
-                    self.ring().kick(1);
-                    self.notify_loops();
-                    return Ok(0);
-                }
-                let mut failed = 0;
-                for ev in events.iter_mut() {
-                    let r = match cmd {
-                        KEVENT_CTL_REMOVE => self.remove_one(ev),
-                        KEVENT_CTL_MODIFY => self.modify_one(ev),
-                        _ => self.ready_one(ev),
-                    };
-                    ev.ret_flags = KEVENT_RET_DONE;
-                    if let Err(errno) = r {
-                        ev.ret_flags |= KEVENT_RET_BROKEN;
-                        ev.ret_data[1] = errno as u32;
-                        failed += 1;
-                    }
-                }
-                failed
-            }
-            _ => return Err(io::Error::from_raw_os_error(libc::EINVAL)),
-        };
-        self.service(0);
-        self.settle();
-        // Release: a reader that sees the new number sees this ctl's effects.
-        self.epoch.fetch_add(1, Ordering::Release);
-        Ok(out)
-    }
-
-    /// ADD: the entries ready at once (`DONE`) and those that failed (`BROKEN|DONE`,
-    /// errno in `ret_data[1]`) are written back at the front of `events`, in order,
-    /// followed by the others; returns how many are at the front.
-    fn ctl_add(&mut self, events: &mut [Ukevent], fd_for: &[Option<i32>], compact: bool) -> usize {
-        let mut returned = false;
-        for (i, ev) in events.iter_mut().enumerate() {
-            ev.ret_flags = 0;
-            ev.ret_data = [0, 0];
-            match self.add_one(ev, fd_for.get(i).copied().flatten()) {
-                Ok(true) => {
-                    ev.ret_flags = KEVENT_RET_DONE;
-                    returned = true;
-                }
-                Ok(false) => {}
-                Err(errno) => {
-                    ev.ret_flags = KEVENT_RET_BROKEN | KEVENT_RET_DONE;
-                    ev.ret_data[1] = errno as u32;
-                }
-            }
-        }
-        if returned {
-            // Take the reports the ADDs queued now, while they can only be the readiness
-            // ADD returns: after this ctl, a new edge makes a new report.
-            self.harvest_now();
-        }
-        if compact {
-            compact_reported(events)
-        } else {
-            events
-                .iter()
-                .filter(|e| e.ret_flags & KEVENT_RET_DONE != 0)
-                .count()
-        }
-    }
-
-    /// Registers one kevent; `Ok(true)` if it was ready at once and is returned by ADD
-    /// instead of queued.
-    fn add_one(&mut self, ev: &Ukevent, fd: Option<i32>) -> Result<bool, i32> {
-        if ev.type_ >= KEVENT_MAX || ev.type_ == KEVENT_AIO || ev.type_ == KEVENT_NAIO {
-            return Err(libc::ENOSYS);
-        }
-        if ev.req_flags & !KEVENT_REQ_ALL != 0 {
-            return Err(libc::EINVAL);
-        }
-        let key = (ev.type_, ev.id);
-        if self.index.contains_key(&key) {
-            return Err(libc::EEXIST);
-        }
-        let idx = self.free.pop().unwrap_or_else(|| {
-            self.regs.push(None);
-            self.regs.len() - 1
-        });
-        let gen = self.next_gen;
-        self.next_gen = self.next_gen.wrapping_add(1).max(1);
-        match self.make_source(ev, fd, idx, gen) {
-            Ok((source, interest)) => {
-                self.regs[idx] = Some(Registration::new(*ev, gen, source, interest));
-                self.index.insert(key, idx);
-                self.ring()
-                    .header()
-                    .stats
-                    .registered
-                    .fetch_add(1, Ordering::Relaxed);
-            }
-            Err(errno) => {
-                self.free.push(idx);
-                return Err(errno);
-            }
-        }
-        // An fd that is ready already: returned by ADD, or queued with ALWAYS_QUEUE.
-        let ready_now = {
-            let reg = self.regs[idx].as_ref().expect("just inserted");
-            match &reg.source {
-                Source::Fd { dup } => fd::poll_now(&[(dup.as_fd(), reg.interest)])
-                    .map(|r| fd::report(reg.ev.type_, reg.ev.event, r[0]))
-                    .unwrap_or(0),
-                _ => 0,
-            }
-        };
-        if ready_now == 0 {
-            return Ok(false);
-        }
-        if ev.req_flags & KEVENT_REQ_ALWAYS_QUEUE != 0 {
-            self.mark_ready(idx, ready_now, 0);
-            Ok(false)
-        } else {
-            // The epoll_ctl(ADD) of a ready fd queued a report of this same readiness,
-            // which ADD returns: that report is not delivered again if it is taken
-            // before this ctl ends (see `Registration::swallow`).
-            let epoch = self.epoch.load(Ordering::Relaxed);
-            let reg = self.reg(idx).expect("registered");
-            reg.swallow = Some(epoch);
-            if ev.req_flags & KEVENT_REQ_ONESHOT != 0 {
-                reg.disabled = true;
-            }
-            Ok(true)
-        }
-    }
-
-    fn make_source(
-        &mut self,
-        ev: &Ukevent,
-        fd: Option<i32>,
-        idx: usize,
-        gen: u32,
-    ) -> Result<(Source, u32), i32> {
-        let fd = fd.unwrap_or(ev.id_raw()[0] as i32);
-        let tok = token(idx, gen);
-        let epoll = self.epoll.clone();
-        match ev.type_ {
-            KEVENT_SOCKET | KEVENT_PIPE | KEVENT_POLL => {
-                let interest = fd::interest(ev.type_, ev.event)?;
-                let dup = fd::register(epoll.as_fd(), fd, interest, tok)?;
-                Ok((Source::Fd { dup }, interest))
-            }
-            KEVENT_TIMER | KEVENT_POSIX_TIMER => {
-                let tfd = timer::register(epoll.as_fd(), ev, tok)?;
-                Ok((Source::Timer { tfd }, 0))
-            }
-            KEVENT_SIGNAL => {
-                if ev.event != KEVENT_SIGNAL_DELIVERY {
-                    return Err(libc::EINVAL);
-                }
-                let (signo, nomask) = signal::parse_id(ev.id)?;
-                self.signals
-                    .add(epoll.as_fd(), signo, nomask, TOKEN_SIGHANDLER)?;
-                self.sig_regs.entry(signo).or_default().push(idx);
-                Ok((Source::Signal { signo, nomask }, 0))
-            }
-            KEVENT_INODE => {
-                let wd = self.inodes.add(
-                    epoll.as_fd(),
-                    ev.id_raw()[0] as i32,
-                    ev.event,
-                    TOKEN_INOTIFY,
-                )?;
-                self.wd_regs.entry(wd).or_default().push(idx);
-                Ok((Source::Inode { wd }, 0))
-            }
-            KEVENT_USER => Ok((Source::User, 0)),
-            _ => Err(libc::ENOSYS),
-        }
-    }
-
-    fn lookup(&self, ev: &Ukevent) -> Result<usize, i32> {
-        self.index
-            .get(&(ev.type_, ev.id))
-            .copied()
-            .ok_or(libc::ENOENT)
-    }
-
-    fn remove_one(&mut self, ev: &Ukevent) -> EntryResult {
-        let idx = self.lookup(ev)?;
-        let reg = self.regs[idx].take().expect("indexed registrations exist");
-        self.index.remove(&(reg.ev.type_, reg.ev.id));
-        self.free.push(idx);
-        self.ring()
-            .header()
-            .stats
-            .registered
-            .fetch_sub(1, Ordering::Relaxed);
-        if reg.watched {
-            self.watch -= 1;
-        }
-        match reg.pending {
-            Pending::Backlog => self.backlog.retain(|&i| i != idx),
-            // A removed kevent is never delivered: take back an entry nobody claimed yet.
-            Pending::InRing(pos) => {
-                self.ring().reclaim(ConsumerId(0), pos);
-            }
-            Pending::Idle => {}
-        }
-        self.publish_backlog_len();
-        match reg.source {
-            Source::Fd { dup } => {
-                // Delete explicitly: the user's own fd keeps the file (and so an implicit
-                // registration) alive after our duplicate closes.
-                let _ = epoll::delete(self.epoll.as_fd(), &dup);
-            }
-            Source::Timer { .. } | Source::User => {}
-            Source::Signal { signo, nomask } => {
-                let regs = self.sig_regs.entry(signo).or_default();
-                regs.retain(|&i| i != idx);
-                let last = regs.is_empty();
-                if last {
-                    self.sig_regs.remove(&signo);
-                }
-                self.signals.remove(signo, nomask, last);
-            }
-            Source::Inode { wd } => {
-                let regs = self.wd_regs.entry(wd).or_default();
-                regs.retain(|&i| i != idx);
-                if regs.is_empty() {
-                    self.wd_regs.remove(&wd);
-                    self.inodes.remove(wd);
-                }
-            }
-        }
-        Ok(())
-    }
-
-    fn modify_one(&mut self, ev: &Ukevent) -> EntryResult {
-        let idx = self.lookup(ev)?;
-        if ev.req_flags & !KEVENT_REQ_ALL != 0 {
-            return Err(libc::EINVAL);
-        }
-        let epoll = self.epoll.clone();
-        let reg = self.reg(idx).expect("indexed");
-        if let Source::Fd { dup } = &reg.source {
-            let interest = fd::interest(ev.type_, ev.event)?;
-            fd::modify(epoll.as_fd(), dup, interest, token(idx, reg.gen))
-                .map_err(|e| e.raw_os_error().unwrap_or(libc::EINVAL))?;
-            reg.interest = interest;
-            reg.ev.event = ev.event;
-        }
-        reg.ev.req_flags = ev.req_flags;
-        reg.ev.user = ev.user;
-        reg.disabled = false;
-        // Like EPOLL_CTL_MOD: a source that is ready now is reported.
-        if let Some(bits) = self.poll_one(idx) {
-            if bits != 0 {
-                self.mark_ready(idx, bits, 0);
-            }
-        }
-        if self
-            .reg(idx)
-            .is_some_and(|r| r.has_news() && r.pending == Pending::Idle)
-        {
-            self.mark_ready(idx, 0, 0);
-        }
-        Ok(())
-    }
-
-    fn ready_one(&mut self, ev: &Ukevent) -> EntryResult {
-        let idx = self.lookup(ev)?;
-        let reg = self.reg(idx).expect("indexed");
-        let bits = if ev.event != 0 {
-            ev.event
-        } else {
-            reg.ev.event.max(KEVENT_USER_READY)
-        };
-        // Each READY of a counted source is one arrival; an fd's readiness is a state.
-        let count = if reg.is_fd() { 0 } else { 1 };
-        self.mark_ready(idx, bits, count);
-        Ok(())
     }
 
     /// Current readiness of an fd kevent (`None` for other sources).
@@ -790,23 +482,20 @@ impl Kernel {
     fn harvest_now(&mut self) {
         thread_local! {
             // Per harvesting thread (epoll events are not Send, so not in the kernel).
-            static EVENTS: std::cell::RefCell<Vec<epoll::Event>> =
-                std::cell::RefCell::new(Vec::with_capacity(1024));
+            static REPORTS: std::cell::RefCell<Reports> = std::cell::RefCell::new(Reports::new());
         }
-        EVENTS.with(|events| {
-            let mut events = events.borrow_mut();
-            events.clear();
+        REPORTS.with(|reports| {
+            let mut reports = reports.borrow_mut();
             let zero = rustix::time::Timespec {
                 tv_sec: 0,
                 tv_nsec: 0,
             };
-            let buf = rustix::buffer::spare_capacity(&mut *events);
-            if epoll::wait(self.epoll.as_fd(), buf, Some(&zero)).is_ok() {
-                let epoch = self.epoch.load(Ordering::Acquire);
-                for ev in events.iter() {
-                    // epoll_event is packed: copy the fields out instead of borrowing them.
-                    let (tok, flags) = (ev.data.u64(), { ev.flags }.bits());
-                    self.on_token(tok, flags, epoch);
+            if reports
+                .take(self.epoll.as_fd(), Some(&zero), &self.epoch)
+                .is_ok()
+            {
+                for (tok, flags) in reports.iter() {
+                    self.on_token(tok, flags, reports.epoch());
                 }
             }
         });

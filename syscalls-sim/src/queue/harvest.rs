@@ -1,0 +1,253 @@
+//! The harvest policy of the owning process: who does the producer's work, who blocks on
+//! the sources, who sleeps on the futex — and how every waker reaches each of them.
+//!
+//! A consumer of the process that made the queue ([`Queue::next_batch`]):
+//!
+//! 1. claims what the ring holds;
+//! 2. finding nothing, *harvests*: `epoll_wait(0)` on the queue's sources under the kernel
+//!    lock, publishes what it found, and claims it — as io_uring does without its polling
+//!    thread, no hand-over to another thread;
+//! 3. finding nothing either, blocks: on the sources themselves if no other consumer does
+//!    (it becomes *the poller*: `ppoll` on the kernel's epoll fd and its bell), else on
+//!    the ring's futex, as consumers in other processes always do.
+//!
+//! The producer thread parks while consumers harvest or poll (it would only be woken by
+//! every edge to hand over events they find themselves), and watches the sources whenever
+//! a futex sleeper needs it. The handshakes that make this race-free — the futex's, the
+//! poller's bell, the park word — are the ring's (`wait.rs` and `poller.rs` in
+//! kevent-ring, loom-checked); the rules they give (DESIGN.md §3):
+//!
+//! | waker | futex sleepers | the poller | notify-fd loop |
+//! |---|---|---|---|
+//! | publish (producer, harvester, ctl, reaper) | `FUTEX_WAKE` one per entry (fewer by what the publisher claims itself) | the bell, if the futex reached fewer than asked | its eventfd |
+//! | `WAKEUP_ALL` entry, `kevent_ctl(READY)` with no events | all / one, and `kicks` moves: they return `Woken` | the bell | its eventfd |
+//! | close, a broken ring | all (`closed`/`broken` seen) | the bell | its eventfd (close) |
+//! | a consumer in another process passing on entries | `FUTEX_WAKE` | the doorbell, which the owner relays to the bell | — |
+//!
+//! A wait returns with no entries only when its deadline passed, an explicit wake-up
+//! happened since it began, a signal interrupted it (`EINTR`), or the queue closed or
+//! broke: a sleeper woken for an entry another consumer took first sleeps on.
+
+use std::io;
+use std::os::fd::{AsFd, BorrowedFd};
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::time::Duration;
+
+use kevent_ring::{Claim, WaitOutcome, WaitSpec};
+
+use super::{errno, Queue};
+use crate::thread::{lock, Harvesters};
+
+impl Queue {
+    /// Whether consumers in the owning process harvest ready sources themselves when
+    /// they would otherwise sleep (default `true`; see [`Queue::next_batch`]).
+    pub fn set_harvest(&self, on: bool) {
+        if let Some(owner) = &self.owner {
+            owner.harvest.store(on, Ordering::Relaxed);
+        }
+    }
+
+    pub(super) fn harvesters(&self) -> Option<&Arc<Harvesters>> {
+        let owner = self.owner.as_ref()?;
+        (self.is_local() && owner.harvest.load(Ordering::Relaxed)).then_some(&owner.harvesters)
+    }
+
+    /// Does the producer's work once, here, if nobody else is doing it right now;
+    /// `reserve`: how many of the entries it publishes the caller will claim itself.
+    fn harvest_inline(&self, reserve: u64) -> u64 {
+        let Some(owner) = &self.owner else { return 0 };
+        owner.harvesters.rounds.fetch_add(1, Ordering::Relaxed);
+        let Ok(mut guard) = owner.kernel.try_lock() else {
+            return 0; // the producer thread (or another harvester) is at it
+        };
+        guard.as_mut().map_or(0, |k| k.harvest(reserve))
+    }
+
+    /// Harvests until something is published, the ring has entries (another harvester
+    /// or the producer published), or `spin` has passed. Spinning on `epoll_wait(0)`
+    /// here, rather than on the ring, keeps the producer thread asleep.
+    fn harvest_for(&self, spin: Duration, reserve: u64) -> u64 {
+        let start = std::time::Instant::now();
+        loop {
+            let n = self.harvest_inline(reserve);
+            if n > 0 || self.ring.has_claimable() || start.elapsed() >= spin {
+                return n;
+            }
+            std::hint::spin_loop();
+        }
+    }
+
+    /// Becomes the poller if nobody is: blocks on the queue's sources (the kernel's
+    /// epoll fd) and on the bell until either is ready or the deadline passes, then
+    /// harvests, claiming `reserve` itself (see `poller.rs` in kevent-ring for the
+    /// handshake that makes every waker reach it). `None` if another consumer is the
+    /// poller (the caller sleeps on the ring instead); `Some(Ok(()))` to look again;
+    /// `Some(Err(outcome))` when the wait is over without entries.
+    fn poll_sources(&self, spec: &WaitSpec, reserve: u64) -> Option<Result<(), WaitOutcome>> {
+        let owner = self.owner.as_ref()?;
+        let h = self.harvesters()?;
+        if h.blocker
+            .compare_exchange(false, true, Ordering::Acquire, Ordering::Relaxed)
+            .is_err()
+        {
+            return None;
+        }
+        h.rounds.fetch_add(1, Ordering::Relaxed);
+        let polled = match self.ring.poller_enter(spec) {
+            Some(WaitOutcome::Ready) => Ok([false, false]),
+            Some(outcome) => {
+                h.blocker.store(false, Ordering::Release);
+                return Some(Err(outcome));
+            }
+            None => {
+                let r = crate::poller::wait_readable(
+                    [owner.ctx_epoll.as_fd(), owner.bell.as_fd()],
+                    spec.deadline,
+                );
+                self.ring.poller_leave();
+                r
+            }
+        };
+        h.blocker.store(false, Ordering::Release);
+        match polled {
+            Ok([sources, bell]) => {
+                if bell {
+                    // Reset it: what it announced is re-checked by the caller's loop.
+                    let mut buf = [0u8; 8];
+                    let _ = rustix::io::read(owner.bell.as_fd(), &mut buf);
+                }
+                if sources {
+                    match lock(&owner.kernel).as_mut() {
+                        Some(kernel) => {
+                            kernel.harvest(reserve);
+                        }
+                        None => return Some(Err(WaitOutcome::Closed)),
+                    }
+                }
+            }
+            Err(e) if e.raw_os_error() == Some(libc::EINTR) => {
+                return Some(Err(WaitOutcome::Interrupted))
+            }
+            Err(_) => return None, // sleep on the ring instead
+        }
+        Some(Ok(()))
+    }
+
+    /// Claims up to `max` entries, waiting until `spec.deadline` if there are none.
+    ///
+    /// In the owning process, a consumer that finds nothing to claim first does the
+    /// producer's work itself — `epoll_wait(0)` on the queue's sources, publish — as
+    /// io_uring does without its polling thread; only when that finds nothing either does
+    /// it block: on the sources themselves if no other consumer does (the poller), else
+    /// on the ring's futex. While consumers harvest or poll (and nobody sleeps on the
+    /// ring) the producer thread parks, so an event costs no hand-over between threads.
+    /// An empty claim means the wait ended without entries: the deadline passed, an
+    /// explicit wake-up (if `spec.return_on_wake`), a signal, or the queue closed or broke
+    /// (the outcome says which). DESIGN.md §3 (W1–W5) is the contract.
+    pub fn next_batch(&self, max: u64, spec: &WaitSpec) -> io::Result<(Claim, WaitOutcome)> {
+        let harvesters = self.harvesters();
+        let spec = &WaitSpec {
+            sleeper: Some(self.me),
+            // Explicit wake-ups from now on end this wait.
+            kicks: self.ring.kicks(),
+            ..*spec
+        };
+        let empty = |outcome| {
+            let c = self.ring.cidx();
+            Ok((
+                Claim {
+                    start: c,
+                    end: c,
+                    owned: 0,
+                },
+                outcome,
+            ))
+        };
+        loop {
+            let claim = self.ring.claim(self.me, max);
+            if claim.owned > 0 {
+                return Ok((claim, WaitOutcome::Ready));
+            }
+            if !claim.is_empty() {
+                // Only slots taken back (REMOVE, reaper) were in the run: look again.
+                continue;
+            }
+            self.drain_notify();
+            match self.ring.wait_over(spec) {
+                Some(WaitOutcome::Ready) => continue,
+                Some(outcome) => return empty(outcome),
+                None => {}
+            }
+            if harvesters.is_some() && self.harvest_for(spec.spin, max) > 0 {
+                continue;
+            }
+            if kevent_ring::deadline_passed(spec.deadline) {
+                return empty(self.ring.wait_over(spec).unwrap_or(WaitOutcome::TimedOut));
+            }
+            if spec.old_uidx.is_none() {
+                match self.poll_sources(spec, max) {
+                    Some(Ok(())) => continue,
+                    Some(Err(outcome)) => return empty(outcome),
+                    None => {}
+                }
+            }
+            match self.ring.wait(spec)? {
+                WaitOutcome::Ready => continue,
+                outcome => return empty(outcome),
+            }
+        }
+    }
+
+    /// The queue's fd for other event loops (mio, tokio, epoll): readable when entries
+    /// may be waiting. The first call arms it: from then on every publish makes it
+    /// readable, a consumer of this process that finds the ring empty drains it, and the
+    /// producer thread no longer parks for harvesting consumers (an event loop asleep on
+    /// this fd is not harvesting). Register it for readability, and on readiness call
+    /// [`Queue::wait`] (or `get_events`) with a zero timeout until it returns nothing.
+    ///
+    /// # Errors
+    /// `EOPNOTSUPP` in a process that does not own the queue.
+    pub fn notify_fd(&self) -> io::Result<BorrowedFd<'_>> {
+        let owner = self
+            .owner
+            .as_ref()
+            .filter(|_| self.is_local())
+            .ok_or_else(|| errno(libc::EOPNOTSUPP))?;
+        if !owner.notify_armed.swap(true, Ordering::AcqRel) {
+            owner.harvesters.never_park.store(true, Ordering::Release);
+            let dup = self.handle.try_clone()?;
+            let mut guard = lock(&owner.kernel);
+            if let Some(k) = guard.as_mut() {
+                k.set_notify(dup);
+                if self.ring.has_claimable() {
+                    let _ = rustix::io::write(self.handle.as_fd(), &1u64.to_ne_bytes());
+                }
+            }
+        }
+        Ok(self.handle.as_fd())
+    }
+
+    /// Resets the notify fd (if armed) when the ring is found empty, then says whether
+    /// entries arrived meanwhile (they make it readable again anyway).
+    pub(super) fn drain_notify(&self) {
+        if self
+            .owner
+            .as_ref()
+            .is_some_and(|o| o.notify_armed.load(Ordering::Relaxed))
+        {
+            let mut buf = [0u8; 8];
+            let _ = rustix::io::read(self.handle.as_fd(), &mut buf);
+        }
+    }
+
+    /// Consumers asleep waiting for entries: those on the ring's futex (any process) plus
+    /// one of this process blocked in `epoll_wait` as the harvester.
+    pub fn sleeping(&self) -> u32 {
+        let blocked = self
+            .owner
+            .as_ref()
+            .is_some_and(|o| o.harvesters.blocker.load(Ordering::Relaxed));
+        self.ring.sleepers() + u32::from(blocked)
+    }
+}
