@@ -150,8 +150,7 @@ impl Ring {
         wake.unwatched.store(1, Ordering::Relaxed);
         // SeqCst fence: the producer's part of the park handshake (module docs).
         fence(Ordering::SeqCst);
-        if wake.waiters.load(Ordering::Relaxed) > 0 && wake.pollers.load(Ordering::Relaxed) == 0
-        {
+        if wake.waiters.load(Ordering::Relaxed) > 0 && wake.pollers.load(Ordering::Relaxed) == 0 {
             wake.unwatched.store(0, Ordering::Relaxed);
             return None;
         }
