@@ -26,6 +26,7 @@ pub struct Builder {
     capacity: usize,
     spin: Option<Duration>,
     reap_interval: Duration,
+    remote_signals: bool,
 }
 
 impl Default for Builder {
@@ -34,6 +35,7 @@ impl Default for Builder {
             capacity: sys::KEVENT_DEFAULT_RING as usize,
             spin: None,
             reap_interval: sys::DEFAULT_REAP_INTERVAL,
+            remote_signals: false,
         }
     }
 }
@@ -64,6 +66,17 @@ impl Builder {
         self
     }
 
+    /// Whether processes that [`connect`](Queue::connect) may add [`Source::signal`]
+    /// kevents (default `false`: they get `EPERM`). A signal kevent changes this
+    /// process's disposition of that signal while it is registered (the previous one
+    /// comes back when the last such kevent goes), so allow it only for trusted peers.
+    ///
+    /// [`Source::signal`]: crate::Source::signal
+    pub fn remote_signals(mut self, allow: bool) -> Self {
+        self.remote_signals = allow;
+        self
+    }
+
     /// `kevent_init`: creates the ring (a sealed memfd), the producer's epoll set and
     /// its thread.
     ///
@@ -85,6 +98,11 @@ impl Builder {
             .map_err(|e| Error::wrap(&format!("kevent queue of {n} entries"), e))?;
         if let Some(spin) = self.spin {
             inner.set_spin(spin);
+        }
+        if self.remote_signals {
+            inner
+                .allow_remote_signals(true)
+                .map_err(|e| Error::wrap("kevent queue: remote signals", e))?;
         }
         Ok(Queue::from_inner(inner))
     }

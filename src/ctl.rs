@@ -52,6 +52,10 @@ fn describe(op: &str, source: &Source, req_flags: u32, errno: i32) -> Error {
         libc::EEXIST => format!("{op}: {source} is already registered"),
         libc::ENOENT => format!("{op}: {source} is not registered"),
         libc::EBADF if kind.has_fd() => format!("{op}: {source} is not an open file descriptor"),
+        libc::EPERM if kind == Kind::Signal => format!(
+            "{op}: {source}: signal kevents from another process need the owner's consent \
+             (Builder::remote_signals)"
+        ),
         libc::EPERM if kind.has_fd() => format!(
             "{op}: {source} cannot be watched (epoll refuses regular files and directories)"
         ),
@@ -62,7 +66,8 @@ fn describe(op: &str, source: &Source, req_flags: u32, errno: i32) -> Error {
                 source.events()
             ),
             Kind::Signal => format!(
-                "{op}: {source}: not a signal a queue can take (1..=64, not SIGKILL or SIGSTOP)"
+                "{op}: {source}: not a signal a queue can take (1..=64, not SIGKILL, SIGSTOP, \
+                 SIGSEGV, SIGBUS, SIGILL or SIGFPE)"
             ),
             _ => format!(
                 "{op}: {source}: event mask {:#x} or request flags {req_flags:#x} are not valid \

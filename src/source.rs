@@ -174,7 +174,15 @@ impl Source {
 
     /// `KEVENT_SIGNAL`: signal `signo` arrived; the event counts the arrivals. The signal
     /// is *also* delivered the usual way (the queue counts it and then calls the handler
-    /// installed before, if any; a default action is replaced by counting).
+    /// installed before, if any; a default action is replaced by counting while the
+    /// kevent is registered). When the last signal kevent on `signo` goes (remove, or
+    /// its queue is dropped) the previous disposition comes back.
+    ///
+    /// SIGKILL and SIGSTOP cannot be caught, and the fault signals SIGSEGV, SIGBUS,
+    /// SIGILL and SIGFPE must keep crashing the faulting thread: all six are `EINVAL` at
+    /// ADD. A process that [`connect`](crate::Queue::connect)ed gets `EPERM` unless the
+    /// owner built the queue with
+    /// [`Builder::remote_signals`](crate::Builder::remote_signals).
     pub fn signal(signo: i32) -> Source {
         Source {
             kind: Kind::Signal,
@@ -184,9 +192,8 @@ impl Source {
     }
 
     /// `KEVENT_SIGNAL` with `KEVENT_SIGNAL_NOMASK`: signal `signo` is delivered *only*
-    /// through the queue (it is blocked and read from a `signalfd`). As with
-    /// `signalfd(2)`, block it in your other threads too, or the kernel may deliver it
-    /// to one of them the usual way.
+    /// through the queue: the queue's handler counts it and does not pass it on to the
+    /// handler installed before. Otherwise as [`Source::signal`].
     pub fn signal_nomask(signo: i32) -> Source {
         Source {
             id: u64::from(signo as u32) | sys::KEVENT_SIGNAL_NOMASK,

@@ -245,7 +245,7 @@ fn handle(msg: &[u8], fds: Vec<OwnedFd>, ctx: &GateCtx) -> io::Result<(usize, Ve
             let kernel = guard
                 .as_mut()
                 .ok_or_else(|| io::Error::from_raw_os_error(libc::EBADF))?;
-            let count = kernel.ctl(cmd, &mut events, &fd_for, false)?;
+            let count = kernel.ctl(cmd, &mut events, &fd_for, crate::kernel::Caller::Gate)?;
             // The kernel dup'ed what it registered; the received fds close here.
             drop(fds);
             Ok((count, events, false))

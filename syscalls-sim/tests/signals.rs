@@ -137,3 +137,97 @@ fn removed_signal_kevent_is_not_reported() {
     assert_eq!(RT2_HANDLED.load(Ordering::Relaxed), 1);
     q.expect_none(QUIET);
 }
+
+/// The current handler address of `sig` (`SIG_DFL` is 0).
+fn disposition(sig: i32) -> usize {
+    // SAFETY: a null new action only reads the current one into `old`.
+    unsafe {
+        let mut old: libc::sigaction = std::mem::zeroed();
+        assert_eq!(libc::sigaction(sig, std::ptr::null(), &mut old), 0);
+        old.sa_sigaction
+    }
+}
+
+#[test]
+fn removing_the_last_signal_kevent_gives_the_previous_disposition_back() {
+    // SIGTERM as in the report: a queue that took it must not leave the process
+    // ignoring it. Never raised here.
+    let sig = libc::SIGTERM;
+    assert_eq!(disposition(sig), libc::SIG_DFL);
+    let q = Q::new(64);
+    let (a, b) = (signal_ev(sig, false, 1), signal_ev(sig, true, 2));
+    // Two kevents on it in two queues: the disposition comes back after the last.
+    let other = Q::new(64);
+    assert_eq!(q.add(&mut [a]), 0);
+    assert_eq!(other.add(&mut [b]), 0);
+    assert_ne!(
+        disposition(sig),
+        libc::SIG_DFL,
+        "the queue's handler is installed"
+    );
+    q.ctl_ok(KEVENT_CTL_REMOVE, &mut [a]);
+    assert_ne!(
+        disposition(sig),
+        libc::SIG_DFL,
+        "still used by the other queue"
+    );
+    other.ctl_ok(KEVENT_CTL_REMOVE, &mut [b]);
+    assert_eq!(
+        disposition(sig),
+        libc::SIG_DFL,
+        "REMOVE of the last one restores it"
+    );
+}
+
+#[test]
+fn closing_a_queue_gives_its_signals_dispositions_back() {
+    let sig = libc::SIGRTMIN() + 4;
+    assert_eq!(disposition(sig), libc::SIG_DFL);
+    let q = Q::new(64);
+    assert_eq!(q.add(&mut [signal_ev(sig, true, 1)]), 0);
+    assert_ne!(disposition(sig), libc::SIG_DFL);
+    q.close().unwrap();
+    assert_eq!(disposition(sig), libc::SIG_DFL, "close restores it");
+}
+
+#[test]
+fn fault_signals_that_must_crash_are_refused() {
+    // (Rust's runtime has a SIGSEGV handler of its own, for stack overflows.)
+    let segv_before = disposition(libc::SIGSEGV);
+    let q = Q::new(64);
+    let mut evs = [
+        signal_ev(libc::SIGSEGV, true, 1),
+        signal_ev(libc::SIGBUS, false, 2),
+        signal_ev(libc::SIGILL, true, 3),
+        signal_ev(libc::SIGFPE, false, 4),
+    ];
+    assert_eq!(q.add(&mut evs), 4);
+    for e in &evs {
+        assert_broken(e, libc::EINVAL);
+    }
+    assert_eq!(disposition(libc::SIGSEGV), segv_before, "left alone");
+}
+
+#[test]
+fn signal_kevents_through_the_gate_need_the_owners_consent() {
+    let sig = libc::SIGRTMIN() + 5;
+    let dir = TempDir::new("signals");
+    let path = dir.0.join("q.sock");
+    let owner = Queue::create(64, 0).unwrap();
+    owner.listen(&path).unwrap();
+    let peer = Queue::connect(&path).unwrap();
+    let mut e = [signal_ev(sig, true, 1)];
+    assert_eq!(peer.ctl(KEVENT_CTL_ADD, &mut e).unwrap(), 1);
+    assert_broken(&e[0], libc::EPERM);
+    assert_eq!(
+        disposition(sig),
+        libc::SIG_DFL,
+        "a refused peer changed nothing"
+    );
+    owner.allow_remote_signals(true).unwrap();
+    let mut e = [signal_ev(sig, true, 1)];
+    assert_eq!(peer.ctl(KEVENT_CTL_ADD, &mut e).unwrap(), 0);
+    assert_ne!(disposition(sig), libc::SIG_DFL);
+    owner.close();
+    assert_eq!(disposition(sig), libc::SIG_DFL);
+}

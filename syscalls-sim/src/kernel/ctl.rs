@@ -29,20 +29,30 @@ pub(crate) fn compact_reported(events: &mut [Ukevent]) -> usize {
     n
 }
 
+/// Who calls `kevent_ctl`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Caller {
+    /// A thread of the owning process: ADD's reported entries move to the front.
+    Local,
+    /// Another process, through the gate: results stay in place (the client compacts
+    /// them), and the owner's process-wide state — its signal dispositions — is off
+    /// limits unless the owner allowed it (`Queue::allow_remote_signals`).
+    Gate,
+}
+
 impl Kernel {
     /// `kevent_ctl`: see [`crate::kevent_ctl`] for the contract. `fd_for[i]`, when
     /// given, is the fd (in this process) behind entry `i` of an ADD — the gate's case,
-    /// where the entry's id is the sender's fd number. With `compact == false` ADD results
-    /// stay in place (the gate's client compacts them itself).
+    /// where the entry's id is the sender's fd number.
     pub(crate) fn ctl(
         &mut self,
         cmd: u32,
         events: &mut [Ukevent],
         fd_for: &[Option<i32>],
-        compact: bool,
+        caller: Caller,
     ) -> io::Result<usize> {
         let out = match cmd {
-            KEVENT_CTL_ADD => self.ctl_add(events, fd_for, compact),
+            KEVENT_CTL_ADD => self.ctl_add(events, fd_for, caller),
             KEVENT_CTL_REMOVE | KEVENT_CTL_MODIFY | KEVENT_CTL_READY => {
                 if cmd == KEVENT_CTL_READY && events.is_empty() {
                     // An explicit wake-up: one sleeper, wherever it sleeps (futex, the
@@ -79,12 +89,12 @@ impl Kernel {
     /// ADD: the entries ready at once (`DONE`) and those that failed (`BROKEN|DONE`,
     /// errno in `ret_data[1]`) are written back at the front of `events`, in order,
     /// followed by the others; returns how many are at the front.
-    fn ctl_add(&mut self, events: &mut [Ukevent], fd_for: &[Option<i32>], compact: bool) -> usize {
+    fn ctl_add(&mut self, events: &mut [Ukevent], fd_for: &[Option<i32>], caller: Caller) -> usize {
         let mut returned = false;
         for (i, ev) in events.iter_mut().enumerate() {
             ev.ret_flags = 0;
             ev.ret_data = [0, 0];
-            match self.add_one(ev, fd_for.get(i).copied().flatten()) {
+            match self.add_one(ev, fd_for.get(i).copied().flatten(), caller) {
                 Ok(true) => {
                     ev.ret_flags = KEVENT_RET_DONE;
                     returned = true;
@@ -101,7 +111,7 @@ impl Kernel {
             // ADD returns: after this ctl, a new edge makes a new report.
             self.harvest_now();
         }
-        if compact {
+        if caller == Caller::Local {
             compact_reported(events)
         } else {
             events
@@ -113,9 +123,13 @@ impl Kernel {
 
     /// Registers one kevent; `Ok(true)` if it was ready at once and is returned by ADD
     /// instead of queued.
-    fn add_one(&mut self, ev: &Ukevent, fd: Option<i32>) -> Result<bool, i32> {
+    fn add_one(&mut self, ev: &Ukevent, fd: Option<i32>, caller: Caller) -> Result<bool, i32> {
         if ev.type_ >= KEVENT_MAX || ev.type_ == KEVENT_AIO || ev.type_ == KEVENT_NAIO {
             return Err(libc::ENOSYS);
+        }
+        if ev.type_ == KEVENT_SIGNAL && caller == Caller::Gate && !self.remote_signals {
+            // A signal kevent changes the owner's disposition of that signal.
+            return Err(libc::EPERM);
         }
         if ev.req_flags & !KEVENT_REQ_ALL != 0 {
             return Err(libc::EINVAL);

@@ -28,7 +28,7 @@ use kevent_ring::{Producer, PushError, Ring, SlotState, Status, Ukevent};
 
 mod ctl;
 
-pub(crate) use ctl::compact_reported;
+pub(crate) use ctl::{compact_reported, Caller};
 
 use crate::abi::*;
 use crate::poller::Reports;
@@ -67,6 +67,8 @@ pub(crate) struct Kernel {
     /// reads it right after `epoll_wait` returns: a report taken while a ctl was still
     /// running reads that ctl's number (see `Registration::swallow`).
     pub(crate) epoch: Arc<std::sync::atomic::AtomicU64>,
+    /// Whether other processes may add signal kevents (`Queue::allow_remote_signals`).
+    pub(crate) remote_signals: bool,
     regs: Vec<Option<Registration>>,
     free: Vec<usize>,
     index: HashMap<(u32, u64), usize>,
@@ -98,6 +100,7 @@ impl Kernel {
             doorbell,
             notify: None,
             epoch: Arc::new(std::sync::atomic::AtomicU64::new(0)),
+            remote_signals: false,
             regs: Vec::new(),
             free: Vec::new(),
             index: HashMap::new(),

@@ -249,6 +249,24 @@ impl Queue {
         Ok(())
     }
 
+    /// Lets processes attached through the gate add signal kevents (default: refused
+    /// with `EPERM`). A signal kevent changes this process's disposition of that signal
+    /// while it is registered; allow it only for peers trusted with that.
+    ///
+    /// # Errors
+    /// `EOPNOTSUPP` in a process that does not own the queue.
+    pub fn allow_remote_signals(&self, allow: bool) -> io::Result<()> {
+        let owner = self
+            .owner
+            .as_ref()
+            .filter(|_| self.is_local())
+            .ok_or_else(|| errno(libc::EOPNOTSUPP))?;
+        if let Some(k) = lock(&owner.kernel).as_mut() {
+            k.remote_signals = allow;
+        }
+        Ok(())
+    }
+
     /// Serves the queue's gate on a Unix socket at `path` as well, so that any process
     /// of the same user can [`Queue::connect`] to it. The socket file is removed when the
     /// queue closes.
@@ -368,7 +386,7 @@ impl Queue {
             (Some(owner), _) if self.is_local() => {
                 let mut guard = lock(&owner.kernel);
                 let kernel = guard.as_mut().ok_or_else(|| errno(libc::EBADF))?;
-                kernel.ctl(cmd, events, &[], true)
+                kernel.ctl(cmd, events, &[], crate::kernel::Caller::Local)
             }
             (_, Some(client)) => client.ctl(cmd, events),
             // Attached without a control channel (`Queue::attach`; use `Queue::connect`).

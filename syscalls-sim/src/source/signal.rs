@@ -15,6 +15,13 @@
 //!
 //! Arrivals are counted into the kevent's entry (`ret_data[0]`), never dropped; the
 //! kernel itself merges repeated standard signals, as it always does.
+//!
+//! The process's signal dispositions are borrowed, not taken: when the last signal kevent
+//! on a signal goes (REMOVE, or its queue closes) the action that was installed before
+//! ours comes back. SIGKILL and SIGSTOP cannot be caught, and the synchronous fault
+//! signals (SIGSEGV, SIGBUS, SIGILL, SIGFPE) must keep crashing the thread that faulted —
+//! counting one and returning would re-run the faulting instruction for ever — so those
+//! are refused (`EINVAL`).
 
 use std::io;
 use std::os::fd::BorrowedFd;
@@ -30,7 +37,21 @@ static COUNTS: [AtomicU64; NSIG] = [const { AtomicU64::new(0) }; NSIG];
 /// The previous handler of each signal and whether it took `SA_SIGINFO` arguments.
 static OLD_HANDLER: [AtomicUsize; NSIG] = [const { AtomicUsize::new(0) }; NSIG];
 static OLD_SIGINFO: [AtomicBool; NSIG] = [const { AtomicBool::new(false) }; NSIG];
-static INSTALLED: Mutex<[bool; NSIG]> = Mutex::new([false; NSIG]);
+/// Per signal: the action that was installed before ours (while ours is), and how many
+/// signal kevents (in every queue of the process) use it.
+static INSTALLED: Mutex<[Option<Borrowed>; NSIG]> = Mutex::new([None; NSIG]);
+
+/// A signal whose disposition we borrowed.
+#[derive(Clone, Copy)]
+struct Borrowed {
+    /// The previous action, restored when `users` drops to zero.
+    old: libc::sigaction,
+    users: u32,
+}
+
+// SAFETY: a sigaction is plain data (a function address, flags and a signal mask); it
+// is only read or written under the INSTALLED mutex.
+unsafe impl Send for Borrowed {}
 /// How many NOMASK kevents (in any queue) hold each signal: while non-zero the handler
 /// does not pass the signal on.
 static SWALLOW: [AtomicU32; NSIG] = [const { AtomicU32::new(0) }; NSIG];
@@ -73,10 +94,15 @@ extern "C" fn on_signal(sig: libc::c_int, info: *mut libc::siginfo_t, ctx: *mut 
 pub(crate) fn parse_id(id: u64) -> Result<(i32, bool), i32> {
     let nomask = id & crate::abi::KEVENT_SIGNAL_NOMASK != 0;
     let signo = (id & !crate::abi::KEVENT_SIGNAL_NOMASK) as i64;
-    if !(1..NSIG as i64).contains(&signo)
-        || signo == i64::from(libc::SIGKILL)
-        || signo == i64::from(libc::SIGSTOP)
-    {
+    let refused = [
+        libc::SIGKILL,
+        libc::SIGSTOP,
+        libc::SIGSEGV,
+        libc::SIGBUS,
+        libc::SIGILL,
+        libc::SIGFPE,
+    ];
+    if !(1..NSIG as i64).contains(&signo) || refused.iter().any(|&r| i64::from(r) == signo) {
         return Err(libc::EINVAL);
     }
     Ok((signo as i32, nomask))
@@ -102,6 +128,8 @@ pub(crate) struct Signals {
     /// Per watched signal: the value of `COUNTS[s]` already accounted for, and how many
     /// of this queue's kevents on it are NOMASK.
     seen: Vec<(i32, u64, u32)>,
+    /// Per signal: this queue's kevents on it (each holds one use of the disposition).
+    users: Vec<(i32, u32)>,
 }
 
 impl Signals {
@@ -113,7 +141,11 @@ impl Signals {
         nomask: bool,
         handler_token: u64,
     ) -> Result<(), i32> {
-        install_handler(signo)?;
+        borrow_disposition(signo)?;
+        match self.users.iter_mut().find(|(s, _)| *s == signo) {
+            Some((_, n)) => *n += 1,
+            None => self.users.push((signo, 1)),
+        }
         if !self.watching_handler {
             let fd = WAKE_FD.load(Ordering::Acquire);
             // SAFETY: WAKE_FD is set once by install_handler and never closed.
@@ -144,6 +176,13 @@ impl Signals {
 
     /// Stops delivering one kevent's worth of `signo` (`nomask` as it was added).
     pub(crate) fn remove(&mut self, signo: i32, nomask: bool, last: bool) {
+        if let Some(i) = self.users.iter().position(|(s, _)| *s == signo) {
+            self.users[i].1 -= 1;
+            if self.users[i].1 == 0 {
+                self.users.swap_remove(i);
+            }
+            return_disposition(signo, 1);
+        }
         if let Some(i) = self.seen.iter().position(|(s, _, _)| *s == signo) {
             if nomask && self.seen[i].2 > 0 {
                 self.seen[i].2 -= 1;
@@ -176,10 +215,16 @@ impl Drop for Signals {
         for (s, _, n) in self.seen.drain(..) {
             SWALLOW[s as usize].fetch_sub(n, Ordering::Relaxed);
         }
+        // The kevents the queue still had give their signals back.
+        for (s, n) in std::mem::take(&mut self.users) {
+            return_disposition(s, n);
+        }
     }
 }
 
-fn install_handler(signo: i32) -> Result<(), i32> {
+/// Installs our handler for `signo` (once per process; the previous action is kept) and
+/// counts one more user of it.
+fn borrow_disposition(signo: i32) -> Result<(), i32> {
     let mut installed = INSTALLED.lock().unwrap_or_else(|e| e.into_inner());
     if WAKE_FD.load(Ordering::Acquire) < 0 {
         let fd = rustix::event::eventfd(
@@ -191,12 +236,13 @@ fn install_handler(signo: i32) -> Result<(), i32> {
         WAKE_FD.store(std::os::fd::IntoRawFd::into_raw_fd(fd), Ordering::Release);
     }
     let s = signo as usize;
-    if installed[s] {
+    if let Some(b) = installed[s].as_mut() {
+        b.users += 1;
         return Ok(());
     }
     // SAFETY: we build a zeroed sigaction (a valid C value), fill in our handler, and let
     // the kernel write the previous action into `old`.
-    unsafe {
+    let old = unsafe {
         let mut new: libc::sigaction = std::mem::zeroed();
         new.sa_sigaction = on_signal as *const () as usize;
         new.sa_flags = libc::SA_SIGINFO | libc::SA_RESTART;
@@ -207,9 +253,30 @@ fn install_handler(signo: i32) -> Result<(), i32> {
                 .raw_os_error()
                 .unwrap_or(libc::EINVAL));
         }
-        OLD_SIGINFO[s].store(old.sa_flags & libc::SA_SIGINFO != 0, Ordering::Relaxed);
-        OLD_HANDLER[s].store(old.sa_sigaction, Ordering::Relaxed);
-    }
-    installed[s] = true;
+        old
+    };
+    OLD_SIGINFO[s].store(old.sa_flags & libc::SA_SIGINFO != 0, Ordering::Relaxed);
+    OLD_HANDLER[s].store(old.sa_sigaction, Ordering::Relaxed);
+    installed[s] = Some(Borrowed { old, users: 1 });
     Ok(())
+}
+
+/// `n` users of `signo` are gone; the last one puts the previous action back.
+fn return_disposition(signo: i32, n: u32) {
+    let mut installed = INSTALLED.lock().unwrap_or_else(|e| e.into_inner());
+    let s = signo as usize;
+    let Some(b) = installed[s].as_mut() else {
+        return;
+    };
+    b.users = b.users.saturating_sub(n);
+    if b.users > 0 {
+        return;
+    }
+    let old = b.old;
+    installed[s] = None;
+    // SAFETY: `old` is the action the kernel gave back when we installed ours: a valid
+    // sigaction to reinstall.
+    unsafe {
+        libc::sigaction(signo, &old, std::ptr::null_mut());
+    }
 }
