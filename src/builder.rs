@@ -26,6 +26,7 @@ pub struct Builder {
     capacity: usize,
     spin: Option<Duration>,
     reap_interval: Duration,
+    lease: Duration,
     remote_signals: bool,
 }
 
@@ -35,6 +36,7 @@ impl Default for Builder {
             capacity: sys::KEVENT_DEFAULT_RING as usize,
             spin: None,
             reap_interval: sys::DEFAULT_REAP_INTERVAL,
+            lease: sys::DEFAULT_LEASE,
             remote_signals: false,
         }
     }
@@ -63,6 +65,17 @@ impl Builder {
     /// the liveness locks of long-claimed entries' owners this often.
     pub fn reap_interval(mut self, interval: Duration) -> Self {
         self.reap_interval = interval;
+        self
+    }
+
+    /// How long a live consumer (stopped, or stuck in a loop) may hold the oldest
+    /// unreleased event while the ring is full or events wait for room, before that
+    /// event is delivered to another consumer, flagged
+    /// [`Event::is_redelivered`](crate::Event::is_redelivered) (default
+    /// [`kevent_syscalls::DEFAULT_LEASE`], 2 s). Its late commit is then a no-op. So no
+    /// single consumer can stall the queue; at-least-once delivery is the price.
+    pub fn lease(mut self, lease: Duration) -> Self {
+        self.lease = lease;
         self
     }
 
@@ -98,6 +111,11 @@ impl Builder {
             .map_err(|e| Error::wrap(&format!("kevent queue of {n} entries"), e))?;
         if let Some(spin) = self.spin {
             inner.set_spin(spin);
+        }
+        if self.lease != sys::DEFAULT_LEASE {
+            inner
+                .set_lease(self.lease)
+                .map_err(|e| Error::wrap("kevent queue: lease", e))?;
         }
         if self.remote_signals {
             inner

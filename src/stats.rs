@@ -14,8 +14,12 @@ pub struct Stats {
     pub coalesced: u64,
     /// Events that waited in the producer's backlog because the ring was full.
     pub backlogged: u64,
-    /// Events delivered again because the consumer that claimed them died.
+    /// Events delivered again because the consumer that claimed them died, or held them
+    /// past its lease (those are counted in `expired` too).
     pub redelivered: u64,
+    /// Events taken back from a live consumer that held them past its lease
+    /// ([`Builder::lease`](crate::Builder::lease)).
+    pub expired: u64,
     /// Events lost. The design guarantees 0; the counter exists to prove it.
     pub lost: u64,
     /// Events in the backlog now.
@@ -37,6 +41,7 @@ impl Stats {
             coalesced: get(&s.coalesced),
             backlogged: get(&s.backlogged),
             redelivered: get(&s.redelivered),
+            expired: get(&s.expired),
             lost: get(&s.lost),
             backlog_len: get(&s.backlog_len),
             registered: get(&s.registered),

@@ -72,12 +72,20 @@ impl Ring {
         (0..self.header().consumers.len()).find_map(|i| self.take_record(i))
     }
 
-    /// Marks `id` departed: the reaper re-delivers whatever it still holds and frees the
-    /// record.
+    /// `id` leaves. If it completed everything it claimed, its record is free at once
+    /// (a consumer that attaches and detaches quickly does not fill the table);
+    /// otherwise it is marked departed and the reaper re-delivers what it still holds,
+    /// then frees it.
     pub fn depart(&self, id: ConsumerId) {
         if let Some(rec) = self.record(id) {
-            rec.state
-                .store(RecordState::Departed as u32, Ordering::Release);
+            let claimed = rec.claimed.load(Ordering::Acquire);
+            let completed = rec.completed.load(Ordering::Acquire);
+            if claimed == completed {
+                self.free_record(id);
+            } else {
+                rec.state
+                    .store(RecordState::Departed as u32, Ordering::Release);
+            }
         }
     }
 

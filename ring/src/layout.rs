@@ -111,6 +111,9 @@ pub struct Stats {
     pub registered: AtomicU64,
     /// `FUTEX_WAKE` calls the producer made.
     pub wake_calls: AtomicU64,
+    /// Entries taken back from a live consumer that held them past its lease, and
+    /// delivered again.
+    pub expired: AtomicU64,
 }
 
 /// One consumer's record in the header's consumer table.
@@ -225,6 +228,7 @@ impl Header {
                 backlog_len: AtomicU64::new(0),
                 registered: AtomicU64::new(0),
                 wake_calls: AtomicU64::new(0),
+                expired: AtomicU64::new(0),
             },
             _gap: [0; 256],
             consumers: core::array::from_fn(|_| ConsumerRecord {
@@ -286,6 +290,8 @@ mod tests {
         assert_eq!(offset_of!(Stats, backlog_len), 40);
         assert_eq!(offset_of!(Stats, registered), 48);
         assert_eq!(offset_of!(Stats, wake_calls), 56);
+        assert_eq!(offset_of!(Stats, expired), 64);
+        assert_eq!(size_of::<Stats>(), 128);
         assert_eq!(offset_of!(Header, consumers), 1024);
         assert_eq!(size_of::<ConsumerRecord>(), 32);
         assert_eq!(offset_of!(ConsumerRecord, state), 0);

@@ -144,7 +144,11 @@ impl Producer {
         self.published = self.kidx;
         // The producer is the only writer of `posted`: a plain store, no RMW.
         let posted = &self.ring.header().stats.posted;
-        posted.store(posted.load(Ordering::Relaxed) + n, Ordering::Relaxed);
+        // Wrapping: the word is shared memory, any value may be found there.
+        posted.store(
+            posted.load(Ordering::Relaxed).wrapping_add(n),
+            Ordering::Relaxed,
+        );
         if std::mem::take(&mut self.wake_all) {
             // Every sleeper returns, with an entry or `Woken` (DESIGN.md §3, W1).
             self.ring.kick(u32::MAX);

@@ -121,9 +121,15 @@ impl Ring {
             wake.waiters.fetch_add(1, Ordering::Relaxed);
             fence(Ordering::SeqCst);
             let leave = || {
-                wake.waiters.fetch_sub(1, Ordering::Relaxed);
+                // Never below zero, whatever another process wrote meanwhile.
+                let dec = |w: u32| Some(w.saturating_sub(1));
+                let _ = wake
+                    .waiters
+                    .fetch_update(Ordering::Relaxed, Ordering::Relaxed, dec);
                 if let Some(rec) = rec {
-                    rec.sleeping.fetch_sub(1, Ordering::Relaxed);
+                    let _ = rec
+                        .sleeping
+                        .fetch_update(Ordering::Relaxed, Ordering::Relaxed, dec);
                 }
             };
             // Somebody must watch the sources while we sleep (see `poller.rs`).

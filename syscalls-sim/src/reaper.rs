@@ -7,7 +7,23 @@
 //! (a consumer died between reserving a run and owning its slots) is reclaimed when it is
 //! seen in that state on two consecutive looks. So a crashed consumer never stalls the
 //! ring and loses nothing. The same pass is the ring's watchdog: it checks `cidx`.
+//!
+//! * **Liveness is per process.** The lock is an open-file-description lock, which a
+//!   child forked without exec shares; so a consumer is also dead once the process that
+//!   registered it (its pid, with the start time seen first, against pid reuse) is gone
+//!   or a zombie — a helper it forked cannot keep its entries hostage.
+//! * **Leases.** A *live* consumer that holds the claim at `uidx` longer than the lease
+//!   (stopped, looping) while the ring is needed (full, or a backlog waits) has that
+//!   entry taken back and delivered again, flagged; its late commit is a no-op. So no
+//!   single consumer stalls the queue. Counted in `stats.expired`.
+//! * **Bounded work.** When nothing changed since the last look (same `uidx`, `cidx` and
+//!   live consumers, nobody died) the slots are not scanned again: a stalled ring of
+//!   2^24 slots costs nothing per tick.
+//! * **Sleep accounting.** If the consumers' own sleep counts say someone sleeps while
+//!   the shared `waiters` says nobody does (a peer zeroed it), everyone is woken so that
+//!   they re-register.
 
+use std::collections::HashMap;
 use std::os::fd::{AsFd, OwnedFd};
 use std::time::{Duration, Instant};
 
@@ -18,6 +34,10 @@ use crate::kernel::Kernel;
 /// Default time within which a dead consumer's entries are delivered again.
 pub const DEFAULT_REAP_INTERVAL: Duration = Duration::from_millis(100);
 
+/// Default lease: how long a live consumer may hold the entry at `uidx` while the ring is
+/// full or a backlog waits, before the entry is delivered to someone else.
+pub const DEFAULT_LEASE: Duration = Duration::from_secs(2);
+
 pub(crate) struct Reaper {
     interval: Duration,
     last: Instant,
@@ -27,6 +47,24 @@ pub(crate) struct Reaper {
     suspects: Vec<u64>,
     /// `uidx` when the slot there held a state word that is not ours, on the previous look.
     garbage_at: Option<u64>,
+    /// The claim at `uidx` (position, owner) and since when it has been seen there.
+    holding: Option<(u64, u16, Instant)>,
+    /// `(uidx, cidx, live consumers)` of the last look that scanned the slots.
+    scanned: Option<(u64, u64, Vec<ConsumerId>)>,
+    /// Per consumer: (record generation, pid, process start time) when first seen.
+    starts: HashMap<ConsumerId, (u32, u32, u64)>,
+}
+
+/// The state letter and start time (field 22, in clock ticks) of process `pid`.
+fn process_start(pid: u32) -> Option<(char, u64)> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // The command name may hold spaces and parentheses: fields start after the last ')'.
+    let rest = &stat[stat.rfind(')')? + 1..];
+    let mut fields = rest.split_whitespace();
+    let state = fields.next()?.chars().next()?;
+    // Fields 3.. follow; the start time is field 22, the 20th after the state.
+    let start = fields.nth(18)?.parse().ok()?;
+    Some((state, start))
 }
 
 impl Reaper {
@@ -37,17 +75,48 @@ impl Reaper {
             memfd,
             suspects: Vec::new(),
             garbage_at: None,
+            holding: None,
+            scanned: None,
+            starts: HashMap::new(),
         }
     }
 
     /// Whether `id` is a live consumer now (it may have registered after the table was
     /// read, and claimed at once).
-    fn registered_since(&self, ring: &kevent_ring::Ring, id: ConsumerId) -> bool {
+    fn registered_since(&mut self, ring: &kevent_ring::Ring, id: ConsumerId) -> bool {
         let active = ring.record(id).is_some_and(|rec| {
             RecordState::from_word(rec.state.load(std::sync::atomic::Ordering::Acquire))
                 == RecordState::Active
         });
-        active && Liveness::is_alive(self.memfd.as_fd(), id).unwrap_or(true)
+        active
+            && Liveness::is_alive(self.memfd.as_fd(), id).unwrap_or(true)
+            && self.process_alive(ring, id)
+    }
+
+    /// Whether the process that registered `id` still runs: its pid exists, is not a
+    /// zombie, and started when it did when we first saw it. `true` when unknown.
+    fn process_alive(&mut self, ring: &kevent_ring::Ring, id: ConsumerId) -> bool {
+        let Some(rec) = ring.record(id) else {
+            return true;
+        };
+        let gen = rec.generation.load(std::sync::atomic::Ordering::Relaxed);
+        let pid = rec.pid.load(std::sync::atomic::Ordering::Relaxed);
+        if pid == 0 {
+            return true;
+        }
+        let Some((state, start)) = process_start(pid) else {
+            return false; // no such process
+        };
+        if state == 'Z' || state == 'X' {
+            return false;
+        }
+        match self.starts.get(&id) {
+            Some(&(g, p, s)) if g == gen && p == pid => s == start,
+            _ => {
+                self.starts.insert(id, (gen, pid, start));
+                true
+            }
+        }
     }
 
     /// One look, if it is time; returns how long the producer may sleep before the next.
@@ -64,18 +133,32 @@ impl Reaper {
         let ring = kernel.ring().clone();
         let mut dead = Vec::new();
         let mut live = Vec::new();
+        let mut asleep = 0u32;
         for (id, state, _pid) in ring.consumers() {
             match state {
-                RecordState::Free => {}
+                RecordState::Free => {
+                    self.starts.remove(&id);
+                }
                 RecordState::Departed => dead.push(id),
                 RecordState::Active => {
-                    if Liveness::is_alive(self.memfd.as_fd(), id).unwrap_or(true) {
+                    if Liveness::is_alive(self.memfd.as_fd(), id).unwrap_or(true)
+                        && self.process_alive(&ring, id)
+                    {
                         live.push(id);
+                        asleep =
+                            asleep.saturating_add(ring.record(id).map_or(0, |r| {
+                                r.sleeping.load(std::sync::atomic::Ordering::Relaxed)
+                            }));
                     } else {
                         dead.push(id);
                     }
                 }
             }
+        }
+        if asleep > ring.sleepers() {
+            // Someone sleeps uncounted (`waiters` was overwritten): wake everyone, they
+            // count themselves in again as they go back to sleep.
+            ring.wake_all();
         }
         let cap = ring.capacity();
         // Validated just above by check_claim_index: uidx <= cidx <= kidx.
@@ -94,6 +177,13 @@ impl Reaper {
         } else {
             self.garbage_at = None;
         }
+        self.lease(kernel, u, c, &live);
+        // Nothing changed since the last scan: no need to look at every slot again.
+        let view = (u, c, live.clone());
+        if dead.is_empty() && self.suspects.is_empty() && self.scanned.as_ref() == Some(&view) {
+            return Some(half);
+        }
+        self.scanned = Some(view);
         // Claims in the name of a consumer that is not a live record (dead, departed,
         // free, or no record at all: garbage) are reclaimed; claims of live ones are not.
         let claims_stuck = (u..c.min(u.saturating_add(cap))).any(|pos| {
@@ -139,5 +229,37 @@ impl Reaper {
         ring.advance();
         kernel.service(0);
         Some(half)
+    }
+
+    /// Takes back the entry at `uidx` from a live consumer that has held it past the
+    /// lease while the ring is needed (see the module docs).
+    fn lease(&mut self, kernel: &mut Kernel, u: u64, c: u64, live: &[ConsumerId]) {
+        let ring = kernel.ring().clone();
+        let held = (u < c)
+            .then(|| ring.slot_state(u))
+            .flatten()
+            .filter(|st| st.status == Status::Claimed && live.contains(&ConsumerId(st.owner)));
+        let Some(st) = held else {
+            self.holding = None;
+            return;
+        };
+        let since = match self.holding {
+            Some((pos, owner, since)) if pos == u && owner == st.owner => since,
+            _ => {
+                self.holding = Some((u, st.owner, Instant::now()));
+                return;
+            }
+        };
+        let needed = kernel.backlog_waiting() || kernel.producer.room().unwrap_or(1) == 0;
+        if since.elapsed() >= kernel.lease && needed && ring.reclaim(ConsumerId(st.owner), u) {
+            self.holding = None;
+            ring.header()
+                .stats
+                .expired
+                .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            kernel.redeliver(u);
+            ring.advance();
+            kernel.service(0);
+        }
     }
 }

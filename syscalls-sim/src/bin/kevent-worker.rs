@@ -10,6 +10,11 @@
 //! stdin, writes `hello` into the other end, waits for the event, reads the bytes,
 //! commits, removes the kevent and prints `ok user=U bytes=B`. Any failure: a message on
 //! stderr and exit status 1. Every wait is bounded.
+//!
+//! `kevent-worker hold PATH N`: attaches, forks a helper process that does nothing but
+//! sleep (without exec, so it shares the worker's open files — its liveness lock
+//! included), claims `N` entries without committing them, prints `held N helper=PID`,
+//! and sleeps until it is killed.
 
 use std::io::{BufRead, Write};
 use std::os::fd::AsRawFd;
@@ -86,11 +91,44 @@ fn connect(path: &str) -> std::io::Result<()> {
     Ok(())
 }
 
+fn hold(path: &str, n: &str) -> std::io::Result<()> {
+    let n: u64 = n.parse().map_err(|_| fail(format!("not a count: {n}")))?;
+    let q = Queue::connect(std::path::Path::new(path))?;
+    // SAFETY: this process is single-threaded here (no queue of its own runs threads: an
+    // attached consumer has none), so the child may run arbitrary code.
+    let helper = unsafe { libc::fork() };
+    if helper < 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    if helper == 0 {
+        std::thread::sleep(Duration::from_secs(30));
+        std::process::exit(0);
+    }
+    let end = Instant::now() + Duration::from_secs(5);
+    let mut held = 0;
+    while held < n {
+        let c = q.wait((n - held) as u32, q.ring().uidx(), Some(100_000_000), 0)?;
+        held += c.owned;
+        if Instant::now() >= end {
+            return Err(fail(format!("held only {held} of {n} within 5 s")));
+        }
+    }
+    let mut out = std::io::stdout().lock();
+    writeln!(out, "held {held} helper={helper}")?;
+    out.flush()?;
+    loop {
+        std::thread::sleep(Duration::from_secs(1));
+    }
+}
+
 fn main() {
     let args: Vec<String> = std::env::args().collect();
     let result = match args.get(1..) {
         Some([mode, path]) if mode == "connect" => connect(path),
-        _ => Err(fail("usage: kevent-worker connect PATH".into())),
+        Some([mode, path, n]) if mode == "hold" => hold(path, n),
+        _ => Err(fail(
+            "usage: kevent-worker connect PATH | kevent-worker hold PATH N".into(),
+        )),
     };
     if let Err(e) = result {
         eprintln!("kevent-worker: {e}");

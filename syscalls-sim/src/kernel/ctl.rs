@@ -255,7 +255,7 @@ impl Kernel {
             self.watch -= 1;
         }
         match reg.pending {
-            Pending::Backlog => self.backlog.retain(|&i| i != idx),
+            Pending::Backlog => self.backlog.forget(),
             // A removed kevent is never delivered: take back an entry nobody claimed yet.
             Pending::InRing(pos) => {
                 self.ring().reclaim(ConsumerId(0), pos);

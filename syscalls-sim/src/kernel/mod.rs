@@ -19,14 +19,15 @@
 //!   table indexed like the ring and stamped with each entry's position and the
 //!   registration's generation, so a stale mapping is never acted on.
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::HashMap;
 use std::os::fd::{AsFd, OwnedFd};
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 
-use kevent_ring::{Producer, PushError, Ring, SlotState, Status, Ukevent};
+use kevent_ring::{Producer, PushError, Ring, SlotState, Status};
 
 mod ctl;
+mod tables;
 
 pub(crate) use ctl::{compact_reported, Caller};
 
@@ -36,6 +37,7 @@ use crate::registration::{Pending, Registration};
 use crate::source::inode::Inodes;
 use crate::source::signal::Signals;
 use crate::source::{fd, timer, Source};
+use tables::{Backlog, Published, SideTable};
 
 /// epoll token of the doorbell eventfd.
 pub(crate) const TOKEN_DOORBELL: u64 = u64::MAX;
@@ -44,16 +46,6 @@ const TOKEN_INOTIFY: u64 = u64::MAX - 3;
 
 fn token(idx: usize, gen: u32) -> u64 {
     u64::from(gen) << 32 | idx as u64
-}
-
-/// What the producer remembers of an entry it published (private memory: the copy in
-/// the ring is writable by every participant and is never trusted).
-#[derive(Clone, Copy)]
-struct Published {
-    pos: u64,
-    idx: usize,
-    gen: u32,
-    entry: Ukevent,
 }
 
 /// The simulated kernel of one queue.
@@ -69,12 +61,15 @@ pub(crate) struct Kernel {
     pub(crate) epoch: Arc<std::sync::atomic::AtomicU64>,
     /// Whether other processes may add signal kevents (`Queue::allow_remote_signals`).
     pub(crate) remote_signals: bool,
+    /// How long a live consumer may hold the entry at `uidx` while the ring is needed
+    /// (see `reaper.rs`).
+    pub(crate) lease: std::time::Duration,
     regs: Vec<Option<Registration>>,
     free: Vec<usize>,
     index: HashMap<(u32, u64), usize>,
-    backlog: VecDeque<usize>,
+    backlog: Backlog,
     /// Per slot: the entry published there, and for which registration.
-    side: Vec<Published>,
+    side: SideTable,
     /// Releases up to here have been processed.
     released: u64,
     /// Level-triggered kevents released since the last re-check.
@@ -92,7 +87,6 @@ pub(crate) struct Kernel {
 
 impl Kernel {
     pub(crate) fn new(producer: Producer, epoll: Arc<OwnedFd>, doorbell: Arc<OwnedFd>) -> Kernel {
-        let cap = producer.ring().capacity() as usize;
         let released = producer.position();
         Kernel {
             producer,
@@ -101,19 +95,12 @@ impl Kernel {
             notify: None,
             epoch: Arc::new(std::sync::atomic::AtomicU64::new(0)),
             remote_signals: false,
+            lease: crate::reaper::DEFAULT_LEASE,
             regs: Vec::new(),
             free: Vec::new(),
             index: HashMap::new(),
-            backlog: VecDeque::new(),
-            side: vec![
-                Published {
-                    pos: u64::MAX,
-                    idx: 0,
-                    gen: 0,
-                    entry: Ukevent::default(),
-                };
-                cap
-            ],
+            backlog: Backlog::default(),
+            side: SideTable::new(released),
             released,
             recheck: Vec::new(),
             republish: Vec::new(),
@@ -133,6 +120,11 @@ impl Kernel {
     /// Whether the producer must hear of the next commit before it sleeps.
     pub(crate) fn wants_release_notice(&self) -> bool {
         !self.backlog.is_empty() || self.watch > 0
+    }
+
+    /// Whether ready kevents wait for room in the ring.
+    pub(crate) fn backlog_waiting(&self) -> bool {
+        !self.backlog.is_empty()
     }
 
     /// Whether releases happened that `service` has not processed yet.
@@ -285,7 +277,8 @@ impl Kernel {
             let reg = self.regs[idx].as_mut().expect("registered");
             if reg.pending != Pending::Backlog {
                 reg.pending = Pending::Backlog;
-                self.backlog.push_back(idx);
+                let gen = reg.gen;
+                self.backlog.push_back(idx, gen);
                 self.ring()
                     .header()
                     .stats
@@ -312,9 +305,8 @@ impl Kernel {
         let entry = reg.take_entry();
         match self.producer.push(&entry, wake_all) {
             Ok(pos) => {
-                // The push proved uidx passed `pos - capacity`: account for that release
-                // before its side-table record (same slot) is overwritten below.
-                let cap = self.side.len() as u64;
+                // The push proved uidx passed `pos - capacity`: account for that release.
+                let cap = self.ring().capacity();
                 if pos >= cap {
                     self.note_releases(pos + 1 - cap);
                 }
@@ -324,13 +316,12 @@ impl Kernel {
                     reg.disabled = true;
                 }
                 let (gen, level_fd) = (reg.gen, reg.level_fd());
-                let slot = (pos % self.side.len() as u64) as usize;
-                self.side[slot] = Published {
+                self.side.push(Published {
                     pos,
                     idx,
                     gen,
                     entry,
-                };
+                });
                 if level_fd {
                     self.watch(idx);
                 }
@@ -346,7 +337,7 @@ impl Kernel {
 
     /// Moves backlogged entries into the ring while it has room, oldest first.
     fn drain_backlog(&mut self) {
-        while let Some(&idx) = self.backlog.front() {
+        while let Some(idx) = self.backlog.front(&self.regs) {
             let last_check = self.regs[idx].as_ref().is_some_and(|r| {
                 r.ev.req_flags & KEVENT_REQ_LAST_CHECK != 0 && r.redeliver.is_none()
             });
@@ -440,12 +431,9 @@ impl Kernel {
         while self.released < upto {
             let pos = self.released;
             self.released += 1;
-            let Published {
-                pos: p, idx, gen, ..
-            } = self.side[(pos % self.side.len() as u64) as usize];
-            if p != pos {
+            let Some(Published { idx, gen, .. }) = self.side.release(pos) else {
                 continue;
-            }
+            };
             let Some(reg) = self.regs.get_mut(idx).and_then(Option::as_mut) else {
                 continue;
             };
@@ -548,15 +536,12 @@ impl Kernel {
     /// `REDELIVERED`, ahead of the backlog. If the kevent has a newer entry already, the
     /// old entry's readiness and counts are merged into it instead: nothing is lost.
     pub(crate) fn redeliver(&mut self, pos: u64) {
-        let Published {
-            pos: p,
-            idx,
-            gen,
-            entry,
-        } = self.side[(pos % self.side.len() as u64) as usize];
-        if p != pos {
+        let Some(&Published {
+            idx, gen, entry, ..
+        }) = self.side.get(pos)
+        else {
             return;
-        }
+        };
         let Some(reg) = self.regs.get_mut(idx).and_then(Option::as_mut) else {
             return;
         };
@@ -572,7 +557,7 @@ impl Kernel {
         if reg.pending == Pending::InRing(pos) {
             reg.redeliver = Some(entry);
             reg.pending = Pending::Backlog;
-            self.backlog.push_front(idx);
+            self.backlog.push_front(idx, gen);
             self.publish_backlog_len();
         } else {
             let count = u64::from(entry.ret_data[0]) | u64::from(entry.ret_data[1]) << 32;

@@ -267,6 +267,25 @@ impl Queue {
         Ok(())
     }
 
+    /// How long a live consumer may hold the entry at the release position while the
+    /// ring is full or a backlog waits, before that entry is delivered to another
+    /// consumer, flagged redelivered (default [`crate::DEFAULT_LEASE`], 2 s; checked every
+    /// half reap interval). Its late commit is then a no-op.
+    ///
+    /// # Errors
+    /// `EOPNOTSUPP` in a process that does not own the queue.
+    pub fn set_lease(&self, lease: Duration) -> io::Result<()> {
+        let owner = self
+            .owner
+            .as_ref()
+            .filter(|_| self.is_local())
+            .ok_or_else(|| errno(libc::EOPNOTSUPP))?;
+        if let Some(k) = lock(&owner.kernel).as_mut() {
+            k.lease = lease;
+        }
+        Ok(())
+    }
+
     /// Serves the queue's gate on a Unix socket at `path` as well, so that any process
     /// of the same user can [`Queue::connect`] to it. The socket file is removed when the
     /// queue closes.
