@@ -44,6 +44,8 @@ pub(crate) struct Registration {
     /// readiness (an edge-triggered epoll keeps one report per fd, merging edges into
     /// it), so it is delivered. The ctl itself takes what is queued before it ends.
     pub(crate) swallow: Option<u64>,
+    /// A timer whose timerfd is out of the epoll set until its entry is released.
+    pub(crate) paused: bool,
 }
 
 impl Registration {
@@ -60,6 +62,7 @@ impl Registration {
             watched: false,
             redeliver: None,
             swallow: None,
+            paused: false,
         }
     }
 

@@ -183,6 +183,40 @@ fn periodic_timer_counts_its_expirations_in_ret_data() {
     assert_eq!(q.get_one().user, 1);
 }
 
+/// CPU time (user + system) the thread `tid` of this process has used.
+fn thread_cpu(tid: i32) -> Duration {
+    let stat = std::fs::read_to_string(format!("/proc/self/task/{tid}/stat")).unwrap();
+    let rest = &stat[stat.rfind(')').unwrap() + 1..];
+    let f: Vec<&str> = rest.split_whitespace().collect();
+    // utime and stime are fields 14 and 15: the 12th and 13th after the state.
+    let ticks: u64 = f[11].parse::<u64>().unwrap() + f[12].parse::<u64>().unwrap();
+    // SAFETY: sysconf has no preconditions.
+    let hz = unsafe { libc::sysconf(libc::_SC_CLK_TCK) } as u64;
+    Duration::from_millis(ticks * 1000 / hz)
+}
+
+#[test]
+fn a_nanosecond_timer_does_not_keep_the_producer_busy_while_its_event_waits() {
+    let q = Q::new(64);
+    q.add(&mut [ev(KEVENT_TIMER, 1, KEVENT_TIMER_FIRED, 0, 1)]);
+    std::thread::sleep(Duration::from_millis(20)); // the producer thread records its tid
+    let tid = q.queue().producer_tid().expect("producer runs");
+    // Nobody takes the event for 500 ms.
+    std::thread::sleep(Duration::from_millis(50));
+    let before = thread_cpu(tid);
+    std::thread::sleep(Duration::from_millis(500));
+    let spent = thread_cpu(tid) - before;
+    assert!(
+        spent < Duration::from_millis(100),
+        "the producer spent {spent:?} of CPU in 500 ms on a pending timer"
+    );
+    // The expirations meanwhile were counted, not lost: the next event carries them.
+    let first = q.get_one();
+    let second = q.get_one();
+    assert_eq!((first.user, second.user), (1, 1));
+    assert!(second.ret_data[0] > 1000 || second.ret_data[1] > 0, "{second:?}");
+}
+
 #[test]
 fn one_shot_timer_fires_once() {
     let q = Q::new(64);

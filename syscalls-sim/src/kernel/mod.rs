@@ -186,6 +186,19 @@ impl Kernel {
                 if reg.swallow.take() == Some(epoch) {
                     return; // the report of the readiness ADD returned (see `add_one`)
                 }
+                if matches!(reg.source, Source::Timer { .. }) && self.only_merges(idx) {
+                    // Its entry is still out: stop listening until it is released, then
+                    // read what accumulated (`note_releases`). A fast timer must not keep
+                    // the producer busy reading it meanwhile.
+                    let reg = self.regs[idx].as_mut().expect("registered");
+                    if let Source::Timer { tfd } = &reg.source {
+                        timer::listen(self.epoll.as_fd(), tfd, tok, false);
+                    }
+                    reg.paused = true;
+                    self.watch(idx);
+                    return;
+                }
+                let reg = self.regs[idx].as_mut().expect("registered");
                 match &reg.source {
                     Source::Fd { .. } => {
                         let bits = fd::report(reg.ev.type_, reg.ev.event, flags);
@@ -201,6 +214,25 @@ impl Kernel {
                     }
                     _ => {}
                 }
+            }
+        }
+    }
+
+    /// Whether new arrivals for `idx` would only be merged into its outstanding entry
+    /// (see `mark_ready`): it is pending, and not an edge-triggered kevent whose entry a
+    /// consumer has claimed (that one gets a new entry).
+    fn only_merges(&self, idx: usize) -> bool {
+        let Some(reg) = self.regs.get(idx).and_then(Option::as_ref) else {
+            return false;
+        };
+        match reg.pending {
+            Pending::Idle => false,
+            Pending::Backlog => true,
+            Pending::InRing(pos) => {
+                let ring = self.ring();
+                let unclaimed = ring.slot_state(pos)
+                    == Some(SlotState::new(pos / ring.capacity(), 0, Status::Ready));
+                unclaimed || !reg.edge_triggered()
             }
         }
     }
@@ -441,6 +473,13 @@ impl Kernel {
                 continue;
             }
             reg.pending = Pending::Idle;
+            if std::mem::take(&mut reg.paused) {
+                // A timer that stopped listening while its entry was out (`on_token`):
+                // listening again reports what accumulated (the timerfd is level).
+                if let Source::Timer { tfd } = &reg.source {
+                    timer::listen(self.epoll.as_fd(), tfd, token(idx, gen), true);
+                }
+            }
             let (is_fd, level_fd, news, disabled) =
                 (reg.is_fd(), reg.level_fd(), reg.has_news(), reg.disabled);
             self.unwatch(idx);

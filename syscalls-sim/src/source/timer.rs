@@ -61,6 +61,18 @@ pub(crate) fn register(epoll_fd: BorrowedFd<'_>, ev: &Ukevent, token: u64) -> Re
     Ok(tfd)
 }
 
+/// Starts or stops listening to a timer's expirations (they keep being counted by the
+/// timerfd meanwhile; listening again reports them at once, the timerfd being level).
+pub(crate) fn listen(epoll_fd: BorrowedFd<'_>, tfd: &OwnedFd, token: u64, on: bool) {
+    let flags = if on {
+        epoll::EventFlags::IN
+    } else {
+        epoll::EventFlags::empty()
+    };
+    // Fails only if the fd left the set, which REMOVE does after dropping the kevent.
+    let _ = epoll::modify(epoll_fd, tfd, epoll::EventData::new_u64(token), flags);
+}
+
 /// Reads the expirations since the last read (0 if none: a spurious wake-up).
 pub(crate) fn expirations(tfd: &OwnedFd) -> u64 {
     let mut buf = [0u8; 8];
