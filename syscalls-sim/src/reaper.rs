@@ -166,9 +166,10 @@ impl Reaper {
         if c < u {
             return None;
         }
-        // A state word at uidx that is not ours, twice in a row: the ring can never move
-        // again. Say so instead of stalling silently.
-        if u < c && ring.slot_state(u).is_none() {
+        // A state word at uidx that is not ours — undecodable, or of another lap — twice
+        // in a row: the ring can never move again. Say so instead of stalling silently.
+        let lap = SlotState::new(u / cap, 0, Status::Empty).lap;
+        if u < c && ring.slot_state(u).is_none_or(|st| st.lap != lap) {
             if self.garbage_at == Some(u) {
                 ring.mark_broken(kevent_ring::Broken::SlotState);
                 return None;

@@ -834,6 +834,38 @@ fn a_garbage_state_word_at_the_user_index_marks_the_ring_broken_instead_of_stall
     });
 }
 
+/// The same with a state word that decodes — a valid status and owner — but names
+/// another lap: it can never be completed or reset either.
+#[test]
+fn a_state_word_of_the_wrong_lap_at_the_user_index_marks_the_ring_broken() {
+    bounded(Duration::from_secs(30), || {
+        let (q, ring) = small_queue();
+        let me = q.consumer();
+        ready(&q, 1);
+        let c = q.ring().claim(me, 1);
+        assert_eq!((c.start, c.owned), (0, 1));
+        let wrong = SlotState::new(7, me.0, Status::Claimed).encode();
+        ring.u64_at(HEADER_SIZE).store(wrong, Ordering::SeqCst);
+        assert_eq!(q.ring().complete_range(me, c.start..c.end), 0);
+        for id in 2..=8 {
+            ready(&q, id);
+        }
+        let c = q.ring().claim(me, 8);
+        q.ring().complete_range(me, c.start..c.end);
+        assert_eq!(q.ring().uidx(), 0);
+        let end = Instant::now() + Duration::from_secs(1);
+        while q.ring().broken().is_none() && Instant::now() < end {
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        assert!(
+            q.ring().broken().is_some(),
+            "stalled at uidx {} by a state word of lap 7 ({:?}), and not marked broken",
+            q.ring().uidx(),
+            q.ring().slot_state(0)
+        );
+    });
+}
+
 /// A slot CLAIMED in the name of a consumer that does not exist (no such record: a
 /// scribbled owner field) is never reclaimed: the reaper only looks at the owners in its
 /// table. It must be delivered again, as a dead consumer's would be (or the ring marked
