@@ -173,8 +173,8 @@ impl Queue {
 
     /// `KEVENT_CTL_REMOVE`: unregisters the kevent `source` names (by kind and id; the
     /// mask is ignored). An event of it not yet claimed is taken back, never delivered;
-    /// one already claimed stays with its consumer. The queue's duplicate of the fd is
-    /// closed.
+    /// one already claimed stays with its consumer. Remove an fd kevent *before* closing
+    /// the fd (as with epoll): the queue watches the fd itself.
     ///
     /// # Errors
     /// `ENOENT`: no such kevent.

@@ -80,9 +80,13 @@ fn nanos(d: Duration) -> u64 {
 
 /// What a kevent watches: its type, its id and its event mask.
 ///
-/// Fd sources borrow the fd only to read its number: the queue duplicates the fd when the
-/// kevent is added (the original kernel took a reference), so closing your fd afterwards
-/// does not end the registration — [`remove`](crate::Queue::remove) does.
+/// Fd sources borrow the fd only to read its number: the queue watches that fd itself, as
+/// epoll does — a registration costs no fd of its own, and closing the last fd of a file
+/// (dropping your `TcpStream`) closes it for good: the peer sees the close, and no more
+/// events come. [`remove`](crate::Queue::remove) it before you close it, as with epoll; a
+/// number closed without REMOVE and reused for another file is recognised at the next
+/// ADD (by the file's device and inode) and the stale registration dropped, so it never
+/// answers `EEXIST`.
 ///
 /// ```
 /// # use kevent::{Interest, Kind, Source};

@@ -38,11 +38,13 @@ pub(crate) struct Registration {
     pub(crate) watched: bool,
     /// The entry to deliver again (its consumer died), flagged `REDELIVERED`.
     pub(crate) redeliver: Option<Ukevent>,
-    /// ADD returned this fd as ready during the ctl numbered so (`Kernel::epoch`). Its
-    /// first epoll report is that same readiness — and is dropped — if it was taken
-    /// from the epoll fd while that ctl still ran; one taken later may carry newer
-    /// readiness (an edge-triggered epoll keeps one report per fd, merging edges into
-    /// it), so it is delivered. The ctl itself takes what is queued before it ends.
+    /// ADD found this fd ready (and returned or queued that readiness) during the ctl
+    /// numbered so (`Kernel::epoch`). The epoll_ctl(ADD) queued a report of the same
+    /// readiness: taken while that ctl still ran, it is dropped (the ctl itself takes
+    /// what is queued before it ends); taken later it may carry newer readiness too (an
+    /// edge-triggered epoll keeps one report per fd, merging edges into it), so the fd
+    /// is checked with `poll(2)` and reported if it is still ready — never dropped
+    /// unseen, and no second event for readiness already handled.
     pub(crate) swallow: Option<u64>,
     /// A timer whose timerfd is out of the epoll set until its entry is released.
     pub(crate) paused: bool,

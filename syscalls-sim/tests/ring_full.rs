@@ -36,16 +36,16 @@ fn ten_thousand_ready_pipes_on_a_64_slot_ring_are_each_delivered_exactly_once() 
     const N: usize = 10_000;
     const BATCH: usize = 1_000;
     // Each pipe is a FIFO opened read-write (one fd for both ends), registered
-    // edge-triggered, written once, then closed: the queue's duplicate keeps it open and
-    // ready, and nothing else ever happens to it. So about N + BATCH fds are open at
-    // once, which fits a hard RLIMIT_NOFILE of 20,000 (no CAP_SYS_RESOURCE needed; a
-    // pipe pair per registration plus the duplicate would need 30,000). Closed fd
-    // numbers come back in the next batch, so the batch number goes into `id.raw[1]`
-    // (the fd is `id.raw[0]`) to keep each (type, id) distinct.
+    // edge-triggered and written once; nothing else ever happens to it. A registration
+    // costs no fd of its own, so N fds are open at once, which fits a hard RLIMIT_NOFILE
+    // of 20,000 (a pipe pair per registration would need 20,000 and more). The batch
+    // number goes into `id.raw[1]` (the fd is `id.raw[0]`), as a test of ids that are
+    // more than an fd number.
     let _fds = FD_HEAVY.lock().unwrap_or_else(|e| e.into_inner());
     raise_fd_limit((N + 2 * BATCH + 1_024) as u64);
     let q = Q::new(64);
     let dir = TempDir::new("ring-full");
+    let mut open = Vec::with_capacity(N);
     for start in (0..N).step_by(BATCH) {
         let fifos: Vec<std::fs::File> = (start..start + BATCH).map(|i| fifo(&dir, i)).collect();
         let mut evs: Vec<Ukevent> = fifos
@@ -60,6 +60,7 @@ fn ten_thousand_ready_pipes_on_a_64_slot_ring_are_each_delivered_exactly_once() 
         for f in &fifos {
             write_bytes(f, b"x");
         }
+        open.extend(fifos); // closing an fd ends its registration, as with epoll
     }
     assert_eq!(q.stats().registered, N as u64);
     let mut seen = vec![0u32; N];

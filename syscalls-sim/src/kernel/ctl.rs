@@ -5,7 +5,6 @@ use std::os::fd::AsFd;
 use std::sync::atomic::Ordering;
 
 use kevent_ring::{ConsumerId, Ukevent};
-use rustix::event::epoll;
 
 use super::{token, Kernel, TOKEN_INOTIFY, TOKEN_SIGHANDLER};
 use crate::abi::*;
@@ -90,15 +89,11 @@ impl Kernel {
     /// errno in `ret_data[1]`) are written back at the front of `events`, in order,
     /// followed by the others; returns how many are at the front.
     fn ctl_add(&mut self, events: &mut [Ukevent], fd_for: &[Option<i32>], caller: Caller) -> usize {
-        let mut returned = false;
         for (i, ev) in events.iter_mut().enumerate() {
             ev.ret_flags = 0;
             ev.ret_data = [0, 0];
             match self.add_one(ev, fd_for.get(i).copied().flatten(), caller) {
-                Ok(true) => {
-                    ev.ret_flags = KEVENT_RET_DONE;
-                    returned = true;
-                }
+                Ok(true) => ev.ret_flags = KEVENT_RET_DONE,
                 Ok(false) => {}
                 Err(errno) => {
                     ev.ret_flags = KEVENT_RET_BROKEN | KEVENT_RET_DONE;
@@ -106,9 +101,14 @@ impl Kernel {
                 }
             }
         }
-        if returned {
+        let found_ready = events.iter().any(|ev| {
+            let reg = self.index.get(&(ev.type_, ev.id));
+            reg.and_then(|&i| self.regs[i].as_ref())
+                .is_some_and(|r| r.swallow.is_some())
+        });
+        if found_ready {
             // Take the reports the ADDs queued now, while they can only be the readiness
-            // ADD returns: after this ctl, a new edge makes a new report.
+            // ADD found: after this ctl, a new edge makes a new report.
             self.harvest_now();
         }
         if caller == Caller::Local {
@@ -135,8 +135,16 @@ impl Kernel {
             return Err(libc::EINVAL);
         }
         let key = (ev.type_, ev.id);
-        if self.index.contains_key(&key) {
-            return Err(libc::EEXIST);
+        if let Some(&old) = self.index.get(&key) {
+            // Registered — unless the fd number was closed and now names another file:
+            // that registration is stale (its file left epoll when it closed).
+            let stale = self.regs[old]
+                .as_ref()
+                .is_some_and(|r| matches!(&r.source, Source::Fd { fd } if !fd.is_current()));
+            if !stale {
+                return Err(libc::EEXIST);
+            }
+            self.unregister(old);
         }
         let idx = self.free.pop().unwrap_or_else(|| {
             self.regs.push(None);
@@ -163,7 +171,7 @@ impl Kernel {
         let ready_now = {
             let reg = self.regs[idx].as_ref().expect("just inserted");
             match &reg.source {
-                Source::Fd { dup } => fd::poll_now(&[(dup.as_fd(), reg.interest)])
+                Source::Fd { fd } => fd::poll_now(&[(fd.raw(), reg.interest)])
                     .map(|r| fd::report(reg.ev.type_, reg.ev.event, r[0]))
                     .unwrap_or(0),
                 _ => 0,
@@ -174,6 +182,11 @@ impl Kernel {
         }
         if ev.req_flags & KEVENT_REQ_ALWAYS_QUEUE != 0 {
             self.mark_ready(idx, ready_now, 0);
+            // Queued: its epoll report is the same readiness (see `Registration::swallow`).
+            let epoch = self.epoch.load(Ordering::Relaxed);
+            if let Some(reg) = self.reg(idx) {
+                reg.swallow = Some(epoch);
+            }
             Ok(false)
         } else {
             // The epoll_ctl(ADD) of a ready fd queued a report of this same readiness,
@@ -196,14 +209,20 @@ impl Kernel {
         idx: usize,
         gen: u32,
     ) -> Result<(Source, u32), i32> {
+        let received = fd.is_some();
         let fd = fd.unwrap_or(ev.id_raw()[0] as i32);
         let tok = token(idx, gen);
         let epoll = self.epoll.clone();
         match ev.type_ {
             KEVENT_SOCKET | KEVENT_PIPE | KEVENT_POLL => {
                 let interest = fd::interest(ev.type_, ev.event)?;
-                let dup = fd::register(epoll.as_fd(), fd, interest, tok)?;
-                Ok((Source::Fd { dup }, interest))
+                let watched = if received {
+                    // Received through the gate: it closes when the request is done.
+                    fd::register_dup(epoll.as_fd(), fd, interest, tok)?
+                } else {
+                    fd::register(epoll.as_fd(), fd, interest, tok)?
+                };
+                Ok((Source::Fd { fd: watched }, interest))
             }
             KEVENT_TIMER | KEVENT_POSIX_TIMER => {
                 let tfd = timer::register(epoll.as_fd(), ev, tok)?;
@@ -243,6 +262,13 @@ impl Kernel {
 
     fn remove_one(&mut self, ev: &Ukevent) -> EntryResult {
         let idx = self.lookup(ev)?;
+        self.unregister(idx);
+        Ok(())
+    }
+
+    /// Drops registration `idx`: its pending entry is taken back (never delivered), its
+    /// source released.
+    fn unregister(&mut self, idx: usize) {
         let reg = self.regs[idx].take().expect("indexed registrations exist");
         self.index.remove(&(reg.ev.type_, reg.ev.id));
         self.free.push(idx);
@@ -264,11 +290,7 @@ impl Kernel {
         }
         self.publish_backlog_len();
         match reg.source {
-            Source::Fd { dup } => {
-                // Delete explicitly: the user's own fd keeps the file (and so an implicit
-                // registration) alive after our duplicate closes.
-                let _ = epoll::delete(self.epoll.as_fd(), &dup);
-            }
+            Source::Fd { fd } => fd::delete(self.epoll.as_fd(), &fd),
             Source::Timer { .. } | Source::User => {}
             Source::Signal { signo, nomask } => {
                 let regs = self.sig_regs.entry(signo).or_default();
@@ -288,7 +310,6 @@ impl Kernel {
                 }
             }
         }
-        Ok(())
     }
 
     fn modify_one(&mut self, ev: &Ukevent) -> EntryResult {
@@ -298,10 +319,9 @@ impl Kernel {
         }
         let epoll = self.epoll.clone();
         let reg = self.reg(idx).expect("indexed");
-        if let Source::Fd { dup } = &reg.source {
+        if let Source::Fd { fd } = &reg.source {
             let interest = fd::interest(ev.type_, ev.event)?;
-            fd::modify(epoll.as_fd(), dup, interest, token(idx, reg.gen))
-                .map_err(|e| e.raw_os_error().unwrap_or(libc::EINVAL))?;
+            fd::modify(epoll.as_fd(), fd, interest, token(idx, reg.gen))?;
             reg.interest = interest;
             reg.ev.event = ev.event;
         }

@@ -140,8 +140,8 @@ impl Kernel {
     fn poll_one(&mut self, idx: usize) -> Option<u32> {
         let reg = self.regs.get(idx)?.as_ref()?;
         match &reg.source {
-            Source::Fd { dup } => Some(
-                fd::poll_now(&[(dup.as_fd(), reg.interest)])
+            Source::Fd { fd } => Some(
+                fd::poll_now(&[(fd.raw(), reg.interest)])
                     .map(|r| fd::report(reg.ev.type_, reg.ev.event, r[0]))
                     .unwrap_or(0),
             ),
@@ -183,8 +183,14 @@ impl Kernel {
                 let Some(reg) = self.reg(idx).filter(|r| r.gen == gen) else {
                     return;
                 };
-                if reg.swallow.take() == Some(epoch) {
-                    return; // the report of the readiness ADD returned (see `add_one`)
+                if let Some(added) = reg.swallow.take() {
+                    // The report of the readiness ADD found (see `Registration::swallow`).
+                    if added != epoch {
+                        if let Some(bits) = self.poll_one(idx).filter(|&b| b != 0) {
+                            self.mark_ready(idx, bits, 0);
+                        }
+                    }
+                    return;
                 }
                 if matches!(reg.source, Source::Timer { .. }) && self.only_merges(idx) {
                     // Its entry is still out: stop listening until it is released, then
@@ -542,13 +548,13 @@ impl Kernel {
         let mut idxs = Vec::with_capacity(list.len());
         for &idx in &list {
             if let Some(Registration {
-                source: Source::Fd { dup },
+                source: Source::Fd { fd },
                 interest,
                 pending: Pending::Idle,
                 ..
             }) = self.regs.get(idx).and_then(Option::as_ref)
             {
-                fds.push((dup.as_fd(), *interest));
+                fds.push((fd.raw(), *interest));
                 idxs.push(idx);
             }
         }

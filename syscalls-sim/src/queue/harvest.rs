@@ -165,6 +165,11 @@ impl Queue {
             ))
         };
         loop {
+            if harvesters.is_some() && self.ring.producer_parked() {
+                // Nobody else watches the sources now: new readiness must not wait for
+                // the ring to run dry (or for the producer's park to time out).
+                self.harvest_inline(max);
+            }
             let claim = self.ring.claim(self.me, max);
             if claim.owned > 0 {
                 return Ok((claim, WaitOutcome::Ready));

@@ -2,14 +2,17 @@
 //!
 //! Every fd source is registered `EPOLLET` in the producer's epoll whatever its kevent
 //! trigger mode: the producer only needs the edges. Level-triggered kevents are re-checked
-//! with one batched `poll(2)` after their entry is committed (see `kernel.rs`), so a level
-//! source never keeps the producer's `epoll_wait` spinning and never has more than one
-//! entry outstanding.
+//! with one batched `poll(2)` after their entry is committed (see `kernel/mod.rs`), so a
+//! level source never keeps the producer's `epoll_wait` spinning and never has more than
+//! one entry outstanding.
+//!
+//! The caller's fd itself is registered, by number — no duplicate, so a registration
+//! costs no fd and closing the last fd of a file ends it, as with epoll. REMOVE before
+//! close is the contract; a number closed and reused without it is recognised by the
+//! file's identity (device, inode) and the stale registration is dropped.
 
 use std::io;
-use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
-
-use rustix::event::epoll;
+use std::os::fd::{AsRawFd, BorrowedFd, FromRawFd, OwnedFd, RawFd};
 
 use crate::abi::*;
 
@@ -68,62 +71,172 @@ pub(crate) fn report(type_: u32, event: u32, revents: u32) -> u32 {
     }
 }
 
-/// Duplicates the caller's fd (close-on-exec) and adds it to `epoll`, edge-triggered,
-/// with `token`. Errors are the errno for the entry (`EBADF` for a bad fd, `EPERM` for a
-/// file epoll cannot watch).
-pub(crate) fn register(
-    epoll_fd: BorrowedFd<'_>,
-    fd: i32,
-    interest: u32,
-    token: u64,
-) -> Result<OwnedFd, i32> {
-    if fd < 0 {
-        return Err(libc::EBADF);
+/// The identity of an open file: device and inode, from `fstat`.
+pub(crate) type FileId = (u64, u64);
+
+/// The identity of the file `raw` refers to now (`None`: not an open fd).
+pub(crate) fn identity(raw: RawFd) -> Option<FileId> {
+    if raw < 0 {
+        return None;
     }
-    // SAFETY: we only borrow the caller's fd for the duration of the dup; if it is not
-    // open, fcntl fails with EBADF and nothing else happens.
-    let borrowed = unsafe { BorrowedFd::borrow_raw(fd) };
-    let dup = rustix::io::fcntl_dupfd_cloexec(borrowed, 0).map_err(|e| e.raw_os_error())?;
-    let flags = epoll::EventFlags::from_bits_retain(interest) | epoll::EventFlags::ET;
-    epoll::add(epoll_fd, &dup, epoll::EventData::new_u64(token), flags)
-        .map_err(|e| e.raw_os_error())?;
-    Ok(dup)
+    let mut st = std::mem::MaybeUninit::<libc::stat>::uninit();
+    // SAFETY: fstat writes a `stat` into the buffer we own, or fails (EBADF) without
+    // touching it; the fd number is only looked up, never used to read or write.
+    let r = unsafe { libc::fstat(raw, st.as_mut_ptr()) };
+    if r != 0 {
+        return None;
+    }
+    // SAFETY: fstat succeeded, so it initialised the whole struct.
+    let st = unsafe { st.assume_init() };
+    Some((st.st_dev, st.st_ino))
 }
 
-/// Changes the interest of a registered duplicate.
-pub(crate) fn modify(
+/// The fd behind an fd kevent.
+#[derive(Debug)]
+pub(crate) enum Watched {
+    /// The caller's own fd, by number: a registration costs no fd of its own. The file's
+    /// identity at ADD recognises a number that was closed and reused for another file
+    /// without REMOVE (as epoll does, we watch the file, not the number: closing the
+    /// last fd of a file ends its registration in epoll).
+    Yours { raw: RawFd, file: FileId },
+    /// A duplicate we own: an fd received from another process through the gate, or a
+    /// second registration of one fd under another kevent type (epoll takes a file and
+    /// fd number pair once).
+    Ours(OwnedFd),
+}
+
+impl Watched {
+    /// The fd number to hand to epoll and poll.
+    pub(crate) fn raw(&self) -> RawFd {
+        match self {
+            Watched::Yours { raw, .. } => *raw,
+            Watched::Ours(fd) => fd.as_raw_fd(),
+        }
+    }
+
+    /// Whether the number still names the file registered.
+    pub(crate) fn is_current(&self) -> bool {
+        match self {
+            Watched::Yours { raw, file } => identity(*raw) == Some(*file),
+            Watched::Ours(_) => true,
+        }
+    }
+}
+
+fn epoll_ctl(
     epoll_fd: BorrowedFd<'_>,
-    dup: &OwnedFd,
+    op: i32,
+    raw: RawFd,
     interest: u32,
     token: u64,
-) -> io::Result<()> {
-    let flags = epoll::EventFlags::from_bits_retain(interest) | epoll::EventFlags::ET;
-    epoll::modify(epoll_fd, dup, epoll::EventData::new_u64(token), flags)?;
-    Ok(())
+) -> Result<(), i32> {
+    let mut ev = libc::epoll_event {
+        events: interest | libc::EPOLLET as u32,
+        u64: token,
+    };
+    // SAFETY: `ev` is a valid epoll_event we own for the call; the fd number is only
+    // looked up by the kernel (EBADF if it is not open), never read or written here.
+    let r = unsafe { libc::epoll_ctl(epoll_fd.as_raw_fd(), op, raw, &mut ev) };
+    if r == 0 {
+        Ok(())
+    } else {
+        Err(io::Error::last_os_error()
+            .raw_os_error()
+            .unwrap_or(libc::EINVAL))
+    }
+}
+
+/// Adds the caller's fd `raw` to `epoll`, edge-triggered, with `token`. Errors are the
+/// entry's errno (`EBADF` for a bad fd, `EPERM` for a file epoll cannot watch).
+pub(crate) fn register(
+    epoll_fd: BorrowedFd<'_>,
+    raw: RawFd,
+    interest: u32,
+    token: u64,
+) -> Result<Watched, i32> {
+    let file = identity(raw).ok_or(libc::EBADF)?;
+    match epoll_ctl(epoll_fd, libc::EPOLL_CTL_ADD, raw, interest, token) {
+        Ok(()) => Ok(Watched::Yours { raw, file }),
+        // The same fd is registered under another kevent type: watch a duplicate.
+        Err(libc::EEXIST) => register_dup(epoll_fd, raw, interest, token),
+        Err(e) => Err(e),
+    }
+}
+
+/// Duplicates `raw` (close-on-exec) and adds the duplicate to `epoll`.
+pub(crate) fn register_dup(
+    epoll_fd: BorrowedFd<'_>,
+    raw: RawFd,
+    interest: u32,
+    token: u64,
+) -> Result<Watched, i32> {
+    if raw < 0 {
+        return Err(libc::EBADF);
+    }
+    // SAFETY: F_DUPFD_CLOEXEC only looks the number up (EBADF if it is not open) and
+    // returns a new fd that we own from here on.
+    let dup = unsafe { libc::fcntl(raw, libc::F_DUPFD_CLOEXEC, 0) };
+    if dup < 0 {
+        return Err(io::Error::last_os_error()
+            .raw_os_error()
+            .unwrap_or(libc::EBADF));
+    }
+    // SAFETY: `dup` is a new fd nobody else owns.
+    let dup = unsafe { OwnedFd::from_raw_fd(dup) };
+    epoll_ctl(
+        epoll_fd,
+        libc::EPOLL_CTL_ADD,
+        dup.as_raw_fd(),
+        interest,
+        token,
+    )?;
+    Ok(Watched::Ours(dup))
+}
+
+/// Changes the interest of a registered fd.
+pub(crate) fn modify(
+    epoll_fd: BorrowedFd<'_>,
+    w: &Watched,
+    interest: u32,
+    token: u64,
+) -> Result<(), i32> {
+    if !w.is_current() {
+        return Err(libc::EBADF); // closed (or reused) without REMOVE
+    }
+    epoll_ctl(epoll_fd, libc::EPOLL_CTL_MOD, w.raw(), interest, token)
+}
+
+/// Takes a registered fd out of `epoll` (nothing to do if its number no longer names
+/// the registered file: epoll dropped it when the file closed).
+pub(crate) fn delete(epoll_fd: BorrowedFd<'_>, w: &Watched) {
+    if w.is_current() {
+        let _ = epoll_ctl(epoll_fd, libc::EPOLL_CTL_DEL, w.raw(), 0, 0);
+    }
 }
 
 /// Current readiness of each `(fd, interest)` in one `poll(2)` call (the batched
-/// level-triggered re-check). Returns the revents in the same order.
-pub(crate) fn poll_now(fds: &[(BorrowedFd<'_>, u32)]) -> io::Result<Vec<u32>> {
-    let mut pfds: Vec<rustix::event::PollFd<'_>> = fds
+/// level-triggered re-check). Returns the revents in the same order; a closed fd answers
+/// `POLLNVAL`, which reports nothing.
+pub(crate) fn poll_now(fds: &[(RawFd, u32)]) -> io::Result<Vec<u32>> {
+    let mut pfds: Vec<libc::pollfd> = fds
         .iter()
-        .map(|(fd, interest)| {
-            rustix::event::PollFd::from_borrowed_fd(
-                fd.as_fd(),
-                rustix::event::PollFlags::from_bits_retain(*interest as u16),
-            )
+        .map(|&(fd, interest)| libc::pollfd {
+            fd,
+            events: interest as i16,
+            revents: 0,
         })
         .collect();
-    let zero = rustix::time::Timespec {
-        tv_sec: 0,
-        tv_nsec: 0,
-    };
     loop {
-        match rustix::event::poll(&mut pfds, Some(&zero)) {
-            Ok(_) => break,
-            Err(rustix::io::Errno::INTR) => continue,
-            Err(e) => return Err(e.into()),
+        // SAFETY: `pfds` is a valid array of `pfds.len()` pollfds we own; poll only
+        // looks the fd numbers up.
+        let r = unsafe { libc::poll(pfds.as_mut_ptr(), pfds.len() as libc::nfds_t, 0) };
+        if r >= 0 {
+            break;
+        }
+        let e = io::Error::last_os_error();
+        if e.raw_os_error() != Some(libc::EINTR) {
+            return Err(e);
         }
     }
-    Ok(pfds.iter().map(|p| u32::from(p.revents().bits())).collect())
+    Ok(pfds.iter().map(|p| u32::from(p.revents as u16)).collect())
 }

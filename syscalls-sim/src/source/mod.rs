@@ -14,9 +14,9 @@ use std::os::fd::OwnedFd;
 /// What backs one registration.
 #[derive(Debug)]
 pub(crate) enum Source {
-    /// A duplicate of the caller's fd, registered edge-triggered in the producer's epoll
-    /// (the duplicate keeps the file alive until REMOVE, as the kernel's reference did).
-    Fd { dup: OwnedFd },
+    /// The caller's fd (or our duplicate of one received from another process),
+    /// registered edge-triggered in the producer's epoll.
+    Fd { fd: fd::Watched },
     /// A timerfd of our own in the epoll set.
     Timer { tfd: OwnedFd },
     /// A signal, counted through the queue's signal state.
