@@ -99,7 +99,59 @@ impl Event {
     /// or signal arrivals since the previous event of this kevent; inode events and user
     /// READY calls merged into it. 0 for fd readiness, which is a state, not a count.
     pub fn count(&self) -> u64 {
+        if self.kind().has_fd() && self.kind() != Kind::Inode {
+            return 0;
+        }
         u64::from(self.raw.ret_data[0]) | u64::from(self.raw.ret_data[1]) << 32
+    }
+
+    /// The `poll(2)` status flags an fd event carries (`ret_data[1]`; 0 for other kinds).
+    fn status(&self) -> PollMask {
+        match self.kind() {
+            Kind::Socket | Kind::Pipe | Kind::Poll => {
+                PollMask::from_bits_retain(self.raw.ret_data[1])
+            }
+            _ => PollMask::empty(),
+        }
+    }
+
+    /// Whether the read side of a socket or pipe is closed: the peer shut down writing or
+    /// went away (`POLLRDHUP` or `POLLHUP`). A read returns what is left, then 0.
+    ///
+    /// ```
+    /// # use kevent::{Interest, Queue, Source, Token, Trigger};
+    /// # use std::io::Read;
+    /// # use std::time::Duration;
+    /// let queue = Queue::builder().capacity(8).build()?;
+    /// let (mut ours, theirs) = std::os::unix::net::UnixStream::pair()?;
+    /// queue.add(&Source::socket(&ours, Interest::READABLE), Token(1), Trigger::Edge)?;
+    /// drop(theirs); // the peer goes away
+    /// let batch = queue.wait(8, Some(Duration::from_secs(5)))?;
+    /// let ev = batch.iter().next().expect("an event");
+    /// assert!(ev.is_readable() && ev.is_read_closed());
+    /// assert_eq!(ours.read(&mut [0; 8])?, 0); // end of file: remove, then drop it
+    /// queue.remove(&Source::socket(&ours, Interest::READABLE))?;
+    /// # Ok::<(), kevent::Error>(())
+    /// ```
+    pub fn is_read_closed(&self) -> bool {
+        self.status().intersects(PollMask::RDHUP | PollMask::HUP)
+    }
+
+    /// Whether the write side is closed (`POLLHUP`, or `POLLERR`): writing fails.
+    pub fn is_write_closed(&self) -> bool {
+        self.status().intersects(PollMask::HUP | PollMask::ERR)
+    }
+
+    /// Whether the fd is in error (`POLLERR`): the next read or write (or
+    /// `SO_ERROR`) says which.
+    pub fn is_error(&self) -> bool {
+        self.status().contains(PollMask::ERR)
+    }
+
+    /// Whether priority (out-of-band) data is waiting (`POLLPRI`; ask for it with a
+    /// [`Source::poll`](crate::Source::poll) mask including [`PollMask::PRI`]).
+    pub fn is_priority(&self) -> bool {
+        self.status().contains(PollMask::PRI)
     }
 
     /// `KEVENT_RET_REDELIVERED`: this event was delivered before, to a consumer that died

@@ -397,3 +397,41 @@ fn the_notify_fd_becomes_readable_when_an_event_is_ready() {
         "still readable once the ring was found empty"
     );
 }
+
+#[test]
+fn an_event_tells_a_hang_up_from_data() {
+    use std::os::unix::net::UnixStream;
+    let q = queue();
+    let (a, mut b) = UnixStream::pair().unwrap();
+    a.set_nonblocking(true).unwrap();
+    let src = Source::socket(&a, Interest::READABLE);
+    q.add(&src, Token(1), Trigger::Edge).unwrap();
+    // Data: readable, nothing closed.
+    b.write_all(b"x").unwrap();
+    let batch = q.wait(8, LONG).unwrap();
+    let ev = batch.iter().next().expect("the data event");
+    assert!(ev.is_readable());
+    assert!(!ev.is_read_closed() && !ev.is_write_closed() && !ev.is_error());
+    assert_eq!(ev.count(), 0);
+    drop(batch);
+    let mut buf = [0u8; 8];
+    assert_eq!((&a).read(&mut buf).unwrap(), 1);
+    // The peer shuts down writing: our read side is closed, our write side is not.
+    b.shutdown(std::net::Shutdown::Write).unwrap();
+    let batch = q.wait(8, LONG).unwrap();
+    let ev = batch.iter().next().expect("the shutdown event");
+    assert!(ev.is_readable() && ev.is_read_closed(), "{:?}", ev.as_raw());
+    assert!(!ev.is_write_closed(), "{:?}", ev.as_raw());
+    drop(batch);
+    // The peer goes away: both sides closed.
+    drop(b);
+    let batch = q.wait(8, LONG).unwrap();
+    let ev = batch.iter().next().expect("the hang-up event");
+    assert!(
+        ev.is_read_closed() && ev.is_write_closed(),
+        "{:?}",
+        ev.as_raw()
+    );
+    drop(batch);
+    q.remove(&src).unwrap();
+}

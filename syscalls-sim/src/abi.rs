@@ -66,6 +66,11 @@ pub const KEVENT_RET_COPY_FAILED: u32 = 0x4;
 pub const KEVENT_RET_REDELIVERED: u32 = 0x8;
 
 // --- events ---------------------------------------------------------------------------
+// ext: an event of an fd kevent (socket, pipe, poll) carries the poll(2) status flags seen
+// (`KEVENT_POLL_POLLIN`, `..._POLLOUT`, `..._POLLPRI`, `..._POLLERR`, `..._POLLHUP`,
+// `..._POLLRDHUP`) in `ret_data[1]`, so that a consumer can tell a hang-up or an error
+// from data; `ret_data[0]` is 0.
+
 /// `KEVENT_SOCKET_RECV` (also pipes): readable.
 pub const KEVENT_SOCKET_RECV: u32 = 0x1;
 /// `KEVENT_SOCKET_ACCEPT`: a listening socket has a connection.

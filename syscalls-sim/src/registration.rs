@@ -48,6 +48,10 @@ pub(crate) struct Registration {
     pub(crate) swallow: Option<u64>,
     /// A timer whose timerfd is out of the epoll set until its entry is released.
     pub(crate) paused: bool,
+    /// The `poll(2)` status flags of an fd seen since the last entry (`POLLIN`,
+    /// `POLLOUT`, `POLLPRI`, `POLLERR`, `POLLHUP`, `POLLRDHUP`): an fd event carries them
+    /// in `ret_data[1]`, so that a consumer can tell a hang-up or an error from data.
+    pub(crate) revents: u32,
 }
 
 impl Registration {
@@ -65,6 +69,7 @@ impl Registration {
             redeliver: None,
             swallow: None,
             paused: false,
+            revents: 0,
         }
     }
 
@@ -98,9 +103,24 @@ impl Registration {
             ev.event = self.ready;
         }
         ev.ret_flags = 0;
-        ev.ret_data = [self.count as u32, (self.count >> 32) as u32];
+        ev.ret_data = if self.is_fd() {
+            [0, std::mem::take(&mut self.revents)]
+        } else {
+            [self.count as u32, (self.count >> 32) as u32]
+        };
         self.ready = 0;
         self.count = 0;
         ev
+    }
+
+    /// Keeps the status flags of a readiness report of this fd (see `revents`).
+    pub(crate) fn note_revents(&mut self, revents: u32) {
+        const STATUS: u32 = KEVENT_POLL_POLLIN
+            | KEVENT_POLL_POLLPRI
+            | KEVENT_POLL_POLLOUT
+            | KEVENT_POLL_POLLERR
+            | KEVENT_POLL_POLLHUP
+            | KEVENT_POLL_POLLRDHUP;
+        self.revents |= revents & STATUS;
     }
 }

@@ -168,15 +168,7 @@ impl Kernel {
             }
         }
         // An fd that is ready already: returned by ADD, or queued with ALWAYS_QUEUE.
-        let ready_now = {
-            let reg = self.regs[idx].as_ref().expect("just inserted");
-            match &reg.source {
-                Source::Fd { fd } => fd::poll_now(&[(fd.raw(), reg.interest)])
-                    .map(|r| fd::report(reg.ev.type_, reg.ev.event, r[0]))
-                    .unwrap_or(0),
-                _ => 0,
-            }
-        };
+        let ready_now = self.poll_one(idx).unwrap_or(0);
         if ready_now == 0 {
             return Ok(false);
         }

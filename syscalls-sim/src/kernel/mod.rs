@@ -137,16 +137,18 @@ impl Kernel {
     }
 
     /// Current readiness of an fd kevent (`None` for other sources).
+    /// The `poll(2)` flags seen are kept for the event (`Registration::revents`).
     fn poll_one(&mut self, idx: usize) -> Option<u32> {
-        let reg = self.regs.get(idx)?.as_ref()?;
-        match &reg.source {
-            Source::Fd { fd } => Some(
-                fd::poll_now(&[(fd.raw(), reg.interest)])
-                    .map(|r| fd::report(reg.ev.type_, reg.ev.event, r[0]))
-                    .unwrap_or(0),
-            ),
-            _ => None,
+        let reg = self.regs.get_mut(idx)?.as_mut()?;
+        let Source::Fd { fd } = &reg.source else {
+            return None;
+        };
+        let rev = fd::poll_now(&[(fd.raw(), reg.interest)]).map_or(0, |r| r[0]);
+        let bits = fd::report(reg.ev.type_, reg.ev.event, rev);
+        if bits != 0 {
+            reg.note_revents(rev);
         }
+        Some(bits)
     }
 
     // --- readiness ----------------------------------------------------------------------
@@ -209,6 +211,7 @@ impl Kernel {
                     Source::Fd { .. } => {
                         let bits = fd::report(reg.ev.type_, reg.ev.event, flags);
                         if bits != 0 {
+                            reg.note_revents(flags);
                             self.mark_ready(idx, bits, 0);
                         }
                     }
@@ -568,8 +571,10 @@ impl Kernel {
             let reg = self.regs[idx].as_mut().expect("listed");
             // The re-check's answer replaces whatever edges were merged meanwhile.
             reg.ready = 0;
+            reg.revents = 0;
             let bits = fd::report(reg.ev.type_, reg.ev.event, rev);
             if bits != 0 {
+                self.regs[idx].as_mut().expect("listed").note_revents(rev);
                 self.mark_ready(idx, bits, 0);
                 any = true;
             }
