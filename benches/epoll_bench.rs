@@ -1,7 +1,8 @@
 //! `cargo bench` entry point: the same program as `kevent bench`.
 //!
 //! `cargo bench` passes `--bench` (dropped here); with no other argument the quick reference
-//! cells are run. Example: `cargo bench --bench epoll_bench -- --kinds tcp --streams 2000`.
+//! cells are run. Example:
+//! `cargo bench -p kevent-bench --bench epoll_bench -- --kinds tcp --streams 2000`.
 
 use std::process::ExitCode;
 
@@ -13,5 +14,5 @@ fn main() -> ExitCode {
     if args.is_empty() {
         args.push("--quick".to_string());
     }
-    kevent::bench::main(args)
+    kevent_bench::bench::main(args)
 }

@@ -71,17 +71,15 @@
 //! while events wait, so a queue can sit inside epoll, mio or tokio: on readiness, take
 //! events with a zero-timeout [`Queue::wait`].
 //!
-//! The `kevent` binary's subcommands live in [`cli`]: `kevent stat` shows a live ring,
-//! `kevent demo` shows events flowing.
+//! The `kevent` command-line tool (`kevent stat` shows a live ring, `kevent demo` shows
+//! events flowing, `kevent bench` compares with epoll and io_uring) is the separate crate
+//! `kevent-bench`, so that depending on this library brings no tool or rival with it.
 
 #![deny(unsafe_op_in_unsafe_fn)]
 #![warn(clippy::undocumented_unsafe_blocks, missing_docs)]
 
-pub mod bench;
-
 mod batch;
 mod builder;
-pub mod cli;
 mod ctl;
 mod error;
 mod event;

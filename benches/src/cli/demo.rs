@@ -21,7 +21,7 @@ use std::time::{Duration, Instant};
 use rustix::io::Errno;
 use rustix::pipe::{pipe_with, PipeFlags};
 
-use crate::{Interest, Queue, Source, Token, Trigger};
+use kevent::{Interest, Queue, Source, Token, Trigger};
 
 /// Usage of `kevent demo`.
 pub const USAGE: &str = "\
@@ -162,7 +162,7 @@ fn consume(
     queue: &Queue,
     stop: &AtomicBool,
     counts: &Counts,
-    mut handle: impl FnMut(&crate::Event, &mut [u8]) -> std::io::Result<u64>,
+    mut handle: impl FnMut(&kevent::Event, &mut [u8]) -> std::io::Result<u64>,
 ) -> Result<(), BoxError> {
     let mut buf = vec![0u8; 64 * 1024];
     while !stop.load(Ordering::Acquire) {
@@ -393,7 +393,7 @@ fn demo(o: &Options) -> Result<bool, BoxError> {
                     if let Some(status) = child.try_wait()? {
                         early = Some(format!(
                             "worker process {} ended early with {status} (is this \
-                             executable's main calling kevent::cli::main?)",
+                             executable's main calling kevent_bench::cli::main?)",
                             child.id()
                         ));
                     }

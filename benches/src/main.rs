@@ -1,5 +1,5 @@
 //! The `kevent` command-line tool: `bench`, `stat`, `demo` (see `kevent --help`).
 
 fn main() -> std::process::ExitCode {
-    kevent::cli::main()
+    kevent_bench::cli::main()
 }

@@ -23,7 +23,7 @@ use std::time::{Duration, Instant};
 
 use kevent_ring::{RecordState, Ring};
 
-use crate::Stats;
+use kevent::Stats;
 
 /// Usage of `kevent stat`.
 pub const USAGE: &str = "\

@@ -46,7 +46,7 @@
 //!
 //! # Adding the kevent backends
 //!
-//! Create `src/bench/kevent_queue.rs` with a `pub fn backends() -> Vec<Box<dyn Backend>>`
+//! Create `benches/src/bench/kevent_queue.rs` with a `pub fn backends() -> Vec<Box<dyn Backend>>`
 //! returning e.g. "kevent-lt" / "kevent-et" (one type with a trigger field, as
 //! [`super::epoll::EpollBackend`] does), then add `mod kevent_queue;` to `bench/mod.rs` and
 //! `list.extend(super::kevent_queue::backends());` in [`backends`] at the marked line. Run
