@@ -214,7 +214,10 @@ fn a_nanosecond_timer_does_not_keep_the_producer_busy_while_its_event_waits() {
     let first = q.get_one();
     let second = q.get_one();
     assert_eq!((first.user, second.user), (1, 1));
-    assert!(second.ret_data[0] > 1000 || second.ret_data[1] > 0, "{second:?}");
+    assert!(
+        second.ret_data[0] > 1000 || second.ret_data[1] > 0,
+        "{second:?}"
+    );
 }
 
 #[test]
