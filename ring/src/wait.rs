@@ -80,15 +80,21 @@ impl Ring {
     }
 
     pub(crate) fn check(&self, spec: &WaitSpec) -> Option<WaitOutcome> {
+        // `closed` and `kicks` are read (Acquire) before `kidx`: an entry published
+        // before the close or the kick that ends the wait is then seen too, and taken,
+        // instead of the wait returning Closed or Woken past it (a loom model found a
+        // WAKEUP_ALL entry left to nobody that way).
+        let closed = self.is_closed();
+        let kicked = spec.return_on_wake && self.kicks() != spec.kicks;
         if self.broken().is_some() {
             Some(WaitOutcome::Broken)
         } else if self.has_claimable() {
             Some(WaitOutcome::Ready)
         } else if spec.old_uidx.is_some_and(|u| u != self.uidx()) {
             Some(WaitOutcome::Stale)
-        } else if self.is_closed() {
+        } else if closed {
             Some(WaitOutcome::Closed)
-        } else if spec.return_on_wake && self.kicks() != spec.kicks {
+        } else if kicked {
             Some(WaitOutcome::Woken)
         } else {
             None
