@@ -9,10 +9,10 @@ use std::os::fd::{AsFd, OwnedFd};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 
-use crate::poller::Reports;
 use kevent_ring::Ring;
 
 use crate::kernel::Kernel;
+use crate::poller::Reports;
 use crate::source::signal;
 
 /// Locks the kernel, tolerating a poisoned mutex (a panic elsewhere must not take the
@@ -33,7 +33,7 @@ pub(crate) struct ProducerThread {
     pub(crate) stop: Arc<AtomicBool>,
     /// Called once per loop with the kernel locked: the reaper's hook.
     pub(crate) housekeeping: Housekeeping,
-    /// Consumers of this process that are awake and harvest for themselves.
+    /// Consumers of this process that harvest or poll for themselves.
     pub(crate) harvesters: Arc<Harvesters>,
     /// The kernel's ctl counter (`Kernel::epoch`).
     pub(crate) epoch: Arc<std::sync::atomic::AtomicU64>,
