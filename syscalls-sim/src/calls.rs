@@ -2,21 +2,73 @@
 //!
 //! Queues are named by a handle that is a real file descriptor number of the process
 //! (as `kevent_init` returned an fd): a closed or foreign number gives `EBADF`.
+//!
+//! # `fork`
+//!
+//! Guaranteed: a child forked at any moment — also while other threads of the parent are
+//! inside `kevent_*` calls — can make `kevent_*` calls, which do not deadlock on state
+//! copied mid-operation. The table of handles is the only lock these calls take in the
+//! child before it has an attachment of its own, and it is never copied held: fork
+//! handlers (`pthread_atfork`, installed with the table) take it for writing in the
+//! forking thread before the fork — so no other thread is inside it — and release it on
+//! both sides after. The child's first call on an inherited handle then builds its own
+//! attachment ([`crate::Queue::for_this_process`]: no lock, fresh state; its gate
+//! connection is made on the first `kevent_ctl` and is bounded by a timeout), replacing
+//! the parent's entry under the same handle number. Forks made without the C library's
+//! `fork` (`vfork`, `clone`, `posix_spawn`) run no handlers; the child must `exec` (or
+//! `_exit`) without calling `kevent_*`.
 
+use std::cell::RefCell;
 use std::collections::HashMap;
 use std::io;
 use std::os::fd::RawFd;
-use std::sync::{Arc, LazyLock, RwLock};
+use std::sync::{Arc, LazyLock, RwLock, RwLockWriteGuard};
 
 use kevent_ring::Claim;
 
 use crate::abi::*;
 use crate::Queue;
 
-static QUEUES: LazyLock<RwLock<HashMap<RawFd, Arc<Queue>>>> = LazyLock::new(Default::default);
+type Table = HashMap<RawFd, Arc<Queue>>;
+
+static QUEUES: LazyLock<RwLock<Table>> = LazyLock::new(|| {
+    // SAFETY: registers three `extern "C"` functions that never unwind; pthread_atfork
+    // has no other precondition. Run once, with the table's creation.
+    let r = unsafe { libc::pthread_atfork(Some(before_fork), Some(after_fork), Some(after_fork)) };
+    // Without the handlers a child forked mid-call could hang: fail loudly instead.
+    assert_eq!(r, 0, "kevent: pthread_atfork failed ({r})");
+    RwLock::new(HashMap::new())
+});
+
+thread_local! {
+    /// The table's write guard, held by the forking thread from `before_fork` until
+    /// `after_fork` (in the parent, and in the child, whose only thread is this one).
+    static HELD_FOR_FORK: RefCell<Option<RwLockWriteGuard<'static, Table>>> =
+        const { RefCell::new(None) };
+}
+
+/// `pthread_atfork` prepare handler: no other thread may hold the table across the fork.
+extern "C" fn before_fork() {
+    let guard = QUEUES.write().unwrap_or_else(|e| e.into_inner());
+    let _ = HELD_FOR_FORK.try_with(|held| {
+        if let Ok(mut held) = held.try_borrow_mut() {
+            *held = Some(guard);
+        }
+    });
+}
+
+/// `pthread_atfork` parent and child handler: releases what `before_fork` took.
+extern "C" fn after_fork() {
+    let _ = HELD_FOR_FORK.try_with(|held| {
+        if let Ok(mut held) = held.try_borrow_mut() {
+            held.take();
+        }
+    });
+}
 
 /// The queue behind handle `fd`, or `EBADF`. In a `fork`ed child the inherited queue is
-/// replaced, on first use, by this process's own attachment (same handle number).
+/// replaced, on first use, by this process's own attachment (same handle number; see
+/// the module docs for why this cannot deadlock after a fork).
 pub fn queue(fd: RawFd) -> io::Result<Arc<Queue>> {
     let q = QUEUES
         .read()

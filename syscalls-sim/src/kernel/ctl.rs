@@ -231,12 +231,9 @@ impl Kernel {
                 Ok((Source::Signal { signo, nomask }, 0))
             }
             KEVENT_INODE => {
-                let wd = self.inodes.add(
-                    epoll.as_fd(),
-                    ev.id_raw()[0] as i32,
-                    ev.event,
-                    TOKEN_INOTIFY,
-                )?;
+                let wd = self
+                    .inodes
+                    .add(epoll.as_fd(), fd, ev.event, TOKEN_INOTIFY)?;
                 self.wd_regs.entry(wd).or_default().push(idx);
                 Ok((Source::Inode { wd }, 0))
             }

@@ -12,10 +12,9 @@ use kevent_ring::{
     Claim, ConsumerId, Deadline, Liveness, Producer, Ring, Ukevent, WaitOutcome, WaitSpec,
 };
 use rustix::event::{epoll, eventfd, EventfdFlags};
-use rustix::net::SocketAddrUnix;
 
 use crate::abi::*;
-use crate::gate::{self, GateClient, GateCtx};
+use crate::gate::{self, Gate, GateAddr, GateClient, GateCtx};
 use crate::kernel::{Kernel, TOKEN_DOORBELL};
 use crate::reaper::{Reaper, DEFAULT_REAP_INTERVAL};
 mod harvest;
@@ -46,10 +45,9 @@ struct Owner {
     notify_armed: AtomicBool,
     /// The producer thread's kernel tid (0 until it runs), for CPU accounting.
     tid: Arc<std::sync::atomic::AtomicI32>,
-    /// Listening gate sockets (shut down on close to end their threads), and paths to
-    /// unlink.
-    gates: Mutex<Vec<(Arc<OwnedFd>, Option<std::path::PathBuf>)>>,
-    ctx: GateCtx,
+    /// The queue's gate: its listeners (the abstract one, and paths from
+    /// [`Queue::listen`]) and the one thread serving them.
+    gate: Gate,
 }
 
 /// One kevent queue.
@@ -62,10 +60,13 @@ pub struct Queue {
     /// like the original's file descriptors (`EBADF` once closed).
     handle: OwnedFd,
     owner: Option<Owner>,
-    /// The control channel of a queue attached from another process.
-    client: Option<GateClient>,
-    /// The abstract address of the owner's gate (what a forked child connects to).
-    gate_addr: SocketAddrUnix,
+    /// Where the queue's gate is and which process serves it: what `kevent_ctl` of a
+    /// process that does not own the queue, and every `fork`ed child, connects to.
+    /// `None` for a queue attached without a control channel ([`Queue::attach`]).
+    gate: Option<GateAddr>,
+    /// The connection to the gate, in a process that does not own the queue: made by
+    /// [`Queue::connect`], or on the first `kevent_ctl` (a forked child).
+    client: Mutex<Option<GateClient>>,
     /// The process this `Queue` value belongs to (a forked child inherits a copy that
     /// must not act as the owner; see [`Queue::for_this_process`]).
     pid: u32,
@@ -99,6 +100,10 @@ impl Queue {
     /// Creates a queue whose threads (producer, gate) do not run until [`Queue::start`]:
     /// for programs that `fork` consumers first (no thread may exist at `fork`).
     /// `kevent_ctl` works before the start; events are published once it has started.
+    /// The gate's socket is bound here (an abstract name the kernel picks, see `gate.rs`)
+    /// but served only from the start: children may attach before it, while their
+    /// `kevent_ctl` waits for it and fails with `TimedOut` after
+    /// [`Queue::GATE_TIMEOUT`].
     pub fn create_paused(num: u32, flags: u32, reap_interval: Duration) -> io::Result<Arc<Queue>> {
         if flags != 0 || num == 1 || num > kevent_ring::layout::MAX_CAPACITY {
             return Err(errno(libc::EINVAL));
@@ -142,14 +147,13 @@ impl Queue {
             epoch,
         };
         let handle = eventfd(0, EventfdFlags::CLOEXEC | EventfdFlags::NONBLOCK)?;
-        let pid = std::process::id();
-        let gate_addr = gate::abstract_addr(pid)?;
-        let ctx = GateCtx {
+        // Bound now (an autobound abstract name, see gate.rs), served from `start`.
+        let gate = Gate::new(GateCtx {
             kernel: kernel.clone(),
             memfd: Arc::new(memfd),
             doorbell: doorbell.clone(),
-            stop: stop.clone(),
-        };
+        })?;
+        let gate_addr = gate.addr().clone();
         let queue = Queue {
             me: liveness.id(),
             ring,
@@ -167,25 +171,14 @@ impl Queue {
                 bell,
                 notify_armed: AtomicBool::new(false),
                 tid: Arc::new(std::sync::atomic::AtomicI32::new(0)),
-                gates: Mutex::new(Vec::new()),
-                ctx,
+                gate,
             }),
-            client: None,
-            gate_addr: gate_addr.clone(),
-            pid,
+            gate: Some(gate_addr),
+            client: Mutex::new(None),
+            pid: std::process::id(),
             spin_ns: AtomicU64::new(DEFAULT_SPIN.as_nanos() as u64),
         };
-        let listener = gate::bind(&gate_addr)?;
-        let queue = Arc::new(queue);
-        queue
-            .owner
-            .as_ref()
-            .expect("owner")
-            .gates
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .push((Arc::new(listener), None));
-        Ok(queue)
+        Ok(Arc::new(queue))
     }
 
     /// Starts the producer and gate threads of a queue made with
@@ -211,13 +204,7 @@ impl Queue {
                 thread.run()
             })?;
         *owner.thread.lock().unwrap_or_else(|e| e.into_inner()) = Some(producer);
-        for (listener, _) in owner.gates.lock().unwrap_or_else(|e| e.into_inner()).iter() {
-            let (l, ctx) = (listener.clone(), owner.ctx.clone());
-            std::thread::Builder::new()
-                .name("kevent-gate".into())
-                .spawn(move || gate::serve(l, ctx))?;
-        }
-        Ok(())
+        owner.gate.start()
     }
 
     /// The producer thread's kernel thread id, once it runs (for per-thread CPU
@@ -225,28 +212,6 @@ impl Queue {
     pub fn producer_tid(&self) -> Option<i32> {
         let tid = self.owner.as_ref()?.tid.load(Ordering::Acquire);
         (tid != 0).then_some(tid)
-    }
-
-    fn serve(&self, listener: OwnedFd, path: Option<std::path::PathBuf>) -> io::Result<()> {
-        let owner = self.owner.as_ref().ok_or_else(|| errno(libc::EOPNOTSUPP))?;
-        let listener = Arc::new(listener);
-        let started = owner
-            .paused
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .is_none();
-        if started {
-            let (l, ctx) = (listener.clone(), owner.ctx.clone());
-            std::thread::Builder::new()
-                .name("kevent-gate".into())
-                .spawn(move || gate::serve(l, ctx))?;
-        }
-        owner
-            .gates
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .push((listener, path));
-        Ok(())
     }
 
     /// Lets processes attached through the gate add signal kevents (default: refused
@@ -288,41 +253,66 @@ impl Queue {
 
     /// Serves the queue's gate on a Unix socket at `path` as well, so that any process
     /// of the same user can [`Queue::connect`] to it. The socket file is removed when the
-    /// queue closes.
+    /// queue closes. Who may connect: processes of this process's effective uid, and root
+    /// (both ends check `SO_PEERCRED`; see `gate.rs`); the file's permissions are the
+    /// umask's.
     ///
     /// # Errors
     /// `EOPNOTSUPP` in a process that does not own the queue; `EADDRINUSE` if `path`
     /// exists.
     pub fn listen(&self, path: &std::path::Path) -> io::Result<()> {
-        if !self.is_local() || self.owner.is_none() {
-            return Err(errno(libc::EOPNOTSUPP));
+        match &self.owner {
+            Some(owner) if self.is_local() => owner.gate.listen(path),
+            _ => Err(errno(libc::EOPNOTSUPP)),
         }
-        let addr = SocketAddrUnix::new(path)?;
-        self.serve(gate::bind(&addr)?, Some(path.to_owned()))
     }
+
+    /// How long a process that does not own the queue waits on its gate — to connect,
+    /// to send a request, for a reply — before the call fails with `TimedOut`
+    /// (ETIMEDOUT): 5 s. A gate that is not served yet (a queue made with
+    /// [`Queue::create_paused`] and not started) answers nothing.
+    pub const GATE_TIMEOUT: Duration = gate::TIMEOUT;
+
+    /// How many connections a queue's gate serves at a time (128). A process that
+    /// connects beyond is refused at once (`ConnectionRefused`, ECONNREFUSED); a
+    /// connection is held by each [`Queue::connect`]ed consumer and by each forked child
+    /// that has called `kevent_ctl`, until it exits or drops its queue.
+    pub const MAX_GATE_CONNECTIONS: usize = gate::MAX_CONNECTIONS;
 
     /// Attaches to the queue served at `path` (see [`Queue::listen`]): maps its ring,
     /// registers as a consumer, and controls it through the socket.
+    ///
+    /// The server is checked before anything is sent: it must run as this process's
+    /// effective uid (root attaches only to root's queues). Its pid is recorded: a child
+    /// this process forks re-attaches only to that process.
+    ///
+    /// # Errors
+    /// The errors of `connect(2)` with their errno (`ENOENT`, `ECONNREFUSED`…);
+    /// `PermissionDenied` (EPERM): another user serves `path`; `TimedOut` (ETIMEDOUT):
+    /// no answer within [`Queue::GATE_TIMEOUT`]; `ConnectionRefused`: the gate serves
+    /// [`Queue::MAX_GATE_CONNECTIONS`] already.
     pub fn connect(path: &std::path::Path) -> io::Result<Arc<Queue>> {
-        let addr = SocketAddrUnix::new(path)?;
+        let addr = rustix::net::SocketAddrUnix::new(path)?;
         // The errno is kept (`raw_os_error`); the safe API adds the path to the message.
-        let client = GateClient::connect(&addr)?;
+        let (client, owner) = GateClient::connect(&addr, None)?;
         let (memfd, doorbell) = client.attach()?;
-        Self::attached(memfd.as_fd(), doorbell, Some(client), addr)
+        let gate = GateAddr::new(addr, owner);
+        Self::attached(memfd.as_fd(), doorbell, Some(gate), Some(client))
     }
 
     /// Attaches to a ring from its memfd and the queue's doorbell (received by other
-    /// means): a consumer without a control channel (`kevent_ctl` answers `EOPNOTSUPP`).
+    /// means): a consumer without a control channel. `kevent_ctl` answers `EOPNOTSUPP`,
+    /// here and in every child it forks: such a queue has no gate address, so nothing
+    /// ever connects anywhere on its behalf.
     pub fn attach(memfd: BorrowedFd<'_>, doorbell: OwnedFd) -> io::Result<Arc<Queue>> {
-        let addr = SocketAddrUnix::new_abstract_name(b"kevent.detached")?;
-        Self::attached(memfd, doorbell, None, addr)
+        Self::attached(memfd, doorbell, None, None)
     }
 
     fn attached(
         memfd: BorrowedFd<'_>,
         doorbell: OwnedFd,
+        gate: Option<GateAddr>,
         client: Option<GateClient>,
-        gate_addr: SocketAddrUnix,
     ) -> io::Result<Arc<Queue>> {
         let ring = Arc::new(Ring::attach(memfd)?);
         // Our wakers reach the owner's poller through the doorbell, which it relays.
@@ -335,8 +325,8 @@ impl Queue {
             doorbell: Arc::new(doorbell),
             handle: eventfd(0, EventfdFlags::CLOEXEC | EventfdFlags::NONBLOCK)?,
             owner: None,
-            client,
-            gate_addr,
+            gate,
+            client: Mutex::new(client),
             pid: std::process::id(),
             spin_ns: AtomicU64::new(DEFAULT_SPIN.as_nanos() as u64),
         }))
@@ -350,16 +340,28 @@ impl Queue {
     }
 
     /// The queue as this process should use it: `self` in the process that made it; in a
-    /// `fork`ed child, a new attachment (its own consumer record and liveness token,
-    /// control through the owner's gate) built from the inherited memfd and doorbell.
+    /// `fork`ed child, a new attachment (its own consumer record and liveness token)
+    /// built from the inherited memfd and doorbell.
+    ///
+    /// Its `kevent_ctl` goes through the owner's gate, connected on the first call (so
+    /// a child that only consumes holds no connection, and children forked before
+    /// [`Queue::start`] attach at once). The connection is made only to the process
+    /// recorded as the owner — the one that created the queue, or that served the path
+    /// the parent [`connect`](Queue::connect)ed to — running as this process's
+    /// effective uid; anything else serving the name (the owner closed the queue and
+    /// another process took it) is refused with `PermissionDenied` (EPERM) before
+    /// anything is sent. A queue [`attach`](Queue::attach)ed without a control channel
+    /// stays without one: `EOPNOTSUPP`.
+    ///
+    /// Reads only fields that never change, and takes no lock: safe to call in a child
+    /// forked while other threads were inside `kevent_*` calls on this queue.
     pub fn for_this_process(self: &Arc<Self>) -> io::Result<Arc<Queue>> {
         if self.is_local() {
             return Ok(self.clone());
         }
         let memfd = self.ring.memfd().ok_or_else(|| errno(libc::EBADF))?;
         let doorbell = self.doorbell.as_fd().try_clone_to_owned()?;
-        let client = GateClient::connect(&self.gate_addr).ok();
-        Self::attached(memfd, doorbell, client, self.gate_addr.clone())
+        Self::attached(memfd, doorbell, self.gate.clone(), None)
     }
 
     /// The handle number (what `kevent_init` returns).
@@ -401,16 +403,31 @@ impl Queue {
         if let Some(b) = self.ring.broken() {
             return Err(b.into());
         }
-        match (&self.owner, &self.client) {
-            (Some(owner), _) if self.is_local() => {
-                let mut guard = lock(&owner.kernel);
-                let kernel = guard.as_mut().ok_or_else(|| errno(libc::EBADF))?;
-                kernel.ctl(cmd, events, &[], crate::kernel::Caller::Local)
-            }
-            (_, Some(client)) => client.ctl(cmd, events),
-            // Attached without a control channel (`Queue::attach`; use `Queue::connect`).
-            _ => Err(errno(libc::EOPNOTSUPP)),
+        if !self.is_local() {
+            // A fork's copy: its locks and connection are the parent's.
+            return Err(io::Error::new(
+                io::ErrorKind::Unsupported,
+                format!(
+                    "kevent_ctl: this queue value belongs to process {}; a forked child \
+                     uses Queue::for_this_process (the kevent_* calls do)",
+                    self.pid
+                ),
+            ));
         }
+        if let Some(owner) = &self.owner {
+            let mut guard = lock(&owner.kernel);
+            let kernel = guard.as_mut().ok_or_else(|| errno(libc::EBADF))?;
+            return kernel.ctl(cmd, events, &[], crate::kernel::Caller::Local);
+        }
+        // Attached without a control channel (`Queue::attach`; use `Queue::connect`).
+        let gate = self.gate.as_ref().ok_or_else(|| errno(libc::EOPNOTSUPP))?;
+        let mut client = self.client.lock().unwrap_or_else(|e| e.into_inner());
+        if client.as_ref().is_none_or(GateClient::is_broken) {
+            // First use in this process, or the last connection failed on the way.
+            *client = None;
+            *client = Some(gate.connect()?);
+        }
+        client.as_ref().expect("connected above").ctl(cmd, events)
     }
 
     fn deadline(timeout: Timeout, flags: u32) -> io::Result<Option<Deadline>> {
@@ -599,17 +616,10 @@ impl Queue {
         // Closed first: waiters (on the futex, or blocked in epoll_wait as harvester and
         // woken by the doorbell below) must see it when they wake.
         self.ring.close();
-        for (listener, path) in owner
-            .gates
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .drain(..)
-        {
-            let _ = rustix::net::shutdown(&*listener, rustix::net::Shutdown::Both);
-            if let Some(path) = path {
-                let _ = std::fs::remove_file(path);
-            }
-        }
+        // The gate thread ends (its connections close: peers get BrokenPipe); the
+        // listeners are shut down (a child's inherited copy cannot accept, connecting
+        // to the name is refused) and the socket files removed.
+        owner.gate.close();
         let _ = rustix::io::write(self.doorbell.as_fd(), &1u64.to_ne_bytes());
         if let Some(k) = lock(&owner.kernel).as_ref() {
             k.notify_loops(); // an event loop asleep on the notify fd learns of the close
@@ -642,6 +652,7 @@ impl Drop for Queue {
             {
                 std::mem::forget(t);
             }
+            owner.gate.forget_thread();
         }
     }
 }

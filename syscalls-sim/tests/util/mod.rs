@@ -271,8 +271,9 @@ pub fn raise_fd_limit(n: u64) {
             rlim_max: 0,
         };
         // SAFETY: getrlimit writes into the struct we own.
+        let r = unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim) };
         assert_eq!(
-            unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim) },
+            r,
             0,
             "getrlimit(RLIMIT_NOFILE): {}",
             io::Error::last_os_error()
