@@ -41,3 +41,32 @@ fn stat_of_a_missing_process_says_so() {
     let e = stat::rings_of_pid(u32::MAX - 1).unwrap_err();
     assert!(e.to_string().contains("no process"), "{e}");
 }
+
+#[test]
+fn stat_tells_claimed_entries_from_done_ones_waiting_for_an_older_release() {
+    let q = Queue::builder().capacity(64).build().unwrap();
+    let ring = q.ring();
+    for id in 1..=3 {
+        let user = Source::user(id);
+        q.add(&user, Token(id), Trigger::Level).unwrap();
+        q.ready(&user).unwrap();
+    }
+    // Three entries claimed in three batches; the 2nd and 3rd are committed, the 1st is
+    // held: uidx cannot pass it.
+    let first = q.wait(1, Some(std::time::Duration::from_secs(5))).unwrap();
+    let rest = q.wait(2, Some(std::time::Duration::from_secs(5))).unwrap();
+    assert_eq!((first.len(), rest.len()), (1, 2));
+    drop(rest);
+    let s = stat::RingStat::read(ring, "test");
+    assert_eq!((s.claimed_now, s.done_waiting), (1, 2), "{s}");
+    assert!(s.holding_uidx.is_some(), "{s}");
+    assert!(s.to_string().contains("1 claimed   2 done"), "{s}");
+    assert!(s.to_json().contains(r#""claimed_now":1,"done_waiting":2"#));
+    drop(first);
+    let s = stat::RingStat::read(ring, "test");
+    assert_eq!(
+        (s.claimed_now, s.done_waiting, s.holding_uidx),
+        (0, 0, None),
+        "{s}"
+    );
+}

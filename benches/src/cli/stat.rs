@@ -21,7 +21,7 @@ use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use kevent_ring::{RecordState, Ring};
+use kevent_ring::{RecordState, Ring, Status};
 
 use kevent::Stats;
 
@@ -174,6 +174,14 @@ pub struct RingStat {
     pub broken: Option<String>,
     /// Whether the producer has stopped.
     pub closed: bool,
+    /// Of the entries between `uidx` and `cidx`: claimed and not yet completed.
+    pub claimed_now: u64,
+    /// Of the entries between `uidx` and `cidx`: completed, waiting for an older entry
+    /// to be released first.
+    pub done_waiting: u64,
+    /// The consumer holding the oldest unreleased entry (the one at `uidx`), if it is
+    /// claimed: the consumer everyone else waits for when the ring is full.
+    pub holding_uidx: Option<u16>,
 }
 
 impl RingStat {
@@ -203,6 +211,21 @@ impl RingStat {
         let uidx = view(ring.uidx());
         let cidx = view(ring.cidx());
         let kidx = view(ring.kidx());
+        // Look at the slots between uidx and cidx (at most the capacity).
+        let (mut claimed_now, mut done_waiting, mut holding_uidx) = (0, 0, None);
+        let end = cidx.pos.min(uidx.pos.saturating_add(ring.capacity()));
+        for pos in uidx.pos..end {
+            match ring.slot_state(pos).map(|st| (st.status, st.owner)) {
+                Some((Status::Claimed, owner)) => {
+                    claimed_now += 1;
+                    if pos == uidx.pos {
+                        holding_uidx = Some(owner);
+                    }
+                }
+                Some((Status::Done, _)) => done_waiting += 1,
+                _ => {}
+            }
+        }
         RingStat {
             location: location.to_string(),
             producer_pid: h.identity.producer_pid.load(Ordering::Relaxed),
@@ -212,6 +235,9 @@ impl RingStat {
             uidx,
             backlog: stats.backlog_len,
             sleepers: ring.sleepers(),
+            claimed_now,
+            done_waiting,
+            holding_uidx,
             consumers,
             stats,
             broken: ring.broken().map(|b| b.to_string()),
@@ -257,9 +283,10 @@ impl RingStat {
             concat!(
                 r#"{{"location":{},"producer_pid":{},"capacity":{},"#,
                 r#""kidx":{},"cidx":{},"uidx":{},"unclaimed":{},"in_flight":{},"#,
+                r#""claimed_now":{},"done_waiting":{},"holding_uidx":{},"#,
                 r#""backlog":{},"sleepers":{},"consumers":[{}],"#,
                 r#""counters":{{"posted":{},"coalesced":{},"backlogged":{},"redelivered":{},"#,
-                r#""lost":{},"registered":{},"wake_calls":{}}},"#,
+                r#""lost":{},"registered":{},"wake_calls":{},"expired":{}}},"#,
                 r#""broken":{},"closed":{}}}"#
             ),
             json_string(&self.location),
@@ -270,6 +297,10 @@ impl RingStat {
             pos(self.uidx),
             self.unclaimed(),
             self.in_flight(),
+            self.claimed_now,
+            self.done_waiting,
+            self.holding_uidx
+                .map_or("null".to_string(), |id| id.to_string()),
             self.backlog,
             self.sleepers,
             consumers.join(","),
@@ -280,6 +311,7 @@ impl RingStat {
             s.lost,
             s.registered,
             s.wake_calls,
+            s.expired,
             self.broken
                 .as_deref()
                 .map_or("null".to_string(), json_string),
@@ -340,18 +372,34 @@ impl fmt::Display for RingStat {
         )?;
         writeln!(
             f,
-            "  entries    {} unclaimed   {} claimed, not released   backlog {}   sleepers {}",
+            "  entries    {} unclaimed   {} claimed   {} done, waiting for an older release   \
+             backlog {}   sleepers {}",
             self.unclaimed(),
-            self.in_flight(),
+            self.claimed_now,
+            self.done_waiting,
             self.backlog,
             self.sleepers
         )?;
+        if let Some(id) = self.holding_uidx {
+            writeln!(
+                f,
+                "  oldest     the entry at uidx is held by consumer {id} (past its lease while \
+                 the ring is full, it is delivered to another: see `expired`)"
+            )?;
+        }
         let s = &self.stats;
         writeln!(
             f,
-            "  counters   posted {}  coalesced {}  backlogged {}  redelivered {}  lost {}  \
-             registered {}  wake_calls {}",
-            s.posted, s.coalesced, s.backlogged, s.redelivered, s.lost, s.registered, s.wake_calls
+            "  counters   posted {}  coalesced {}  backlogged {}  redelivered {}  expired {}  \
+             lost {}  registered {}  wake_calls {}",
+            s.posted,
+            s.coalesced,
+            s.backlogged,
+            s.redelivered,
+            s.expired,
+            s.lost,
+            s.registered,
+            s.wake_calls
         )?;
         if self.consumers.is_empty() {
             return writeln!(f, "  consumers  none");
