@@ -186,22 +186,11 @@ impl Queue {
             ));
         }
         let inner = self.inner("kevent wait")?;
-        let nonblocking = timeout == Some(Duration::ZERO);
-        let spec = kevent_ring::WaitSpec {
-            old_uidx: None,
-            deadline: timeout.map(|t| {
-                let ns = t.as_nanos().min(u128::from(u64::MAX)) as u64;
-                kevent_ring::Deadline::Monotonic(kevent_ring::monotonic_now().saturating_add(ns))
-            }),
-            spin: if nonblocking {
-                Duration::ZERO
-            } else {
-                inner.spin()
-            },
-            return_on_wake: true,
-            kicks: 0, // next_batch reads the count itself
-            sleeper: None,
-        };
+        let deadline = timeout.map(|t| {
+            let ns = t.as_nanos().min(u128::from(u64::MAX)) as u64;
+            kevent_ring::Deadline::Monotonic(kevent_ring::monotonic_now().saturating_add(ns))
+        });
+        let spec = inner.wait_spec(None, deadline);
         let (claim, outcome) = inner
             .next_batch(max.min(self.capacity()) as u64, &spec)
             .map_err(|e| Error::wrap("kevent wait", e))?;

@@ -458,21 +458,16 @@ impl Queue {
         }
     }
 
-    /// `kevent_wait`: waits until entries are ready (or `old_uidx` is stale, a wake-up
-    /// request arrives, or the timeout passes) and claims up to `num` of them.
-    pub fn wait(&self, num: u32, old_uidx: u64, timeout: Timeout, flags: u32) -> io::Result<Claim> {
-        if num == 0 || u64::from(num) > self.ring.capacity() || flags & !KEVENT_FLAGS_ABSTIME != 0 {
-            return Err(errno(libc::EINVAL));
-        }
-        let nonblocking = timeout == Some(0) && flags & KEVENT_FLAGS_ABSTIME == 0;
-        let spec = WaitSpec {
-            old_uidx: Some(old_uidx),
-            deadline: if nonblocking {
-                Some(Deadline::Monotonic(0))
-            } else {
-                Self::deadline(timeout, flags)?
-            },
-            spin: if nonblocking {
+    /// How a wait of this process's consumer goes (what [`Queue::next_batch`] takes):
+    /// until `deadline` (`None`: for ever; one in the past: only look), spinning first
+    /// as [`Queue::set_spin`] says unless it only looks, returning on explicit wake-ups;
+    /// `old_uidx` as for `kevent_wait`. The raw calls and the safe API all build their
+    /// waits here.
+    pub fn wait_spec(&self, old_uidx: Option<u64>, deadline: Option<Deadline>) -> WaitSpec {
+        WaitSpec {
+            old_uidx,
+            deadline,
+            spin: if kevent_ring::deadline_passed(deadline) {
                 Duration::ZERO
             } else {
                 self.spin()
@@ -480,7 +475,22 @@ impl Queue {
             return_on_wake: true,
             kicks: 0, // next_batch reads the count itself
             sleeper: Some(self.me),
+        }
+    }
+
+    /// `kevent_wait`: waits until entries are ready (or `old_uidx` is stale, a wake-up
+    /// request arrives, or the timeout passes) and claims up to `num` of them.
+    pub fn wait(&self, num: u32, old_uidx: u64, timeout: Timeout, flags: u32) -> io::Result<Claim> {
+        if num == 0 || u64::from(num) > self.ring.capacity() || flags & !KEVENT_FLAGS_ABSTIME != 0 {
+            return Err(errno(libc::EINVAL));
+        }
+        let nonblocking = timeout == Some(0) && flags & KEVENT_FLAGS_ABSTIME == 0;
+        let deadline = if nonblocking {
+            Some(Deadline::Monotonic(0))
+        } else {
+            Self::deadline(timeout, flags)?
         };
+        let spec = self.wait_spec(Some(old_uidx), deadline);
         let (claim, outcome) = self.next_batch(u64::from(num), &spec)?;
         match Self::outcome_error(outcome) {
             Some(e) => Err(e),
@@ -562,22 +572,12 @@ impl Queue {
             return Err(errno(libc::EINVAL));
         }
         let nonblocking = min == 0 || (timeout == Some(0) && flags & KEVENT_FLAGS_ABSTIME == 0);
-        let spec = WaitSpec {
-            old_uidx: None,
-            deadline: if nonblocking {
-                Some(Deadline::Monotonic(0))
-            } else {
-                Self::deadline(timeout, flags)?
-            },
-            spin: if nonblocking {
-                Duration::ZERO
-            } else {
-                self.spin()
-            },
-            return_on_wake: true,
-            kicks: 0, // next_batch reads the count itself
-            sleeper: Some(self.me),
+        let deadline = if nonblocking {
+            Some(Deadline::Monotonic(0))
+        } else {
+            Self::deadline(timeout, flags)?
         };
+        let spec = self.wait_spec(None, deadline);
         let mut got = 0;
         loop {
             let (claim, outcome) = self.next_batch((max - got) as u64, &spec)?;
