@@ -71,6 +71,12 @@
 //! while events wait, so a queue can sit inside epoll, mio or tokio: on readiness, take
 //! events with a zero-timeout [`Queue::wait`].
 //!
+//! **An event loop.** [`Loop`] is QEMU's `AioContext` built on a queue: fd handlers,
+//! [`EventNotifier`]s and bottom halves ([`Bh`]) that any thread may set or schedule
+//! without a lock, nanosecond [`Timer`]s whose nearest deadline is the wait's timeout, and
+//! a nestable [`Loop::poll`] that keeps external sources for after a nested poll, with
+//! optional adaptive busy polling; [`IoThread`] runs one in a thread of its own.
+//!
 //! The `kevent` command-line tool (`kevent stat` shows a live ring, `kevent demo` shows
 //! events flowing, `kevent bench` compares with epoll and io_uring) is the separate crate
 //! `kevent-bench`, so that depending on this library brings no tool or rival with it.
@@ -83,6 +89,7 @@ mod builder;
 mod ctl;
 mod error;
 mod event;
+mod event_loop;
 mod interest;
 mod mode;
 mod queue;
@@ -95,6 +102,9 @@ pub use builder::Builder;
 pub use ctl::Added;
 pub use error::{Error, Result};
 pub use event::{Event, Readiness};
+pub use event_loop::{
+    Bh, Clock, Drained, EventNotifier, FdHandler, IoThread, Loop, LoopStats, PollParams, Timer,
+};
 pub use interest::{InodeEvents, Interest, PollMask};
 pub use mode::{Flags, Mode, Trigger};
 pub use queue::Queue;
