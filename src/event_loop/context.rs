@@ -36,7 +36,10 @@ pub(super) struct Shared {
     /// The lock-free list of queued bottom halves and notifiers (see the module docs).
     bh_tx: Sender<Work>,
     pub(super) timers: Mutex<TimerList>,
-    /// Idle bottom halves queued (they cap the timeout at 10 ms).
+    /// Bottom halves and notifiers on the list, not yet taken by a poll (a hint for
+    /// [`Loop::compute_timeout`]; `notified` is what keeps a loop from sleeping past them).
+    pub(super) queued: AtomicUsize,
+    /// Idle bottom halves scheduled and not yet run (they cap the timeout at 10 ms).
     pub(super) idle_bhs: AtomicUsize,
     pub(super) counters: Counters,
     /// The first error met and not yet taken.
@@ -46,7 +49,12 @@ pub(super) struct Shared {
 impl Shared {
     /// Queues a bottom half or notifier; `false` if the loop is gone.
     pub(super) fn push(&self, work: Work) -> bool {
-        self.bh_tx.send(work).is_ok()
+        self.queued.fetch_add(1, Ordering::Relaxed);
+        let sent = self.bh_tx.send(work).is_ok();
+        if !sent {
+            self.queued.fetch_sub(1, Ordering::Relaxed);
+        }
+        sent
     }
 
     /// `aio_notify`, keeping an error for [`Loop::take_error`].
@@ -156,6 +164,7 @@ impl Loop {
             waker: Waker::new(Arc::downgrade(&queue), wake),
             bh_tx,
             timers: Mutex::default(),
+            queued: AtomicUsize::new(0),
             idle_bhs: AtomicUsize::new(0),
             counters: Counters::default(),
             error: Mutex::new(None),

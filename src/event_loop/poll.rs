@@ -26,6 +26,7 @@
 use std::cell::{Cell, RefCell};
 use std::collections::VecDeque;
 use std::rc::Rc;
+use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -225,11 +226,14 @@ impl Loop {
         Ok(progress)
     }
 
-    /// `aio_compute_timeout`: how long a blocking poll of this thread would wait now —
-    /// zero if work is waiting (a bottom half or notifier, events a nested poll has yet
-    /// to dispatch, kept events that may run), else the time to the nearest timer
-    /// deadline (at most 10 ms while an idle bottom half waits), or `None`: until an
-    /// event or a wake-up.
+    /// `aio_compute_timeout`: how long a blocking poll of this thread would wait for
+    /// what is known now — zero if work is waiting (a bottom half or notifier, events a
+    /// nested poll has yet to dispatch, kept events that may run), else the time to the
+    /// nearest timer deadline (at most 10 ms while an idle bottom half waits), or
+    /// `None`: until an event or a wake-up.
+    ///
+    /// (A poll also waits zero after any notification since the previous poll — a timer
+    /// armed, say — to look again; this does not.)
     #[doc(alias = "aio_compute_timeout")]
     pub fn compute_timeout(&self) -> Option<Duration> {
         let pending = THREAD.with(|t| {
@@ -237,30 +241,27 @@ impl Loop {
                 .iter()
                 .any(|s| s.loop_id == self.id && !s.pending.borrow().is_empty())
         });
-        if pending {
+        let queued = self.shared.queued.load(Ordering::Relaxed);
+        let idle = self.shared.idle_bhs.load(Ordering::Relaxed);
+        if pending || queued > idle {
             return Some(Duration::ZERO);
         }
         self.loop_timeout()
     }
 
     fn timeout_in(&self, frame: &Frame<'_>) -> Option<Duration> {
-        if frame.has_pending() {
+        if frame.has_pending() || self.shared.waker.is_notified() {
             return Some(Duration::ZERO);
         }
         self.loop_timeout()
     }
 
     fn loop_timeout(&self) -> Option<Duration> {
-        if self.shared.waker.is_notified() || self.external.has_runnable() {
+        if self.external.has_runnable() {
             return Some(Duration::ZERO);
         }
         let timers = self.timer_timeout();
-        if self
-            .shared
-            .idle_bhs
-            .load(std::sync::atomic::Ordering::Relaxed)
-            > 0
-        {
+        if self.shared.idle_bhs.load(Ordering::Relaxed) > 0 {
             return Some(timers.map_or(IDLE_TIMEOUT, |t| t.min(IDLE_TIMEOUT)));
         }
         timers
@@ -271,6 +272,7 @@ impl Loop {
     fn take_queued(&self, frame: &Frame<'_>) {
         let rx = lock(&self.bh_rx);
         while let Ok(work) = rx.try_recv() {
+            self.shared.queued.fetch_sub(1, Ordering::Relaxed);
             frame.push(work);
         }
     }
