@@ -105,9 +105,9 @@ impl Bh {
         self.inner.enqueue(SCHEDULED);
     }
 
-    /// `qemu_bh_schedule_idle`: as [`schedule`](Bh::schedule), but the run does not count
-    /// as progress of [`Loop::poll`] and does not make the loop's timeout zero: while an
-    /// idle bottom half waits, the loop wakes at least every 10 ms.
+    /// `qemu_bh_schedule_idle`: as [`schedule`](Bh::schedule), but its run does not count
+    /// as progress of [`Loop::poll`] — for work that may wait: while only idle bottom
+    /// halves are queued, [`Loop::compute_timeout`] is at most 10 ms instead of zero.
     #[doc(alias = "qemu_bh_schedule_idle")]
     pub fn schedule_idle(&self) {
         self.inner.enqueue(SCHEDULED | IDLE);

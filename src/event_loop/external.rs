@@ -66,9 +66,17 @@ impl External {
 
     /// Returns whether that made external sources runnable with kept events waiting.
     pub(super) fn unblock(&self) -> bool {
-        let before = self.blocked.fetch_sub(1, Ordering::AcqRel);
-        debug_assert!(before > 0, "drained_end without drained_begin");
-        before == 1 && self.has_kept.load(Ordering::Acquire)
+        let dec = |b: u32| b.checked_sub(1);
+        match self
+            .blocked
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, dec)
+        {
+            Ok(before) => before == 1 && self.has_kept.load(Ordering::Acquire),
+            Err(_) => {
+                debug_assert!(false, "drained_end without drained_begin");
+                false
+            }
+        }
     }
 
     /// Takes the kept events, oldest first.
@@ -166,7 +174,8 @@ impl Loop {
     /// [`drained_begin`](Loop::drained_begin). When the last one closes, the loop is
     /// notified and its next poll dispatches the kept events.
     ///
-    /// A call without a matching `drained_begin` is a bug (a debug build panics).
+    /// A call without a matching `drained_begin` is a bug: a debug build panics, a
+    /// release build ignores it.
     #[doc(alias = "aio_enable_external")]
     pub fn drained_end(&self) {
         if self.external.unblock() {

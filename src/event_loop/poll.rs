@@ -18,10 +18,13 @@
 //! one. Depth 2 blocks external sources (`external.rs`) until the thread is back at
 //! depth 1.
 //!
-//! A handler is not run again for its own kevent while it runs (its entry is claimed by
-//! the batch being dispatched until that batch commits): a handler that waits in a nested
-//! poll for more readiness of its *own* fd waits in vain. Wait for another source (a
-//! bottom half, a notifier, another fd), as QEMU code waits for a completion.
+//! **A limit of claiming.** An fd whose event an outer poll claimed is not reported again
+//! until that poll's batch is committed — after the nested poll returns — even if a
+//! nested poll already ran its handler and the fd is still ready: the ring holds one
+//! entry per kevent, and a [`Batch`](crate::Batch) commits as a whole. So a nested poll
+//! that waits for more readiness of such an fd (its own handler's fd, typically) waits in
+//! vain. Wait for another source — a bottom half, a notifier, another fd — as QEMU code
+//! waits for a completion; or keep batches small ([`Loop::set_max_events`]).
 
 use std::cell::{Cell, RefCell};
 use std::collections::VecDeque;
