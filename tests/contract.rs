@@ -580,8 +580,11 @@ fn a_killed_consumers_claims_are_redelivered_to_a_waiting_owner_thread() {
                 .iter()
                 .all(|(evs, _)| evs.iter().all(Event::is_redelivered)));
             let last = got.last().unwrap().1.duration_since(killed);
+            // Measured here: 0.3–10 ms (the reaper looks every half interval). 80 ms is
+            // four reap intervals of slack for a loaded machine, and still catches a
+            // fixed 100 ms tick rescuing the sleeper.
             assert!(
-                last < ms(200),
+                last < ms(80),
                 "the last redelivery came {last:?} after the kill"
             );
         });

@@ -7,16 +7,19 @@
 //! a dead process held. A slot whose CAS fails was taken by the reaper (its reservation
 //! stalled for longer than the reaper's grace period) and is simply not ours.
 //!
-//! **Complete** is a CAS CLAIMED(me) → DONE. It fails harmlessly if the slot is not ours
+//! **Complete** is a CAS CLAIMED(me) → DONE(me). It fails harmlessly if the slot is not ours
 //! (already completed, or reclaimed), which makes commits idempotent.
 //!
 //! **Advance**: whoever finds the slot at `uidx` DONE resets it to EMPTY for the next lap
 //! (CAS) and then moves `uidx` past it (CAS). Anyone who finds the slot already reset
 //! helps move `uidx`. Resetting *before* moving `uidx` means the producer never sees room
 //! whose slot is not yet free. `uidx` only moves over the contiguous DONE prefix, so
-//! entries completed out of order are released in order.
+//! entries completed out of order are released in order. A DONE slot without an owner
+//! was never claimed (no step writes one; the kernel's take-backs write
+//! DONE([`RECLAIMED`])): the advance stops there and the reaper re-delivers it, so an
+//! entry flipped from READY to DONE by a stray write is not lost silently.
 
-use crate::state::{SlotState, Status};
+use crate::state::{SlotState, Status, RECLAIMED};
 use crate::sync::{fence, spin_hint, Ordering};
 use crate::{Ring, Ukevent};
 
@@ -166,7 +169,7 @@ impl Ring {
             .state
             .compare_exchange(
                 SlotState::new(lap, me.0, Status::Claimed).encode(),
-                SlotState::new(lap, 0, Status::Done).encode(),
+                SlotState::new(lap, me.0, Status::Done).encode(),
                 Ordering::Release,
                 Ordering::Relaxed,
             )
@@ -258,44 +261,48 @@ impl Ring {
     }
 
     /// Resets the slot at `u` from DONE to EMPTY for its next lap, or finds it already
-    /// reset. Returns whether `uidx` may move past `u`.
+    /// reset. Returns whether `uidx` may move past `u`. An ownerless DONE is refused (see
+    /// the module docs): the reaper re-delivers it.
     fn release_one(&self, u: u64) -> bool {
         let lap = self.lap(u);
-        let done = SlotState::new(lap, 0, Status::Done).encode();
         let next = SlotState::new(lap + 1, 0, Status::Empty).encode();
-        // AcqRel: acquire the completer's Release (its reads of the entry happen
-        // before), release to the producer's Acquire load of the slot state.
-        match self
-            .slot(u)
-            .state
-            .compare_exchange(done, next, Ordering::AcqRel, Ordering::Acquire)
-        {
-            Ok(_) => true,
+        let state = &self.slot(u).state;
+        // Acquire: the completer's Release (its reads of the entry happen before).
+        let found = state.load(Ordering::Acquire);
+        match SlotState::decode(found) {
+            Some(st) if st.status == Status::Done && st.lap == lap && st.owner != 0 => {}
             // Someone else reset it; help them move uidx.
-            Err(found) => found == next,
+            _ => return found == next,
+        }
+        // AcqRel: acquire as above, release to the producer's Acquire load of the state.
+        match state.compare_exchange(found, next, Ordering::AcqRel, Ordering::Acquire) {
+            Ok(_) => true,
+            Err(now) => now == next,
         }
     }
 
     /// Reclaims a slot for redelivery (the reaper's move): CLAIMED(`owner`) or, with
-    /// `owner == ConsumerId(0)`, an orphaned READY slot below `cidx`, becomes DONE. The
-    /// caller re-publishes the entry from its own records. Returns whether it took it.
+    /// `owner == ConsumerId(0)`, an orphaned READY slot below `cidx` (or an ownerless
+    /// DONE one, see the module docs), becomes DONE([`RECLAIMED`]). The caller
+    /// re-publishes the entry from its own records. Returns whether it took it.
     pub fn reclaim(&self, owner: ConsumerId, pos: u64) -> bool {
         let lap = self.lap(pos);
-        let from = if owner.0 == 0 {
-            SlotState::new(lap, 0, Status::Ready)
+        let from: &[SlotState] = if owner.0 == 0 {
+            &[
+                SlotState::new(lap, 0, Status::Ready),
+                SlotState::new(lap, 0, Status::Done),
+            ]
         } else {
-            SlotState::new(lap, owner.0, Status::Claimed)
+            &[SlotState::new(lap, owner.0, Status::Claimed)]
         };
+        let to = SlotState::new(lap, RECLAIMED, Status::Done).encode();
         // AcqRel: like `complete` (Release) and `claim` (Acquire) in one.
-        self.slot(pos)
-            .state
-            .compare_exchange(
-                from.encode(),
-                SlotState::new(lap, 0, Status::Done).encode(),
-                Ordering::AcqRel,
-                Ordering::Relaxed,
-            )
-            .is_ok()
+        from.iter().any(|from| {
+            self.slot(pos)
+                .state
+                .compare_exchange(from.encode(), to, Ordering::AcqRel, Ordering::Relaxed)
+                .is_ok()
+        })
     }
 
     /// The decoded state of the slot holding `pos` (for the reaper and inspectors).

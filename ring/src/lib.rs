@@ -64,7 +64,7 @@ pub use error::{AttachError, Broken};
 pub use futex::Deadline;
 pub use producer::{Producer, PushError};
 pub use ring::{check_capacity, Ring};
-pub use state::{SlotState, Status};
+pub use state::{SlotState, Status, RECLAIMED};
 pub use ukevent::Ukevent;
 #[cfg(not(loom))]
 pub use wait::{deadline_passed, monotonic_now, realtime_now};

@@ -23,9 +23,17 @@ pub enum Status {
     Ready = 1,
     /// Taken by the consumer named in the owner field.
     Claimed = 2,
-    /// Processed; freed when the user position passes it.
+    /// Processed; freed when the user position passes it. The owner field says who
+    /// finished it: the consumer that completed it, or [`RECLAIMED`] when the kernel
+    /// took it back (reaper, lease, REMOVE). No protocol step writes an ownerless DONE:
+    /// one is an entry that vanished without being claimed (a corrupt word), which the
+    /// advance refuses to release and the reaper re-delivers.
     Done = 3,
 }
+
+/// The owner of a DONE slot the kernel took back for redelivery ([`Status::Done`]); no
+/// consumer has this id (the table has at most a few hundred records).
+pub const RECLAIMED: u16 = u16::MAX;
 
 const STATUS_BITS: u32 = 8;
 const OWNER_BITS: u32 = 16;

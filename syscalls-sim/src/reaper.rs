@@ -178,6 +178,17 @@ impl Reaper {
         } else {
             self.garbage_at = None;
         }
+        // An ownerless DONE at uidx: an entry that vanished without being claimed (no
+        // protocol step writes one, see kevent_ring's consumer module). The advance stops
+        // there; re-deliver it rather than lose it silently or stall.
+        if u < c
+            && ring.slot_state(u) == Some(SlotState::new(u / cap, 0, Status::Done))
+            && ring.reclaim(ConsumerId(0), u)
+        {
+            kernel.redeliver(u);
+            ring.advance();
+            kernel.service(0);
+        }
         self.lease(kernel, u, c, &live);
         // Nothing changed since the last scan: no need to look at every slot again.
         let view = (u, c, live.clone());

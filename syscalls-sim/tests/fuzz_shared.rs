@@ -866,6 +866,60 @@ fn a_state_word_of_the_wrong_lap_at_the_user_index_marks_the_ring_broken() {
     });
 }
 
+/// A READY slot flipped to DONE by a stray write (a one-bit difference in the status
+/// byte): the entry vanished without anyone claiming it. It must be delivered again — not
+/// released silently with `lost` still 0 — and the ring must go on.
+#[test]
+fn a_ready_slot_flipped_to_done_is_delivered_again_not_lost_silently() {
+    bounded(Duration::from_secs(30), || {
+        let (q, ring) = small_queue();
+        let me = q.consumer();
+        ready(&q, 1);
+        ready(&q, 2);
+        assert_eq!(q.ring().kidx(), 2);
+        let flipped = SlotState::new(0, 0, Status::Done).encode();
+        let was = ring.u64_at(HEADER_SIZE).swap(flipped, Ordering::SeqCst);
+        assert_eq!(was, SlotState::new(0, 0, Status::Ready).encode());
+        let mut got = Vec::new();
+        let end = Instant::now() + Duration::from_secs(2);
+        while got.len() < 2 && q.ring().broken().is_none() && Instant::now() < end {
+            let c = q.ring().claim(me, 8);
+            got.extend((c.start..c.end).filter_map(|pos| q.entry(pos)));
+            q.ring().complete_range(me, c.start..c.end);
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        let mut users: Vec<u64> = got.iter().map(|e| e.user).collect();
+        users.sort_unstable();
+        assert_eq!(
+            users,
+            [1, 2],
+            "entries delivered {got:?}; slot 0 {:?}, uidx {}, broken {:?}",
+            q.ring().slot_state(0),
+            q.ring().uidx(),
+            q.ring().broken()
+        );
+        let again = got.iter().find(|e| e.user == 1).unwrap();
+        assert_ne!(again.ret_flags & KEVENT_RET_REDELIVERED, 0, "{again:?}");
+        assert_eq!(q.ring().header().stats.lost.load(Ordering::SeqCst), 0);
+        // The ring goes on: every later event arrives once.
+        for id in 3..=8 {
+            ready(&q, id);
+        }
+        let mut later = 0;
+        let end = Instant::now() + Duration::from_secs(2);
+        while later < 6 && Instant::now() < end {
+            let c = q.ring().claim(me, 8);
+            later += (c.start..c.end)
+                .filter(|&pos| q.entry(pos).is_some())
+                .count();
+            q.ring().complete_range(me, c.start..c.end);
+        }
+        assert_eq!(later, 6);
+        assert_eq!(q.ring().uidx(), q.ring().kidx());
+        q.close();
+    });
+}
+
 /// A slot CLAIMED in the name of a consumer that does not exist (no such record: a
 /// scribbled owner field) is never reclaimed: the reaper only looks at the owners in its
 /// table. It must be delivered again, as a dead consumer's would be (or the ring marked
