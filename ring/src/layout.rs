@@ -244,86 +244,91 @@ impl Header {
     }
 }
 
+/// Checks a capacity requested by a caller (the kernel's `EINVAL` cases): a power of two
+/// in `MIN_CAPACITY..=MAX_CAPACITY`.
+pub fn check_capacity(capacity: u32) -> Result<(), crate::AttachError> {
+    if capacity.is_power_of_two() && (MIN_CAPACITY..=MAX_CAPACITY).contains(&capacity) {
+        Ok(())
+    } else {
+        Err(crate::AttachError::Capacity { found: capacity })
+    }
+}
+
 /// Bytes a ring of `capacity` slots occupies (header + slots).
 pub fn ring_bytes(capacity: u32) -> usize {
     HEADER_SIZE + capacity as usize * SLOT_SIZE
 }
 
+/// The layout is the ABI: every size and offset another process relies on is pinned at
+/// compile time (a change that moves one fails the build, and must bump
+/// [`ABI_VERSION`]). Not under loom, whose atomics have other sizes.
+#[cfg(not(loom))]
+const _: () = {
+    use crate::Ukevent;
+    use core::mem::{align_of, offset_of, size_of};
+    assert!(size_of::<Header>() == HEADER_SIZE);
+    assert!(size_of::<Identity>() == 128);
+    assert!(offset_of!(Header, identity) == 0);
+    assert!(offset_of!(Identity, magic) == 0);
+    assert!(offset_of!(Identity, abi_version) == 8);
+    assert!(offset_of!(Identity, header_size) == 12);
+    assert!(offset_of!(Identity, slot_size) == 16);
+    assert!(offset_of!(Identity, capacity) == 20);
+    assert!(offset_of!(Identity, flags) == 24);
+    assert!(offset_of!(Identity, consumer_slots) == 28);
+    assert!(offset_of!(Identity, broken) == 32);
+    assert!(offset_of!(Identity, closed) == 36);
+    assert!(offset_of!(Identity, producer_pid) == 40);
+    assert!(offset_of!(Header, kidx) == 128);
+    assert!(offset_of!(Header, cidx) == 256);
+    assert!(offset_of!(Header, uidx) == 384);
+    assert!(offset_of!(Header, wake) == 512);
+    assert!(offset_of!(WakeLine, seq) == 0);
+    assert!(offset_of!(WakeLine, waiters) == 4);
+    assert!(offset_of!(WakeLine, need_doorbell) == 8);
+    assert!(offset_of!(WakeLine, pollers) == 12);
+    assert!(offset_of!(WakeLine, kicks) == 16);
+    assert!(offset_of!(WakeLine, unwatched) == 20);
+    assert!(offset_of!(WakeLine, park) == 24);
+    assert!(size_of::<WakeLine>() == 128);
+    assert!(offset_of!(Header, stats) == 640);
+    assert!(offset_of!(Stats, posted) == 0);
+    assert!(offset_of!(Stats, coalesced) == 8);
+    assert!(offset_of!(Stats, backlogged) == 16);
+    assert!(offset_of!(Stats, redelivered) == 24);
+    assert!(offset_of!(Stats, lost) == 32);
+    assert!(offset_of!(Stats, backlog_len) == 40);
+    assert!(offset_of!(Stats, registered) == 48);
+    assert!(offset_of!(Stats, wake_calls) == 56);
+    assert!(offset_of!(Stats, expired) == 64);
+    assert!(size_of::<Stats>() == 128);
+    assert!(offset_of!(Header, consumers) == 1024);
+    assert!(size_of::<ConsumerRecord>() == 32);
+    assert!(offset_of!(ConsumerRecord, state) == 0);
+    assert!(offset_of!(ConsumerRecord, pid) == 4);
+    assert!(offset_of!(ConsumerRecord, generation) == 8);
+    assert!(offset_of!(ConsumerRecord, sleeping) == 12);
+    assert!(offset_of!(ConsumerRecord, claimed) == 16);
+    assert!(offset_of!(ConsumerRecord, completed) == 24);
+    assert!(1024 + MAX_CONSUMERS * 32 == 3072);
+    assert!(LOCK_BASE as usize >= 3072 && LOCK_BASE as usize + MAX_CONSUMERS <= HEADER_SIZE);
+    assert!(size_of::<Slot>() == SLOT_SIZE);
+    assert!(align_of::<Slot>() == 64);
+    assert!(offset_of!(Slot, state) == 0);
+    assert!(offset_of!(Slot, words) == 8);
+    assert!(size_of::<Ukevent>() == 40);
+    assert!(offset_of!(Ukevent, id) == 0);
+    assert!(offset_of!(Ukevent, type_) == 8);
+    assert!(offset_of!(Ukevent, event) == 12);
+    assert!(offset_of!(Ukevent, req_flags) == 16);
+    assert!(offset_of!(Ukevent, ret_flags) == 20);
+    assert!(offset_of!(Ukevent, ret_data) == 24);
+    assert!(offset_of!(Ukevent, user) == 32);
+};
+
 #[cfg(all(test, not(loom)))]
 mod tests {
     use super::*;
-    use core::mem::{align_of, offset_of, size_of};
-
-    #[test]
-    fn header_is_one_page_with_every_offset_pinned() {
-        assert_eq!(size_of::<Header>(), HEADER_SIZE);
-        assert_eq!(size_of::<Identity>(), 128);
-        assert_eq!(offset_of!(Header, identity), 0);
-        assert_eq!(offset_of!(Identity, magic), 0);
-        assert_eq!(offset_of!(Identity, abi_version), 8);
-        assert_eq!(offset_of!(Identity, header_size), 12);
-        assert_eq!(offset_of!(Identity, slot_size), 16);
-        assert_eq!(offset_of!(Identity, capacity), 20);
-        assert_eq!(offset_of!(Identity, flags), 24);
-        assert_eq!(offset_of!(Identity, consumer_slots), 28);
-        assert_eq!(offset_of!(Identity, broken), 32);
-        assert_eq!(offset_of!(Identity, closed), 36);
-        assert_eq!(offset_of!(Identity, producer_pid), 40);
-        assert_eq!(offset_of!(Header, kidx), 128);
-        assert_eq!(offset_of!(Header, cidx), 256);
-        assert_eq!(offset_of!(Header, uidx), 384);
-        assert_eq!(offset_of!(Header, wake), 512);
-        assert_eq!(offset_of!(WakeLine, seq), 0);
-        assert_eq!(offset_of!(WakeLine, waiters), 4);
-        assert_eq!(offset_of!(WakeLine, need_doorbell), 8);
-        assert_eq!(offset_of!(WakeLine, pollers), 12);
-        assert_eq!(offset_of!(WakeLine, kicks), 16);
-        assert_eq!(offset_of!(WakeLine, unwatched), 20);
-        assert_eq!(offset_of!(WakeLine, park), 24);
-        assert_eq!(size_of::<WakeLine>(), 128);
-        assert_eq!(offset_of!(Header, stats), 640);
-        assert_eq!(offset_of!(Stats, posted), 0);
-        assert_eq!(offset_of!(Stats, coalesced), 8);
-        assert_eq!(offset_of!(Stats, backlogged), 16);
-        assert_eq!(offset_of!(Stats, redelivered), 24);
-        assert_eq!(offset_of!(Stats, lost), 32);
-        assert_eq!(offset_of!(Stats, backlog_len), 40);
-        assert_eq!(offset_of!(Stats, registered), 48);
-        assert_eq!(offset_of!(Stats, wake_calls), 56);
-        assert_eq!(offset_of!(Stats, expired), 64);
-        assert_eq!(size_of::<Stats>(), 128);
-        assert_eq!(offset_of!(Header, consumers), 1024);
-        assert_eq!(size_of::<ConsumerRecord>(), 32);
-        assert_eq!(offset_of!(ConsumerRecord, state), 0);
-        assert_eq!(offset_of!(ConsumerRecord, pid), 4);
-        assert_eq!(offset_of!(ConsumerRecord, generation), 8);
-        assert_eq!(offset_of!(ConsumerRecord, sleeping), 12);
-        assert_eq!(offset_of!(ConsumerRecord, claimed), 16);
-        assert_eq!(offset_of!(ConsumerRecord, completed), 24);
-        assert_eq!(1024 + MAX_CONSUMERS * 32, 3072);
-        assert!(LOCK_BASE as usize >= 3072 && LOCK_BASE as usize + MAX_CONSUMERS <= HEADER_SIZE);
-    }
-
-    #[test]
-    fn slot_is_64_bytes_state_word_first() {
-        assert_eq!(size_of::<Slot>(), SLOT_SIZE);
-        assert_eq!(align_of::<Slot>(), 64);
-        assert_eq!(offset_of!(Slot, state), 0);
-        assert_eq!(offset_of!(Slot, words), 8);
-    }
-
-    #[test]
-    fn ukevent_matches_the_c_struct() {
-        use crate::Ukevent;
-        assert_eq!(size_of::<Ukevent>(), 40);
-        assert_eq!(offset_of!(Ukevent, id), 0);
-        assert_eq!(offset_of!(Ukevent, type_), 8);
-        assert_eq!(offset_of!(Ukevent, event), 12);
-        assert_eq!(offset_of!(Ukevent, req_flags), 16);
-        assert_eq!(offset_of!(Ukevent, ret_flags), 20);
-        assert_eq!(offset_of!(Ukevent, ret_data), 24);
-        assert_eq!(offset_of!(Ukevent, user), 32);
-    }
 
     #[test]
     fn magic_spells_kevtring() {

@@ -62,8 +62,9 @@ pub use consumers::Liveness;
 pub use consumers::RecordState;
 pub use error::{AttachError, Broken};
 pub use futex::Deadline;
+pub use layout::check_capacity;
 pub use producer::{Producer, PushError};
-pub use ring::{check_capacity, Ring};
+pub use ring::Ring;
 pub use state::{SlotState, Status, RECLAIMED};
 pub use ukevent::Ukevent;
 #[cfg(not(loom))]

@@ -1,4 +1,8 @@
-//! Rings in a memfd: create (sized, then sealed), and attach (validated).
+//! The memory of a shared ring: a memfd, created (sized, then sealed) or attached
+//! (validated), and mapped shared. This module knows the layout, never the [`Ring`]
+//! built over it (as io-uring's `Mmap`): `ring.rs` depends on it, not the other way.
+//!
+//! [`Ring`]: crate::Ring
 //!
 //! Attaching is where untrusted input enters: a file descriptor from another process.
 //! Before a single slot is touched we check, in order: that the fd is sealed against
@@ -11,16 +15,18 @@ use std::ptr::NonNull;
 
 use rustix::fs::{self, MemfdFlags, SealFlags};
 
-use crate::layout::{ring_bytes, Header, Slot, ABI_VERSION, HEADER_SIZE, MAGIC, SLOT_SIZE};
-use crate::ring::{check_capacity, Backing};
+use crate::layout::{
+    check_capacity, ring_bytes, Header, Slot, ABI_VERSION, HEADER_SIZE, MAGIC, SLOT_SIZE,
+};
 use crate::sync::Ordering;
-use crate::{AttachError, Ring};
+use crate::AttachError;
 
-/// A `MAP_SHARED` mapping of a ring's memfd, unmapped on drop.
+/// A `MAP_SHARED` mapping of a ring's memfd: a header and `capacity` slots, unmapped on
+/// drop.
 pub(crate) struct Mapping {
-    /// Held, not read: unmapped on drop.
-    pub(crate) _map: memmap2::MmapRaw,
-    pub(crate) fd: OwnedFd,
+    map: memmap2::MmapRaw,
+    fd: OwnedFd,
+    capacity: u32,
 }
 
 fn io_err(what: &str, e: impl Into<std::io::Error>) -> AttachError {
@@ -28,12 +34,11 @@ fn io_err(what: &str, e: impl Into<std::io::Error>) -> AttachError {
     AttachError::Io(e.kind(), format!("{what}: {e}"))
 }
 
-impl Ring {
-    /// Creates a ring of `capacity` slots in a new memfd named `name`, sized and sealed
-    /// against shrinking and growing, and mapped shared.
-    ///
-    /// `capacity` must be a power of two in `2..=2^24` (`EINVAL` otherwise).
-    pub fn create(name: &str, capacity: u32) -> Result<Ring, AttachError> {
+impl Mapping {
+    /// A new memfd named `name` for a ring of `capacity` slots, sized and sealed
+    /// against shrinking and growing, and mapped shared. Its identity block is left
+    /// zero for the ring to fill in.
+    pub(crate) fn create(name: &str, capacity: u32) -> Result<Mapping, AttachError> {
         check_capacity(capacity)?;
         let fd = fs::memfd_create(name, MemfdFlags::CLOEXEC | MemfdFlags::ALLOW_SEALING)
             .map_err(|e| io_err("memfd_create", e))?;
@@ -41,15 +46,13 @@ impl Ring {
         fs::ftruncate(&fd, len).map_err(|e| io_err("ftruncate", e))?;
         fs::fcntl_add_seals(&fd, SealFlags::SHRINK | SealFlags::GROW | SealFlags::SEAL)
             .map_err(|e| io_err("sealing the ring memfd", e))?;
-        let ring = map(fd, capacity)?;
-        ring.init_identity();
-        Ok(ring)
+        map(fd, capacity)
     }
 
-    /// Attaches to an existing ring from its memfd (the fd is duplicated; the caller
-    /// keeps its own). Refuses anything that is not a sound ring of this ABI, with an
-    /// error that says what is wrong.
-    pub fn attach(fd: BorrowedFd<'_>) -> Result<Ring, AttachError> {
+    /// Maps an existing ring's memfd (the fd is duplicated; the caller keeps its own).
+    /// Refuses anything that is not a sound ring of this ABI, with an error that says
+    /// what is wrong.
+    pub(crate) fn attach(fd: BorrowedFd<'_>) -> Result<Mapping, AttachError> {
         let fd = fd
             .try_clone_to_owned()
             .map_err(|e| io_err("duplicating the ring fd", e))?;
@@ -76,6 +79,24 @@ impl Ring {
             validate_identity(header, len)?
         };
         map(fd, capacity)
+    }
+
+    /// Slots in the mapping (validated: a power of two in range).
+    pub(crate) fn capacity(&self) -> u32 {
+        self.capacity
+    }
+
+    /// The header at the start of the mapping.
+    pub(crate) fn header(&self) -> NonNull<Header> {
+        NonNull::new(self.map.as_mut_ptr() as *mut Header).expect("mmap never returns null")
+    }
+
+    /// The first of `capacity` slots, right after the header.
+    pub(crate) fn slots(&self) -> NonNull<Slot> {
+        // SAFETY: the mapping is HEADER_SIZE + capacity * SLOT_SIZE bytes (sized by
+        // `map`), so the slot array starts HEADER_SIZE bytes in and stays inside it.
+        let first = unsafe { self.map.as_mut_ptr().add(HEADER_SIZE) };
+        NonNull::new(first as *mut Slot).expect("inside a non-null mapping")
     }
 }
 
@@ -123,31 +144,15 @@ fn validate_identity(header: &Header, len: u64) -> Result<u32, AttachError> {
     Ok(capacity)
 }
 
-/// Maps `ring_bytes(capacity)` of `fd` shared and builds the ring over it.
-fn map(fd: OwnedFd, capacity: u32) -> Result<Ring, AttachError> {
-    let len = ring_bytes(capacity);
+/// Maps `ring_bytes(capacity)` of `fd` shared. The file holds that many bytes (sized
+/// or checked by the caller) and is sealed against shrinking, so every access inside the
+/// mapping stays valid; the mapping is page-aligned, so Slot's 64-byte alignment holds.
+fn map(fd: OwnedFd, capacity: u32) -> Result<Mapping, AttachError> {
     let map = memmap2::MmapOptions::new()
-        .len(len)
+        .len(ring_bytes(capacity))
         .map_raw(&fd)
         .map_err(|e| io_err("mapping the ring", e))?;
-    let base = map.as_mut_ptr();
-    let header = NonNull::new(base as *mut Header).expect("mmap never returns null");
-    // SAFETY: the mapping is `len` = HEADER_SIZE + capacity * SLOT_SIZE bytes, so the
-    // slot array starts HEADER_SIZE bytes in and stays inside it.
-    let slots = NonNull::new(unsafe { base.add(HEADER_SIZE) } as *mut Slot)
-        .expect("inside a non-null mapping");
-    // SAFETY: the mapping holds a header and `capacity` slots (sized above; the file is
-    // sealed against shrinking), page-aligned (so Slot's 64-byte alignment holds), and it
-    // lives in the backing we hand over. Header and Slot consist of atomics only, valid
-    // for any bit pattern, including the zeroes of a fresh memfd.
-    Ok(unsafe {
-        Ring::from_parts(
-            header,
-            slots,
-            capacity,
-            Backing::Mapped(Mapping { _map: map, fd }),
-        )
-    })
+    Ok(Mapping { map, fd, capacity })
 }
 
 impl AsFd for Mapping {
@@ -161,21 +166,41 @@ mod tests {
     use super::*;
 
     #[test]
-    fn a_created_ring_attaches_and_shares_memory() {
-        let a = Ring::create("kevent-test", 8).unwrap();
-        let b = Ring::attach(a.memfd().unwrap()).unwrap();
+    fn a_created_mapping_attaches_and_shares_memory() {
+        let a = Mapping::create("kevent-test", 8).unwrap();
+        // A fresh memfd is zero: no magic yet, so attaching it is refused.
+        assert!(matches!(
+            Mapping::attach(a.as_fd()).err(),
+            Some(AttachError::BadMagic { found: 0 })
+        ));
+        // SAFETY: the header lies inside `a`'s mapping, which outlives the reference;
+        // Header is made of atomics only.
+        let ha = unsafe { a.header().as_ref() };
+        ha.identity.magic.store(MAGIC, Ordering::Relaxed);
+        ha.identity
+            .abi_version
+            .store(ABI_VERSION, Ordering::Relaxed);
+        ha.identity
+            .header_size
+            .store(HEADER_SIZE as u32, Ordering::Relaxed);
+        ha.identity
+            .slot_size
+            .store(SLOT_SIZE as u32, Ordering::Relaxed);
+        ha.identity.capacity.store(8, Ordering::Relaxed);
+        let b = Mapping::attach(a.as_fd()).unwrap();
         assert_eq!(b.capacity(), 8);
-        a.header().stats.posted.store(42, Ordering::Relaxed);
-        assert_eq!(b.header().stats.posted.load(Ordering::Relaxed), 42);
+        ha.stats.posted.store(42, Ordering::Relaxed);
+        // SAFETY: as above, for `b`.
+        let hb = unsafe { b.header().as_ref() };
+        assert_eq!(hb.stats.posted.load(Ordering::Relaxed), 42);
     }
 
     #[test]
     fn a_bad_capacity_is_refused() {
         assert_eq!(
-            Ring::create("x", 3).unwrap_err(),
-            AttachError::Capacity { found: 3 }
+            Mapping::create("x", 3).err(),
+            Some(AttachError::Capacity { found: 3 })
         );
-        assert!(Ring::create("x", 1).is_err());
-        assert!(Ring::heap(0).is_err());
+        assert!(Mapping::create("x", 1).is_err());
     }
 }

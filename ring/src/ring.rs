@@ -9,8 +9,7 @@
 use std::ptr::NonNull;
 
 use crate::layout::{
-    Header, Slot, ABI_VERSION, HEADER_SIZE, MAGIC, MAX_CAPACITY, MAX_CONSUMERS, MIN_CAPACITY,
-    SLOT_SIZE,
+    check_capacity, Header, Slot, ABI_VERSION, HEADER_SIZE, MAGIC, MAX_CONSUMERS, SLOT_SIZE,
 };
 use crate::state::LAP_MASK;
 use crate::sync::Ordering;
@@ -60,15 +59,6 @@ unsafe impl Send for Ring {}
 // SAFETY: as above: `&Ring` only ever performs atomic operations on the shared memory.
 unsafe impl Sync for Ring {}
 
-/// Checks a capacity requested by a caller (the kernel's `EINVAL` cases).
-pub fn check_capacity(capacity: u32) -> Result<(), AttachError> {
-    if capacity.is_power_of_two() && (MIN_CAPACITY..=MAX_CAPACITY).contains(&capacity) {
-        Ok(())
-    } else {
-        Err(AttachError::Capacity { found: capacity })
-    }
-}
-
 impl Ring {
     /// A ring of `capacity` slots in ordinary heap memory, usable by the threads of one
     /// process. Used by tests and by the loom models.
@@ -84,6 +74,36 @@ impl Ring {
         let ring = unsafe { Ring::from_parts(header, slots, capacity, Backing::Heap(heap)) };
         ring.init_identity();
         Ok(ring)
+    }
+
+    /// Creates a ring of `capacity` slots in a new memfd named `name`, sized and sealed
+    /// against shrinking and growing, and mapped shared.
+    ///
+    /// `capacity` must be a power of two in `2..=2^24` (`EINVAL` otherwise).
+    #[cfg(not(loom))]
+    pub fn create(name: &str, capacity: u32) -> Result<Ring, AttachError> {
+        check_capacity(capacity)?;
+        let ring = Ring::over(crate::memfd::Mapping::create(name, capacity)?);
+        ring.init_identity();
+        Ok(ring)
+    }
+
+    /// Attaches to an existing ring from its memfd (the fd is duplicated; the caller
+    /// keeps its own). Refuses anything that is not a sound ring of this ABI, with an
+    /// error that says what is wrong.
+    #[cfg(not(loom))]
+    pub fn attach(fd: std::os::fd::BorrowedFd<'_>) -> Result<Ring, AttachError> {
+        Ok(Ring::over(crate::memfd::Mapping::attach(fd)?))
+    }
+
+    #[cfg(not(loom))]
+    fn over(mapping: crate::memfd::Mapping) -> Ring {
+        let (header, slots, capacity) = (mapping.header(), mapping.slots(), mapping.capacity());
+        // SAFETY: a Mapping holds a header and `capacity` slots (validated capacity; the
+        // file is sized and sealed against shrinking), page-aligned, for as long as it
+        // lives, and it lives in the backing we hand over. Header and Slot consist of
+        // atomics only, valid for any bit pattern, including the zeroes of a fresh memfd.
+        unsafe { Ring::from_parts(header, slots, capacity, Backing::Mapped(mapping)) }
     }
 
     /// Builds a ring over memory that holds a header and `capacity` slots.
@@ -218,7 +238,7 @@ impl Ring {
         use std::os::fd::AsFd;
         match &self.backing {
             Backing::Heap(_) => None,
-            Backing::Mapped(m) => Some(m.fd.as_fd()),
+            Backing::Mapped(m) => Some(m.as_fd()),
         }
     }
 }
