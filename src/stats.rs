@@ -34,7 +34,7 @@ impl Stats {
     /// Reads the counters of `ring`. Each is read on its own (Relaxed: they are
     /// statistics, not synchronisation), so the snapshot is not atomic as a whole.
     pub fn of(ring: &Ring) -> Stats {
-        let s = &ring.header().stats;
+        let s = &ring.stats();
         let get = |c: &std::sync::atomic::AtomicU64| c.load(Ordering::Relaxed);
         Stats {
             posted: get(&s.posted),

@@ -147,6 +147,12 @@ impl Ring {
         id.magic.store(MAGIC, Ordering::Release);
     }
 
+    /// The shared counters (posted, coalesced, backlogged, redelivered, ...): what the
+    /// producer updates and `kevent stat` reads, without reaching into the header.
+    pub fn stats(&self) -> &crate::layout::Stats {
+        &self.header().stats
+    }
+
     /// The shared header.
     pub fn header(&self) -> &Header {
         // SAFETY: `header` is valid for the ring's lifetime (see `from_parts`).

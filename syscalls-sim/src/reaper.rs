@@ -265,8 +265,7 @@ impl Reaper {
         let needed = kernel.backlog_waiting() || kernel.producer.room().unwrap_or(1) == 0;
         if since.elapsed() >= kernel.lease && needed && ring.reclaim(ConsumerId(st.owner), u) {
             self.holding = None;
-            ring.header()
-                .stats
+            ring.stats()
                 .expired
                 .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
             kernel.redeliver(u);

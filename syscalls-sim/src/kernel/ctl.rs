@@ -157,8 +157,7 @@ impl Kernel {
                 self.regs[idx] = Some(Registration::new(*ev, gen, source, interest));
                 self.index.insert(key, idx);
                 self.ring()
-                    .header()
-                    .stats
+                    .stats()
                     .registered
                     .fetch_add(1, Ordering::Relaxed);
             }
@@ -262,8 +261,7 @@ impl Kernel {
         self.index.remove(&(reg.ev.type_, reg.ev.id));
         self.free.push(idx);
         self.ring()
-            .header()
-            .stats
+            .stats()
             .registered
             .fetch_sub(1, Ordering::Relaxed);
         if reg.watched {

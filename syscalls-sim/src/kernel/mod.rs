@@ -283,10 +283,7 @@ impl Kernel {
         match reg.pending {
             Pending::Idle => self.publish(idx),
             Pending::Backlog => {
-                ring.header()
-                    .stats
-                    .coalesced
-                    .fetch_add(1, Ordering::Relaxed);
+                ring.stats().coalesced.fetch_add(1, Ordering::Relaxed);
             }
             Pending::InRing(pos) => {
                 let unclaimed = ring.slot_state(pos)
@@ -296,10 +293,7 @@ impl Kernel {
                     // arrivals are a new event.
                     self.publish(idx);
                 } else {
-                    ring.header()
-                        .stats
-                        .coalesced
-                        .fetch_add(1, Ordering::Relaxed);
+                    ring.stats().coalesced.fetch_add(1, Ordering::Relaxed);
                     // Merged; handled when the outstanding entry is released: an fd is
                     // re-checked then (poll) and reported again only if still ready, so
                     // an edge-triggered fd never has two entries out at once (two
@@ -321,8 +315,7 @@ impl Kernel {
                 let gen = reg.gen;
                 self.backlog.push_back(idx, gen);
                 self.ring()
-                    .header()
-                    .stats
+                    .stats()
                     .backlogged
                     .fetch_add(1, Ordering::Relaxed);
                 self.publish_backlog_len();
@@ -332,8 +325,7 @@ impl Kernel {
 
     fn publish_backlog_len(&self) {
         self.ring()
-            .header()
-            .stats
+            .stats()
             .backlog_len
             .store(self.backlog.len() as u64, Ordering::Relaxed);
     }
@@ -600,8 +592,7 @@ impl Kernel {
         }
         self.producer
             .ring()
-            .header()
-            .stats
+            .stats()
             .redelivered
             .fetch_add(1, Ordering::Relaxed);
         if reg.pending == Pending::InRing(pos) {
