@@ -224,9 +224,12 @@ pub fn parse<I: IntoIterator<Item = String>>(args: I) -> Result<Config, String> 
             }
             "--seed" => c.seed = number("--seed", v)?,
             "--paced" => {
-                let r = positive_f64("--paced", v, false)?;
-                if r > 10_000_000.0 {
-                    return Err("--paced: at most 10000000 writes/s".into());
+                // Not positive_f64: its ceiling is a day's worth of seconds.
+                let r: f64 = number("--paced", v)?;
+                if !(r.is_finite() && r > 0.0 && r <= 10_000_000.0) {
+                    return Err(format!(
+                        "--paced: `{v}` is out of range (more than 0, at most 10000000 writes/s)"
+                    ));
                 }
                 c.paced = Some(r);
             }
@@ -312,6 +315,15 @@ mod tests {
 
     fn p(args: &[&str]) -> Result<super::Config, String> {
         parse(args.iter().map(|s| s.to_string()))
+    }
+
+    #[test]
+    fn paced_takes_rates_up_to_ten_million_writes_per_second() {
+        assert_eq!(p(&["--paced", "200000"]).unwrap().paced, Some(200_000.0));
+        assert_eq!(p(&["--paced", "1e7"]).unwrap().paced, Some(1e7));
+        for bad in ["0", "-5", "2e7", "nan", "x"] {
+            assert!(p(&["--paced", bad]).is_err(), "--paced {bad}");
+        }
     }
 
     #[test]
