@@ -4,12 +4,15 @@
 //! panic). The memfds are built here: random or zero bytes, sealed and unsealed; real
 //! header pages copied from a live queue's ring, then truncated or edited.
 
+mod util;
+
 use std::os::fd::{AsFd, OwnedFd};
 
 use kevent_ring::layout::{ring_bytes, ABI_VERSION, HEADER_SIZE, MAGIC, SLOT_SIZE};
 use kevent_ring::{AttachError, Broken};
 use kevent_syscalls::*;
 use rustix::fs::{MemfdFlags, SealFlags};
+use util::proc::XorShift;
 
 /// Offsets of the identity block (pinned by the ring's layout test).
 const OFF_VERSION: usize = 8;
@@ -20,27 +23,6 @@ const OFF_BROKEN: usize = 32;
 
 /// Capacity of the live ring the header pages are copied from.
 const CAP: u32 = 64;
-
-/// A fixed-seed xorshift64.
-struct XorShift(u64);
-
-impl XorShift {
-    fn next(&mut self) -> u64 {
-        let mut x = self.0;
-        x ^= x << 13;
-        x ^= x >> 7;
-        x ^= x << 17;
-        self.0 = x;
-        x
-    }
-
-    fn fill(&mut self, buf: &mut [u8]) {
-        for chunk in buf.chunks_mut(8) {
-            let w = self.next().to_le_bytes();
-            chunk.copy_from_slice(&w[..chunk.len()]);
-        }
-    }
-}
 
 /// A memfd holding `bytes`, sealed against shrinking (and growing) if `sealed`.
 fn memfd_with(bytes: &[u8], sealed: bool) -> OwnedFd {

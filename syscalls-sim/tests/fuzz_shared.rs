@@ -13,6 +13,8 @@
 
 #![deny(clippy::undocumented_unsafe_blocks)]
 
+mod util;
+
 use std::os::fd::{AsRawFd, OwnedFd};
 use std::panic::AssertUnwindSafe;
 use std::ptr::NonNull;
@@ -24,6 +26,7 @@ use kevent_ring::layout::{HEADER_SIZE, SLOT_SIZE};
 use kevent_ring::{SlotState, Status};
 use kevent_syscalls::*;
 use rustix::process::{Pid, Signal, WaitOptions};
+use util::proc::{child_log, fork_child, XorShift};
 
 const MS: u64 = 1_000_000;
 const CAP: u32 = 256;
@@ -107,23 +110,6 @@ fn within<T: Send + 'static>(limit: Duration, f: impl FnOnce() -> T + Send + 'st
     rx.recv_timeout(limit).ok()
 }
 
-struct XorShift(u64);
-
-impl XorShift {
-    fn next(&mut self) -> u64 {
-        let mut x = self.0;
-        x ^= x << 13;
-        x ^= x >> 7;
-        x ^= x << 17;
-        self.0 = x;
-        x
-    }
-
-    fn below(&mut self, n: u64) -> u64 {
-        self.next() % n
-    }
-}
-
 /// A `MAP_SHARED` mapping: anonymous (report words shared with forked children) or of a
 /// ring's memfd (to scribble on it). Accessed only atomically.
 struct Shared {
@@ -203,38 +189,6 @@ impl Drop for Shared {
         // SAFETY: unmaps exactly our mapping; no borrow of it outlives `self`.
         unsafe { libc::munmap(self.ptr.as_ptr().cast(), self.len) };
     }
-}
-
-fn child_log(msg: &str) {
-    let line = format!("{msg}\n");
-    // SAFETY: write(2) from a valid buffer of the given length.
-    unsafe { libc::write(2, line.as_ptr().cast(), line.len()) };
-}
-
-/// Forks a child that runs `f` and `_exit`s with its result (101 if it panicked).
-fn fork_child(f: impl FnOnce() -> i32) -> Pid {
-    let parent = rustix::process::getpid();
-    // SAFETY: fork() in a process with other threads: the child runs only this file's
-    // code, which takes no lock another thread may have held at the fork except malloc's
-    // (glibc makes those fork-safe), and it never returns into the harness (`_exit`).
-    let pid = unsafe { libc::fork() };
-    assert!(pid >= 0, "fork: {}", std::io::Error::last_os_error());
-    if pid == 0 {
-        // SAFETY: prctl(PR_SET_PDEATHSIG) only sets a property of this process.
-        unsafe { libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL) };
-        let code = if rustix::process::getppid() != Some(parent) {
-            98
-        } else {
-            std::panic::catch_unwind(AssertUnwindSafe(f)).unwrap_or_else(|_| {
-                child_log("fuzz child panicked");
-                101
-            })
-        };
-        // SAFETY: ends the child without running the parent's destructors or atexit
-        // handlers.
-        unsafe { libc::_exit(code) }
-    }
-    Pid::from_raw(pid).expect("a positive pid")
 }
 
 /// Waits up to `timeout` for `pid`; its exit code (`Some(-signal)` if killed by one).

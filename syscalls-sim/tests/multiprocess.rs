@@ -14,46 +14,22 @@
 
 #![deny(clippy::undocumented_unsafe_blocks)]
 
+mod util;
+
 use std::io::{BufRead, BufReader, Write};
 use std::os::fd::{AsRawFd, OwnedFd};
-use std::panic::AssertUnwindSafe;
 use std::process::{Command, Stdio};
-use std::ptr::NonNull;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{mpsc, Arc, Mutex, MutexGuard};
+use std::sync::{mpsc, Arc};
 use std::time::{Duration, Instant};
 
 use kevent_syscalls::*;
-use rustix::process::{Pid, Signal, WaitOptions, WaitStatus};
+use rustix::process::Pid;
+use util::proc::{bounded, child_log, Children, SharedWords, XorShift};
 
 const MS: u64 = 1_000_000;
 
 // --- helpers ---------------------------------------------------------------------------
-
-/// The tests of this file run one at a time (see the module docs).
-fn serial() -> MutexGuard<'static, ()> {
-    static SERIAL: Mutex<()> = Mutex::new(());
-    SERIAL.lock().unwrap_or_else(|e| e.into_inner())
-}
-
-/// Runs a test body alone (see [`serial`]) on a thread of its own, and fails the test if
-/// the body is not done within `limit`: a call that hangs fails the test instead of
-/// hanging the run (the stuck thread is left behind; its children die with the process).
-fn bounded(limit: Duration, body: impl FnOnce() + Send + 'static) {
-    let _serial = serial();
-    let (tx, rx) = mpsc::channel();
-    let thread = std::thread::Builder::new()
-        .name("test-body".into())
-        .spawn(move || {
-            let _ = tx.send(std::panic::catch_unwind(AssertUnwindSafe(body)));
-        })
-        .expect("spawn the test body");
-    match rx.recv_timeout(limit) {
-        Ok(Ok(())) => thread.join().expect("test body"),
-        Ok(Err(panic)) => std::panic::resume_unwind(panic),
-        Err(_) => panic!("hung: the test body is still running after {limit:?}"),
-    }
-}
 
 /// 2,000 pipes, their kernel duplicates and the children's copies need more than the
 /// default 1,024 fds: raise the limit to 65,536, or to the hard limit where a container
@@ -77,180 +53,6 @@ fn raise_nofile() {
         now >= 7_000,
         "RLIMIT_NOFILE is {now}, the pipe tests need 7,000"
     );
-}
-
-/// A fixed-seed xorshift64: reproducible "random" choices.
-struct XorShift(u64);
-
-impl XorShift {
-    fn next(&mut self) -> u64 {
-        let mut x = self.0;
-        x ^= x << 13;
-        x ^= x >> 7;
-        x ^= x << 17;
-        self.0 = x;
-        x
-    }
-
-    fn below(&mut self, n: u64) -> u64 {
-        self.next() % n
-    }
-}
-
-/// `len` 64-bit words in an anonymous `MAP_SHARED` mapping: written by forked children,
-/// read by the parent (and the other way round).
-struct SharedWords {
-    ptr: NonNull<AtomicU64>,
-    len: usize,
-}
-
-// SAFETY: the words are only ever accessed atomically (see `at`), from any thread.
-unsafe impl Send for SharedWords {}
-// SAFETY: as above.
-unsafe impl Sync for SharedWords {}
-
-impl SharedWords {
-    fn new(len: usize) -> SharedWords {
-        // SAFETY: a new anonymous mapping (no fd, no address hint): it affects no memory
-        // we already use; the result is checked below.
-        let p = unsafe {
-            libc::mmap(
-                std::ptr::null_mut(),
-                len * 8,
-                libc::PROT_READ | libc::PROT_WRITE,
-                libc::MAP_SHARED | libc::MAP_ANONYMOUS,
-                -1,
-                0,
-            )
-        };
-        assert_ne!(
-            p,
-            libc::MAP_FAILED,
-            "mmap: {}",
-            std::io::Error::last_os_error()
-        );
-        SharedWords {
-            ptr: NonNull::new(p.cast()).expect("mmap never returns null"),
-            len,
-        }
-    }
-
-    fn at(&self, i: usize) -> &AtomicU64 {
-        assert!(i < self.len, "shared word {i} out of {}", self.len);
-        // SAFETY: the mapping holds `len` page-aligned, zero-filled 8-byte words that live
-        // as long as `self`; every bit pattern is a valid AtomicU64, and all access is
-        // atomic, so children writing the same page concurrently cause no data race.
-        unsafe { &*self.ptr.as_ptr().add(i) }
-    }
-}
-
-impl Drop for SharedWords {
-    fn drop(&mut self) {
-        // SAFETY: unmaps exactly the mapping made in `new`; no reference into it outlives
-        // `self` (they all borrow it).
-        unsafe { libc::munmap(self.ptr.as_ptr().cast(), self.len * 8) };
-    }
-}
-
-/// Writes `msg` to fd 2 without taking std's stderr lock (another thread of the parent
-/// may have held it at the fork).
-fn child_log(msg: &str) {
-    let line = format!("{msg}\n");
-    // SAFETY: write(2) from a valid buffer of the given length.
-    unsafe { libc::write(2, line.as_ptr().cast(), line.len()) };
-}
-
-/// Forks a child that runs `f` and `_exit`s with its result (101 if it panicked).
-fn fork_child(f: impl FnOnce() -> i32) -> Pid {
-    let parent = rustix::process::getpid();
-    // SAFETY: fork() in a process with other threads (producer, gate, harness): the child
-    // runs only this file's code, which takes no lock another thread may have held at the
-    // fork except malloc's (glibc makes those safe across fork), and it never returns
-    // into the harness: it ends with `_exit`.
-    let pid = unsafe { libc::fork() };
-    assert!(pid >= 0, "fork: {}", std::io::Error::last_os_error());
-    if pid == 0 {
-        // SAFETY: prctl(PR_SET_PDEATHSIG) only sets a property of this process.
-        unsafe { libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL) };
-        let code = if rustix::process::getppid() != Some(parent) {
-            98 // the parent died before the flag was set
-        } else {
-            match std::panic::catch_unwind(AssertUnwindSafe(f)) {
-                Ok(code) => code,
-                Err(payload) => {
-                    let msg = payload
-                        .downcast_ref::<String>()
-                        .cloned()
-                        .or_else(|| payload.downcast_ref::<&str>().map(|s| s.to_string()))
-                        .unwrap_or_default();
-                    child_log(&format!("child {}: panicked: {msg}", std::process::id()));
-                    101
-                }
-            }
-        };
-        // SAFETY: ends the child at once, without running the parent's destructors or
-        // atexit handlers (the harness's state belongs to the parent).
-        unsafe { libc::_exit(code) }
-    }
-    Pid::from_raw(pid).expect("a positive pid")
-}
-
-/// A test's child processes; those still running when the guard drops are killed.
-#[derive(Default)]
-struct Children(Vec<Pid>);
-
-impl Children {
-    fn fork(&mut self, f: impl FnOnce() -> i32) -> Pid {
-        let pid = fork_child(f);
-        self.0.push(pid);
-        pid
-    }
-
-    /// Waits up to `timeout` for `pid` to end: its status, or `None` if it still runs.
-    fn wait(&mut self, pid: Pid, timeout: Duration) -> Option<WaitStatus> {
-        let end = Instant::now() + timeout;
-        loop {
-            match rustix::process::waitpid(Some(pid), WaitOptions::NOHANG) {
-                Ok(Some((_, status))) => {
-                    self.0.retain(|&p| p != pid);
-                    return Some(status);
-                }
-                Ok(None) => {}
-                Err(e) => panic!("waitpid({pid:?}): {e}"),
-            }
-            if Instant::now() >= end {
-                return None;
-            }
-            std::thread::sleep(Duration::from_millis(1));
-        }
-    }
-
-    /// Waits for `pid` and asserts it exited with status 0.
-    fn expect_success(&mut self, pid: Pid, timeout: Duration, what: &str) {
-        match self.wait(pid, timeout) {
-            Some(st) => assert_eq!(
-                st.exit_status(),
-                Some(0),
-                "{what} (pid {pid:?}) ended with {st:?}"
-            ),
-            None => panic!("{what} (pid {pid:?}) is stuck: still running after {timeout:?}"),
-        }
-    }
-
-    fn kill(&mut self, pid: Pid) -> WaitStatus {
-        rustix::process::kill_process(pid, Signal::KILL).expect("kill");
-        self.wait(pid, Duration::from_secs(10))
-            .expect("a SIGKILLed process ends")
-    }
-}
-
-impl Drop for Children {
-    fn drop(&mut self) {
-        for pid in self.0.drain(..) {
-            let _ = rustix::process::kill_process(pid, Signal::KILL);
-            let _ = rustix::process::waitpid(Some(pid), WaitOptions::empty());
-        }
-    }
 }
 
 /// Polls `cond` every millisecond for up to `timeout`.

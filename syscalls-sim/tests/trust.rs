@@ -19,10 +19,9 @@ use std::io;
 use std::mem::MaybeUninit;
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd};
 use std::os::unix::fs::PermissionsExt;
-use std::panic::AssertUnwindSafe;
 use std::path::Path;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{mpsc, Arc, Mutex, MutexGuard};
+use std::sync::{mpsc, Arc};
 use std::time::{Duration, Instant};
 
 use kevent_syscalls::*;
@@ -31,7 +30,8 @@ use rustix::net::{
     self, AddressFamily, RecvAncillaryBuffer, RecvAncillaryMessage, RecvFlags, SendFlags,
     SocketAddrUnix, SocketFlags, SocketType,
 };
-use rustix::process::{Pid, Signal, WaitOptions, WaitStatus};
+use rustix::process::Pid;
+use util::proc::{bounded, child_log, Children};
 use util::{fd_ev, pipe, raise_fd_limit, user_ev, wait_until, TempDir, Q};
 
 /// The uid of the other user (`nobody`).
@@ -41,126 +41,9 @@ const COOKIE: u64 = 0x7275_7374;
 
 // --- helpers ---------------------------------------------------------------------------
 
-/// The tests of this file run one at a time (see the module docs).
-fn serial() -> MutexGuard<'static, ()> {
-    static SERIAL: Mutex<()> = Mutex::new(());
-    SERIAL.lock().unwrap_or_else(|e| e.into_inner())
-}
-
-/// Runs a test body alone on a thread of its own and fails the test if it is not done
-/// within `limit` (the stuck thread is left behind; its children die with the guard).
-fn bounded(limit: Duration, body: impl FnOnce() + Send + 'static) {
-    let _serial = serial();
-    let (tx, rx) = mpsc::channel();
-    let thread = std::thread::Builder::new()
-        .name("test-body".into())
-        .spawn(move || {
-            let _ = tx.send(std::panic::catch_unwind(AssertUnwindSafe(body)));
-        })
-        .expect("spawn the test body");
-    match rx.recv_timeout(limit) {
-        Ok(Ok(())) => thread.join().expect("test body"),
-        Ok(Err(panic)) => std::panic::resume_unwind(panic),
-        Err(_) => panic!("hung: the test body is still running after {limit:?}"),
-    }
-}
-
-/// Writes `msg` to fd 2 without std's stderr lock (another thread of the parent may have
-/// held it at the fork).
-fn child_log(msg: &str) {
-    let line = format!("child {}: {msg}\n", std::process::id());
-    // SAFETY: write(2) from a valid buffer of the given length.
-    unsafe { libc::write(2, line.as_ptr().cast(), line.len()) };
-}
-
 fn set_pdeathsig() {
     // SAFETY: prctl(PR_SET_PDEATHSIG) only sets a property of this process.
     unsafe { libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL) };
-}
-
-/// Forks a child that runs `f` and `_exit`s with its result (101 if it panicked).
-fn fork_child(f: impl FnOnce() -> i32) -> Pid {
-    let parent = rustix::process::getpid();
-    // SAFETY: fork() in a process with other threads: the child runs only this file's
-    // code and the library's, and ends with `_exit`, never returning into the harness.
-    // (That the library's calls are safe in such a child is what some tests check.)
-    let pid = unsafe { libc::fork() };
-    assert!(pid >= 0, "fork: {}", io::Error::last_os_error());
-    if pid == 0 {
-        set_pdeathsig();
-        let code = if rustix::process::getppid() != Some(parent) {
-            98
-        } else {
-            match std::panic::catch_unwind(AssertUnwindSafe(f)) {
-                Ok(code) => code,
-                Err(payload) => {
-                    let msg = payload
-                        .downcast_ref::<String>()
-                        .cloned()
-                        .or_else(|| payload.downcast_ref::<&str>().map(|s| s.to_string()))
-                        .unwrap_or_default();
-                    child_log(&format!("panicked: {msg}"));
-                    101
-                }
-            }
-        };
-        // SAFETY: ends the child at once, without the parent's destructors.
-        unsafe { libc::_exit(code) }
-    }
-    Pid::from_raw(pid).expect("a positive pid")
-}
-
-/// A test's child processes; those still running when the guard drops are killed.
-#[derive(Default)]
-struct Children(Vec<Pid>);
-
-impl Children {
-    fn fork(&mut self, f: impl FnOnce() -> i32) -> Pid {
-        let pid = fork_child(f);
-        self.0.push(pid);
-        pid
-    }
-
-    /// Waits up to `timeout` for `pid` to end: its status, or `None` if it still runs.
-    fn wait(&mut self, pid: Pid, timeout: Duration) -> Option<WaitStatus> {
-        let end = Instant::now() + timeout;
-        loop {
-            match rustix::process::waitpid(Some(pid), WaitOptions::NOHANG) {
-                Ok(Some((_, status))) => {
-                    self.0.retain(|&p| p != pid);
-                    return Some(status);
-                }
-                Ok(None) => {}
-                Err(e) => panic!("waitpid({pid:?}): {e}"),
-            }
-            if Instant::now() >= end {
-                return None;
-            }
-            std::thread::sleep(Duration::from_millis(1));
-        }
-    }
-
-    /// The exit code of `pid` within `timeout`; `None` if it was still running (it is
-    /// killed then).
-    fn exit_code(&mut self, pid: Pid, timeout: Duration) -> Option<i32> {
-        match self.wait(pid, timeout) {
-            Some(st) => Some(st.exit_status().unwrap_or(-1)),
-            None => {
-                let _ = rustix::process::kill_process(pid, Signal::KILL);
-                let _ = self.wait(pid, Duration::from_secs(10));
-                None
-            }
-        }
-    }
-}
-
-impl Drop for Children {
-    fn drop(&mut self) {
-        for pid in self.0.drain(..) {
-            let _ = rustix::process::kill_process(pid, Signal::KILL);
-            let _ = rustix::process::waitpid(Some(pid), WaitOptions::empty());
-        }
-    }
 }
 
 /// In a child: becomes user `uid` (group `uid`, no supplementary groups).

@@ -15,6 +15,8 @@ use std::time::{Duration, Instant};
 
 use kevent_syscalls::*;
 
+pub mod proc;
+
 /// Nanoseconds in a millisecond and in a second (kevent timeouts are nanoseconds).
 pub const MS: u64 = 1_000_000;
 pub const SEC: u64 = 1_000_000_000;
