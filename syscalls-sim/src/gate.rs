@@ -290,7 +290,7 @@ impl Gate {
             }),
             addr: GateAddr {
                 addr,
-                pid: std::process::id(),
+                pid: crate::pid::current(),
             },
             thread: Mutex::new(None),
             paths: Mutex::new(Vec::new()),

@@ -36,6 +36,7 @@ pub mod abi;
 mod calls;
 mod gate;
 mod kernel;
+mod pid;
 mod poller;
 mod queue;
 mod reaper;

@@ -164,10 +164,18 @@ impl Queue {
                 outcome,
             ))
         };
+        // Whether this call harvested since it last claimed: then the sources were just
+        // looked at, and another `epoll_wait(0)` before claiming would find nothing new.
+        let mut fresh = false;
         loop {
-            if harvesters.is_some() && self.ring.producer_parked() {
+            if harvesters.is_some()
+                && !std::mem::take(&mut fresh)
+                && self.ring.has_claimable()
+                && self.ring.producer_parked()
+            {
                 // Nobody else watches the sources now: new readiness must not wait for
-                // the ring to run dry (or for the producer's park to time out).
+                // the ring to run dry (or for the producer's park to time out). With the
+                // ring empty there is no need: the harvest below comes before any sleep.
                 self.harvest_inline(max);
             }
             let claim = self.ring.claim(self.me, max);
@@ -185,6 +193,7 @@ impl Queue {
                 None => {}
             }
             if harvesters.is_some() && self.harvest_for(spec.spin, max) > 0 {
+                fresh = true;
                 continue;
             }
             if kevent_ring::deadline_passed(spec.deadline) {
@@ -192,7 +201,10 @@ impl Queue {
             }
             if spec.old_uidx.is_none() {
                 match self.poll_sources(spec, max) {
-                    Some(Ok(())) => continue,
+                    Some(Ok(())) => {
+                        fresh = true;
+                        continue;
+                    }
                     Some(Err(outcome)) => return empty(outcome),
                     None => {}
                 }

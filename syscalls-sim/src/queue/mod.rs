@@ -175,7 +175,7 @@ impl Queue {
             }),
             gate: Some(gate_addr),
             client: Mutex::new(None),
-            pid: std::process::id(),
+            pid: crate::pid::current(),
             spin_ns: AtomicU64::new(DEFAULT_SPIN.as_nanos() as u64),
         };
         Ok(Arc::new(queue))
@@ -327,7 +327,7 @@ impl Queue {
             owner: None,
             gate,
             client: Mutex::new(client),
-            pid: std::process::id(),
+            pid: crate::pid::current(),
             spin_ns: AtomicU64::new(DEFAULT_SPIN.as_nanos() as u64),
         }))
     }
@@ -336,7 +336,7 @@ impl Queue {
     /// child holds copies of its parent's values; it must use
     /// [`Queue::for_this_process`] (the `kevent_*` calls do that for it).
     pub fn is_local(&self) -> bool {
-        self.pid == std::process::id()
+        self.pid == crate::pid::current()
     }
 
     /// The queue as this process should use it: `self` in the process that made it; in a
