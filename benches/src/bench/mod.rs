@@ -50,6 +50,7 @@ pub mod metrics;
 pub mod pingpong;
 pub mod report;
 pub mod runner;
+pub mod settings;
 pub mod shm;
 pub mod streams;
 pub mod svg;
@@ -62,11 +63,11 @@ use std::process::ExitCode;
 
 use args::{Config, Format, USAGE};
 use backend::{backends, Backend};
-use consumer::{ConsumerMode, READ_BUF};
+use consumer::ConsumerMode;
 use metrics::{RunResult, Summary};
 use pingpong::{PingBackend, PingReport};
 use report::{CellReport, Entry, Header, Outcome};
-use runner::{run_once, RunParams, WAIT_TIMEOUT};
+use runner::{run_once, RunParams};
 use streams::{check_fd_budget, raise_nofile_limit, StreamKind};
 use sysinfo::SysInfo;
 use workload::{Cell, WriterPlan};
@@ -113,16 +114,12 @@ pub fn main<I: IntoIterator<Item = String>>(args: I) -> ExitCode {
     if let Err(e) = consumer::reap_consumers_on_signal() {
         return crate::cli::failure("bench", &format!("installing signal handlers: {e}"));
     }
-    let nofile = match raise_nofile_limit() {
-        Ok(Some(n)) => n.to_string(),
-        Ok(None) => "unlimited".to_string(),
-        Err(e) => format!("unchanged ({e})"),
-    };
+    let nofile = raise_nofile_limit();
     let sys = SysInfo::gather();
     let throughput = !cells(&cfg).is_empty();
     let header = Header {
         sys,
-        settings: settings(&cfg, &selected, &nofile),
+        settings: settings::of(&cfg, &selected, &nofile),
         backends: if throughput {
             selected
                 .iter()
@@ -235,65 +232,6 @@ fn overhead_s(cell: &Cell) -> f64 {
         4e-6
     };
     0.08 + cell.streams as f64 * per_stream
-}
-
-/// Every setting, for the header.
-fn settings(cfg: &Config, selected: &[&dyn Backend], nofile: &str) -> Vec<(String, String)> {
-    let join = |v: Vec<String>| v.join(",");
-    let mut s = vec![
-        ("seconds", format!("{}", cfg.seconds)),
-        ("rounds", cfg.rounds.to_string()),
-        ("warmup", format!("{}", cfg.warmup)),
-        ("seed", cfg.seed.to_string()),
-        (
-            "paced",
-            cfg.paced
-                .map_or("off".to_string(), |r| format!("{r} writes/s")),
-        ),
-        ("batch", cfg.batch.to_string()),
-        ("read_buf", format!("{READ_BUF}B")),
-        ("wait_timeout", format!("{}ms", WAIT_TIMEOUT.as_millis())),
-        ("pinning", "none".to_string()),
-        ("nofile", nofile.to_string()),
-        (
-            "kinds",
-            join(
-                cfg.kinds
-                    .iter()
-                    .map(|k| k.name().to_string())
-                    .chain((cfg.pingpong > 0).then(|| "pingpong".to_string()))
-                    .collect(),
-            ),
-        ),
-        (
-            "streams",
-            join(cfg.streams.iter().map(|n| n.to_string()).collect()),
-        ),
-        (
-            "consumers",
-            join(cfg.consumers.iter().map(|n| n.to_string()).collect()),
-        ),
-        (
-            "modes",
-            join(cfg.modes.iter().map(|m| m.name().to_string()).collect()),
-        ),
-        (
-            "rotation",
-            join(selected.iter().map(|b| b.name().to_string()).collect()),
-        ),
-    ];
-    s.push((
-        "pingpong",
-        if cfg.pingpong > 0 {
-            format!("{} round trips", cfg.pingpong)
-        } else {
-            "off".to_string()
-        },
-    ));
-    if cfg.quick {
-        s.push(("quick", "yes".to_string()));
-    }
-    s.into_iter().map(|(k, v)| (k.to_string(), v)).collect()
 }
 
 /// What will be run in one cell: `Err` if the whole cell is skipped, else every backend
