@@ -612,7 +612,8 @@ pub fn json(h: &Header, cells: &[CellReport], ping: Option<&PingReport>) -> Stri
                              \"cpu_vs_et\": {}, \"csw_per_event\": {}, \"wakeups_per_event\": {}, \
                              \"empty_share\": {}, \"events_per_wait\": {}, \"lost_total\": {}, \
                              \"rearms_per_s\": {}, \"p50_ns\": {}, \"p99_ns\": {}, \
-                             \"events_min\": {}, \"events_max\": {}, \"writer_bound\": {}",
+                             \"events_min\": {}, \"events_max\": {}, \"cpu_ns_per_event_min\": {}, \
+                             \"cpu_ns_per_event_max\": {}, \"writer_bound\": {}",
                             s.rounds,
                             jn(m.events_per_s),
                             opt(ratio(
@@ -636,6 +637,8 @@ pub fn json(h: &Header, cells: &[CellReport], ping: Option<&PingReport>) -> Stri
                             opt(m.p99_ns),
                             jn(s.events_min),
                             jn(s.events_max),
+                            jn(s.cpu_min),
+                            jn(s.cpu_max),
                             writer_bound(s)
                         );
                     }
