@@ -299,6 +299,44 @@ pub fn parse<I: IntoIterator<Item = String>>(args: I) -> Result<Config, String> 
     Ok(c)
 }
 
+/// Checks, before anything is run, that the paths of `cfg` can be written: the `--svg`
+/// file's directory exists, is a directory and is writable, and the file is not a
+/// directory. `Err` names the path and what is wrong (a bad argument: exit code 2).
+pub fn check_paths(cfg: &Config) -> Result<(), String> {
+    let Some(path) = &cfg.svg else {
+        return Ok(());
+    };
+    let shown = path.display();
+    if path.is_dir() {
+        return Err(format!("--svg {shown}: is a directory"));
+    }
+    let dir = match path.parent() {
+        Some(d) if !d.as_os_str().is_empty() => d,
+        _ => std::path::Path::new("."),
+    };
+    match std::fs::metadata(dir) {
+        Ok(m) if m.is_dir() => {}
+        Ok(_) => {
+            return Err(format!(
+                "--svg {shown}: {} is not a directory",
+                dir.display()
+            ))
+        }
+        Err(e) => return Err(format!("--svg {shown}: directory {}: {e}", dir.display())),
+    }
+    let writable = if path.exists() {
+        rustix::fs::access(path, rustix::fs::Access::WRITE_OK)
+    } else {
+        rustix::fs::access(dir, rustix::fs::Access::WRITE_OK)
+    };
+    writable.map_err(|e| {
+        format!(
+            "--svg {shown}: cannot write there: {}",
+            std::io::Error::from(e)
+        )
+    })
+}
+
 fn dedup<T: PartialEq + Clone>(v: &mut Vec<T>) {
     let mut out: Vec<T> = Vec::with_capacity(v.len());
     for x in v.drain(..) {

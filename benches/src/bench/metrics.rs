@@ -347,6 +347,10 @@ pub struct Summary {
     pub events_min: f64,
     /// Highest events/s over rounds.
     pub events_max: f64,
+    /// Lowest CPU ns per event over rounds (NaN if no round had an event).
+    pub cpu_min: f64,
+    /// Highest CPU ns per event over rounds (NaN if no round had an event).
+    pub cpu_max: f64,
     /// Total events lost to overflow over all rounds.
     pub lost_total: u64,
     /// Total measured seconds.
@@ -366,6 +370,19 @@ impl Summary {
             (!v.is_empty()).then(|| median(v))
         };
         let ev: Vec<f64> = d.iter().map(|x| x.events_per_s).collect();
+        let cpu: Vec<f64> = d
+            .iter()
+            .map(|x| x.cpu_per_event_ns)
+            .filter(|x| x.is_finite())
+            .collect();
+        let (cpu_min, cpu_max) = if cpu.is_empty() {
+            (f64::NAN, f64::NAN)
+        } else {
+            (
+                cpu.iter().copied().fold(f64::INFINITY, f64::min),
+                cpu.iter().copied().fold(f64::NEG_INFINITY, f64::max),
+            )
+        };
         Some(Summary {
             rounds: runs.len(),
             median: Derived {
@@ -384,6 +401,8 @@ impl Summary {
             },
             events_min: ev.iter().copied().fold(f64::INFINITY, f64::min),
             events_max: ev.iter().copied().fold(f64::NEG_INFINITY, f64::max),
+            cpu_min,
+            cpu_max,
             lost_total: runs.iter().map(|r| r.counters.lost).sum(),
             seconds_total: runs.iter().map(|r| r.seconds).sum(),
         })

@@ -50,6 +50,7 @@ pub mod metrics;
 pub mod pingpong;
 pub mod report;
 pub mod runner;
+pub mod settings;
 pub mod shm;
 pub mod streams;
 pub mod svg;
@@ -58,16 +59,15 @@ pub mod uring;
 pub mod workload;
 pub mod xorshift;
 
-use std::io::Write as _;
 use std::process::ExitCode;
 
 use args::{Config, Format, USAGE};
 use backend::{backends, Backend};
-use consumer::{ConsumerMode, READ_BUF};
+use consumer::ConsumerMode;
 use metrics::{RunResult, Summary};
 use pingpong::{PingBackend, PingReport};
 use report::{CellReport, Entry, Header, Outcome};
-use runner::{run_once, RunParams, WAIT_TIMEOUT};
+use runner::{run_once, RunParams};
 use streams::{check_fd_budget, raise_nofile_limit, StreamKind};
 use sysinfo::SysInfo;
 use workload::{Cell, WriterPlan};
@@ -77,46 +77,30 @@ use workload::{Cell, WriterPlan};
 pub fn main<I: IntoIterator<Item = String>>(args: I) -> ExitCode {
     let cfg = match args::parse(args) {
         Ok(c) => c,
-        Err(e) => {
-            eprintln!("kevent bench: {e}\nRun `kevent bench --help` for usage.");
-            return ExitCode::from(2);
-        }
+        Err(e) => return crate::cli::usage_error("bench", &e),
     };
     if cfg.help {
-        print!("{USAGE}");
-        return ExitCode::SUCCESS;
+        return crate::cli::print_stdout("bench", USAGE);
+    }
+    if let Err(e) = args::check_paths(&cfg) {
+        return crate::cli::usage_error("bench", &e);
     }
     let all = backends();
     if cfg.list {
-        for b in &all {
-            println!("{:<15} {}", b.name(), b.describe());
-        }
-        println!("\nworkloads (--kinds):");
-        println!(
-            "  {:<13} throughput cells: epoll_bench over pipes, AF_UNIX socket pairs, \
-             loopback TCP; every backend above",
-            "pipe,unix,tcp"
-        );
-        println!(
-            "  {:<13} latency cell: one AF_UNIX socket pair, one consumer thread, N one-byte \
-             round trips (--pingpong N); p50/p99/max per backend:",
-            "pingpong"
-        );
-        for b in PingBackend::ALL {
-            println!("    {:<13} {}", b.name(), b.describe());
-        }
-        return ExitCode::SUCCESS;
+        return crate::cli::print_stdout("bench", &list(&all));
     }
     let selected: Vec<&dyn Backend> = match &cfg.backends {
         None => all.iter().map(|b| &**b).collect(),
         Some(names) => {
             if let Some(bad) = names.iter().find(|n| !all.iter().any(|b| b.name() == *n)) {
                 let known: Vec<&str> = all.iter().map(|b| b.name()).collect();
-                eprintln!(
-                    "kevent bench: --backends: unknown backend `{bad}` (known: {})",
-                    known.join(", ")
+                return crate::cli::usage_error(
+                    "bench",
+                    &format!(
+                        "--backends: unknown backend `{bad}` (known: {})",
+                        known.join(", ")
+                    ),
                 );
-                return ExitCode::from(2);
             }
             // Registry order, whatever the order given: it is the rotation order.
             all.iter()
@@ -125,16 +109,17 @@ pub fn main<I: IntoIterator<Item = String>>(args: I) -> ExitCode {
                 .collect()
         }
     };
-    let nofile = match raise_nofile_limit() {
-        Ok(Some(n)) => n.to_string(),
-        Ok(None) => "unlimited".to_string(),
-        Err(e) => format!("unchanged ({e})"),
-    };
+    // Installed only here, in the command: a library user of `run_once` keeps its own
+    // signal dispositions.
+    if let Err(e) = consumer::reap_consumers_on_signal() {
+        return crate::cli::failure("bench", &format!("installing signal handlers: {e}"));
+    }
+    let nofile = raise_nofile_limit();
     let sys = SysInfo::gather();
     let throughput = !cells(&cfg).is_empty();
     let header = Header {
         sys,
-        settings: settings(&cfg, &selected, &nofile),
+        settings: settings::of(&cfg, &selected, &nofile),
         backends: if throughput {
             selected
                 .iter()
@@ -155,20 +140,16 @@ pub fn main<I: IntoIterator<Item = String>>(args: I) -> ExitCode {
         Format::Csv => report::csv(&header, &reports, ping),
         Format::Json => report::json(&header, &reports, ping),
     };
-    let mut stdout = std::io::stdout().lock();
-    if stdout
-        .write_all(out.as_bytes())
-        .and_then(|()| stdout.flush())
-        .is_err()
-    {
-        return ExitCode::FAILURE;
-    }
+    // A reader that went away (`| head`) does not cost the chart: it is still written.
+    let printed = crate::cli::write_stdout(&out);
     if let Some(path) = &cfg.svg {
         if let Err(e) = std::fs::write(path, svg::chart(&header, &reports)) {
-            eprintln!("kevent bench: writing {}: {e}", path.display());
-            return ExitCode::FAILURE;
+            return crate::cli::failure("bench", &format!("writing {}: {e}", path.display()));
         }
         eprintln!("kevent bench: wrote {}", path.display());
+    }
+    if let Err(e) = printed {
+        return crate::cli::output_failed("bench", &e);
     }
     let ping_entries = ping.iter().flat_map(|p| &p.entries);
     let ran_any = reports.iter().flat_map(|c| &c.entries).any(|e| {
@@ -186,10 +167,35 @@ pub fn main<I: IntoIterator<Item = String>>(args: I) -> ExitCode {
         .any(|e| matches!(e.outcome, Outcome::Ran { .. }))
         || ping_entries.clone().next().is_some();
     if planned_any && !ran_any {
-        eprintln!("kevent bench: every run failed");
-        return ExitCode::FAILURE;
+        return crate::cli::failure("bench", "every run failed");
     }
     ExitCode::SUCCESS
+}
+
+/// The text of `kevent bench --list`: the backends and the workloads.
+fn list(all: &[Box<dyn Backend>]) -> String {
+    use std::fmt::Write as _;
+    let mut o = String::new();
+    for b in all {
+        let _ = writeln!(o, "{:<15} {}", b.name(), b.describe());
+    }
+    let _ = writeln!(o, "\nworkloads (--kinds):");
+    let _ = writeln!(
+        o,
+        "  {:<13} throughput cells: epoll_bench over pipes, AF_UNIX socket pairs, \
+         loopback TCP; every backend above",
+        "pipe,unix,tcp"
+    );
+    let _ = writeln!(
+        o,
+        "  {:<13} latency cell: one AF_UNIX socket pair, one consumer thread, N one-byte \
+         round trips (--pingpong N); p50/p99/max per backend:",
+        "pingpong"
+    );
+    for b in PingBackend::ALL {
+        let _ = writeln!(o, "    {:<13} {}", b.name(), b.describe());
+    }
+    o
 }
 
 /// The cells of the matrix, in report order. Process cells are made for two or more
@@ -226,65 +232,6 @@ fn overhead_s(cell: &Cell) -> f64 {
         4e-6
     };
     0.08 + cell.streams as f64 * per_stream
-}
-
-/// Every setting, for the header.
-fn settings(cfg: &Config, selected: &[&dyn Backend], nofile: &str) -> Vec<(String, String)> {
-    let join = |v: Vec<String>| v.join(",");
-    let mut s = vec![
-        ("seconds", format!("{}", cfg.seconds)),
-        ("rounds", cfg.rounds.to_string()),
-        ("warmup", format!("{}", cfg.warmup)),
-        ("seed", cfg.seed.to_string()),
-        (
-            "paced",
-            cfg.paced
-                .map_or("off".to_string(), |r| format!("{r} writes/s")),
-        ),
-        ("batch", cfg.batch.to_string()),
-        ("read_buf", format!("{READ_BUF}B")),
-        ("wait_timeout", format!("{}ms", WAIT_TIMEOUT.as_millis())),
-        ("pinning", "none".to_string()),
-        ("nofile", nofile.to_string()),
-        (
-            "kinds",
-            join(
-                cfg.kinds
-                    .iter()
-                    .map(|k| k.name().to_string())
-                    .chain((cfg.pingpong > 0).then(|| "pingpong".to_string()))
-                    .collect(),
-            ),
-        ),
-        (
-            "streams",
-            join(cfg.streams.iter().map(|n| n.to_string()).collect()),
-        ),
-        (
-            "consumers",
-            join(cfg.consumers.iter().map(|n| n.to_string()).collect()),
-        ),
-        (
-            "modes",
-            join(cfg.modes.iter().map(|m| m.name().to_string()).collect()),
-        ),
-        (
-            "rotation",
-            join(selected.iter().map(|b| b.name().to_string()).collect()),
-        ),
-    ];
-    s.push((
-        "pingpong",
-        if cfg.pingpong > 0 {
-            format!("{} round trips", cfg.pingpong)
-        } else {
-            "off".to_string()
-        },
-    ));
-    if cfg.quick {
-        s.push(("quick", "yes".to_string()));
-    }
-    s.into_iter().map(|(k, v)| (k.to_string(), v)).collect()
 }
 
 /// What will be run in one cell: `Err` if the whole cell is skipped, else every backend

@@ -4,6 +4,7 @@ use std::fmt::Write as _;
 
 use super::metrics::Summary;
 use super::pingpong::{self, PingReport};
+use super::settings::Setting;
 use super::sysinfo::SysInfo;
 use super::workload::Cell;
 
@@ -15,8 +16,8 @@ pub const REFERENCE: &str = "epoll-et";
 pub struct Header {
     /// Machine, kernel, commit.
     pub sys: SysInfo,
-    /// Every setting, as `(name, value)`.
-    pub settings: Vec<(String, String)>,
+    /// Every setting.
+    pub settings: Vec<Setting>,
     /// Every selected backend, as `(name, description)`.
     pub backends: Vec<(String, String)>,
 }
@@ -116,7 +117,7 @@ fn ns(x: f64) -> String {
 /// Renders the header, one table per cell, and the ping-pong cell if it ran.
 pub fn table(h: &Header, cells: &[CellReport], ping: Option<&PingReport>) -> String {
     let mut o = String::new();
-    let paced = h.settings.iter().any(|(k, v)| k == "paced" && v != "off");
+    let paced = h.settings.iter().any(|s| s.name == "paced" && s.is_on());
     let _ = writeln!(
         o,
         "kevent bench: {}",
@@ -129,7 +130,11 @@ pub fn table(h: &Header, cells: &[CellReport], ping: Option<&PingReport>) -> Str
     let _ = writeln!(o, "machine:  {} ({} CPUs)", h.sys.cpu, h.sys.nproc);
     let _ = writeln!(o, "kernel:   {}", h.sys.kernel);
     let _ = writeln!(o, "commit:   {}    date: {}", h.sys.commit, h.sys.date);
-    let settings: Vec<String> = h.settings.iter().map(|(k, v)| format!("{k}={v}")).collect();
+    let settings: Vec<String> = h
+        .settings
+        .iter()
+        .map(|s| format!("{}={s}", s.name))
+        .collect();
     let _ = writeln!(o, "settings: {}", settings.join(" "));
     if cells.is_empty() {
         // Only the ping-pong cell: it describes its own backends and columns.
@@ -376,8 +381,8 @@ pub fn csv(h: &Header, cells: &[CellReport], ping: Option<&PingReport>) -> Strin
     let _ = writeln!(o, "# kernel: {}", h.sys.kernel);
     let _ = writeln!(o, "# commit: {}", h.sys.commit);
     let _ = writeln!(o, "# date: {}", h.sys.date);
-    for (k, v) in &h.settings {
-        let _ = writeln!(o, "# {k}: {v}");
+    for s in &h.settings {
+        let _ = writeln!(o, "# {}: {s}", s.name);
     }
     let _ = writeln!(o, "{CSV_COLUMNS}");
     for c in cells {
@@ -510,7 +515,7 @@ fn ping_csv(o: &mut String, p: &PingReport) {
 }
 
 /// A JSON string literal.
-fn js(s: &str) -> String {
+pub(super) fn js(s: &str) -> String {
     let mut o = String::with_capacity(s.len() + 2);
     o.push('"');
     for ch in s.chars() {
@@ -531,7 +536,7 @@ fn js(s: &str) -> String {
 }
 
 /// A JSON number, or `null` for NaN/infinity.
-fn jn(x: f64) -> String {
+pub(super) fn jn(x: f64) -> String {
     if x.is_finite() {
         format!("{x}")
     } else {
@@ -540,7 +545,10 @@ fn jn(x: f64) -> String {
 }
 
 /// Renders one JSON document: `{"header": {...}, "cells": [...], "pingpong": {...}}`
-/// (`"pingpong": null` when the cell was not run; its latencies are in µs).
+/// (`"pingpong": null` when the cell was not run; its latencies are in µs). The
+/// header's `settings` are typed: numbers are numbers, lists are arrays, a unit is the
+/// key's suffix (`"read_buf_bytes": 64`, `"wait_timeout_ms": 50`), and a feature that
+/// is off is `null` (`"paced_writes_per_s": null`).
 pub fn json(h: &Header, cells: &[CellReport], ping: Option<&PingReport>) -> String {
     let mut o = String::new();
     let _ = write!(
@@ -557,7 +565,7 @@ pub fn json(h: &Header, cells: &[CellReport], ping: Option<&PingReport>) -> Stri
     let settings: Vec<String> = h
         .settings
         .iter()
-        .map(|(k, v)| format!("{}: {}", js(k), js(v)))
+        .map(|s| format!("{}: {}", js(&s.json_key()), s.json_value()))
         .collect();
     let _ = write!(o, "{}}},\n    \"backends\": {{", settings.join(", "));
     let backends: Vec<String> = h
@@ -604,7 +612,8 @@ pub fn json(h: &Header, cells: &[CellReport], ping: Option<&PingReport>) -> Stri
                              \"cpu_vs_et\": {}, \"csw_per_event\": {}, \"wakeups_per_event\": {}, \
                              \"empty_share\": {}, \"events_per_wait\": {}, \"lost_total\": {}, \
                              \"rearms_per_s\": {}, \"p50_ns\": {}, \"p99_ns\": {}, \
-                             \"events_min\": {}, \"events_max\": {}, \"writer_bound\": {}",
+                             \"events_min\": {}, \"events_max\": {}, \"cpu_ns_per_event_min\": {}, \
+                             \"cpu_ns_per_event_max\": {}, \"writer_bound\": {}",
                             s.rounds,
                             jn(m.events_per_s),
                             opt(ratio(
@@ -628,6 +637,8 @@ pub fn json(h: &Header, cells: &[CellReport], ping: Option<&PingReport>) -> Stri
                             opt(m.p99_ns),
                             jn(s.events_min),
                             jn(s.events_max),
+                            jn(s.cpu_min),
+                            jn(s.cpu_max),
                             writer_bound(s)
                         );
                     }

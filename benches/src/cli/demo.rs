@@ -15,7 +15,7 @@ use std::os::fd::AsRawFd;
 use std::os::unix::fs::OpenOptionsExt;
 use std::path::PathBuf;
 use std::process::{Child, Command, ExitCode, Stdio};
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicI32, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use rustix::io::Errno;
@@ -103,21 +103,121 @@ fn parse(args: &[String]) -> Result<Parsed, String> {
 /// Runs `kevent demo` with `args` (after the word `demo`).
 pub fn run(args: &[String]) -> ExitCode {
     let result = match parse(args) {
-        Ok(Parsed::Help) => {
-            print!("{USAGE}");
-            return ExitCode::SUCCESS;
+        Ok(Parsed::Help) => return super::print_stdout("demo", USAGE),
+        Ok(Parsed::Demo(o)) => match stop_on_signal() {
+            Ok(()) => demo(&o),
+            Err(e) => Err(format!("installing signal handlers: {e}").into()),
+        },
+        Ok(Parsed::Worker { socket, owner }) => {
+            worker_process(&socket, owner).map(|()| Ended::Done { ok: true })
         }
-        Ok(Parsed::Demo(o)) => demo(&o),
-        Ok(Parsed::Worker { socket, owner }) => worker_process(&socket, owner).map(|()| true),
         Err(msg) => return super::usage_error("demo", &msg),
     };
     match result {
-        Ok(true) => ExitCode::SUCCESS,
-        Ok(false) => ExitCode::FAILURE,
-        Err(e) => {
-            eprintln!("kevent demo: {e}");
-            ExitCode::FAILURE
+        Ok(Ended::Done { ok: true }) => ExitCode::SUCCESS,
+        Ok(Ended::Done { ok: false }) => ExitCode::from(super::EXIT_FAILURE),
+        Ok(Ended::Signal(sig)) => {
+            let _ = writeln!(
+                std::io::stderr(),
+                "{}",
+                super::error_line(
+                    "demo",
+                    &format!("stopped by signal {sig}; workers stopped, socket removed")
+                )
+            );
+            ExitCode::from(128u8.saturating_add(sig as u8))
         }
+        Ok(Ended::StdoutClosed(e)) => super::output_failed("demo", &e),
+        Err(e) => super::failure("demo", &e.to_string()),
+    }
+}
+
+/// How a demo ended.
+enum Ended {
+    /// It ran its course; `ok`: every byte accounted for.
+    Done {
+        /// The accounting matched and no worker failed.
+        ok: bool,
+    },
+    /// SIGINT or SIGTERM (the number) stopped it early; it cleaned up.
+    Signal(i32),
+    /// Its stdout was closed (or failed): it stopped early and cleaned up.
+    StdoutClosed(std::io::Error),
+}
+
+/// The first SIGINT or SIGTERM received by a demo (0: none yet).
+static STOP_SIGNAL: AtomicI32 = AtomicI32::new(0);
+
+/// The handler of SIGINT and SIGTERM in a demo: the first one is noted (the demo polls
+/// it and stops cleanly: writer, workers, socket); a second one ends the process at once.
+/// Only async-signal-safe work: an atomic swap, `signal`, `raise`.
+extern "C" fn note_stop_signal(sig: libc::c_int) {
+    if STOP_SIGNAL.swap(sig, Ordering::SeqCst) != 0 {
+        // SAFETY: `signal` and `raise` are async-signal-safe; `sig` is delivered with its
+        // default action (terminate) when this handler returns.
+        unsafe {
+            libc::signal(sig, libc::SIG_DFL);
+            libc::raise(sig);
+        }
+    }
+}
+
+/// Makes SIGINT and SIGTERM stop the demo cleanly (see [`note_stop_signal`]); a signal
+/// ignored when the demo starts (a background job's SIGINT) stays ignored.
+fn stop_on_signal() -> std::io::Result<()> {
+    for sig in [libc::SIGINT, libc::SIGTERM] {
+        // SAFETY: a zeroed `sigaction` is a valid out-buffer; a null new action only
+        // reads the current one.
+        let mut old: libc::sigaction = unsafe { std::mem::zeroed() };
+        // SAFETY: see above.
+        if unsafe { libc::sigaction(sig, std::ptr::null(), &mut old) } != 0 {
+            return Err(std::io::Error::last_os_error());
+        }
+        if old.sa_sigaction == libc::SIG_IGN {
+            continue;
+        }
+        // SAFETY: a zeroed `sigaction` is valid; the handler is a plain one (no
+        // SA_SIGINFO) making only async-signal-safe calls, with an empty extra mask.
+        let mut act: libc::sigaction = unsafe { std::mem::zeroed() };
+        act.sa_sigaction = note_stop_signal as extern "C" fn(libc::c_int) as usize;
+        act.sa_flags = libc::SA_RESTART;
+        // SAFETY: `act.sa_mask` is a valid sigset_t; `act` is a valid action and a null
+        // old-action pointer is allowed.
+        let rc = unsafe {
+            libc::sigemptyset(&mut act.sa_mask);
+            libc::sigaction(sig, &act, std::ptr::null_mut())
+        };
+        if rc != 0 {
+            return Err(std::io::Error::last_os_error());
+        }
+    }
+    Ok(())
+}
+
+/// The signal that asked the demo to stop, if one did.
+fn stop_signal() -> Option<i32> {
+    Some(STOP_SIGNAL.load(Ordering::SeqCst)).filter(|&s| s != 0)
+}
+
+/// The demo's stdout: lines are written and flushed one by one; after the first failure
+/// (a reader that went away: `kevent demo | head -1`) nothing more is written and the
+/// demo stops early.
+#[derive(Default)]
+struct Lines {
+    failed: Option<std::io::Error>,
+}
+
+impl Lines {
+    fn line(&mut self, text: impl std::fmt::Display) {
+        if self.failed.is_none() {
+            if let Err(e) = super::write_stdout(&format!("{text}\n")) {
+                self.failed = Some(e);
+            }
+        }
+    }
+
+    fn ok(&self) -> bool {
+        self.failed.is_none()
     }
 }
 
@@ -258,7 +358,7 @@ impl Processes {
     }
 }
 
-fn demo(o: &Options) -> Result<bool, BoxError> {
+fn demo(o: &Options) -> Result<Ended, BoxError> {
     let queue = Queue::builder()
         .capacity(o.pipes.next_power_of_two().max(64))
         .build()?;
@@ -281,12 +381,13 @@ fn demo(o: &Options) -> Result<bool, BoxError> {
         writers.push(w);
     }
     let pid = std::process::id();
+    let mut out = Lines::default();
     let mut procs = if o.threads {
         None
     } else {
         Some(Processes::spawn(&queue, o.workers)?)
     };
-    println!(
+    out.line(format_args!(
         "kevent demo: {} pipes ({}-triggered) -> 1 queue ({} entries, pid {pid}, handle fd {}) \
          -> {} worker {}, writer for {:.1}s",
         o.pipes,
@@ -296,16 +397,18 @@ fn demo(o: &Options) -> Result<bool, BoxError> {
         o.workers,
         if o.threads { "threads" } else { "processes" },
         o.seconds
-    );
+    ));
     match &procs {
-        Some(p) => println!(
+        Some(p) => out.line(format_args!(
             "workers are processes {:?}, attached through {}",
             p.children.iter().map(Child::id).collect::<Vec<_>>(),
             p.socket.display()
-        ),
-        None => println!("workers are threads of this process (--threads)"),
+        )),
+        None => out.line("workers are threads of this process (--threads)"),
     }
-    println!("watch the ring with: kevent stat {pid} --watch");
+    out.line(format_args!(
+        "watch the ring with: kevent stat {pid} --watch"
+    ));
 
     let counts: Vec<Counts> = (0..o.workers).map(|_| Counts::default()).collect();
     let written = AtomicU64::new(0);
@@ -379,13 +482,17 @@ fn demo(o: &Options) -> Result<bool, BoxError> {
             header.push_str(&format!(" {:>9}", format!("worker{i}")));
         }
         header.push_str("      bytes read");
-        println!("{header}");
+        out.line(header);
         let mut last: Vec<u64> = vec![0; o.workers];
         let deadline = started + run_for;
         for second in 1.. {
             let tick = (started + Duration::from_secs(second)).min(deadline);
-            std::thread::sleep(tick.saturating_duration_since(Instant::now()));
-            if tick == deadline {
+            // In steps, so that a signal or a closed stdout stops the demo promptly.
+            while stop_signal().is_none() && Instant::now() < tick {
+                let left = tick.saturating_duration_since(Instant::now());
+                std::thread::sleep(left.min(Duration::from_millis(20)));
+            }
+            if tick == deadline || stop_signal().is_some() || !out.ok() {
                 break;
             }
             if let Some(p) = procs.as_mut() {
@@ -412,16 +519,21 @@ fn demo(o: &Options) -> Result<bool, BoxError> {
                 line.push_str(&format!(" {d:>9}"));
             }
             line.push_str(&format!(" {:>15}", total_read()));
-            println!("{line}");
+            out.line(line);
             last = now;
+            if !out.ok() {
+                break;
+            }
         }
         writing.store(false, Ordering::Relaxed);
         writer.join().map_err(|_| "the writer panicked")??;
         let stopped = Instant::now();
         let target = written.load(Ordering::Relaxed);
         // Every byte written sits in a pipe whose event is pending or being handled: the
-        // workers get to all of it. Give them up to 10 s.
+        // workers get to all of it. Give them up to 10 s (unless the demo is cut short).
         while early.is_none()
+            && stop_signal().is_none()
+            && out.ok()
             && total_read() < target
             && stopped.elapsed() < Duration::from_secs(10)
         {
@@ -443,7 +555,8 @@ fn demo(o: &Options) -> Result<bool, BoxError> {
     if let Some(p) = procs.as_mut() {
         for child in &mut p.children {
             let status = child.wait()?;
-            if !status.success() {
+            // A Ctrl-C reaches the workers too (same process group): not their failure.
+            if !status.success() && stop_signal().is_none() {
                 eprintln!("worker process {} ended with {status}", child.id());
                 failed_workers += 1;
             }
@@ -451,6 +564,14 @@ fn demo(o: &Options) -> Result<bool, BoxError> {
     }
     if let Some(why) = early {
         return Err(why.into());
+    }
+    // Cut short: the writer and the workers are stopped and waited for; the socket goes
+    // with the queue when this returns.
+    if let Some(sig) = stop_signal() {
+        return Ok(Ended::Signal(sig));
+    }
+    if let Some(e) = out.failed.take() {
+        return Ok(Ended::StdoutClosed(e));
     }
 
     let written = written.load(Ordering::Relaxed);
@@ -461,13 +582,13 @@ fn demo(o: &Options) -> Result<bool, BoxError> {
         .sum();
     let stats = queue.stats();
     let elapsed = started.elapsed().as_secs_f64();
-    println!();
-    println!(
+    out.line("");
+    out.line(format_args!(
         "writer stopped after {:.1}s; workers drained the rest in {:.1} ms",
         o.seconds,
         drained_after.as_secs_f64() * 1e3
-    );
-    println!(
+    ));
+    out.line(format_args!(
         "events: {events} handled ({:.0}/s); ring: posted {}, coalesced {}, backlogged {}, \
          redelivered {}, lost {}, futex wakes {}",
         events as f64 / elapsed,
@@ -477,9 +598,9 @@ fn demo(o: &Options) -> Result<bool, BoxError> {
         stats.redelivered,
         stats.lost,
         stats.wake_calls
-    );
+    ));
     let ok = written == read && stats.lost == 0 && failed_workers == 0;
-    println!(
+    out.line(format_args!(
         "accounting: written {written} bytes, read {read} bytes: {}",
         if written != read {
             "MISMATCH"
@@ -490,8 +611,11 @@ fn demo(o: &Options) -> Result<bool, BoxError> {
         } else {
             "equal, nothing lost"
         }
-    );
-    Ok(ok)
+    ));
+    match out.failed {
+        Some(e) => Ok(Ended::StdoutClosed(e)),
+        None => Ok(Ended::Done { ok }),
+    }
 }
 
 #[cfg(test)]
@@ -543,7 +667,10 @@ mod tests {
                 edge,
                 threads: true,
             };
-            assert!(demo(&o).unwrap(), "edge: {edge}");
+            assert!(
+                matches!(demo(&o).unwrap(), Ended::Done { ok: true }),
+                "edge: {edge}"
+            );
         }
     }
 }

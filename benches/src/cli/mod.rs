@@ -1,13 +1,22 @@
 //! The `kevent` command line: `kevent stat` (a live view of a ring), `kevent demo`
 //! (events flowing through a queue), `kevent bench` (the benchmark harness).
 //!
-//! Arguments are parsed by hand (no parser dependency for three subcommands). Bad
-//! arguments print what was wrong and the usage to stderr and exit with code 2.
+//! Arguments are parsed by hand (no parser dependency for three subcommands). Every
+//! subcommand reports errors in one style, `kevent: <command>: <message>` on stderr, and
+//! exits with 2 for a bad command line (then a pointer to the help follows) and 1 for a
+//! failure at run time. A closed stdout (`kevent bench --list | head -1`) ends a
+//! command quietly with 0, as there is nobody left to tell.
 
+use std::io::{self, Write as _};
 use std::process::ExitCode;
 
 pub mod demo;
 pub mod stat;
+
+/// Exit code of a bad command line.
+pub const EXIT_USAGE: u8 = 2;
+/// Exit code of a failure at run time.
+pub const EXIT_FAILURE: u8 = 1;
 
 /// The top-level usage text (`kevent --help`).
 pub const USAGE: &str = "\
@@ -21,12 +30,29 @@ usage:
                         events flowing from N pipes to worker processes (or
                         threads), with exact accounting at the end
   kevent bench [ARGS]   the benchmark harness (kevent bench --help)
-  kevent --help         this text; `kevent <command> --help` for each command
+  kevent help [COMMAND] this text, or the help of COMMAND (also `kevent COMMAND --help`)
+  kevent --version      the version
+
+Errors go to stderr as `kevent: <command>: <message>`. Exit codes: 0 success (also when
+stdout is closed early, e.g. piped into `head`), 1 failure at run time, 2 bad command
+line, 128+N killed by signal N (SIGINT and SIGTERM clean up first: `bench` reaps its
+consumer processes, `demo` its workers and its socket).
 ";
 
 /// The process's arguments, without the program name, to [`run`].
 pub fn main() -> ExitCode {
     run(std::env::args().skip(1).collect())
+}
+
+/// The help text of `command` ("" for the top level), `None` for an unknown command.
+fn help_of(command: &str) -> Option<&'static str> {
+    match command {
+        "" => Some(USAGE),
+        "stat" => Some(stat::USAGE),
+        "demo" => Some(demo::USAGE),
+        "bench" => Some(crate::bench::args::USAGE),
+        _ => None,
+    }
 }
 
 /// Runs the command line `args` (without the program name) and returns the exit code:
@@ -37,10 +63,17 @@ pub fn run(args: Vec<String>) -> ExitCode {
     };
     let rest = &args[1..];
     match command.as_str() {
-        "-h" | "--help" | "help" => {
-            print!("{USAGE}");
-            ExitCode::SUCCESS
-        }
+        "-h" | "--help" => print_help(""),
+        "help" => match rest {
+            [] => print_help(""),
+            [c] if help_of(c).is_some() => print_help(c),
+            [c] => usage_error("help", &format!("unknown command {c:?}")),
+            [_, extra, ..] => usage_error("help", &format!("unexpected argument {extra:?}")),
+        },
+        "-V" | "--version" => print_stdout(
+            "",
+            &format!("kevent {} (kevent-bench)\n", env!("CARGO_PKG_VERSION")),
+        ),
         "stat" => stat::run(rest),
         "demo" => demo::run(rest),
         "bench" => crate::bench::main(rest.to_vec()),
@@ -48,21 +81,67 @@ pub fn run(args: Vec<String>) -> ExitCode {
     }
 }
 
-/// Prints `message` and the usage of `command` ("" for the top level) to stderr; exit
-/// code 2.
-pub(crate) fn usage_error(command: &str, message: &str) -> ExitCode {
-    let usage = match command {
-        "stat" => stat::USAGE,
-        "demo" => demo::USAGE,
-        _ => USAGE,
-    };
-    let prefix = if command.is_empty() {
-        "kevent".to_string()
+fn print_help(command: &str) -> ExitCode {
+    print_stdout(command, help_of(command).unwrap_or(USAGE))
+}
+
+/// `kevent: <command>: <message>` (`kevent: <message>` at the top level).
+pub(crate) fn error_line(command: &str, message: &str) -> String {
+    if command.is_empty() {
+        format!("kevent: {message}")
     } else {
-        format!("kevent {command}")
+        format!("kevent: {command}: {message}")
+    }
+}
+
+/// Prints `message` in the error style and where the usage is to stderr; exit code 2.
+pub(crate) fn usage_error(command: &str, message: &str) -> ExitCode {
+    let help = match command {
+        "" | "help" => "kevent --help".to_string(),
+        c => format!("kevent {c} --help"),
     };
-    eprint!("{prefix}: {message}\n\n{usage}");
-    ExitCode::from(2)
+    let _ = writeln!(
+        io::stderr(),
+        "{}\nRun `{help}` for usage.",
+        error_line(command, message)
+    );
+    ExitCode::from(EXIT_USAGE)
+}
+
+/// Prints `message` in the error style to stderr; exit code 1.
+pub(crate) fn failure(command: &str, message: &str) -> ExitCode {
+    let _ = writeln!(io::stderr(), "{}", error_line(command, message));
+    ExitCode::from(EXIT_FAILURE)
+}
+
+/// Writes `text` to stdout and flushes it.
+pub(crate) fn write_stdout(text: &str) -> io::Result<()> {
+    let mut out = io::stdout().lock();
+    out.write_all(text.as_bytes())?;
+    out.flush()
+}
+
+/// True for the error of writing into a pipe whose reader has gone (`| head -1`).
+pub(crate) fn is_broken_pipe(e: &io::Error) -> bool {
+    e.kind() == io::ErrorKind::BrokenPipe
+}
+
+/// The exit code after writing stdout failed with `e`: a closed pipe is a quiet success
+/// (the reader has all it wanted), anything else a failure of `command`.
+pub(crate) fn output_failed(command: &str, e: &io::Error) -> ExitCode {
+    if is_broken_pipe(e) {
+        ExitCode::SUCCESS
+    } else {
+        failure(command, &format!("writing to stdout: {e}"))
+    }
+}
+
+/// Writes `text` to stdout; the exit code of `command` that printed it.
+pub(crate) fn print_stdout(command: &str, text: &str) -> ExitCode {
+    match write_stdout(text) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => output_failed(command, &e),
+    }
 }
 
 /// Parses the value of option `name` (the next argument).

@@ -12,7 +12,7 @@
 //! its record shows in the table and is freed when it exits).
 
 use std::fmt::{self, Write as _};
-use std::io;
+use std::io::{self, IsTerminal as _};
 use std::os::fd::AsFd;
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
@@ -489,20 +489,14 @@ fn seconds(secs: f64) -> Result<Duration, String> {
 pub fn run(args: &[String]) -> ExitCode {
     let opts = match parse(args) {
         Ok(Some(o)) => o,
-        Ok(None) => {
-            print!("{USAGE}");
-            return ExitCode::SUCCESS;
-        }
+        Ok(None) => return super::print_stdout("stat", USAGE),
         Err(msg) => return super::usage_error("stat", &msg),
     };
     // A pid, or the path of a queue's control socket.
     let (label, scan, _attachment) = match opts.target.parse::<u32>() {
         Ok(pid) => match rings_of_pid(pid) {
             Ok(scan) => (pid.to_string(), scan, None),
-            Err(e) => {
-                eprintln!("kevent stat: {e}");
-                return ExitCode::FAILURE;
-            }
+            Err(e) => return super::failure("stat", &e.to_string()),
         },
         Err(_) => {
             let path = PathBuf::from(&opts.target);
@@ -521,44 +515,57 @@ pub fn run(args: &[String]) -> ExitCode {
                     (label, scan, Some(q))
                 }
                 Err(e) => {
-                    eprintln!("kevent stat: attaching through {}: {e}", path.display());
-                    return ExitCode::FAILURE;
+                    return super::failure(
+                        "stat",
+                        &format!("attaching through {}: {e}", path.display()),
+                    )
                 }
             }
         }
     };
     if scan.rings.is_empty() {
-        eprintln!(
-            "kevent stat: process {label} has no kevent ring (no fd links to {MEMFD_PREFIX}…)"
-        );
+        let mut msg =
+            format!("process {label} has no kevent ring (no fd links to {MEMFD_PREFIX}…)");
         for (path, why) in &scan.skipped {
-            eprintln!("  {}: {why}", path.display());
+            let _ = write!(msg, "\n  {}: {why}", path.display());
         }
-        return ExitCode::FAILURE;
+        return super::failure("stat", &msg);
     }
-    match opts.watch {
+    let shown = match opts.watch {
         None => {
-            if !opts.json {
-                println!("kevent stat {label}");
-            }
-            print_once(&label, &scan, opts.json, None);
-            ExitCode::SUCCESS
+            let head = if opts.json {
+                String::new()
+            } else {
+                format!("kevent stat {label}\n")
+            };
+            super::write_stdout(&head)
+                .and_then(|()| print_once(&label, &scan, opts.json, None).map(|_| ()))
         }
-        Some(every) => watch(&label, &scan, opts.json, every),
+        Some(every) => {
+            let screen = std::io::stdout().is_terminal();
+            watch(&label, &scan, opts.json, every, screen)
+        }
+    };
+    match shown {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => super::output_failed("stat", &e),
     }
 }
 
+/// Prints one snapshot of every ring of `scan` (with per-second rates against `rates`,
+/// the counters of the previous snapshot and its age); returns the counters.
 fn print_once(
     label: &str,
     scan: &Scan,
     json: bool,
     rates: Option<(&[Stats], Duration)>,
-) -> Vec<Stats> {
+) -> io::Result<Vec<Stats>> {
     let stats: Vec<RingStat> = scan
         .rings
         .iter()
         .map(|(path, ring)| RingStat::read(ring, &path.display().to_string()))
         .collect();
+    let mut out = String::new();
     if json {
         let rings: Vec<String> = stats.iter().map(RingStat::to_json).collect();
         let skipped: Vec<String> = scan
@@ -572,7 +579,8 @@ fn print_once(
                 )
             })
             .collect();
-        println!(
+        let _ = writeln!(
+            out,
             r#"{{"target":{},"rings":[{}],"skipped":[{}]}}"#,
             json_string(label),
             rings.join(","),
@@ -580,13 +588,14 @@ fn print_once(
         );
     } else {
         for (i, s) in stats.iter().enumerate() {
-            print!("{s}");
+            let _ = write!(out, "{s}");
             if let Some((before, dt)) = rates {
                 if let Some(b) = before.get(i) {
                     let per_s = |now: u64, then: u64| {
                         now.saturating_sub(then) as f64 / dt.as_secs_f64().max(1e-9)
                     };
-                    println!(
+                    let _ = writeln!(
+                        out,
                         "  rates      posted {:.0}/s  coalesced {:.0}/s  wake_calls {:.0}/s",
                         per_s(s.stats.posted, b.posted),
                         per_s(s.stats.coalesced, b.coalesced),
@@ -596,31 +605,44 @@ fn print_once(
             }
         }
         for (path, why) in &scan.skipped {
-            println!("skipped {}: {why}", path.display());
+            let _ = writeln!(out, "skipped {}: {why}", path.display());
         }
     }
-    stats.iter().map(|s| s.stats).collect()
+    super::write_stdout(&out)?;
+    Ok(stats.iter().map(|s| s.stats).collect())
 }
 
-fn watch(label: &str, scan: &Scan, json: bool, every: Duration) -> ExitCode {
+/// Refreshes every `every` until stdout is closed (or the process is killed). On a
+/// terminal (`screen`) each refresh redraws the screen; elsewhere (a pipe, a file) the
+/// refreshes follow one another, each text one under a header line, and no escape code
+/// is written.
+fn watch(label: &str, scan: &Scan, json: bool, every: Duration, screen: bool) -> io::Result<()> {
     let pid: Option<u32> = label.parse().ok();
     let mut before: Option<(Vec<Stats>, Instant)> = None;
     loop {
         if !json {
-            // Clear the screen and home the cursor.
-            print!("\x1b[H\x1b[2J");
             let gone = pid.is_some_and(|p| !Path::new(&format!("/proc/{p}")).exists());
-            println!(
-                "kevent stat {label}{} — every {:.1}s, Ctrl-C to quit\n",
-                if gone { " (process has exited)" } else { "" },
-                every.as_secs_f64()
-            );
+            let gone = if gone { " (process has exited)" } else { "" };
+            let head = if screen {
+                // Clear the screen and home the cursor.
+                format!(
+                    "\x1b[H\x1b[2Jkevent stat {label}{gone} — every {:.1}s, Ctrl-C to quit\n\n",
+                    every.as_secs_f64()
+                )
+            } else {
+                format!(
+                    "{}kevent stat {label}{gone} — every {:.1}s\n",
+                    if before.is_some() { "\n" } else { "" },
+                    every.as_secs_f64()
+                )
+            };
+            super::write_stdout(&head)?;
         }
         let now = Instant::now();
         let rates = before
             .as_ref()
             .map(|(s, t)| (s.as_slice(), now.duration_since(*t)));
-        let stats = print_once(label, scan, json, rates);
+        let stats = print_once(label, scan, json, rates)?;
         before = Some((stats, now));
         std::thread::sleep(every);
     }
