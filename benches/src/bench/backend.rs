@@ -49,7 +49,8 @@
 //! Create `benches/src/bench/kevent_queue.rs` with a `pub fn backends() -> Vec<Box<dyn Backend>>`
 //! returning e.g. "kevent-lt" / "kevent-et" (one type with a trigger field, as
 //! [`super::epoll::EpollBackend`] does), then add `mod kevent_queue;` to `bench/mod.rs` and
-//! `list.extend(super::kevent_queue::backends());` in [`backends`] at the marked line. Run
+//! `list.extend(kevent_queue::backends());` in [`super::backends`], the registry at the
+//! harness's root (this module names no backend: they depend on it, not it on them). Run
 //! `kevent bench --list` to see it, `--backends kevent-et,epoll-et` to compare. Threads and
 //! processes come for free if `consumer` only uses inherited fds and `MAP_SHARED` memory:
 //! in process cells the producer thread runs in the harness process and the forked
@@ -135,15 +136,4 @@ pub trait ConsumerLoop {
     /// Waits for notifications and calls `ctx.read_event(stream)` once per notified stream
     /// until `ctx.should_stop()`; calls `ctx.count_wait()` once per wait.
     fn run(&mut self, ctx: &mut ConsumerCtx<'_>) -> io::Result<()>;
-}
-
-/// Every backend compiled in, in report order. The first cell's order is also the
-/// rotation order of every round.
-pub fn backends() -> Vec<Box<dyn Backend>> {
-    let mut list: Vec<Box<dyn Backend>> = Vec::new();
-    list.extend(super::epoll::backends());
-    list.extend(super::uring::backends());
-    list.extend(super::kevent_queue::backends());
-    list.push(Box::new(super::busy::BusySweep));
-    list
 }

@@ -3,7 +3,7 @@
 //! It reproduces Eric Dumazet's `epoll_bench`, the benchmark the kevent author published
 //! (see `KEVENT.md`): N streams, one writer thread writing one byte to a random stream and
 //! yielding every N writes, consumers doing one nonblocking read per notification. Every
-//! notification backend ([`backend::backends`]) runs in the same process and the same
+//! notification backend ([`backends`]) runs in the same process and the same
 //! invocation, cell by cell (stream kind × stream count × consumers × threads/processes).
 //!
 //! # Fairness rules
@@ -62,7 +62,7 @@ pub mod xorshift;
 use std::process::ExitCode;
 
 use args::{Config, Format, USAGE};
-use backend::{backends, Backend};
+use backend::Backend;
 use consumer::ConsumerMode;
 use metrics::{RunResult, Summary};
 use pingpong::{PingBackend, PingReport};
@@ -71,6 +71,19 @@ use runner::{run_once, RunParams};
 use streams::{check_fd_budget, raise_nofile_limit, StreamKind};
 use sysinfo::SysInfo;
 use workload::{Cell, WriterPlan};
+
+/// The registry: every backend compiled in, in report order. The first cell's order is
+/// also the rotation order of every round. It lives here, at the harness's root, so that
+/// `backend.rs` (the plug-in traits) names no backend and no backend module is in a
+/// circle with it.
+pub fn backends() -> Vec<Box<dyn Backend>> {
+    let mut list: Vec<Box<dyn Backend>> = Vec::new();
+    list.extend(epoll::backends());
+    list.extend(uring::backends());
+    list.extend(kevent_queue::backends());
+    list.push(Box::new(busy::BusySweep));
+    list
+}
 
 /// Runs `kevent bench` with the arguments that follow `bench`; returns the exit code
 /// (2 for bad arguments).

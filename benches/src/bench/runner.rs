@@ -138,7 +138,7 @@ fn drive(
 #[cfg(test)]
 mod tests {
     use super::{run_once, RunParams};
-    use crate::bench::backend::backends;
+    use crate::bench::backends;
     use crate::bench::consumer::ConsumerMode;
     use crate::bench::streams::StreamKind;
     use crate::bench::workload::{Cell, WriterPlan};
