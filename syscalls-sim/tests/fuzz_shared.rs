@@ -16,10 +16,9 @@
 mod util;
 
 use std::os::fd::{AsRawFd, OwnedFd};
-use std::panic::AssertUnwindSafe;
 use std::ptr::NonNull;
 use std::sync::atomic::{AtomicU64, AtomicU8, Ordering};
-use std::sync::{mpsc, Arc, Mutex, MutexGuard, Once};
+use std::sync::{mpsc, Arc, Mutex, Once};
 use std::time::{Duration, Instant};
 
 use kevent_ring::layout::{HEADER_SIZE, SLOT_SIZE};
@@ -41,11 +40,6 @@ const OFF_UIDX: usize = 384;
 const WRITES: u64 = 2_500;
 
 // --- helpers ---------------------------------------------------------------------------
-
-fn serial() -> MutexGuard<'static, ()> {
-    static SERIAL: Mutex<()> = Mutex::new(());
-    SERIAL.lock().unwrap_or_else(|e| e.into_inner())
-}
 
 /// Panics seen in any thread of this process, as `(thread name, message)`.
 static PANICS: Mutex<Vec<(String, String)>> = Mutex::new(Vec::new());
@@ -81,24 +75,14 @@ fn system_panics() -> Vec<(String, String)> {
         .collect()
 }
 
-/// Runs a test body alone on a thread of its own; fails the test if it is not done
-/// within `limit` (a hanging call fails the test instead of hanging the run).
+/// [`util::proc::bounded`], with the panics of every thread recorded from a clean slate.
 fn bounded(limit: Duration, body: impl FnOnce() + Send + 'static) {
-    let _serial = serial();
     watch_panics();
-    PANICS.lock().unwrap_or_else(|e| e.into_inner()).clear();
-    let (tx, rx) = mpsc::channel();
-    let thread = std::thread::Builder::new()
-        .name("test-body".into())
-        .spawn(move || {
-            let _ = tx.send(std::panic::catch_unwind(AssertUnwindSafe(body)));
-        })
-        .expect("spawn the test body");
-    match rx.recv_timeout(limit) {
-        Ok(Ok(())) => thread.join().expect("test body"),
-        Ok(Err(panic)) => std::panic::resume_unwind(panic),
-        Err(_) => panic!("hung: the test body is still running after {limit:?}"),
-    }
+    util::proc::bounded(limit, move || {
+        // Alone now (the serial lock is held): earlier tests' panics are not ours.
+        PANICS.lock().unwrap_or_else(|e| e.into_inner()).clear();
+        body()
+    });
 }
 
 /// Runs `f` on a helper thread; `None` if it has not returned within `limit`.
