@@ -84,9 +84,8 @@ impl Drop for KillOnDrop {
     }
 }
 
-/// Runs `kevent args` with a stdout whose reader has already gone: the first write
-/// fails with EPIPE.
-fn into_closed_pipe(args: &[&str]) -> (ExitStatus, String) {
+/// A pipe whose reader has already gone: the first write into it fails with EPIPE.
+fn closed_pipe() -> std::os::fd::OwnedFd {
     let mut fds = [0; 2];
     // SAFETY: `fds` is a valid array of two ints for `pipe2`.
     assert_eq!(unsafe { libc::pipe2(fds.as_mut_ptr(), libc::O_CLOEXEC) }, 0);
@@ -99,8 +98,13 @@ fn into_closed_pipe(args: &[&str]) -> (ExitStatus, String) {
         )
     };
     drop(read);
+    write
+}
+
+/// Runs `kevent args` with a stdout whose reader has already gone.
+fn into_closed_pipe(args: &[&str]) -> (ExitStatus, String) {
     let o = kevent(args)
-        .stdout(Stdio::from(write))
+        .stdout(Stdio::from(closed_pipe()))
         .stderr(Stdio::piped())
         .output()
         .expect("running kevent");
@@ -127,6 +131,38 @@ fn a_closed_stdout_ends_quietly_with_0() {
         assert!(!err.contains("panicked"), "kevent {args:?}: {err}");
         assert_eq!(err, "", "kevent {args:?}: not quiet");
     }
+}
+
+#[test]
+fn a_run_with_stdout_and_stderr_into_a_closed_pipe_ends_with_0() {
+    // `kevent bench ... 2>&1 | head -1`: the progress lines meet the closed pipe first.
+    let out = closed_pipe();
+    let status = kevent(&[
+        "bench",
+        "--kinds",
+        "pipe,pingpong",
+        "--pingpong",
+        "100",
+        "--streams",
+        "16",
+        "--consumers",
+        "1",
+        "--mode",
+        "threads",
+        "--seconds",
+        "0.05",
+        "--rounds",
+        "1",
+        "--warmup",
+        "0",
+        "--backends",
+        "epoll-lt,kevent-lt",
+    ])
+    .stdout(Stdio::from(out.try_clone().unwrap()))
+    .stderr(Stdio::from(out))
+    .status()
+    .unwrap();
+    assert_eq!(status.code(), Some(0), "{status}");
 }
 
 #[test]
