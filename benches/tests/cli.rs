@@ -1,7 +1,8 @@
 //! The `kevent` binary as a user runs it: a closed stdout, `--version`, `help COMMAND`,
 //! the error style and exit codes, `--svg` checked before a run, `stat --watch` into a
-//! pipe, SIGTERM/SIGKILL to `bench` with consumer processes and SIGTERM to `demo`, the
-//! JSON settings and the chart. One regression test per defect of issue 11, item 4.
+//! pipe, SIGINT, SIGTERM and SIGKILL to `bench` with consumer processes, SIGINT and
+//! SIGTERM to `demo`, the JSON settings and the chart. One regression test per defect
+//! of issue 11, item 4.
 
 use std::io::{BufRead, BufReader, Read};
 use std::os::unix::process::{CommandExt as _, ExitStatusExt as _};
@@ -14,6 +15,16 @@ const KEVENT: &str = env!("CARGO_BIN_EXE_kevent");
 fn kevent(args: &[&str]) -> Command {
     let mut c = Command::new(KEVENT);
     c.args(args).env_remove("RUST_BACKTRACE");
+    // SAFETY: between fork and exec only `signal`, which is async-signal-safe. As
+    // started from a terminal: SIGINT and SIGTERM not ignored, even when this test runs
+    // as a background job (whose SIGINT is ignored, and the tool then leaves it so).
+    unsafe {
+        c.pre_exec(|| {
+            libc::signal(libc::SIGINT, libc::SIG_DFL);
+            libc::signal(libc::SIGTERM, libc::SIG_DFL);
+            Ok(())
+        });
+    }
     c
 }
 
@@ -400,19 +411,21 @@ fn bench_with_consumer_processes() -> (Child, Vec<u32>) {
 }
 
 #[test]
-fn sigterm_to_bench_kills_and_reaps_its_consumer_processes() {
-    let (mut child, consumers) = bench_with_consumer_processes();
-    let pgrp = child.id();
-    let _guard = KillOnDrop(consumers.iter().copied().chain([pgrp]).collect(), None);
-    signal(pgrp, libc::SIGTERM);
-    let status = wait_for(&mut child, Duration::from_secs(5)).expect("bench ignored SIGTERM");
-    assert_eq!(status.signal(), Some(libc::SIGTERM), "{status}");
-    // Reaped by the harness before it ended: not even a zombie is left.
-    assert_eq!(
-        group_members(pgrp),
-        vec![],
-        "consumers {consumers:?} left behind"
-    );
+fn sigint_and_sigterm_to_bench_kill_and_reap_its_consumer_processes() {
+    for sig in [libc::SIGINT, libc::SIGTERM] {
+        let (mut child, consumers) = bench_with_consumer_processes();
+        let pgrp = child.id();
+        let _guard = KillOnDrop(consumers.iter().copied().chain([pgrp]).collect(), None);
+        signal(pgrp, sig);
+        let status = wait_for(&mut child, Duration::from_secs(5)).expect("bench ignored it");
+        assert_eq!(status.signal(), Some(sig), "{status}");
+        // Reaped by the harness before it ended: not even a zombie is left.
+        assert_eq!(
+            group_members(pgrp),
+            vec![],
+            "signal {sig}: consumers {consumers:?} left behind"
+        );
+    }
 }
 
 #[test]
@@ -487,29 +500,31 @@ fn assert_gone(pids: &[u32]) {
 }
 
 #[test]
-fn sigterm_to_demo_stops_its_workers_and_removes_its_socket() {
-    let (mut child, _out, workers, socket) = demo_with_workers();
-    let _guard = KillOnDrop(
-        workers.iter().copied().chain([child.id()]).collect(),
-        Some(socket.clone()),
-    );
-    assert!(socket.exists(), "{}", socket.display());
-    signal(child.id(), libc::SIGTERM);
-    let status = wait_for(&mut child, Duration::from_secs(5)).expect("demo ignored SIGTERM");
-    let mut err = String::new();
-    child
-        .stderr
-        .take()
-        .unwrap()
-        .read_to_string(&mut err)
-        .unwrap();
-    assert_eq!(status.code(), Some(128 + libc::SIGTERM), "{status}: {err}");
-    assert_eq!(
-        err,
-        "kevent: demo: stopped by signal 15; workers stopped, socket removed\n"
-    );
-    assert!(!socket.exists(), "{} left behind", socket.display());
-    assert_gone(&workers);
+fn sigint_and_sigterm_to_demo_stop_its_workers_and_remove_its_socket() {
+    for sig in [libc::SIGINT, libc::SIGTERM] {
+        let (mut child, _out, workers, socket) = demo_with_workers();
+        let _guard = KillOnDrop(
+            workers.iter().copied().chain([child.id()]).collect(),
+            Some(socket.clone()),
+        );
+        assert!(socket.exists(), "{}", socket.display());
+        signal(child.id(), sig);
+        let status = wait_for(&mut child, Duration::from_secs(5)).expect("demo ignored it");
+        let mut err = String::new();
+        child
+            .stderr
+            .take()
+            .unwrap()
+            .read_to_string(&mut err)
+            .unwrap();
+        assert_eq!(status.code(), Some(128 + sig), "{status}: {err}");
+        assert_eq!(
+            err,
+            format!("kevent: demo: stopped by signal {sig}; workers stopped, socket removed\n")
+        );
+        assert!(!socket.exists(), "{} left behind", socket.display());
+        assert_gone(&workers);
+    }
 }
 
 #[test]
