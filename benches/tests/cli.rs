@@ -598,7 +598,11 @@ fn json_settings_are_numbers_and_the_chart_has_scale_spread_settings_and_labels(
         "--svg",
         svg.to_str().unwrap(),
     ]);
+    // Read and removed before any assertion, so that a failing test leaves no file.
+    let chart = std::fs::read_to_string(&svg);
+    let _ = std::fs::remove_file(&svg);
     assert_eq!(o.status.code(), Some(0), "{}", stderr_of(&o));
+    let chart = chart.expect("the chart");
     let json = String::from_utf8(o.stdout).unwrap();
     let settings = &json[json.find("\"settings\": {").expect("settings") + 12..];
     let number = |key: &str| -> f64 {
@@ -623,8 +627,6 @@ fn json_settings_are_numbers_and_the_chart_has_scale_spread_settings_and_labels(
     assert_eq!(member(settings, "paced_writes_per_s"), "null");
     assert_eq!(member(settings, "pingpong_round_trips"), "null");
 
-    let chart = std::fs::read_to_string(&svg).unwrap();
-    let _ = std::fs::remove_file(&svg);
     assert!(
         chart.contains("scale: one per metric, shared by every cell"),
         "no scale note"
