@@ -40,7 +40,10 @@ Options:
   --backends LIST       backend names (default: all; see --list)
   --batch N             notifications taken per wait, for every backend (default 1024)
   --format FMT          table, csv or json (default table)
-  --svg PATH            also write an SVG bar chart of events/s and CPU per event
+  --svg PATH            also write an SVG bar chart of the throughput cells: events/s and
+                        CPU per event (consumers + helper threads), medians with min–max
+                        whiskers, one scale per metric for every cell, the settings; the
+                        directory is checked before anything runs
   --list                list the backends and the workloads, and exit
   -h, --help            this text
 

@@ -40,6 +40,23 @@
 #![deny(unsafe_op_in_unsafe_fn)]
 #![warn(missing_docs, clippy::undocumented_unsafe_blocks)]
 
+/// Progress on stderr (`eprint!` without the panic): a stderr that cannot be written,
+/// e.g. a pipe whose reader went (`kevent bench 2>&1 | head -1`), does not stop the run.
+macro_rules! progress {
+    ($($arg:tt)*) => {{
+        use std::io::Write as _;
+        let _ = write!(std::io::stderr(), $($arg)*);
+    }};
+}
+
+/// `progress!` with a newline.
+macro_rules! progressln {
+    ($($arg:tt)*) => {{
+        use std::io::Write as _;
+        let _ = writeln!(std::io::stderr(), $($arg)*);
+    }};
+}
+
 pub mod args;
 pub mod backend;
 pub mod busy;
@@ -159,7 +176,7 @@ pub fn main<I: IntoIterator<Item = String>>(args: I) -> ExitCode {
         if let Err(e) = std::fs::write(path, svg::chart(&header, &reports)) {
             return crate::cli::failure("bench", &format!("writing {}: {e}", path.display()));
         }
-        eprintln!("kevent bench: wrote {}", path.display());
+        progressln!("kevent bench: wrote {}", path.display());
     }
     if let Err(e) = printed {
         return crate::cli::output_failed("bench", &e);
@@ -279,7 +296,7 @@ fn run_all(cfg: &Config, selected: &[&dyn Backend]) -> Vec<CellReport> {
                     + warm as f64 * (cfg.warmup + overhead_s(cell)));
         }
     }
-    eprintln!(
+    progressln!(
         "kevent bench: {} cells, {runs} runs ({} s each, {} rounds, warm-up {} s), estimated {:.0} s{}",
         plan.len(),
         cfg.seconds,
@@ -306,7 +323,7 @@ fn run_all(cfg: &Config, selected: &[&dyn Backend]) -> Vec<CellReport> {
         let backends = match backends {
             Ok(b) => b,
             Err(why) => {
-                eprintln!("[cell {}] {cell}: skipped: {why}", ci + 1);
+                progressln!("[cell {}] {cell}: skipped: {why}", ci + 1);
                 reports.push(CellReport {
                     cell,
                     skipped: Some(why),
@@ -315,10 +332,10 @@ fn run_all(cfg: &Config, selected: &[&dyn Backend]) -> Vec<CellReport> {
                 continue;
             }
         };
-        eprintln!("[cell {}] {cell}", ci + 1);
+        progressln!("[cell {}] {cell}", ci + 1);
         for (b, ok) in &backends {
             if let Err(why) = ok {
-                eprintln!("  skip {}: {why}", b.name());
+                progressln!("  skip {}: {why}", b.name());
             }
         }
         let active: Vec<&dyn Backend> = backends
@@ -332,27 +349,27 @@ fn run_all(cfg: &Config, selected: &[&dyn Backend]) -> Vec<CellReport> {
         for round in 0..cfg.rounds + warm {
             let is_warmup = round < warm;
             if is_warmup {
-                eprint!("  warm-up:");
+                progress!("  warm-up:");
             } else {
-                eprint!("  round {}/{}:", round + 1 - warm, cfg.rounds);
+                progress!("  round {}/{}:", round + 1 - warm, cfg.rounds);
             }
             let seconds = if is_warmup { cfg.warmup } else { cfg.seconds };
             for (i, b) in active.iter().enumerate() {
                 match run_once(*b, &cell, &params(seconds)) {
                     Ok(r) => {
-                        eprint!(" {} {:.2}M", b.name(), r.derived().events_per_s / 1e6);
+                        progress!(" {} {:.2}M", b.name(), r.derived().events_per_s / 1e6);
                         if !is_warmup {
                             results[i].push(r);
                         }
                     }
                     Err(e) => {
-                        eprint!(" {} FAILED", b.name());
+                        progress!(" {} FAILED", b.name());
                         let what = if is_warmup { "warm-up" } else { "round" };
                         failures[i].push(format!("{what} {}: {e}", round + 1 - warm));
                     }
                 }
             }
-            eprintln!();
+            progressln!();
         }
         let mut entries = Vec::new();
         let mut k = 0;
@@ -379,7 +396,7 @@ fn run_all(cfg: &Config, selected: &[&dyn Backend]) -> Vec<CellReport> {
             entries,
         });
     }
-    eprintln!(
+    progressln!(
         "kevent bench: done in {:.1} s",
         started.elapsed().as_secs_f64()
     );
@@ -402,7 +419,7 @@ fn run_pingpong(cfg: &Config, selected: &[&dyn Backend]) -> PingReport {
     if backends.is_empty() {
         let names: Vec<&str> = PingBackend::ALL.iter().map(|b| b.name()).collect();
         let why = format!("none of its backends ({}) selected", names.join(", "));
-        eprintln!("[ping-pong] skipped: {why}");
+        progressln!("[ping-pong] skipped: {why}");
         return PingReport {
             round_trips: cfg.pingpong,
             rounds: cfg.rounds,
@@ -413,7 +430,7 @@ fn run_pingpong(cfg: &Config, selected: &[&dyn Backend]) -> PingReport {
     }
     let started = std::time::Instant::now();
     let r = pingpong::run_all(&backends, cfg.pingpong, cfg.rounds, warmup);
-    eprintln!(
+    progressln!(
         "kevent bench: ping-pong done in {:.1} s",
         started.elapsed().as_secs_f64()
     );

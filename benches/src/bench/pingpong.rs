@@ -523,7 +523,7 @@ pub fn run_all(
     rounds: usize,
     warmup: usize,
 ) -> PingReport {
-    eprintln!(
+    progressln!(
         "[ping-pong] unix socketpair, 1 consumer thread, {round_trips} round trips per run, \
          {rounds} rounds{}",
         if warmup > 0 {
@@ -538,16 +538,16 @@ pub fn run_all(
     for round in 0..rounds + warm {
         let is_warmup = round < warm;
         if is_warmup {
-            eprint!("  warm-up:");
+            progress!("  warm-up:");
         } else {
-            eprint!("  round {}/{rounds}:", round + 1 - warm);
+            progress!("  round {}/{rounds}:", round + 1 - warm);
         }
         let n = if is_warmup { warmup } else { round_trips };
         for (i, &b) in backends.iter().enumerate() {
             match run_once(b, n) {
                 Ok(r) => {
                     if let Some(s) = r.stats() {
-                        eprint!(
+                        progress!(
                             " {} p99 {:.1}µs max {:.1}µs",
                             b.name(),
                             s.p99_ns / 1e3,
@@ -559,13 +559,13 @@ pub fn run_all(
                     }
                 }
                 Err(e) => {
-                    eprint!(" {} FAILED", b.name());
+                    progress!(" {} FAILED", b.name());
                     let what = if is_warmup { "warm-up" } else { "round" };
                     failures[i].push(format!("{what} {}: {e}", round + 1 - warm));
                 }
             }
         }
-        eprintln!();
+        progressln!();
     }
     let entries = backends
         .iter()
