@@ -6,7 +6,8 @@
 //!
 //! * [`bench`](mod@bench) — the harness behind `kevent bench` and `cargo bench -p kevent-bench`;
 //! * [`cli`](mod@cli) — the `kevent` binary's subcommands: `kevent stat` shows a live ring,
-//!   `kevent demo` shows events flowing, `kevent bench` runs the comparison.
+//!   `kevent demo` shows events flowing, `kevent bench` runs the comparison;
+//! * [`loopbench`] — `kevent loop-bench`: `kevent::Loop` against QEMU-style loops and tokio.
 //!
 //! ```text
 //! cargo run --release -p kevent-bench -- bench --quick
@@ -17,3 +18,4 @@
 
 pub mod bench;
 pub mod cli;
+pub mod loopbench;

@@ -59,7 +59,11 @@
 //! an older generation are dropped when they reach the top (the heap is rebuilt when
 //! stale entries outnumber live ones). The per-iteration cost is a peek per clock, plus
 //! `O(log n)` per expired timer. The nearest deadline is the wait's timeout, in
-//! nanoseconds ([`Loop::compute_timeout`]); there is no timerfd per timer.
+//! nanoseconds ([`Loop::compute_timeout`]); there is no timerfd per timer. A timer never
+//! fires early; how late it fires is the wake-up latency plus the polling thread's timer
+//! slack, which Linux sets to 50 µs by default: [`IoThread`] sets 1 ns, as QEMU does, and
+//! a thread of yours can too (`prctl(PR_SET_TIMERSLACK, 1)`). `kevent loop-bench`
+//! measures it.
 //!
 //! ## Nested polls and external sources (poll.rs, external.rs)
 //!

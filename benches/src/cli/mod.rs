@@ -1,7 +1,8 @@
 //! The `kevent` command line: `kevent stat` (a live view of a ring), `kevent demo`
-//! (events flowing through a queue), `kevent bench` (the benchmark harness).
+//! (events flowing through a queue), `kevent bench` (the benchmark harness),
+//! `kevent loop-bench` (the event loop's benchmark).
 //!
-//! Arguments are parsed by hand (no parser dependency for three subcommands). Every
+//! Arguments are parsed by hand (no parser dependency for four subcommands). Every
 //! subcommand reports errors in one style, `kevent: <command>: <message>` on stderr, and
 //! exits with 2 for a bad command line (then a pointer to the help follows) and 1 for a
 //! failure at run time. A closed stdout (`kevent bench --list | head -1`) ends a
@@ -30,6 +31,9 @@ usage:
                         events flowing from N pipes to worker processes (or
                         threads), with exact accounting at the end
   kevent bench [ARGS]   the benchmark harness (kevent bench --help)
+  kevent loop-bench [ARGS]
+                        kevent::Loop against QEMU-style loops and tokio
+                        (kevent loop-bench --help)
   kevent help [COMMAND] this text, or the help of COMMAND (also `kevent COMMAND --help`)
   kevent --version      the version
 
@@ -51,6 +55,7 @@ fn help_of(command: &str) -> Option<&'static str> {
         "stat" => Some(stat::USAGE),
         "demo" => Some(demo::USAGE),
         "bench" => Some(crate::bench::args::USAGE),
+        "loop-bench" => Some(crate::loopbench::USAGE),
         _ => None,
     }
 }
@@ -77,6 +82,7 @@ pub fn run(args: Vec<String>) -> ExitCode {
         "stat" => stat::run(rest),
         "demo" => demo::run(rest),
         "bench" => crate::bench::main(rest.to_vec()),
+        "loop-bench" => crate::loopbench::main(rest),
         other => usage_error("", &format!("unknown command {other:?}")),
     }
 }

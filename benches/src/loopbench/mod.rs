@@ -1,0 +1,307 @@
+//! `kevent loop-bench`: `kevent::Loop` against the event loops it answers — QEMU's
+//! eventfd + epoll `AioContext`, a tokio runtime, epoll with millisecond timeouts or a
+//! timerfd, and a ppoll loop — side by side in one run (issue 13, item 9).
+//!
+//! Three experiments, every rival in rotation in each round, medians over rounds:
+//!
+//! * [`bh`]: a bottom half scheduled from another thread — schedule → run latency of a
+//!   sleeping loop (p50/p99), and back-to-back round trips per second;
+//! * [`timers`]: lateness of one-shot timers 100 µs apart;
+//! * [`iteration`]: one iteration's cost with 10 … 10,000 idle fds.
+
+pub mod bh;
+pub mod iteration;
+pub mod qemu;
+pub mod samples;
+pub mod timers;
+
+use std::fmt::Write as _;
+use std::process::ExitCode;
+use std::time::Duration;
+
+use crate::bench::sysinfo::SysInfo;
+use crate::cli::{failure, print_stdout, usage_error, value};
+use samples::{median, Quantiles};
+
+/// `kevent loop-bench --help`.
+pub const USAGE: &str = "\
+Usage: kevent loop-bench [OPTIONS]
+
+kevent::Loop (QEMU's AioContext on the queue) against the loops it answers, side by
+side in one run, every rival in rotation each round, medians over rounds:
+
+  bottom halves   a callback scheduled from another thread: schedule -> run latency
+                  of a sleeping loop (p50/p99), and back-to-back round trips per
+                  second; against an eventfd+epoll loop with QEMU's notify_me
+                  handshake and tokio's Handle::spawn (current-thread runtime)
+  timers          lateness of one-shot timers 100 us apart, armed from the callback;
+                  against epoll_wait with ms timeouts (rounded up, as QEMU did) and
+                  epoll + a timerfd
+  iteration       one iteration's cost (a self-made readable eventfd: write, wait,
+                  read) with 10, 100, 1000 and 10000 idle eventfds registered;
+                  against an epoll loop and a ppoll loop
+
+Options:
+  --quick           fewer samples and shorter windows (< 30 s)
+  --rounds N        rounds of the rotation (default 5; quick 3)
+  -h, --help        this text
+
+Progress goes to stderr; the report to stdout.";
+
+/// Idle-fd counts of the iteration experiment.
+pub const IDLE_FDS: [usize; 4] = [10, 100, 1_000, 10_000];
+/// The timers' period.
+pub const TIMER_PERIOD: Duration = Duration::from_micros(100);
+
+/// Sizes of one run.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Config {
+    /// Rounds of the rotation.
+    pub rounds: usize,
+    /// Latency samples per bottom-half run.
+    pub bh_samples: usize,
+    /// Seconds of back-to-back round trips per bottom-half run.
+    pub bh_seconds: f64,
+    /// Timers per timer run.
+    pub timers: usize,
+    /// Seconds per iteration-cost measurement.
+    pub iteration_seconds: f64,
+}
+
+impl Config {
+    /// The full run.
+    pub const FULL: Config = Config {
+        rounds: 5,
+        bh_samples: 2_000,
+        bh_seconds: 0.5,
+        timers: 1_000,
+        iteration_seconds: 0.2,
+    };
+    /// `--quick`.
+    pub const QUICK: Config = Config {
+        rounds: 3,
+        bh_samples: 300,
+        bh_seconds: 0.1,
+        timers: 200,
+        iteration_seconds: 0.05,
+    };
+}
+
+/// Parses the arguments after `loop-bench`; `Ok(None)` for `--help`.
+pub fn parse(args: &[String]) -> Result<Option<Config>, String> {
+    let mut cfg = Config::FULL;
+    let mut rounds = None;
+    let mut it = args.iter();
+    while let Some(a) = it.next() {
+        match a.as_str() {
+            "-h" | "--help" => return Ok(None),
+            "--quick" => cfg = Config::QUICK,
+            "--rounds" => {
+                let n: usize = value("--rounds", it.next())?;
+                if n == 0 || n > 1000 {
+                    return Err(format!("--rounds: {n} is out of range (1 to 1000)"));
+                }
+                rounds = Some(n);
+            }
+            other => return Err(format!("unexpected argument {other:?}")),
+        }
+    }
+    if let Some(n) = rounds {
+        cfg.rounds = n;
+    }
+    Ok(Some(cfg))
+}
+
+/// Everything one run measured.
+#[derive(Debug, Default)]
+pub struct Report {
+    /// Per bottom-half rival: the runs, one per round.
+    pub bh: Vec<(bh::Rival, Vec<bh::BhRun>)>,
+    /// Per timer rival: lateness quantiles per round.
+    pub timers: Vec<(timers::Rival, Vec<Quantiles>)>,
+    /// Per iteration rival: ns per iteration per idle count, per round.
+    pub iteration: Vec<(iteration::Rival, Vec<Vec<f64>>)>,
+}
+
+/// Runs every experiment; progress on stderr.
+pub fn measure(cfg: &Config) -> Result<Report, String> {
+    let _ = crate::bench::streams::raise_nofile_limit();
+    let mut r = Report {
+        bh: bh::Rival::ALL.iter().map(|&v| (v, vec![])).collect(),
+        timers: timers::Rival::ALL.iter().map(|&v| (v, vec![])).collect(),
+        iteration: iteration::Rival::ALL
+            .iter()
+            .map(|&v| (v, vec![vec![]; IDLE_FDS.len()]))
+            .collect(),
+    };
+    for round in 1..=cfg.rounds {
+        eprintln!("kevent loop-bench: round {round}/{}", cfg.rounds);
+        for (rival, runs) in &mut r.bh {
+            runs.push(bh::run(*rival, cfg.bh_samples, cfg.bh_seconds)?);
+        }
+        for (rival, lat) in &mut r.timers {
+            let late = timers::run(*rival, cfg.timers, TIMER_PERIOD)?;
+            lat.extend(Quantiles::of(&late));
+        }
+        for (i, &idle) in IDLE_FDS.iter().enumerate() {
+            for (rival, costs) in &mut r.iteration {
+                costs[i].push(iteration::run(*rival, idle, cfg.iteration_seconds)?);
+            }
+        }
+    }
+    Ok(r)
+}
+
+fn us(ns: f64) -> String {
+    format!("{:.1}", ns / 1e3)
+}
+
+/// The report as text tables (medians over rounds; ratios to the QEMU-style rival).
+pub fn render(cfg: &Config, r: &Report, sys: &SysInfo) -> String {
+    let mut o = String::new();
+    let _ = writeln!(
+        o,
+        "kevent loop-bench: kevent::Loop against QEMU-style loops and tokio"
+    );
+    let _ = writeln!(o, "machine:  {} ({} CPUs)", sys.cpu, sys.nproc);
+    let _ = writeln!(o, "kernel:   {}", sys.kernel);
+    let _ = writeln!(o, "commit:   {}    date: {}", sys.commit, sys.date);
+    let _ = writeln!(
+        o,
+        "settings: rounds={} bh_samples={} bh_pause={}us bh_seconds={} timers={} \
+         timer_period={}us iteration_seconds={} idle_fds={:?}",
+        cfg.rounds,
+        cfg.bh_samples,
+        bh::PAUSE.as_micros(),
+        cfg.bh_seconds,
+        cfg.timers,
+        TIMER_PERIOD.as_micros(),
+        cfg.iteration_seconds,
+        IDLE_FDS
+    );
+    let bh_medians = |runs: &[bh::BhRun]| {
+        let lat: Vec<Quantiles> = runs
+            .iter()
+            .filter_map(|r| Quantiles::of(&r.latencies))
+            .collect();
+        let med = |f: fn(&bh::BhRun) -> f64| median(runs.iter().map(f).collect());
+        (
+            Quantiles::median_of(&lat).unwrap_or_default(),
+            med(|r| r.cpu_per_sample_ns),
+            med(|r| r.round_trips_per_s),
+            med(|r| r.cpu_per_round_trip_ns),
+        )
+    };
+    let reference =
+        r.bh.iter()
+            .find(|(v, _)| *v == bh::Rival::EpollEventfd)
+            .map(|(_, runs)| bh_medians(runs));
+    let _ = writeln!(
+        o,
+        "\n== bottom half scheduled from another thread (medians over rounds) ==\n\
+         latency: after a {} µs pause (the loop asleep), µs from schedule to run; CPU: the \
+         loop thread's, per hand-off\n\
+         {:<38} {:>7} {:>7} {:>8} {:>7} {:>9} {:>12} {:>7} {:>9}",
+        bh::PAUSE.as_micros(),
+        "rival",
+        "p50",
+        "p99",
+        "max",
+        "p99÷Q",
+        "CPU µs",
+        "round trips/s",
+        "÷Q",
+        "CPU µs"
+    );
+    for (rival, runs) in &r.bh {
+        let (q, cpu, rts, cpu_rt) = bh_medians(runs);
+        let (rp99, rrt) = match reference {
+            Some((rq, _, rt, _)) if rq.p99 > 0.0 && rt > 0.0 => (q.p99 / rq.p99, rts / rt),
+            _ => (f64::NAN, f64::NAN),
+        };
+        let _ = writeln!(
+            o,
+            "{:<38} {:>7} {:>7} {:>8} {:>7.2} {:>9} {:>12.0} {:>7.2} {:>9}",
+            rival.name(),
+            us(q.p50),
+            us(q.p99),
+            us(q.max),
+            rp99,
+            us(cpu),
+            rts,
+            rrt,
+            us(cpu_rt)
+        );
+    }
+    let _ = writeln!(
+        o,
+        "\n== timer lateness, one-shot timers {} µs apart (µs late; medians over rounds) ==\n\
+         {:<38} {:>8} {:>8} {:>8}",
+        TIMER_PERIOD.as_micros(),
+        "rival",
+        "p50",
+        "p99",
+        "max"
+    );
+    for (rival, lat) in &r.timers {
+        let q = Quantiles::median_of(lat).unwrap_or_default();
+        let _ = writeln!(
+            o,
+            "{:<38} {:>8} {:>8} {:>8}",
+            rival.name(),
+            us(q.p50),
+            us(q.p99),
+            us(q.max)
+        );
+    }
+    let _ = write!(
+        o,
+        "\n== one iteration with N idle fds (ns per iteration; medians over rounds) ==\n{:<38}",
+        "rival"
+    );
+    for n in IDLE_FDS {
+        let _ = write!(o, " {:>9}", format!("N={n}"));
+    }
+    let _ = writeln!(o, " {:>12}", "10000 ÷ 10");
+    for (rival, costs) in &r.iteration {
+        let _ = write!(o, "{:<38}", rival.name());
+        let meds: Vec<f64> = costs.iter().map(|c| median(c.clone())).collect();
+        for m in &meds {
+            let _ = write!(o, " {:>9.0}", m);
+        }
+        let _ = writeln!(o, " {:>12.2}", meds[meds.len() - 1] / meds[0]);
+    }
+    o
+}
+
+/// `kevent loop-bench ARGS`.
+pub fn main(args: &[String]) -> ExitCode {
+    let cfg = match parse(args) {
+        Ok(Some(cfg)) => cfg,
+        Ok(None) => return print_stdout("loop-bench", USAGE),
+        Err(e) => return usage_error("loop-bench", &e),
+    };
+    match measure(&cfg) {
+        Ok(report) => print_stdout("loop-bench", &render(&cfg, &report, &SysInfo::gather())),
+        Err(e) => failure("loop-bench", &e),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn p(args: &[&str]) -> Result<Option<Config>, String> {
+        parse(&args.iter().map(|s| s.to_string()).collect::<Vec<_>>())
+    }
+
+    #[test]
+    fn arguments() {
+        assert_eq!(p(&[]).unwrap(), Some(Config::FULL));
+        assert_eq!(p(&["--quick"]).unwrap(), Some(Config::QUICK));
+        assert_eq!(p(&["--rounds", "2", "--quick"]).unwrap().unwrap().rounds, 2);
+        assert_eq!(p(&["--help"]).unwrap(), None);
+        assert!(p(&["--rounds", "0"]).is_err());
+        assert!(p(&["--frob"]).is_err());
+    }
+}
