@@ -84,6 +84,8 @@
 #![deny(unsafe_op_in_unsafe_fn)]
 #![warn(clippy::undocumented_unsafe_blocks, missing_docs)]
 
+#[cfg(any(feature = "mio", feature = "tokio"))]
+mod adapters;
 mod batch;
 mod builder;
 mod ctl;
@@ -97,6 +99,8 @@ mod source;
 mod stats;
 mod token;
 
+#[cfg(feature = "tokio")]
+pub use adapters::AsyncQueue;
 pub use batch::{Batch, Iter};
 pub use builder::Builder;
 pub use ctl::Added;
