@@ -67,9 +67,17 @@
 //! own (control calls travel over the socket). A consumer that dies holding a batch does
 //! not strand it: its events are delivered again, flagged [`Event::is_redelivered`].
 //!
-//! **Other event loops.** [`Queue::notify_fd`] arms the queue's fd to become readable
-//! while events wait, so a queue can sit inside epoll, mio or tokio: on readiness, take
-//! events with a zero-timeout [`Queue::wait`].
+//! ## Other event loops
+//!
+//! [`Queue::notify_fd`] arms the queue's fd to become readable while events wait, so a
+//! queue can sit inside epoll, mio or tokio: on readiness, take events with zero-timeout
+//! [`Queue::wait`]s until one returns an empty batch. Two optional features (off by
+//! default: without them the library depends on neither crate) do it for you:
+//!
+//! * `mio`: `impl mio::event::Source for Queue` — `registry.register(&mut queue, token,
+//!   Interest::READABLE)`, and drain as above when the token is reported;
+//! * `tokio`: `AsyncQueue`, whose `wait(max).await` returns a [`Batch`] as soon as
+//!   events are ready, sleeps in tokio's reactor otherwise, and is cancel-safe.
 //!
 //! **An event loop.** [`Loop`] is QEMU's `AioContext` built on a queue: fd handlers,
 //! [`EventNotifier`]s and bottom halves ([`Bh`]) that any thread may set or schedule
