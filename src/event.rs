@@ -118,6 +118,12 @@ impl Event {
     /// Whether the read side of a socket or pipe is closed: the peer shut down writing or
     /// went away (`POLLRDHUP` or `POLLHUP`). A read returns what is left, then 0.
     ///
+    /// End of file is a state, not an edge: a **level-triggered** kevent at EOF stays
+    /// ready and is reported again after every commit until it is
+    /// [`remove`](crate::Queue::remove)d — a loop that drains with zero-timeout waits
+    /// until an empty batch would never see one. Remove it when the read returns 0
+    /// (before dropping the socket: its fd number may be reused), as below.
+    ///
     /// ```
     /// # use kevent::{Interest, Queue, Source, Token, Trigger};
     /// # use std::io::Read;

@@ -67,9 +67,17 @@
 //! own (control calls travel over the socket). A consumer that dies holding a batch does
 //! not strand it: its events are delivered again, flagged [`Event::is_redelivered`].
 //!
-//! **Other event loops.** [`Queue::notify_fd`] arms the queue's fd to become readable
-//! while events wait, so a queue can sit inside epoll, mio or tokio: on readiness, take
-//! events with a zero-timeout [`Queue::wait`].
+//! ## Other event loops
+//!
+//! [`Queue::notify_fd`] arms the queue's fd to become readable while events wait, so a
+//! queue can sit inside epoll, mio or tokio: on readiness, take events with zero-timeout
+//! [`Queue::wait`]s until one returns an empty batch. Two optional features (off by
+//! default: without them the library depends on neither crate) do it for you:
+//!
+//! * `mio`: `impl mio::event::Source for Queue` — `registry.register(&mut queue, token,
+//!   Interest::READABLE)`, and drain as above when the token is reported;
+//! * `tokio`: `AsyncQueue`, whose `wait(max).await` returns a [`Batch`] as soon as
+//!   events are ready, sleeps in tokio's reactor otherwise, and is cancel-safe.
 //!
 //! **An event loop.** [`Loop`] is QEMU's `AioContext` built on a queue: fd handlers,
 //! [`EventNotifier`]s and bottom halves ([`Bh`]) that any thread may set or schedule
@@ -84,6 +92,8 @@
 #![deny(unsafe_op_in_unsafe_fn)]
 #![warn(clippy::undocumented_unsafe_blocks, missing_docs)]
 
+#[cfg(any(feature = "mio", feature = "tokio"))]
+mod adapters;
 mod batch;
 mod builder;
 mod ctl;
@@ -97,6 +107,8 @@ mod source;
 mod stats;
 mod token;
 
+#[cfg(feature = "tokio")]
+pub use adapters::AsyncQueue;
 pub use batch::{Batch, Iter};
 pub use builder::Builder;
 pub use ctl::Added;

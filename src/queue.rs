@@ -152,6 +152,20 @@ impl Queue {
     /// `Some(Duration::ZERO)` until it returns an empty batch. It is the same fd as
     /// [`as_raw_fd`](AsRawFd::as_raw_fd).
     ///
+    /// Exactly: it is an eventfd that every publish *writes* (so each publish is also an
+    /// edge for an edge-triggered registration, as mio's and tokio's are), and that a
+    /// `wait` finding nothing to claim *reads* (resets) before it looks at the ring one
+    /// last time. So once a zero-timeout wait has returned an empty batch, every entry
+    /// published since is announced by a new write: draining until empty loses nothing,
+    /// with level- or edge-triggered registrations. Stopping at a non-empty batch can
+    /// leave entries no further edge announces. It may also be readable with nothing to
+    /// take (another consumer took it, or a [`wake`](Queue::wake)): the drain then
+    /// finds an empty batch at once. Remove a level-triggered source at EOF, or the
+    /// drain never ends (see [`Event::is_read_closed`](crate::Event::is_read_closed)).
+    ///
+    /// The features `mio` (`impl mio::event::Source for Queue`) and `tokio`
+    /// ([`AsyncQueue`](crate#other-event-loops)) are built on it.
+    ///
     /// Arming costs the queue one optimisation: the producer thread no longer parks
     /// while this process's consumers take events (a loop asleep on this fd is not
     /// taking them).
