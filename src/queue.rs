@@ -170,9 +170,15 @@ impl Queue {
     /// while this process's consumers take events (a loop asleep on this fd is not
     /// taking them).
     ///
+    /// A [`connect`](Queue::connect)ed consumer has one too: arming sends it to the
+    /// owner through the queue's socket, and the owner writes it wherever it writes its
+    /// own; the owner forgets it when this consumer's connection closes (and it is
+    /// re-armed if the connection is remade).
+    ///
     /// # Errors
-    /// `EOPNOTSUPP`: this process did not create the queue (a
-    /// [`connect`](Queue::connect)ed consumer has no notify fd).
+    /// `EOPNOTSUPP`: a value inherited across `fork` (use
+    /// [`for_this_process`](Queue::for_this_process)), or a queue attached without a
+    /// socket to its owner. The socket's errors when the owner cannot be reached.
     pub fn notify_fd(&self) -> Result<BorrowedFd<'_>> {
         self.inner("kevent notify_fd")?
             .notify_fd()

@@ -456,17 +456,32 @@ mod tokio_queue {
     }
 
     #[test]
-    fn max_zero_is_einval_and_a_connected_queue_cannot_be_async() {
+    fn max_zero_is_einval_and_a_connected_queue_is_async_too() {
         let rt = current_thread();
         let aq = async_queue(&rt, 0);
         let err = rt.block_on(aq.wait(0)).unwrap_err();
         assert_eq!(err.raw_os_error(), Some(libc::EINVAL));
         let q = aq.into_inner();
         let path = std::env::temp_dir().join(format!("kevent-adapters-{}", std::process::id()));
+        let _ = std::fs::remove_file(&path);
         q.listen(&path).unwrap();
-        let connected = Queue::connect(&path).unwrap();
-        let _in = rt.enter();
-        let err = AsyncQueue::new(connected).unwrap_err();
-        assert_eq!(err.raw_os_error(), Some(libc::EOPNOTSUPP));
+        let connected = {
+            let _in = rt.enter();
+            AsyncQueue::new(Queue::connect(&path).unwrap()).unwrap()
+        };
+        // The owner fires 3 user events; the connected consumer awaits each.
+        for id in 1..=3u64 {
+            let user = Source::user(100 + id);
+            q.add(&user, Token(id), Trigger::Edge).unwrap();
+            q.ready(&user).unwrap();
+            let batch = rt
+                .block_on(async {
+                    tokio::time::timeout(Duration::from_secs(5), connected.wait(8)).await
+                })
+                .expect("the connected queue's wait returned")
+                .unwrap();
+            let tokens: Vec<u64> = batch.iter().map(|e| e.token().0).collect();
+            assert_eq!(tokens, [id]);
+        }
     }
 }

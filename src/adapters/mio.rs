@@ -21,8 +21,8 @@ use crate::Queue;
 /// the token is reported and the drain finds nothing.
 ///
 /// Only [`Interest::READABLE`] is accepted (the queue is never "writable"); anything
-/// else is `InvalidInput`. A [`connect`](Queue::connect)ed queue has no notify fd
-/// (`EOPNOTSUPP`).
+/// else is `InvalidInput`. A [`connect`](Queue::connect)ed queue works the same way
+/// (its notify fd is armed through the owner's socket).
 ///
 /// ```
 /// use std::time::Duration;

@@ -46,8 +46,9 @@ impl AsyncQueue {
     /// Outside a tokio runtime, or in one without I/O enabled (as [`AsyncFd::new`]).
     ///
     /// # Errors
-    /// `EOPNOTSUPP`: a [`connect`](Queue::connect)ed queue has no notify fd. The reactor's
-    /// registration error otherwise. The queue is dropped in either case.
+    /// As [`Queue::notify_fd`] (which this arms; a [`connect`](Queue::connect)ed queue
+    /// works too). The reactor's registration error otherwise. The queue is dropped in
+    /// either case.
     pub fn new(queue: Queue) -> Result<AsyncQueue> {
         queue.notify_fd()?;
         // SAFETY: the fd is the queue's handle, an `OwnedFd` inside the queue's shared

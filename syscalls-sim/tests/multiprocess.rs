@@ -1083,3 +1083,117 @@ fn a_forked_child_adds_its_own_fd_through_the_inherited_handle_body() {
     assert_only_the_owner_stays_registered(&q);
     kevent_close(h).unwrap();
 }
+
+// --- notify fd of a connected consumer ---------------------------------------------------
+
+/// A consumer in another process arms the queue's notify fd and sleeps in an epoll loop
+/// of its own on it — never on the ring — while the owner fires user events in bursts:
+/// every arrival reaches it, counted exactly (a lost wake-up leaves it asleep until the
+/// test's deadline).
+#[test]
+fn a_connected_consumer_asleep_in_its_own_epoll_on_the_notify_fd_gets_every_event() {
+    bounded(
+        Duration::from_secs(60),
+        a_connected_consumer_asleep_in_its_own_epoll_on_the_notify_fd_gets_every_event_body,
+    );
+}
+
+fn a_connected_consumer_asleep_in_its_own_epoll_on_the_notify_fd_gets_every_event_body() {
+    use rustix::event::epoll;
+    const IDS: u64 = 16;
+    const ARRIVALS: u64 = 3_000;
+    let q = Queue::create(64, 0).expect("kevent_init");
+    let path = std::env::temp_dir().join(format!("kevent-notify-{}.sock", std::process::id()));
+    let _ = std::fs::remove_file(&path);
+    q.listen(&path).expect("listen");
+    let mut evs: Vec<Ukevent> = (1..=IDS).map(|id| user_ev(id, 0)).collect();
+    assert_eq!(q.ctl(KEVENT_CTL_ADD, &mut evs).unwrap(), 0);
+    // [armed, arrivals counted, wake-ups, failure code]
+    let board = Arc::new(SharedWords::new(4));
+    let mut kids = Children::default();
+    let (b, p) = (board.clone(), path.clone());
+    let child = kids.fork(move || {
+        let Ok(cq) = Queue::connect(&p) else { return 2 };
+        let Ok(nfd) = cq.notify_fd() else { return 3 };
+        let Ok(ep) = epoll::create(epoll::CreateFlags::CLOEXEC) else {
+            return 4;
+        };
+        if epoll::add(
+            &ep,
+            nfd,
+            epoll::EventData::new_u64(1),
+            epoll::EventFlags::IN,
+        )
+        .is_err()
+        {
+            return 5;
+        }
+        b.at(0).store(1, Ordering::SeqCst);
+        let mut events = Vec::with_capacity(4);
+        let mut buf = [Ukevent::default(); 64];
+        let end = Instant::now() + Duration::from_secs(30);
+        let ts = rustix::time::Timespec {
+            tv_sec: 1,
+            tv_nsec: 0,
+        };
+        while b.at(1).load(Ordering::SeqCst) < ARRIVALS && Instant::now() < end {
+            events.clear();
+            match epoll::wait(&ep, rustix::buffer::spare_capacity(&mut events), Some(&ts)) {
+                Ok(_) | Err(rustix::io::Errno::INTR) => {}
+                Err(_) => return 6,
+            }
+            if events.is_empty() {
+                continue; // a second without a wake-up: only the deadline ends this
+            }
+            b.at(2).fetch_add(1, Ordering::SeqCst);
+            // The notify fd's rule: drain with zero-timeout waits until one is empty.
+            loop {
+                let Ok(n) = cq.get_events(0, 64, Some(0), &mut buf, 0) else {
+                    return 7;
+                };
+                if n == 0 {
+                    break;
+                }
+                for e in &buf[..n] {
+                    let count = u64::from(e.ret_data[0]) | u64::from(e.ret_data[1]) << 32;
+                    b.at(1).fetch_add(count, Ordering::SeqCst);
+                }
+            }
+        }
+        0
+    });
+    assert!(
+        eventually(Duration::from_secs(10), || board
+            .at(0)
+            .load(Ordering::SeqCst)
+            == 1),
+        "the child did not arm its notify fd"
+    );
+    let mut rng = XorShift(0x6e6f_7469_6679);
+    let mut fired = 0;
+    while fired < ARRIVALS {
+        // Bursts of 1..=40 arrivals, then a pause long enough for the child to sleep.
+        for _ in 0..=rng.below(40) {
+            if fired == ARRIVALS {
+                break;
+            }
+            let id = 1 + rng.below(IDS);
+            assert_eq!(q.ctl(KEVENT_CTL_READY, &mut [user_ev(id, 0)]).unwrap(), 0);
+            fired += 1;
+        }
+        std::thread::sleep(Duration::from_micros(200 + rng.below(800)));
+    }
+    let got = || board.at(1).load(Ordering::SeqCst);
+    let all = eventually(Duration::from_secs(20), || got() >= ARRIVALS);
+    assert!(
+        all,
+        "the child counted {} of {ARRIVALS} arrivals after {} wake-ups; {}",
+        got(),
+        board.at(2).load(Ordering::SeqCst),
+        ring_report(&q)
+    );
+    kids.expect_success(child, Duration::from_secs(10), "the notify-fd consumer");
+    assert_eq!(got(), ARRIVALS, "counted more than were fired");
+    assert!(board.at(2).load(Ordering::SeqCst) > 1);
+    let _ = std::fs::remove_file(&path);
+}

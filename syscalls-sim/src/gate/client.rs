@@ -222,6 +222,13 @@ impl GateClient {
         }
     }
 
+    /// Arms `fd` (a non-blocking eventfd of this process) as a notify fd: the owner
+    /// writes it on every publish, as it writes its own (see `Queue::notify_fd`).
+    pub(crate) fn arm_notify(&self, fd: BorrowedFd<'_>) -> io::Result<()> {
+        let (status, _, _) = self.call(OP_NOTIFY, 0, &[], &[fd])?;
+        status_to_result(status).map(drop)
+    }
+
     /// `kevent_ctl` through the gate, split into frames; same results as in the owner.
     /// Entries whose type [`carries_fd`] send that fd (ADD only).
     pub(crate) fn ctl(&self, cmd: u32, events: &mut [Ukevent]) -> io::Result<usize> {

@@ -47,7 +47,8 @@
 //!
 //! ```text
 //! request: op u32 | cmd u32 | n u32 | nfds u32 | n × ukevent (40 bytes, little-endian)
-//!          + SCM_RIGHTS: for ADD, one fd per fd-carrying entry, in order
+//!          + SCM_RIGHTS: for ADD, one fd per fd-carrying entry, in order; for NOTIFY,
+//!            the client's eventfd (n = 0)
 //! reply:   status i64 (count, or -errno) | n × ukevent
 //!          + SCM_RIGHTS: for ATTACH, the memfd and the doorbell
 //! refusal: status i64 = -EUSERS, sent unasked to a connection beyond the bound, which
@@ -76,6 +77,8 @@ pub(crate) use server::{Gate, GateCtx};
 
 const OP_ATTACH: u32 = 1;
 const OP_CTL: u32 = 2;
+/// Arm a notify fd: one eventfd (non-blocking) along, written on every publish.
+const OP_NOTIFY: u32 = 3;
 /// Entries per message: `SCM_RIGHTS` carries at most 253 fds; larger calls are split.
 pub(crate) const MAX_FRAME_ENTRIES: usize = 250;
 /// Fds per message (the kernel's `SCM_MAX_FD`).

@@ -22,6 +22,8 @@ use crate::thread::lock;
 #[derive(Clone)]
 pub(crate) struct GateCtx {
     pub(crate) kernel: Arc<Mutex<Option<Kernel>>>,
+    /// To keep the producer thread from parking once a remote event loop relies on it.
+    pub(crate) harvesters: Arc<crate::thread::Harvesters>,
     pub(crate) memfd: Arc<OwnedFd>,
     pub(crate) doorbell: Arc<OwnedFd>,
 }
@@ -178,7 +180,11 @@ fn run(shared: &Shared) {
         // Highest index first: `swap_remove` moves an element already served.
         for i in (0..conns.len()).rev() {
             if ready[first_conn + i] && !serve_one(conns[i].as_fd(), &mut buf, &shared.ctx) {
-                conns.swap_remove(i);
+                let gone = conns.swap_remove(i);
+                // Its notify fd, if any, goes before the number can be reused.
+                if let Some(k) = lock(&shared.ctx.kernel).as_mut() {
+                    k.drop_remote_notify(gone.as_raw_fd());
+                }
             }
         }
         if !accepting {
@@ -240,7 +246,7 @@ fn accept_some(
 fn serve_one(conn: BorrowedFd<'_>, buf: &mut [u8], ctx: &GateCtx) -> bool {
     let result = match recv(conn, buf, RecvFlags::DONTWAIT) {
         Ok((0, _)) => return false,
-        Ok((n, fds)) => handle(&buf[..n], fds, ctx),
+        Ok((n, fds)) => handle(&buf[..n], fds, ctx, conn.as_raw_fd()),
         Err(e) if e.raw_os_error() == Some(libc::EAGAIN) => return true,
         Err(e) if e.raw_os_error() == Some(libc::EMSGSIZE) => Err(e),
         Err(_) => return false,
@@ -272,7 +278,12 @@ fn serve_one(conn: BorrowedFd<'_>, buf: &mut [u8], ctx: &GateCtx) -> bool {
 }
 
 /// Validates and executes one request.
-fn handle(msg: &[u8], fds: Vec<OwnedFd>, ctx: &GateCtx) -> io::Result<(usize, Vec<Ukevent>, bool)> {
+fn handle(
+    msg: &[u8],
+    fds: Vec<OwnedFd>,
+    ctx: &GateCtx,
+    conn: i32,
+) -> io::Result<(usize, Vec<Ukevent>, bool)> {
     let einval = || io::Error::from_raw_os_error(libc::EINVAL);
     if msg.len() < HEADER {
         return Err(einval());
@@ -284,6 +295,22 @@ fn handle(msg: &[u8], fds: Vec<OwnedFd>, ctx: &GateCtx) -> io::Result<(usize, Ve
     }
     match op {
         OP_ATTACH => Ok((0, vec![], true)),
+        OP_NOTIFY => {
+            let [fd] = <[OwnedFd; 1]>::try_from(fds).map_err(|_| einval())?;
+            if n != 0 || !is_nonblocking_eventfd(&fd) {
+                // Anything else could block the producer's write, or do harm: refused.
+                return Err(einval());
+            }
+            // Before the fd is listed: a publish from now on finds the producer awake.
+            ctx.harvesters.never_park.store(true, Ordering::Release);
+            let mut guard = lock(&ctx.kernel);
+            let kernel = guard
+                .as_mut()
+                .ok_or_else(|| io::Error::from_raw_os_error(libc::EBADF))?;
+            kernel.add_remote_notify(conn, fd);
+            kernel.ring().unpark_producer();
+            Ok((0, vec![], false))
+        }
         OP_CTL => {
             let mut events: Vec<Ukevent> = msg[HEADER..].chunks_exact(EV).map(decode).collect();
             // For ADD, fd-carrying entries use the fds that came along, in order; the
@@ -312,5 +339,31 @@ fn handle(msg: &[u8], fds: Vec<OwnedFd>, ctx: &GateCtx) -> io::Result<(usize, Ve
             Ok((count, events, false))
         }
         _ => Err(einval()),
+    }
+}
+
+/// Whether `fd` is an eventfd in non-blocking mode: the only kind the owner writes to on
+/// a peer's behalf (a write to it never blocks, whatever the peer does).
+fn is_nonblocking_eventfd(fd: &OwnedFd) -> bool {
+    let link = std::fs::read_link(format!("/proc/self/fd/{}", fd.as_raw_fd()));
+    let nonblocking =
+        rustix::fs::fcntl_getfl(fd).is_ok_and(|flags| flags.contains(rustix::fs::OFlags::NONBLOCK));
+    nonblocking && link.is_ok_and(|l| l.as_os_str() == "anon_inode:[eventfd]")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::is_nonblocking_eventfd;
+    use rustix::event::{eventfd, EventfdFlags};
+
+    #[test]
+    fn only_a_nonblocking_eventfd_is_taken_as_a_peers_notify_fd() {
+        let good = eventfd(0, EventfdFlags::CLOEXEC | EventfdFlags::NONBLOCK).unwrap();
+        assert!(is_nonblocking_eventfd(&good));
+        // A blocking one could block the producer's write once its counter is full.
+        let blocking = eventfd(0, EventfdFlags::CLOEXEC).unwrap();
+        assert!(!is_nonblocking_eventfd(&blocking));
+        let (r, w) = rustix::pipe::pipe_with(rustix::pipe::PipeFlags::NONBLOCK).unwrap();
+        assert!(!is_nonblocking_eventfd(&r) && !is_nonblocking_eventfd(&w));
     }
 }

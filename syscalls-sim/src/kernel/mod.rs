@@ -55,6 +55,9 @@ pub(crate) struct Kernel {
     doorbell: Arc<OwnedFd>,
     /// The queue's handle, when armed as a readiness fd for other event loops.
     notify: Option<OwnedFd>,
+    /// The notify fds of consumers in other processes, by their gate connection (an
+    /// eventfd each, received with `SCM_RIGHTS`; dropped when the connection closes).
+    remote_notify: Vec<(i32, OwnedFd)>,
     /// Bumped at the end of every `kevent_ctl`. Whoever takes events from the epoll fd
     /// reads it right after `epoll_wait` returns: a report taken while a ctl was still
     /// running reads that ctl's number (see `Registration::swallow`).
@@ -93,6 +96,7 @@ impl Kernel {
             epoll,
             doorbell,
             notify: None,
+            remote_notify: Vec::new(),
             epoch: Arc::new(std::sync::atomic::AtomicU64::new(0)),
             remote_signals: false,
             lease: crate::reaper::DEFAULT_LEASE,
@@ -434,7 +438,8 @@ impl Kernel {
     /// Makes the notify fd (if armed) readable: event loops asleep on it are sleepers
     /// too (see `Queue::notify_fd`).
     pub(crate) fn notify_loops(&self) {
-        if let Some(fd) = &self.notify {
+        let remote = self.remote_notify.iter().map(|(_, fd)| fd);
+        for fd in self.notify.iter().chain(remote) {
             let _ = rustix::io::write(fd.as_fd(), &1u64.to_ne_bytes());
         }
     }
@@ -442,6 +447,21 @@ impl Kernel {
     /// Makes every publish also make `fd` (an eventfd) readable.
     pub(crate) fn set_notify(&mut self, fd: OwnedFd) {
         self.notify = Some(fd);
+    }
+
+    /// The same for a consumer in another process, known by its gate connection `conn`
+    /// (replacing an earlier one of that connection). Readable at once if entries wait.
+    pub(crate) fn add_remote_notify(&mut self, conn: i32, fd: OwnedFd) {
+        self.drop_remote_notify(conn);
+        if self.ring().has_claimable() {
+            let _ = rustix::io::write(fd.as_fd(), &1u64.to_ne_bytes());
+        }
+        self.remote_notify.push((conn, fd));
+    }
+
+    /// Forgets the notify fd of gate connection `conn` (it closed).
+    pub(crate) fn drop_remote_notify(&mut self, conn: i32) {
+        self.remote_notify.retain(|(c, _)| *c != conn);
     }
 
     /// Ends a stint as the kernel outside the producer thread (ctl, harvest): if commits

@@ -223,14 +223,30 @@ impl Queue {
     /// this fd is not harvesting). Register it for readability, and on readiness call
     /// [`Queue::wait`] (or `get_events`) with a zero timeout until it returns nothing.
     ///
+    /// In a process that [`connect`](Queue::connect)ed, the fd (this value's handle, an
+    /// eventfd) is sent to the owner through the gate, which writes it wherever it writes
+    /// its own; it is forgotten when the connection closes (re-armed if the connection is
+    /// remade).
+    ///
     /// # Errors
-    /// `EOPNOTSUPP` in a process that does not own the queue.
+    /// `EOPNOTSUPP`: a queue [`attach`](Queue::attach)ed without a control channel, or a
+    /// value inherited across `fork` (use [`Queue::for_this_process`]). The gate's errors
+    /// when the owner cannot be reached.
     pub fn notify_fd(&self) -> io::Result<BorrowedFd<'_>> {
-        let owner = self
-            .owner
-            .as_ref()
-            .filter(|_| self.is_local())
-            .ok_or_else(|| errno(libc::EOPNOTSUPP))?;
+        if !self.is_local() {
+            return Err(errno(libc::EOPNOTSUPP));
+        }
+        let Some(owner) = &self.owner else {
+            if !self.remote_notify.load(Ordering::Acquire) {
+                let client = self.client()?;
+                if !self.remote_notify.load(Ordering::Acquire) {
+                    let c = client.as_ref().expect("connected");
+                    c.arm_notify(self.handle.as_fd())?;
+                    self.remote_notify.store(true, Ordering::Release);
+                }
+            }
+            return Ok(self.handle.as_fd());
+        };
         if !owner.notify_armed.swap(true, Ordering::AcqRel) {
             owner.harvesters.never_park.store(true, Ordering::Release);
             let dup = self.handle.try_clone()?;
@@ -248,10 +264,11 @@ impl Queue {
     /// Resets the notify fd (if armed) when the ring is found empty, then says whether
     /// entries arrived meanwhile (they make it readable again anyway).
     pub(super) fn drain_notify(&self) {
-        if self
-            .owner
-            .as_ref()
-            .is_some_and(|o| o.notify_armed.load(Ordering::Relaxed))
+        if self.remote_notify.load(Ordering::Relaxed)
+            || self
+                .owner
+                .as_ref()
+                .is_some_and(|o| o.notify_armed.load(Ordering::Relaxed))
         {
             let mut buf = [0u8; 8];
             let _ = rustix::io::read(self.handle.as_fd(), &mut buf);

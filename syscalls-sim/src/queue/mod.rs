@@ -67,6 +67,9 @@ pub struct Queue {
     /// The connection to the gate, in a process that does not own the queue: made by
     /// [`Queue::connect`], or on the first `kevent_ctl` (a forked child).
     client: Mutex<Option<GateClient>>,
+    /// A consumer in another process armed its handle as its notify fd (see
+    /// `Queue::notify_fd`): the owner writes it on every publish.
+    remote_notify: AtomicBool,
     /// The process this `Queue` value belongs to (a forked child inherits a copy that
     /// must not act as the owner; see [`Queue::for_this_process`]).
     pid: u32,
@@ -150,6 +153,7 @@ impl Queue {
         // Bound now (an autobound abstract name, see gate.rs), served from `start`.
         let gate = Gate::new(GateCtx {
             kernel: kernel.clone(),
+            harvesters: harvesters.clone(),
             memfd: Arc::new(memfd),
             doorbell: doorbell.clone(),
         })?;
@@ -175,6 +179,7 @@ impl Queue {
             }),
             gate: Some(gate_addr),
             client: Mutex::new(None),
+            remote_notify: AtomicBool::new(false),
             pid: crate::pid::current(),
             spin_ns: AtomicU64::new(DEFAULT_SPIN.as_nanos() as u64),
         };
@@ -327,6 +332,7 @@ impl Queue {
             owner: None,
             gate,
             client: Mutex::new(client),
+            remote_notify: AtomicBool::new(false),
             pid: crate::pid::current(),
             spin_ns: AtomicU64::new(DEFAULT_SPIN.as_nanos() as u64),
         }))
@@ -419,15 +425,28 @@ impl Queue {
             let kernel = guard.as_mut().ok_or_else(|| errno(libc::EBADF))?;
             return kernel.ctl(cmd, events, &[], crate::kernel::Caller::Local);
         }
-        // Attached without a control channel (`Queue::attach`; use `Queue::connect`).
+        self.client()?.as_ref().expect("connected").ctl(cmd, events)
+    }
+
+    /// The control connection of a consumer in another process, made (or remade, if
+    /// the last one failed on the way) on demand; a remade one re-arms the notify fd,
+    /// which the owner forgot with the old connection.
+    ///
+    /// `EOPNOTSUPP`: attached without a control channel (`Queue::attach`; use
+    /// `Queue::connect`).
+    pub(super) fn client(&self) -> io::Result<std::sync::MutexGuard<'_, Option<GateClient>>> {
         let gate = self.gate.as_ref().ok_or_else(|| errno(libc::EOPNOTSUPP))?;
         let mut client = self.client.lock().unwrap_or_else(|e| e.into_inner());
         if client.as_ref().is_none_or(GateClient::is_broken) {
             // First use in this process, or the last connection failed on the way.
             *client = None;
-            *client = Some(gate.connect()?);
+            let fresh = gate.connect()?;
+            if self.remote_notify.load(Ordering::Acquire) {
+                fresh.arm_notify(self.handle.as_fd())?;
+            }
+            *client = Some(fresh);
         }
-        client.as_ref().expect("connected above").ctl(cmd, events)
+        Ok(client)
     }
 
     fn deadline(timeout: Timeout, flags: u32) -> io::Result<Option<Deadline>> {
