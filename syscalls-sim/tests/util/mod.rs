@@ -323,3 +323,51 @@ impl Drop for TempDir {
         let _ = std::fs::remove_dir_all(&self.0);
     }
 }
+
+/// `(active, departed)` records in the ring's consumer table.
+pub fn consumer_records(ring: &Ring) -> (usize, usize) {
+    let mut n = (0, 0);
+    for (_, state, _) in ring.consumers() {
+        match state {
+            kevent_ring::RecordState::Active => n.0 += 1,
+            kevent_ring::RecordState::Departed => n.1 += 1,
+            kevent_ring::RecordState::Free => {}
+        }
+    }
+    n
+}
+
+/// After every child has gone, the reaper frees their records: only the owner's stays.
+pub fn assert_only_the_owner_stays_registered(q: &Queue) {
+    assert!(
+        wait_until(Duration::from_secs(2), || consumer_records(q.ring())
+            == (1, 0)),
+        "consumer records left behind by dead children: (active, departed) = {:?}",
+        consumer_records(q.ring())
+    );
+}
+
+pub fn ring_report(q: &Queue) -> String {
+    let r = q.ring();
+    let s = &r.header().stats;
+    let (u, c, k) = (r.uidx(), r.cidx(), r.kidx());
+    let mut states = String::new();
+    for pos in u..k.min(u + 16) {
+        states += &format!(" {pos}:{:?}", r.slot_state(pos));
+    }
+    format!(
+        "uidx {u} cidx {c} kidx {k} broken {:?}; posted {} coalesced {} backlogged {} \
+         backlog_len {} redelivered {} lost {} registered {}; sleepers {}; consumers \
+         (active, departed) {:?}; first slots:{states}",
+        r.broken(),
+        s.posted.load(Ordering::SeqCst),
+        s.coalesced.load(Ordering::SeqCst),
+        s.backlogged.load(Ordering::SeqCst),
+        s.backlog_len.load(Ordering::SeqCst),
+        s.redelivered.load(Ordering::SeqCst),
+        s.lost.load(Ordering::SeqCst),
+        s.registered.load(Ordering::SeqCst),
+        r.sleepers(),
+        consumer_records(r),
+    )
+}
