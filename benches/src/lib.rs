@@ -6,7 +6,9 @@
 //!
 //! * [`bench`](mod@bench) — the harness behind `kevent bench` and `cargo bench -p kevent-bench`;
 //! * [`cli`](mod@cli) — the `kevent` binary's subcommands: `kevent stat` shows a live ring,
-//!   `kevent demo` shows events flowing, `kevent bench` runs the comparison.
+//!   `kevent demo` shows events flowing, `kevent bench` runs the comparison;
+//! * [`http`](mod@http) — `kevent-httpd`, the HTTP server of the server benchmark
+//!   (`benches/http/run.sh`): kevent back-ends against epoll, tokio and nginx.
 //!
 //! ```text
 //! cargo run --release -p kevent-bench -- bench --quick
@@ -17,3 +19,4 @@
 
 pub mod bench;
 pub mod cli;
+pub mod http;

@@ -1,0 +1,136 @@
+//! The work of a kevent worker, shared by both kevent back-ends: accept connections into
+//! a queue, and serve the events of connections a queue delivers.
+//!
+//! A connection is one `KEVENT_SOCKET` kevent asking for `READABLE`; while a response is
+//! partly written it is switched to `WRITABLE` and back (`modify`), and it is removed
+//! before its socket closes. Its token finds it in the [`ConnTable`].
+//!
+//! Level-triggered (the default) gives a worker its connection exclusively: a kevent has
+//! one event outstanding, and a level one is reported again only after the batch that
+//! holds it is committed. Edge-triggered may hand the next edge to another worker while
+//! the first still serves the connection; the slot's lock then makes the second wait, and
+//! it reads whatever arrived after the first one's last read.
+
+use std::convert::Infallible;
+use std::io;
+use std::net::TcpListener;
+
+use kevent::{Event, Interest, Queue, Source, Token, Trigger};
+
+use super::conn::{Conn, Step};
+use super::listener::{self, ACCEPT_BATCH};
+use super::stall::StallClock;
+use super::table::ConnTable;
+
+/// The listening socket's token (a connection's never has all bits set: its generation
+/// would have to be `u32::MAX` on fd `u32::MAX`).
+pub const LISTENER: Token = Token(u64::MAX);
+
+/// A ring with an entry for every connection the process may hold, so a ready
+/// connection never waits in the producer's backlog: the fd limit, rounded up to a power
+/// of two.
+pub fn ring_capacity() -> usize {
+    let limit = rustix::process::getrlimit(rustix::process::Resource::Nofile)
+        .current
+        .unwrap_or(1 << 16)
+        .clamp(1024, 1 << 20);
+    (limit as usize).next_power_of_two()
+}
+
+/// Accepts up to [`ACCEPT_BATCH`] connections (until `WouldBlock`) and registers each in
+/// `queue`.
+pub fn accept_into(
+    listener: &TcpListener,
+    queue: &Queue,
+    table: &ConnTable,
+    trigger: Trigger,
+) -> io::Result<()> {
+    for _ in 0..ACCEPT_BATCH {
+        let stream = match listener::accept(listener) {
+            Ok(s) => s,
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Ok(()),
+            Err(e) if listener::is_transient(&e) => continue,
+            Err(e) => return Err(e),
+        };
+        let source = Source::socket(&stream, Interest::READABLE);
+        let token = table.insert(Conn::new(stream))?;
+        // Registered after it is in the table: its first event finds it there.
+        if let Err(e) = queue.add(&source, token, trigger) {
+            eprintln!("kevent-httpd: {e}; closing the connection");
+            if let Some(mut slot) = table.lock(token) {
+                slot.close();
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Serves one event of a connection: reads and answers, or goes on writing; switches
+/// its interest when that changes; removes and closes it when it is done.
+pub fn serve(queue: &Queue, table: &ConnTable, ev: &Event, trigger: Trigger) {
+    let Some(mut slot) = table.lock(ev.token()) else {
+        return; // closed while this event waited for its lock
+    };
+    // While it waits to write, only writability is asked for; a hang-up or an error
+    // then shows as writable too, and the write says which.
+    let step = if slot.writing {
+        slot.conn().on_writable()
+    } else {
+        slot.conn().on_readable()
+    };
+    let want = match step {
+        Step::Read => Interest::READABLE,
+        Step::Write => Interest::WRITABLE,
+        Step::Close => {
+            let source = Source::socket(slot.conn().stream(), Interest::READABLE);
+            if let Err(e) = queue.remove(&source) {
+                eprintln!("kevent-httpd: {e}");
+            }
+            slot.close();
+            return;
+        }
+    };
+    let writing = want == Interest::WRITABLE;
+    if writing != slot.writing {
+        let source = Source::socket(slot.conn().stream(), want);
+        match queue.modify(&source, ev.token(), trigger) {
+            Ok(()) => slot.writing = writing,
+            Err(e) => {
+                eprintln!("kevent-httpd: {e}; closing the connection");
+                let _ = queue.remove(&source);
+                slot.close();
+            }
+        }
+    }
+}
+
+/// A worker of a queue: takes up to `batch` events at a time and serves them —
+/// connections, and the listener's `ACCEPT` if `listener` is given — for ever: it
+/// returns only on an error.
+pub fn run(
+    queue: &Queue,
+    table: &ConnTable,
+    listener: Option<&TcpListener>,
+    trigger: Trigger,
+    batch: usize,
+    mut stall: StallClock,
+) -> io::Result<Infallible> {
+    loop {
+        let events = match queue.wait(batch, None) {
+            Ok(b) => b,
+            Err(e) if e.raw_os_error() == Some(libc::EINTR) => continue,
+            Err(e) => return Err(e.into()),
+        };
+        stall.check();
+        for ev in &events {
+            if ev.token() == LISTENER {
+                if let Some(l) = listener {
+                    accept_into(l, queue, table, trigger)?;
+                }
+            } else {
+                serve(queue, table, &ev, trigger);
+            }
+        }
+        events.commit();
+    }
+}
