@@ -2,6 +2,7 @@
 
 use std::net::SocketAddr;
 use std::process::ExitCode;
+use std::time::Duration;
 
 use kevent::Trigger;
 use kevent_bench::http::kevent_procs::{self, ChildSpec};
@@ -12,7 +13,8 @@ kevent-httpd: a small HTTP/1.1 server (every GET gets the same 699-byte page) wi
 interchangeable notification back-ends, for benches/http/run.sh.
 
 usage: kevent-httpd --backend NAME [--workers N] [--port P] [--addr IP]
-                    [--trigger level|edge] [--batch N] [--stall PAUSE_MS/PERIOD_MS]
+                    [--trigger level|edge] [--batch N] [--ring N] [--lease MS]
+                    [--stall PAUSE_MS/PERIOD_MS]
 
   --backend   kevent-threads   N threads share one kevent queue (listener + connections)
               kevent-procs     N processes share the listener's queue, each has its own
@@ -24,6 +26,8 @@ usage: kevent-httpd --backend NAME [--workers N] [--port P] [--addr IP]
   --addr      address to bind (default 127.0.0.1)
   --trigger   kevent back-ends: connections level- or edge-triggered (default level)
   --batch     kevent back-ends: events per wait (default 64)
+  --ring      kevent back-ends: ring entries (default: the fd limit, to a power of two)
+  --lease     kevent back-ends: lease and reap interval in ms (default: the library's)
   --stall     worker 0 stops PAUSE_MS every PERIOD_MS (tail-latency run), e.g. 200/1000
 
 Prints `kevent-httpd: listening on ADDR` when it accepts connections; runs until killed.";
@@ -38,6 +42,8 @@ fn parse(args: &[String]) -> Result<(Config, Option<ChildSpec>), String> {
         addr: SocketAddr::from(([127, 0, 0, 1], 8080)),
         trigger: Trigger::Level,
         batch: 64,
+        ring: 0,
+        lease: None,
         stall: None,
     };
     let mut child = None;
@@ -73,6 +79,8 @@ fn parse(args: &[String]) -> Result<(Config, Option<ChildSpec>), String> {
                 }
             }
             "--batch" => cfg.batch = number(value)?.max(1),
+            "--ring" => cfg.ring = number(value)?,
+            "--lease" => cfg.lease = Some(Duration::from_millis(number(value)? as u64)),
             "--stall" => cfg.stall = Some(Stall::parse(value)?),
             "--child" => child = Some(ChildSpec::parse(value)?),
             _ => return Err(format!("unknown option {flag}")),

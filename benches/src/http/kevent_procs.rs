@@ -31,7 +31,7 @@ use kevent::{Interest, Queue, Source, Trigger};
 use rustix::io::{fcntl_setfd, FdFlags};
 use rustix::process::{getppid, set_parent_process_death_signal, Pid, Signal};
 
-use super::kevent_worker::{self, accept_into, ring_capacity, LISTENER};
+use super::kevent_worker::{self, accept_into, LISTENER};
 use super::stall::StallClock;
 use super::table::ConnTable;
 use super::{listener, Config};
@@ -153,7 +153,7 @@ pub fn child(cfg: &Config, spec: &ChildSpec) -> io::Result<()> {
     fcntl_setfd(&fd, FdFlags::CLOEXEC)?;
     let listener = TcpListener::from(fd);
     let shared = Queue::connect(&spec.socket)?;
-    let own = Queue::builder().capacity(ring_capacity()).build()?;
+    let own = kevent_worker::builder(cfg.ring, cfg.lease).build()?;
     let table = ConnTable::new();
     let trigger = cfg.trigger;
     let clock = StallClock::new(cfg.stall.filter(|_| spec.index == 0));

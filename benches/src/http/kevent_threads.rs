@@ -8,9 +8,9 @@
 use std::io;
 use std::sync::Arc;
 
-use kevent::{Interest, Queue, Source, Trigger};
+use kevent::{Interest, Source, Trigger};
 
-use super::kevent_worker::{self, ring_capacity, LISTENER};
+use super::kevent_worker::{self, LISTENER};
 use super::stall::StallClock;
 use super::table::ConnTable;
 use super::{listener, spawn_workers, Config};
@@ -18,7 +18,7 @@ use super::{listener, spawn_workers, Config};
 /// Runs the server (for ever, or until a worker fails).
 pub fn run(cfg: &Config) -> io::Result<()> {
     let listener = listener::bind(cfg.addr, false)?;
-    let queue = Queue::builder().capacity(ring_capacity()).build()?;
+    let queue = kevent_worker::builder(cfg.ring, cfg.lease).build()?;
     queue.add(
         &Source::socket(&listener, Interest::ACCEPT),
         LISTENER,

@@ -14,8 +14,9 @@
 use std::convert::Infallible;
 use std::io;
 use std::net::TcpListener;
+use std::time::Duration;
 
-use kevent::{Event, Interest, Queue, Source, Token, Trigger};
+use kevent::{Builder, Event, Interest, Queue, Source, Token, Trigger};
 
 use super::conn::{Conn, Step};
 use super::listener::{self, ACCEPT_BATCH};
@@ -26,15 +27,34 @@ use super::table::ConnTable;
 /// would have to be `u32::MAX` on fd `u32::MAX`).
 pub const LISTENER: Token = Token(u64::MAX);
 
-/// A ring with an entry for every connection the process may hold, so a ready
-/// connection never waits in the producer's backlog: the fd limit, rounded up to a power
-/// of two.
-pub fn ring_capacity() -> usize {
+/// The ring's size: `asked` if not 0, else an entry for every connection the process may
+/// hold (the fd limit, rounded up to a power of two), so a ready connection never waits
+/// in the producer's backlog.
+///
+/// Slots are reused in ring order, so a worker that holds a batch pins the ring from
+/// that batch on: once the others have gone a whole ring ahead, the ring is full and
+/// nothing is published until the holder commits (or its lease runs out). A worker that
+/// may stall for `t` needs a ring of more than `t` × the event rate (200 ms at 150,000
+/// events/s: 30,000 entries), which `--ring` gives.
+pub fn ring_capacity(asked: usize) -> usize {
+    if asked != 0 {
+        return asked;
+    }
     let limit = rustix::process::getrlimit(rustix::process::Resource::Nofile)
         .current
         .unwrap_or(1 << 16)
         .clamp(1024, 1 << 20);
     (limit as usize).next_power_of_two()
+}
+
+/// The builder of a worker's queue: `ring` entries (see [`ring_capacity`]), and
+/// `lease` both as the lease and as the reap interval if given.
+pub fn builder(ring: usize, lease: Option<Duration>) -> Builder {
+    let b = Queue::builder().capacity(ring_capacity(ring));
+    match lease {
+        Some(l) => b.lease(l).reap_interval(l),
+        None => b,
+    }
 }
 
 /// Accepts up to [`ACCEPT_BATCH`] connections (until `WouldBlock`) and registers each in

@@ -95,6 +95,12 @@ pub struct Config {
     pub trigger: Trigger,
     /// The kevent back-ends' events per wait.
     pub batch: usize,
+    /// The kevent back-ends' ring entries (0: the default of
+    /// [`kevent_worker::ring_capacity`]).
+    pub ring: usize,
+    /// The kevent back-ends' lease and reap interval (see [`kevent::Builder::lease`]);
+    /// `None`: the library's defaults.
+    pub lease: Option<std::time::Duration>,
     /// Worker 0 stops for a while every period (the tail-latency run).
     pub stall: Option<Stall>,
 }
