@@ -4,7 +4,7 @@
 usage: report.py RAW_DIR SETTINGS_FILE OUT_MD OUT_JSON
 
 RAW_DIR holds one file per measurement, named ROUND__VARIANT__CLIENT__CONC.txt (CLIENT is
-wrk, ab or stall), each the client's own output. Prints the tables (markdown) and writes
+wrk, ab or stall; a / in VARIANT is written +), each the client's own output. Prints the tables (markdown) and writes
 them, with every parsed number, to OUT_MD and OUT_JSON.
 """
 import json
@@ -89,6 +89,7 @@ def main():
         if not name.endswith(".txt"):
             continue
         rnd, variant, client, conc = name[:-4].split("__")
+        variant = variant.replace("+", "/")
         text = open(os.path.join(raw, name), errors="replace").read()
         r = parse_ab(text) if client == "ab" else parse_wrk(text)
         r.update(round=int(rnd), variant=variant, client=client, conc=int(conc))
@@ -99,7 +100,8 @@ def main():
         if r["variant"] not in variants:
             variants.append(r["variant"])
     order = ["kevent-threads", "kevent-procs", "epoll-reuseport", "epoll-exclusive", "tokio", "nginx"]
-    variants.sort(key=lambda v: order.index(v) if v in order else len(order))
+    variants.sort(key=lambda v: (order.index(v.split("/")[0]) if v.split("/")[0] in order
+                                 else len(order), v))
     cells = sorted({(r["client"], r["conc"]) for r in runs if r["client"] != "stall"},
                    key=lambda c: (c[0] != "wrk", c[1]))
 

@@ -6,16 +6,20 @@
 #
 # usage: benches/http/run.sh [--quick] [--rounds N] [--duration S] [--ab-requests N]
 #                            [--workers N] [--variants "v1 v2 ..."] [--no-stall]
-#                            [--trigger level|edge] [--out FILE]
+#                            [--out FILE]
+#
+# Variants: kevent-threads, kevent-procs (optionally /level or /edge: the trigger of
+# their connections), epoll-reuseport, epoll-exclusive, tokio, nginx.
 #
 # Installs wrk, apache2-utils (ab) and nginx-light with apt-get if they are missing.
 # Everything it measured lands in target/http-bench/<time>/ (raw client outputs,
 # results.md, results.json); --out copies results.md there too.
 set -euo pipefail
 
-ROUNDS=3 DURATION=5 AB_REQUESTS=30000 STALL_DURATION=10 WORKERS=2 TRIGGER=level
+ROUNDS=3 DURATION=5 AB_REQUESTS=30000 STALL_DURATION=10 WORKERS=2
 CONCS="100 1000 8000" STALL_CONC=1000 STALL=1 OUT="" QUICK=0
-VARIANTS="kevent-threads kevent-procs epoll-reuseport epoll-exclusive tokio nginx"
+# A kevent variant may name its trigger: kevent-threads/level, kevent-threads/edge.
+VARIANTS="kevent-threads/level kevent-threads/edge kevent-procs/edge epoll-reuseport epoll-exclusive tokio nginx"
 while [ $# -gt 0 ]; do
     case "$1" in
         --quick) QUICK=1; ROUNDS=1; DURATION=1; AB_REQUESTS=3000; STALL_DURATION=3; shift ;;
@@ -24,10 +28,9 @@ while [ $# -gt 0 ]; do
         --ab-requests) AB_REQUESTS=$2; shift 2 ;;
         --workers) WORKERS=$2; shift 2 ;;
         --variants) VARIANTS=$2; shift 2 ;;
-        --trigger) TRIGGER=$2; shift 2 ;;
         --no-stall) STALL=0; shift ;;
         --out) OUT=$2; shift 2 ;;
-        -h|--help) sed -n '2,14p' "$0"; exit 0 ;;
+        -h|--help) sed -n '2,17p' "$0"; exit 0 ;;
         *) echo "run.sh: unknown option $1" >&2; exit 2 ;;
     esac
 done
@@ -125,13 +128,15 @@ CONF
 
 start_server() { # $1 variant, $2 extra kevent-httpd args (the stall)
     PORT=$((PORT + 1))
+    local backend=${1%/*} trigger=""
+    [ "$backend" != "$1" ] && trigger="--trigger ${1#*/}"
     if [ "$1" = nginx ]; then
         nginx_conf "$PORT"
         "$NGINX" -c "$TMP/nginx.conf" -p "$TMP" -e "$TMP/nginx-error.log" >"$TMP/server.out" 2>&1 &
         SERVER_PID=$!
     else
         # shellcheck disable=SC2086
-        "$BIN" --backend "$1" --workers "$WORKERS" --port "$PORT" --trigger "$TRIGGER" $2 \
+        "$BIN" --backend "$backend" --workers "$WORKERS" --port "$PORT" $trigger $2 \
             >"$TMP/server.out" 2>&1 &
         SERVER_PID=$!
     fi
@@ -177,7 +182,7 @@ read -r -a VLIST <<<"$VARIANTS"
 {
     echo "Machine: $(nproc) CPUs ($(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | sed 's/^ //'))," \
         "Linux $(uname -r), $(free -g | awk '/Mem:/{print $2}') GiB; client and server share the CPUs."
-    echo "Settings: loopback 127.0.0.1, $WORKERS workers per server, kevent trigger $TRIGGER," \
+    echo "Settings: loopback 127.0.0.1, $WORKERS workers per server (threads; processes for kevent-procs and nginx)," \
         "ulimit -n $(ulimit -n), somaxconn $(cat /proc/sys/net/core/somaxconn)," \
         "ports $(tr '\t' '-' </proc/sys/net/ipv4/ip_local_port_range), tcp_tw_reuse $(cat /proc/sys/net/ipv4/tcp_tw_reuse);" \
         "rounds $ROUNDS (variant order rotated), wrk -t2 -d${DURATION}s --latency, ab -r -n max($AB_REQUESTS, c);" \
@@ -186,7 +191,7 @@ read -r -a VLIST <<<"$VARIANTS"
         "$(wrk --version 2>&1 | head -1 | cut -d' ' -f1-2), ab $(ab -V | head -1 | awk '{print $5}')," \
         "$("$NGINX" -v 2>&1 | cut -d' ' -f3)."
     echo "Command: benches/http/run.sh $([ $QUICK = 1 ] && echo --quick) --rounds $ROUNDS --duration $DURATION" \
-        "--ab-requests $AB_REQUESTS --workers $WORKERS --trigger $TRIGGER"
+        "--ab-requests $AB_REQUESTS --workers $WORKERS --variants \"$VARIANTS\""
 } >"$RESULTS/settings.txt"
 cat "$RESULTS/settings.txt" >&2
 
@@ -199,13 +204,13 @@ for round in $(seq "$ROUNDS"); do
         start_server "$v" ""
         run_wrk 100 1 /dev/null # warm-up
         for c in $CONCS; do
-            run_wrk "$c" "$DURATION" "$RAW/${round}__${v}__wrk__${c}.txt"
-            grep -h 'Requests/sec' "$RAW/${round}__${v}__wrk__${c}.txt" | sed "s/^/  wrk $c: /" >&2 || true
+            run_wrk "$c" "$DURATION" "$RAW/${round}__${v//\//+}__wrk__${c}.txt"
+            grep -h 'Requests/sec' "$RAW/${round}__${v//\//+}__wrk__${c}.txt" | sed "s/^/  wrk $c: /" >&2 || true
             settle
         done
         for c in $CONCS; do
-            run_ab "$c" "$RAW/${round}__${v}__ab__${c}.txt"
-            grep -h 'Requests per second' "$RAW/${round}__${v}__ab__${c}.txt" | sed "s/^/  ab $c: /" >&2 || true
+            run_ab "$c" "$RAW/${round}__${v//\//+}__ab__${c}.txt"
+            grep -h 'Requests per second' "$RAW/${round}__${v//\//+}__ab__${c}.txt" | sed "s/^/  ab $c: /" >&2 || true
             settle
         done
         stop_server
@@ -226,7 +231,7 @@ if [ "$STALL" = 1 ]; then
             else
                 start_server "$v" "--stall 200/1000"
             fi
-            run_wrk "$STALL_CONC" "$STALL_DURATION" "$RAW/${round}__${v}__stall__${STALL_CONC}.txt"
+            run_wrk "$STALL_CONC" "$STALL_DURATION" "$RAW/${round}__${v//\//+}__stall__${STALL_CONC}.txt"
             stop_server
             settle
         done

@@ -16,9 +16,10 @@ struct Server {
 }
 
 impl Server {
-    fn start(backend: Backend) -> Server {
+    fn start(backend: Backend, extra: &[&str]) -> Server {
         let mut child = Command::new(env!("CARGO_BIN_EXE_kevent-httpd"))
             .args(["--backend", backend.name(), "--workers", "2", "--port", "0"])
+            .args(extra)
             .stdout(Stdio::piped())
             .spawn()
             .expect("start kevent-httpd");
@@ -114,8 +115,8 @@ fn bad_request_is_answered_and_closed(server: &Server) {
     assert_eq!(all, page::bad_request());
 }
 
-fn serves(backend: Backend) {
-    let server = Server::start(backend);
+fn serves(backend: Backend, extra: &[&str]) {
+    let server = Server::start(backend, extra);
     keep_alive_then_close(&server);
     connection_per_request(&server, 50);
     bad_request_is_answered_and_closed(&server);
@@ -125,27 +126,37 @@ fn serves(backend: Backend) {
 
 #[test]
 fn kevent_threads_serves_keep_alive_and_close() {
-    serves(Backend::KeventThreads);
+    serves(Backend::KeventThreads, &[]);
+}
+
+#[test]
+fn kevent_threads_edge_triggered_serves_keep_alive_and_close() {
+    serves(Backend::KeventThreads, &["--trigger", "edge"]);
+}
+
+#[test]
+fn kevent_procs_edge_triggered_serves_keep_alive_and_close() {
+    serves(Backend::KeventProcs, &["--trigger", "edge"]);
 }
 
 #[test]
 fn kevent_procs_serves_keep_alive_and_close() {
-    serves(Backend::KeventProcs);
+    serves(Backend::KeventProcs, &[]);
 }
 
 #[test]
 fn epoll_reuseport_serves_keep_alive_and_close() {
-    serves(Backend::EpollReuseport);
+    serves(Backend::EpollReuseport, &[]);
 }
 
 #[test]
 fn epoll_exclusive_serves_keep_alive_and_close() {
-    serves(Backend::EpollExclusive);
+    serves(Backend::EpollExclusive, &[]);
 }
 
 #[test]
 fn tokio_serves_keep_alive_and_close() {
-    serves(Backend::Tokio);
+    serves(Backend::Tokio, &[]);
 }
 
 #[test]

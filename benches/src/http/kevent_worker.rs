@@ -127,6 +127,16 @@ pub fn serve(queue: &Queue, table: &ConnTable, ev: &Event, trigger: Trigger) {
 /// A worker of a queue: takes up to `batch` events at a time and serves them —
 /// connections, and the listener's `ACCEPT` if `listener` is given — for ever: it
 /// returns only on an error.
+///
+/// When it commits depends on the trigger. Level-triggered, the commit is the
+/// acknowledgement (a connection still readable after it is reported again), so the
+/// batch is committed after its events are served. Edge-triggered, an event is a
+/// notification and the state is in the socket, so the events are copied out and the
+/// batch committed at once, before they are served: the ring releases entries in ring
+/// order, and a kevent is reported again only once its entry is released, so a worker
+/// that holds a batch while it serves (or while it is stopped) keeps every kevent
+/// committed after that batch from being reported — to every worker. Committing first
+/// leaves a stopped worker holding only the connections it took.
 pub fn run(
     queue: &Queue,
     table: &ConnTable,
@@ -135,22 +145,43 @@ pub fn run(
     batch: usize,
     mut stall: StallClock,
 ) -> io::Result<Infallible> {
+    let mut taken: Vec<Event> = Vec::with_capacity(batch);
     loop {
         let events = match queue.wait(batch, None) {
             Ok(b) => b,
             Err(e) if e.raw_os_error() == Some(libc::EINTR) => continue,
             Err(e) => return Err(e.into()),
         };
-        stall.check();
-        for ev in &events {
-            if ev.token() == LISTENER {
-                if let Some(l) = listener {
-                    accept_into(l, queue, table, trigger)?;
-                }
-            } else {
-                serve(queue, table, &ev, trigger);
-            }
+        let commit_first = trigger == Trigger::Edge;
+        taken.clear();
+        taken.extend(events.iter());
+        if commit_first {
+            events.commit();
+            stall.check();
+            serve_all(queue, table, listener, trigger, &taken)?;
+        } else {
+            stall.check();
+            serve_all(queue, table, listener, trigger, &taken)?;
+            events.commit();
         }
-        events.commit();
     }
+}
+
+fn serve_all(
+    queue: &Queue,
+    table: &ConnTable,
+    listener: Option<&TcpListener>,
+    trigger: Trigger,
+    events: &[Event],
+) -> io::Result<()> {
+    for ev in events {
+        if ev.token() == LISTENER {
+            if let Some(l) = listener {
+                accept_into(l, queue, table, trigger)?;
+            }
+        } else {
+            serve(queue, table, ev, trigger);
+        }
+    }
+    Ok(())
 }

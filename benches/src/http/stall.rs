@@ -3,7 +3,9 @@
 //!
 //! One thread of a process cannot be stopped with `SIGSTOP` (it stops the whole
 //! process), so a threaded server stalls its worker from inside: worker 0 sleeps for
-//! `pause` right after a wait returned events — the worst moment, holding what it took.
+//! `pause` right after a wait returned events, holding what it took (a kevent worker
+//! that commits before serving, edge-triggered, has committed them by then: see
+//! [`kevent_worker::run`](super::kevent_worker::run)).
 //! `benches/http/run.sh` stops an nginx worker process with `SIGSTOP`/`SIGCONT` instead.
 
 use std::time::{Duration, Instant};
