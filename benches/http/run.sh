@@ -67,7 +67,8 @@ RESULTS="$ROOT/target/http-bench/$STAMP"
 RAW="$RESULTS/raw"
 mkdir -p "$RAW"
 TMP=$(mktemp -d /tmp/kevent-http-bench.XXXXXX)
-SERVER_PID="" STOPPER_PID="" PORT=$((20000 + RANDOM % 20000))
+# Below the ephemeral range (32768-60999 here), where clients' sockets could hold a port.
+SERVER_PID="" STOPPER_PID="" PORT=$((10000 + RANDOM % 10000))
 
 cleanup() {
     stop_server
