@@ -191,7 +191,7 @@ read -r -a VLIST <<<"$VARIANTS"
     echo "Versions: kevent $(git rev-parse --short HEAD)$(git diff --quiet HEAD -- . || echo +dirty)," \
         "$(wrk --version 2>&1 | head -1 | cut -d' ' -f1-2), ab $(ab -V | head -1 | awk '{print $5}')," \
         "$("$NGINX" -v 2>&1 | cut -d' ' -f3)."
-    echo "Command: benches/http/run.sh $([ $QUICK = 1 ] && echo --quick) --rounds $ROUNDS --duration $DURATION" \
+    echo "Command: benches/http/run.sh $([ $QUICK = 1 ] && echo --quick) $([ $STALL = 0 ] && echo --no-stall) --rounds $ROUNDS --duration $DURATION" \
         "--ab-requests $AB_REQUESTS --workers $WORKERS --variants \"$VARIANTS\""
 } >"$RESULTS/settings.txt"
 cat "$RESULTS/settings.txt" >&2

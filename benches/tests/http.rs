@@ -130,13 +130,13 @@ fn kevent_threads_serves_keep_alive_and_close() {
 }
 
 #[test]
-fn kevent_threads_edge_triggered_serves_keep_alive_and_close() {
-    serves(Backend::KeventThreads, &["--trigger", "edge"]);
+fn kevent_threads_level_triggered_serves_keep_alive_and_close() {
+    serves(Backend::KeventThreads, &["--trigger", "level"]);
 }
 
 #[test]
-fn kevent_procs_edge_triggered_serves_keep_alive_and_close() {
-    serves(Backend::KeventProcs, &["--trigger", "edge"]);
+fn kevent_procs_level_triggered_serves_keep_alive_and_close() {
+    serves(Backend::KeventProcs, &["--trigger", "level"]);
 }
 
 #[test]

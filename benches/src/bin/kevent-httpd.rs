@@ -24,7 +24,8 @@ usage: kevent-httpd --backend NAME [--workers N] [--port P] [--addr IP]
   --workers   worker threads or processes (default 2)
   --port      TCP port (default 8080; 0 picks a free one)
   --addr      address to bind (default 127.0.0.1)
-  --trigger   kevent back-ends: connections level- or edge-triggered (default level)
+  --trigger   kevent back-ends: connections edge-triggered (default; a worker commits
+              its batch before serving it) or level-triggered (commits after)
   --batch     kevent back-ends: events per wait (default 64)
   --ring      kevent back-ends: ring entries (default: the fd limit, to a power of two)
   --lease     kevent back-ends: lease and reap interval in ms (default: the library's)
@@ -40,7 +41,7 @@ fn parse(args: &[String]) -> Result<(Config, Option<ChildSpec>), String> {
         backend: Backend::KeventThreads,
         workers: 2,
         addr: SocketAddr::from(([127, 0, 0, 1], 8080)),
-        trigger: Trigger::Level,
+        trigger: Trigger::Edge,
         batch: 64,
         ring: 0,
         lease: None,

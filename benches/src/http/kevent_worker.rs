@@ -5,11 +5,12 @@
 //! partly written it is switched to `WRITABLE` and back (`modify`), and it is removed
 //! before its socket closes. Its token finds it in the [`ConnTable`].
 //!
-//! Level-triggered (the default) gives a worker its connection exclusively: a kevent has
-//! one event outstanding, and a level one is reported again only after the batch that
-//! holds it is committed. Edge-triggered may hand the next edge to another worker while
-//! the first still serves the connection; the slot's lock then makes the second wait, and
-//! it reads whatever arrived after the first one's last read.
+//! Level-triggered gives a worker its connection exclusively: a kevent has one event
+//! outstanding, and a level one is reported again only after the batch that holds it is
+//! committed. Edge-triggered (`kevent-httpd`'s default, see [`run`] for why) may hand the
+//! next edge to another worker while the first still serves the connection; the slot's
+//! lock then makes the second wait, and it reads whatever arrived after the first one's
+//! last read.
 
 use std::convert::Infallible;
 use std::io;

@@ -91,7 +91,8 @@ pub struct Config {
     pub workers: usize,
     /// Where to listen (port 0: any free port; the server prints which).
     pub addr: SocketAddr,
-    /// The kevent back-ends' trigger mode for connections.
+    /// The kevent back-ends' trigger mode for connections (the binary's default: edge,
+    /// see [`kevent_worker::run`]).
     pub trigger: Trigger,
     /// The kevent back-ends' events per wait.
     pub batch: usize,
