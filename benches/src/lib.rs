@@ -8,6 +8,8 @@
 //! * [`cli`](mod@cli) — the `kevent` binary's subcommands: `kevent stat` shows a live ring,
 //!   `kevent demo` shows events flowing, `kevent bench` runs the comparison;
 //! * [`loopbench`] — `kevent loop-bench`: `kevent::Loop` against QEMU-style loops and tokio.
+//! * [`http`](mod@http) — `kevent-httpd`, the HTTP server of the server benchmark
+//!   (`benches/http/run.sh`): kevent back-ends against epoll, tokio and nginx.
 //!
 //! ```text
 //! cargo run --release -p kevent-bench -- bench --quick
@@ -19,3 +21,4 @@
 pub mod bench;
 pub mod cli;
 pub mod loopbench;
+pub mod http;
