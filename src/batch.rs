@@ -69,8 +69,10 @@ impl<'q> Batch<'q> {
     }
 
     /// `kevent_commit`: done with every event of the batch. Returns how many entries were
-    /// committed (fewer than [`len`](Batch::len) only if the reaper took some back, which
-    /// happens to dead consumers, not live ones).
+    /// committed: fewer than [`len`](Batch::len) if the kernel took some back — from a
+    /// consumer that died, or one that held the oldest entry past its lease while the
+    /// ring was full or events waited ([`Builder::lease`](crate::Builder::lease)); those
+    /// were delivered to another consumer, and this commit of them is a no-op.
     #[doc(alias = "kevent_commit")]
     pub fn commit(mut self) -> u64 {
         self.finish()

@@ -62,7 +62,9 @@ impl Builder {
 
     /// How soon the events a dead consumer process had claimed are delivered again
     /// (default [`kevent_syscalls::DEFAULT_REAP_INTERVAL`], 100 ms): the producer checks
-    /// the liveness locks of long-claimed entries' owners this often.
+    /// the liveness locks of long-claimed entries' owners this often. At least
+    /// [`kevent_syscalls::MIN_REAP_INTERVAL`] (1 ms): [`build`](Builder::build) answers
+    /// `EINVAL` below.
     pub fn reap_interval(mut self, interval: Duration) -> Self {
         self.reap_interval = interval;
         self
@@ -94,7 +96,8 @@ impl Builder {
     /// its thread.
     ///
     /// # Errors
-    /// `EINVAL`: a capacity outside 2..=2^24. `EMFILE`/`ENOMEM`: out of fds or memory.
+    /// `EINVAL`: a capacity outside 2..=2^24, or a reap interval below 1 ms.
+    /// `EMFILE`/`ENOMEM`: out of fds or memory.
     #[doc(alias = "kevent_init")]
     pub fn build(self) -> Result<Queue> {
         let n = self.capacity;

@@ -187,9 +187,11 @@ impl Queue {
 
     /// `KEVENT_CTL_READY`: marks a registered kevent ready — how a
     /// [`Source::user`] event fires. Each call on a user event counts one arrival, and
-    /// none is lost: a kevent has one event outstanding at a time, so arrivals while its
-    /// event is claimed are counted into the next one ([`Event::count`]), published when
-    /// the first is committed.
+    /// none is lost: a kevent has one event outstanding at a time, so arrivals after its
+    /// event was published — claimed yet or not — are counted into the next one
+    /// ([`Event::count`]), published when the first is committed. Three calls before a
+    /// wait can therefore arrive as an event of count 1 and, after its commit, one of
+    /// count 2.
     ///
     /// # Errors
     /// `ENOENT`: no such kevent.
@@ -210,7 +212,7 @@ impl Queue {
     /// consumer that takes it can pass it on to the next by making it ready again.
     ///
     /// # Errors
-    /// `EBADF`: the queue is closed.
+    /// `EPIPE`: the queue was closed (by its owner, for a connected consumer).
     #[doc(alias = "kevent_ctl")]
     pub fn wake(&self) -> Result<()> {
         self.inner("kevent wake")?

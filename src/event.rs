@@ -95,9 +95,10 @@ impl Event {
         }
     }
 
-    /// The count the kernel put in `ret_data` (as one 64-bit number): timer expirations
-    /// or signal arrivals since the previous event of this kevent; inode events and user
-    /// READY calls merged into it. 0 for fd readiness, which is a state, not a count.
+    /// The count the kernel put in `ret_data` (as one 64-bit number): timer expirations,
+    /// signal arrivals, inode events or user READY calls since the previous event of this
+    /// kevent was published (arrivals while an event is outstanding go into the next
+    /// one). 0 for fd readiness, which is a state, not a count.
     pub fn count(&self) -> u64 {
         if self.kind().has_fd() && self.kind() != Kind::Inode {
             return 0;
@@ -161,7 +162,9 @@ impl Event {
     }
 
     /// `KEVENT_RET_REDELIVERED`: this event was delivered before, to a consumer that died
-    /// before committing it (at-least-once delivery). Make its handling idempotent.
+    /// before committing it, or that held it past its lease while the ring was needed
+    /// ([`Builder::lease`](crate::Builder::lease)) — at-least-once delivery. Make its
+    /// handling idempotent.
     pub fn is_redelivered(&self) -> bool {
         self.raw.ret_flags & sys::KEVENT_RET_REDELIVERED != 0
     }

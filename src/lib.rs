@@ -46,8 +46,9 @@
 //! then drop it or call [`Batch::commit`]. The commit is the acknowledgement: it frees
 //! the slots and tells the producer the events were handled, which is when a
 //! level-triggered source that is still ready gets reported again. Each kevent has at most
-//! one pending entry (new readiness merges into it), so a busy source cannot flood the
-//! ring; when the ring is full, ready kevents wait in the producer's backlog. Nothing is
+//! one entry outstanding — published and not yet committed; readiness or arrivals while it
+//! is out make no new entry, they are counted into the next one, published once the first
+//! is committed — so a busy source cannot flood the ring; when the ring is full, ready kevents wait in the producer's backlog. Nothing is
 //! dropped: [`Stats::lost`] stays 0.
 //!
 //! **Control.** [`Queue::add`], [`modify`](Queue::modify), [`remove`](Queue::remove) and

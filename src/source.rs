@@ -155,6 +155,11 @@ impl Source {
     /// (`CLOCK_MONOTONIC`, which is what `Instant` measures on Linux; the conversion reads
     /// both clocks once, so it is exact to a few hundred nanoseconds). A deadline in the
     /// past fires at once.
+    ///
+    /// A timer is named by its time (see the type's docs): a periodic timer and an
+    /// absolute one whose times are the same number of nanoseconds are the same kevent,
+    /// and the second ADD is `EEXIST` — as are two that saturate at `u64::MAX` ns
+    /// (`Duration::MAX`, a deadline centuries away).
     pub fn timer_at(deadline: Instant) -> Source {
         let ahead = deadline.saturating_duration_since(Instant::now());
         Source {

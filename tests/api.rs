@@ -333,6 +333,57 @@ fn a_connected_consumer_takes_events_through_the_shared_ring() {
     assert!(!path.exists(), "the socket file outlived the queue");
 }
 
+/// A connected consumer of a queue its owner closed gets EPIPE from every call — the
+/// second and third too, not the errors of reconnecting to a socket that is gone.
+#[test]
+fn every_call_on_a_queue_its_owner_closed_is_epipe() {
+    let q = queue();
+    let path = std::env::temp_dir().join(format!("kevent-api-closed-{}.sock", std::process::id()));
+    let _ = std::fs::remove_file(&path);
+    q.listen(&path).unwrap();
+    let other = Queue::connect(&path).unwrap();
+    let user = Source::user(4);
+    other.add(&user, Token(40), Trigger::Level).unwrap();
+    drop(q);
+    for round in 0..3 {
+        for (what, r) in [
+            ("ready", other.ready(&user)),
+            ("remove", other.remove(&user)),
+            ("wake", other.wake()),
+            (
+                "add",
+                other.add(&Source::user(5), Token(50), Trigger::Level),
+            ),
+        ] {
+            let e = r.expect_err(what);
+            assert_eq!(
+                e.raw_os_error(),
+                Some(libc::EPIPE),
+                "{what}, round {round}: {e}"
+            );
+        }
+        let e = other.wait(8, SHORT).expect_err("wait");
+        assert_eq!(
+            e.raw_os_error(),
+            Some(libc::EPIPE),
+            "wait, round {round}: {e}"
+        );
+    }
+}
+
+/// `reap_interval` below 1 ms would keep the producer thread busy: refused.
+#[test]
+fn a_reap_interval_below_a_millisecond_is_einval() {
+    for d in [Duration::ZERO, Duration::from_micros(999)] {
+        let e = Queue::builder().reap_interval(d).build().unwrap_err();
+        assert_eq!(e.raw_os_error(), Some(libc::EINVAL), "{d:?}: {e}");
+    }
+    assert!(Queue::builder()
+        .reap_interval(Duration::from_millis(1))
+        .build()
+        .is_ok());
+}
+
 #[test]
 fn the_notify_fd_becomes_readable_when_an_event_is_ready() {
     use rustix::event::{poll, PollFd, PollFlags, Timespec};

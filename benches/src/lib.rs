@@ -20,5 +20,5 @@
 
 pub mod bench;
 pub mod cli;
-pub mod loopbench;
 pub mod http;
+pub mod loopbench;

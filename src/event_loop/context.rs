@@ -279,7 +279,8 @@ impl Loop {
 impl Drop for Loop {
     /// Unregisters the loop's kevents from its queue, disarms its timers and drops the
     /// bottom halves and notifiers still queued. Handles kept elsewhere stay valid and do
-    /// nothing: scheduling or arming them is a no-op.
+    /// nothing: scheduling or arming them has no effect (a bottom half scheduled then may
+    /// still say [`is_scheduled`](Bh::is_scheduled); it never runs).
     fn drop(&mut self) {
         lock(&self.shared.timers).close();
         self.handlers.clear(&self.queue);

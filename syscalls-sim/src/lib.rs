@@ -51,4 +51,4 @@ pub use calls::{
 };
 pub use kevent_ring::{Claim, Ring};
 pub use queue::{Queue, DEFAULT_SPIN};
-pub use reaper::{DEFAULT_LEASE, DEFAULT_REAP_INTERVAL};
+pub use reaper::{DEFAULT_LEASE, DEFAULT_REAP_INTERVAL, MIN_REAP_INTERVAL};

@@ -34,6 +34,10 @@ use crate::kernel::Kernel;
 /// Default time within which a dead consumer's entries are delivered again.
 pub const DEFAULT_REAP_INTERVAL: Duration = Duration::from_millis(100);
 
+/// The shortest reap interval a queue takes (`EINVAL` below): the reaper looks every
+/// half interval, and a shorter one would keep the producer thread busy doing nothing.
+pub const MIN_REAP_INTERVAL: Duration = Duration::from_millis(1);
+
 /// Default lease: how long a live consumer may hold the entry at `uidx` while the ring is
 /// full or a backlog waits, before the entry is delivered to someone else.
 pub const DEFAULT_LEASE: Duration = Duration::from_secs(2);

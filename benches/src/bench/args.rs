@@ -20,7 +20,7 @@ epoll-lt, kevent-lt and kevent-et.
 Options:
   --quick               only the reference cells: pipes, 2000 streams, 1 and 4 consumers
                         (threads, and processes for 4), 0.5 s runs, 3 rounds, and the
-                        ping-pong cell with 2000 round trips; < 60 s
+                        ping-pong cell with 2000 round trips; about a minute
   --seconds SECS        measured seconds per run (default 2; quick 0.5)
   --rounds N            rounds of the rotation A B C ... (default 3)
   --warmup SECS         length of the discarded warm-up run of each backend in each cell,

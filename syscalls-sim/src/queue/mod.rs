@@ -93,7 +93,7 @@ impl Queue {
     }
 
     /// [`Queue::create`] with the time within which a dead consumer's entries are
-    /// delivered again (default 100 ms).
+    /// delivered again (default 100 ms; `EINVAL` below [`MIN_REAP_INTERVAL`], 1 ms).
     pub fn create_with(num: u32, flags: u32, reap_interval: Duration) -> io::Result<Arc<Queue>> {
         let q = Self::create_paused(num, flags, reap_interval)?;
         q.start()?;
@@ -108,7 +108,11 @@ impl Queue {
     /// `kevent_ctl` waits for it and fails with `TimedOut` after
     /// [`Queue::GATE_TIMEOUT`].
     pub fn create_paused(num: u32, flags: u32, reap_interval: Duration) -> io::Result<Arc<Queue>> {
-        if flags != 0 || num == 1 || num > kevent_ring::layout::MAX_CAPACITY {
+        if flags != 0
+            || num == 1
+            || num > kevent_ring::layout::MAX_CAPACITY
+            || reap_interval < crate::MIN_REAP_INTERVAL
+        {
             return Err(errno(libc::EINVAL));
         }
         let capacity = if num == 0 {
@@ -438,7 +442,12 @@ impl Queue {
         let gate = self.gate.as_ref().ok_or_else(|| errno(libc::EOPNOTSUPP))?;
         let mut client = self.client.lock().unwrap_or_else(|e| e.into_inner());
         if client.as_ref().is_none_or(GateClient::is_broken) {
-            // First use in this process, or the last connection failed on the way.
+            // First use in this process, or the last connection failed on the way. A
+            // closed queue stays closed: EPIPE, as its first failed call said, not the
+            // errors of connecting to a socket that is gone (ENOENT, ECONNREFUSED).
+            if self.ring.is_closed() {
+                return Err(errno(libc::EPIPE));
+            }
             *client = None;
             let fresh = gate.connect()?;
             if self.remote_notify.load(Ordering::Acquire) {
