@@ -93,7 +93,7 @@ impl Queue {
     }
 
     /// [`Queue::create`] with the time within which a dead consumer's entries are
-    /// delivered again (default 100 ms; `EINVAL` below [`MIN_REAP_INTERVAL`], 1 ms).
+    /// delivered again (default 100 ms; `EINVAL` below [`MIN_REAP_INTERVAL`](crate::MIN_REAP_INTERVAL), 1 ms).
     pub fn create_with(num: u32, flags: u32, reap_interval: Duration) -> io::Result<Arc<Queue>> {
         let q = Self::create_paused(num, flags, reap_interval)?;
         q.start()?;
