@@ -71,8 +71,10 @@ impl Builder {
     }
 
     /// How long a live consumer (stopped, or stuck in a loop) may hold the oldest
-    /// unreleased event while the ring is full or events wait for room, before that
-    /// event is delivered to another consumer, flagged
+    /// unreleased event while the ring is full, events wait for room, or events committed
+    /// after it wait for their release (the ring releases in order, and a level-triggered
+    /// kevent is reported again only once its entry is released), before that event is
+    /// delivered to another consumer, flagged
     /// [`Event::is_redelivered`](crate::Event::is_redelivered) (default
     /// [`kevent_syscalls::DEFAULT_LEASE`], 2 s). Its late commit is then a no-op. So no
     /// single consumer can stall the queue; at-least-once delivery is the price.

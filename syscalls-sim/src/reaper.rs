@@ -13,9 +13,10 @@
 //!   registered it (its pid, with the start time seen first, against pid reuse) is gone
 //!   or a zombie — a helper it forked cannot keep its entries hostage.
 //! * **Leases.** A *live* consumer that holds the claim at `uidx` longer than the lease
-//!   (stopped, looping) while the ring is needed (full, or a backlog waits) has that
-//!   entry taken back and delivered again, flagged; its late commit is a no-op. So no
-//!   single consumer stalls the queue. Counted in `stats.expired`.
+//!   (stopped, looping) while the ring is needed (full, a backlog waits, or entries
+//!   committed after it wait for their in-order release) has that entry taken back and
+//!   delivered again, flagged; its late commit is a no-op. So no single consumer stalls
+//!   the queue. Counted in `stats.expired`.
 //! * **Bounded work.** When nothing changed since the last look (same `uidx`, `cidx` and
 //!   live consumers, nobody died) the slots are not scanned again: a stalled ring of
 //!   2^24 slots costs nothing per tick.
@@ -266,7 +267,15 @@ impl Reaper {
                 return;
             }
         };
-        let needed = kernel.backlog_waiting() || kernel.producer.room().unwrap_or(1) == 0;
+        // Needed: the ring is full, events wait for room, or entries committed after this
+        // one wait for it to be released (the ring releases in order; until then their
+        // kevents are not re-armed — other consumers would go without their events).
+        let needed = kernel.backlog_waiting()
+            || kernel.producer.room().unwrap_or(1) == 0
+            || (u + 1..c).any(|pos| {
+                ring.slot_state(pos)
+                    .is_some_and(|s| s.status == Status::Done)
+            });
         if since.elapsed() >= kernel.lease && needed && ring.reclaim(ConsumerId(st.owner), u) {
             self.holding = None;
             ring.stats()

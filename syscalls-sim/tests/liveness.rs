@@ -119,6 +119,47 @@ fn a_live_consumer_that_holds_a_claim_past_its_lease_does_not_stall_the_ring() {
     );
 }
 
+/// The ring releases in order, and a level-triggered kevent is reported again only once
+/// its entry is released: a live consumer stuck on the oldest entry would hold back every
+/// kevent committed after it — with room in the ring and no backlog. Its lease ends that.
+#[test]
+fn a_consumer_stuck_on_the_oldest_entry_does_not_hold_back_later_kevents_past_its_lease() {
+    let q = Queue::create_with(64, 0, Duration::from_millis(20)).unwrap();
+    q.set_lease(Duration::from_millis(200)).unwrap();
+    user_ready(&q, 1..3);
+    // Another consumer (a record of its own) claims the oldest entry and keeps it.
+    let doorbell = rustix::event::eventfd(0, rustix::event::EventfdFlags::CLOEXEC).unwrap();
+    let other = Queue::attach(q.ring().memfd().unwrap(), doorbell).unwrap();
+    let stuck = other.wait(1, other.ring().uidx(), Some(1_000_000_000), 0).unwrap();
+    assert_eq!(stuck.owned, 1);
+    let second = take(&q, 1, Duration::from_secs(2));
+    assert_eq!(second.iter().map(|e| e.user).collect::<Vec<_>>(), [2]);
+    // Event 2 fires again: its entry is committed but not released (behind the stuck
+    // one), so the arrival waits for that release.
+    assert_eq!(q.ctl(KEVENT_CTL_READY, &mut [user_ev(2, 0)]).unwrap(), 0);
+    let start = Instant::now();
+    let got = take(&q, 2, Duration::from_secs(5));
+    let took = start.elapsed();
+    let mut users: Vec<u64> = got.iter().map(|e| e.user).collect();
+    users.sort_unstable();
+    assert_eq!(
+        users,
+        [1, 2],
+        "the held event (redelivered) and event 2 again: {got:?}"
+    );
+    assert!(got
+        .iter()
+        .any(|e| e.user == 1 && e.ret_flags & KEVENT_RET_REDELIVERED != 0));
+    assert!(took < Duration::from_secs(3), "took {took:?}");
+    assert_eq!(
+        q.ring()
+            .stats()
+            .expired
+            .load(std::sync::atomic::Ordering::Relaxed),
+        1
+    );
+}
+
 #[test]
 fn attaching_and_detaching_quickly_never_fills_the_consumer_table() {
     let q = Queue::create(64, 0).unwrap();
