@@ -1,9 +1,10 @@
 //! The one place the ring takes its atomics from.
 //!
 //! Under `--cfg loom` every atomic, fence and spin hint comes from `loom`, so the
-//! protocol in [`crate::protocol`] and [`crate::wait`] is model-checked exactly as it is
-//! compiled for real use. Loom atomics cannot live in mmap'd memory, so under loom only
-//! the heap-backed ring ([`crate::RingMemory::heap`]) exists (see `memfd.rs`).
+//! protocol (`producer.rs`, `consumer.rs`, `wait.rs`, `poller.rs`) is model-checked
+//! exactly as it is compiled for real use. Loom atomics cannot live in mmap'd memory, so
+//! under loom only the heap-backed ring (`Ring::heap`) exists: `memfd.rs` is not
+//! compiled.
 
 #[cfg(loom)]
 pub(crate) use loom::sync::atomic::{fence, AtomicU32, AtomicU64, Ordering};

@@ -130,7 +130,9 @@ fn a_consumer_stuck_on_the_oldest_entry_does_not_hold_back_later_kevents_past_it
     // Another consumer (a record of its own) claims the oldest entry and keeps it.
     let doorbell = rustix::event::eventfd(0, rustix::event::EventfdFlags::CLOEXEC).unwrap();
     let other = Queue::attach(q.ring().memfd().unwrap(), doorbell).unwrap();
-    let stuck = other.wait(1, other.ring().uidx(), Some(1_000_000_000), 0).unwrap();
+    let stuck = other
+        .wait(1, other.ring().uidx(), Some(1_000_000_000), 0)
+        .unwrap();
     assert_eq!(stuck.owned, 1);
     let second = take(&q, 1, Duration::from_secs(2));
     assert_eq!(second.iter().map(|e| e.user).collect::<Vec<_>>(), [2]);

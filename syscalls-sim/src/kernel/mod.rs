@@ -633,8 +633,9 @@ impl Kernel {
 
 impl Drop for Kernel {
     fn drop(&mut self) {
-        // Every fd the kernel made (dups, timerfds, signalfd, inotify) is an OwnedFd in
-        // the table and closes here; the epoll fd closes with the last Arc.
+        // Every fd the kernel made (timerfds, inotify, its copies of fds received through
+        // the gate) is an OwnedFd in the table and closes here; the epoll fd closes with
+        // the last Arc.
         self.regs.clear();
     }
 }
