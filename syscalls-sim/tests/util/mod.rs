@@ -16,6 +16,7 @@ use std::time::{Duration, Instant};
 use kevent_syscalls::*;
 
 pub mod proc;
+pub mod shm;
 
 /// Nanoseconds in a millisecond and in a second (kevent timeouts are nanoseconds).
 pub const MS: u64 = 1_000_000;

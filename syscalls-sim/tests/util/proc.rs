@@ -234,3 +234,15 @@ impl XorShift {
         }
     }
 }
+
+/// Runs `f` on a helper thread; `None` if it has not returned within `limit`.
+pub fn within<T: Send + 'static>(
+    limit: Duration,
+    f: impl FnOnce() -> T + Send + 'static,
+) -> Option<T> {
+    let (tx, rx) = mpsc::channel();
+    std::thread::spawn(move || {
+        let _ = tx.send(f());
+    });
+    rx.recv_timeout(limit).ok()
+}
