@@ -443,9 +443,11 @@ impl Queue {
         let mut client = self.client.lock().unwrap_or_else(|e| e.into_inner());
         if client.as_ref().is_none_or(GateClient::is_broken) {
             // First use in this process, or the last connection failed on the way. A
-            // closed queue stays closed: EPIPE, as its first failed call said, not the
-            // errors of connecting to a socket that is gone (ENOENT, ECONNREFUSED).
-            if self.ring.is_closed() {
+            // queue closed under a connection stays closed: EPIPE, as the call that found
+            // it closed said, not the errors of connecting to a socket that is gone
+            // (ENOENT, ECONNREFUSED). (A first connection — a forked child's — is tried:
+            // whoever serves the name now is refused by the credential check.)
+            if client.is_some() && self.ring.is_closed() {
                 return Err(errno(libc::EPIPE));
             }
             *client = None;
