@@ -267,16 +267,20 @@ impl Reaper {
                 return;
             }
         };
+        if since.elapsed() < kernel.lease {
+            return;
+        }
         // Needed: the ring is full, events wait for room, or entries committed after this
         // one wait for it to be released (the ring releases in order; until then their
-        // kevents are not re-armed — other consumers would go without their events).
+        // kevents are not re-armed — other consumers would go without their events). Only
+        // looked at once the lease is over: the scan is O(claimed).
         let needed = kernel.backlog_waiting()
             || kernel.producer.room().unwrap_or(1) == 0
             || (u + 1..c).any(|pos| {
                 ring.slot_state(pos)
                     .is_some_and(|s| s.status == Status::Done)
             });
-        if since.elapsed() >= kernel.lease && needed && ring.reclaim(ConsumerId(st.owner), u) {
+        if needed && ring.reclaim(ConsumerId(st.owner), u) {
             self.holding = None;
             ring.stats()
                 .expired
