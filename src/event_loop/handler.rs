@@ -268,25 +268,17 @@ impl HandlerTable {
 
     /// Takes the kevent of `tok`'s handler off the queue while its events are kept.
     pub(super) fn mute(&self, queue: &Queue, tok: Token) -> Result<()> {
-        let (i, gen) = split(tok);
-        let mut t = self.write();
-        let Some(slot) = t.slots.get_mut(i as usize) else {
-            return Ok(());
-        };
-        let Some(entry) = slot
-            .entry
-            .as_ref()
-            .filter(|_| slot.gen == gen && !slot.muted)
-        else {
-            return Ok(());
-        };
-        queue.remove(&source(slot.fd, entry.handler.mask()))?;
-        slot.muted = true;
-        Ok(())
+        self.set_muted(queue, tok, true)
     }
 
     /// Registers a muted handler's kevent again (queued at once if the fd is ready).
     pub(super) fn unmute(&self, queue: &Queue, tok: Token) -> Result<()> {
+        self.set_muted(queue, tok, false)
+    }
+
+    /// Removes (`muted`) or adds back the kevent of `tok`'s handler, if the handler is
+    /// still registered and not in that state already.
+    fn set_muted(&self, queue: &Queue, tok: Token, muted: bool) -> Result<()> {
         let (i, gen) = split(tok);
         let mut t = self.write();
         let Some(slot) = t.slots.get_mut(i as usize) else {
@@ -295,12 +287,17 @@ impl HandlerTable {
         let Some(entry) = slot
             .entry
             .as_ref()
-            .filter(|_| slot.gen == gen && slot.muted)
+            .filter(|_| slot.gen == gen && slot.muted != muted)
         else {
             return Ok(());
         };
-        queue.add(&source(slot.fd, entry.handler.mask()), tok, Trigger::Level)?;
-        slot.muted = false;
+        let src = source(slot.fd, entry.handler.mask());
+        if muted {
+            queue.remove(&src)?;
+        } else {
+            queue.add(&src, tok, Trigger::Level)?;
+        }
+        slot.muted = muted;
         Ok(())
     }
 
