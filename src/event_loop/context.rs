@@ -84,6 +84,9 @@ impl Shared {
 ///   [`schedule_oneshot`](Loop::schedule_oneshot));
 /// * **timers** — nanosecond deadlines on `CLOCK_MONOTONIC` or `CLOCK_REALTIME`
 ///   ([`timer`](Loop::timer)); the nearest is the wait's timeout;
+/// * **attached queues** — another queue's events, one batch per poll
+///   ([`attach_queue`](Loop::attach_queue)): how several processes, each with a loop of
+///   its own, drive one shared queue's handlers, each event dispatched once;
 /// * **[`poll`](Loop::poll)** — one iteration, nestable, with external sources left alone
 ///   in nested polls and drained sections, and optional adaptive busy polling.
 ///

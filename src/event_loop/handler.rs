@@ -254,6 +254,11 @@ impl HandlerTable {
     }
 
     /// The current handler for an event's token, if that handler is still registered.
+    /// Whether `fd` has a handler.
+    pub(super) fn has_fd(&self, fd: RawFd) -> bool {
+        self.read().by_fd.contains_key(&fd)
+    }
+
     pub(super) fn get(&self, tok: Token) -> Option<Arc<Entry>> {
         let (i, gen) = split(tok);
         let t = self.read();

@@ -17,6 +17,7 @@
 //!    ├─ poll           poll.rs      one iteration; nestable; per-thread frames
 //!    ├─ external       external.rs  drained sections; kept events of external sources
 //!    ├─ adaptive       adaptive.rs  poll-max-ns busy polling, grow/shrink
+//!    ├─ attached       attached.rs  another (shared) queue's events, one batch per poll
 //!    └─ IoThread       iothread.rs  a thread running one loop
 //! ```
 //!
@@ -92,8 +93,18 @@
 //! holds it is committed, after its handler ran — so a handler is never run for the same
 //! kevent by two threads at once. The handler table is behind a read-write lock that is
 //! never held while a callback runs.
+//!
+//! ## Processes (attached.rs)
+//!
+//! A loop's handlers are closures of one process and its fds are that process's, so a
+//! loop is not shared across `fork`: each process makes its own. What processes share is
+//! a queue: [`Loop::attach_queue`] dispatches another queue's events in this loop (its
+//! notify fd is an fd handler here), so pre-forked workers, each with a loop of its own,
+//! drive one shared queue's handlers — a listening socket, user events — and each event
+//! is claimed and dispatched by exactly one of them.
 
 mod adaptive;
+mod attached;
 mod bh;
 mod context;
 mod external;

@@ -1,0 +1,358 @@
+//! `kevent::Loop` in several processes: pre-forked workers, each with a loop of its own,
+//! drive one shared queue's handlers ([`Loop::attach_queue`]); every event is dispatched
+//! by exactly one of them.
+
+use std::io::{ErrorKind, Read, Write};
+use std::net::{TcpListener, TcpStream};
+use std::panic::AssertUnwindSafe;
+use std::sync::atomic::{AtomicU64, Ordering::SeqCst};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use kevent::{Clock, FdHandler, Loop, PollMask, Queue, Source, Token, Trigger};
+
+mod loop_util;
+use loop_util::PATIENCE;
+
+/// Anonymous memory shared with forked children: counters every process adds to.
+struct Shared {
+    words: *mut AtomicU64,
+    len: usize,
+}
+
+// SAFETY: the pointer is to a MAP_SHARED mapping of `len` AtomicU64s that lives until
+// `Drop`; every access is atomic.
+unsafe impl Send for Shared {}
+// SAFETY: as for Send: only atomic accesses through `&self`.
+unsafe impl Sync for Shared {}
+
+impl Shared {
+    fn new(len: usize) -> Shared {
+        let bytes = len * std::mem::size_of::<AtomicU64>();
+        // SAFETY: a fresh anonymous mapping; no existing memory is touched.
+        let p = unsafe {
+            libc::mmap(
+                std::ptr::null_mut(),
+                bytes,
+                libc::PROT_READ | libc::PROT_WRITE,
+                libc::MAP_SHARED | libc::MAP_ANONYMOUS,
+                -1,
+                0,
+            )
+        };
+        assert_ne!(p, libc::MAP_FAILED, "mmap");
+        Shared {
+            words: p.cast(),
+            len,
+        }
+    }
+
+    fn at(&self, i: usize) -> &AtomicU64 {
+        assert!(i < self.len);
+        // SAFETY: in bounds of the mapping (zero-filled, so a valid AtomicU64), which
+        // outlives `&self`.
+        unsafe { &*self.words.add(i) }
+    }
+}
+
+impl Drop for Shared {
+    fn drop(&mut self) {
+        // SAFETY: unmaps exactly the mapping made in `new`; no reference outlives `self`.
+        unsafe {
+            libc::munmap(
+                self.words.cast(),
+                self.len * std::mem::size_of::<AtomicU64>(),
+            )
+        };
+    }
+}
+
+/// Forks a child that runs `f` and exits with its code (101 if it panicked).
+fn fork_child(f: impl FnOnce() -> i32) -> libc::pid_t {
+    // SAFETY: fork() in a process with threads (the queue's producer and gate, the test
+    // harness): the child runs only this test's code and the library's, which take no
+    // lock another thread may have held except malloc's (glibc makes those fork-safe)
+    // and the library's own (released by its atfork handlers), and it never returns
+    // into the harness: it ends with `_exit`.
+    let pid = unsafe { libc::fork() };
+    assert!(pid >= 0, "fork: {}", std::io::Error::last_os_error());
+    if pid == 0 {
+        // SAFETY: only sets a property of this process (killed with its parent).
+        unsafe { libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL) };
+        let code = std::panic::catch_unwind(AssertUnwindSafe(f)).unwrap_or(101);
+        // SAFETY: ends the child without running the parent's destructors.
+        unsafe { libc::_exit(code) }
+    }
+    pid
+}
+
+fn wait_child(pid: libc::pid_t) -> i32 {
+    let mut status = 0;
+    // SAFETY: waits for our own child; `status` is a valid out-pointer.
+    let r = unsafe { libc::waitpid(pid, &mut status, 0) };
+    assert_eq!(r, pid, "waitpid");
+    if libc::WIFEXITED(status) {
+        libc::WEXITSTATUS(status)
+    } else {
+        -libc::WTERMSIG(status)
+    }
+}
+
+/// Polls `lp` until `done`, waking at least every 50 ms; false after [`PATIENCE`].
+fn run_until(lp: &Loop, done: impl Fn() -> bool) -> bool {
+    let deadline = Instant::now() + PATIENCE;
+    let tick = lp.timer(Clock::Monotonic, |_, _| {});
+    while !done() {
+        if Instant::now() >= deadline {
+            return false;
+        }
+        if !tick.is_armed() {
+            tick.arm_after(Duration::from_millis(50));
+        }
+        lp.poll(true);
+    }
+    tick.delete();
+    true
+}
+
+/// Serialises the tests of this file: they fork.
+static SERIAL: Mutex<()> = Mutex::new(());
+
+const WORKERS: usize = 3; // the parent and two children
+
+#[test]
+fn pre_forked_loops_dispatch_every_shared_user_event_arrival_exactly_once() {
+    let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    const SOURCES: usize = 64;
+    const FIRES: u64 = 50;
+    // Words: [done, per-source arrival counts.., per-worker events.., overlaps]
+    let mem = Arc::new(Shared::new(1 + SOURCES + WORKERS + 1));
+    let (done, count, by_worker, overlaps) = (
+        0,
+        |s: usize| 1 + s,
+        |w: usize| 1 + SOURCES + w,
+        1 + SOURCES + WORKERS,
+    );
+    let shared = Arc::new(Queue::new().unwrap());
+    for s in 0..SOURCES {
+        shared
+            .add(&Source::user(s as u64), Token(s as u64), Trigger::Edge)
+            .unwrap();
+    }
+    let busy: Vec<AtomicU64> = (0..SOURCES).map(|_| AtomicU64::new(0)).collect();
+    let busy = Arc::new(busy);
+    // One worker: a loop of its own with the shared queue attached.
+    let worker = move |w: usize, q: Arc<Queue>, mem: Arc<Shared>| -> bool {
+        let lp = Loop::new().unwrap();
+        lp.set_max_events(2);
+        let m = mem.clone();
+        let busy = busy.clone();
+        lp.attach_queue(q, move |_lp, ev| {
+            let s = ev.token().0 as usize;
+            // Within a process two dispatches of one source would overlap here; across
+            // processes the shared counts below catch a double dispatch.
+            if busy[s].swap(1, SeqCst) == 1 {
+                m.at(overlaps).fetch_add(1, SeqCst);
+            }
+            m.at(count(s)).fetch_add(ev.count(), SeqCst);
+            m.at(by_worker(w)).fetch_add(1, SeqCst);
+            std::thread::sleep(Duration::from_micros(100)); // spread the work
+            busy[s].store(0, SeqCst);
+        })
+        .unwrap();
+        let finished = run_until(&lp, || mem.at(done).load(SeqCst) == 1);
+        assert!(lp.take_error().is_none());
+        finished
+    };
+    let children: Vec<_> = (1..WORKERS)
+        .map(|w| {
+            let (shared, mem, worker) = (shared.clone(), mem.clone(), worker.clone());
+            fork_child(move || {
+                let q = Arc::new(shared.for_this_process().unwrap());
+                i32::from(!worker(w, q, mem))
+            })
+        })
+        .collect();
+    let firer = {
+        let (shared, mem) = (shared.clone(), mem.clone());
+        std::thread::spawn(move || {
+            std::thread::sleep(Duration::from_millis(50)); // the children attach
+            for _ in 0..FIRES {
+                for s in 0..SOURCES {
+                    shared.ready(&Source::user(s as u64)).unwrap();
+                }
+            }
+            let deadline = Instant::now() + PATIENCE;
+            let all = || (0..SOURCES).all(|s| mem.at(count(s)).load(SeqCst) >= FIRES);
+            while !all() && Instant::now() < deadline {
+                std::thread::sleep(Duration::from_millis(5));
+            }
+            std::thread::sleep(Duration::from_millis(100)); // a double dispatch shows
+            mem.at(done).store(1, SeqCst);
+        })
+    };
+    assert!(
+        worker(0, shared.clone(), mem.clone()),
+        "the parent's loop timed out"
+    );
+    firer.join().unwrap();
+    for pid in children {
+        assert_eq!(wait_child(pid), 0, "a child worker failed");
+    }
+    let counts: Vec<u64> = (0..SOURCES)
+        .map(|s| mem.at(count(s)).load(SeqCst))
+        .collect();
+    assert!(
+        counts.iter().all(|&c| c == FIRES),
+        "every source's {FIRES} arrivals dispatched exactly once: {counts:?}"
+    );
+    assert_eq!(
+        mem.at(overlaps).load(SeqCst),
+        0,
+        "a source dispatched twice at once"
+    );
+    let per: Vec<u64> = (0..WORKERS)
+        .map(|w| mem.at(by_worker(w)).load(SeqCst))
+        .collect();
+    assert!(
+        per.iter().filter(|&&n| n > 0).count() >= 2,
+        "the work was shared between processes: {per:?}"
+    );
+}
+
+#[test]
+fn pre_forked_workers_accept_from_one_listener_each_connection_once_and_serve_it() {
+    let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    const CLIENTS: usize = 60;
+    let mem = Arc::new(Shared::new(2 + WORKERS));
+    let (done, accepted, by_worker) = (0, 1, |w: usize| 2 + w);
+    let listener = Arc::new(TcpListener::bind("127.0.0.1:0").unwrap());
+    listener.set_nonblocking(true).unwrap();
+    let addr = listener.local_addr().unwrap();
+    let shared = Arc::new(Queue::new().unwrap());
+    let src = Source::poll(&*listener, PollMask::IN);
+    shared.add(&src, Token(7), Trigger::Level).unwrap();
+
+    // A worker: accepts what it claims of the shared listener and serves each connection
+    // on its own loop (an fd belongs to the process that accepted it).
+    let worker = move |w: usize, q: Arc<Queue>, mem: Arc<Shared>, l: Arc<TcpListener>| {
+        let lp = Loop::new().unwrap();
+        let m = mem.clone();
+        lp.attach_queue(q, move |lp, ev| {
+            assert_eq!(ev.token(), Token(7));
+            loop {
+                let conn = match l.accept() {
+                    Ok((c, _)) => Arc::new(c),
+                    Err(e) if e.kind() == ErrorKind::WouldBlock => return,
+                    Err(e) => panic!("accept: {e}"),
+                };
+                m.at(accepted).fetch_add(1, SeqCst);
+                m.at(by_worker(w)).fetch_add(1, SeqCst);
+                conn.set_nonblocking(true).unwrap();
+                let c = conn.clone();
+                let served = FdHandler::new().read(move |lp| {
+                    let mut buf = [0u8; 64];
+                    match (&*c).read(&mut buf) {
+                        Ok(0) => {
+                            lp.remove_fd_handler(&*c).unwrap();
+                        }
+                        Ok(n) => (&*c).write_all(&buf[..n]).unwrap(),
+                        Err(e) if e.kind() == ErrorKind::WouldBlock => {}
+                        Err(e) => panic!("read: {e}"),
+                    }
+                });
+                lp.set_fd_handler(&*conn, served).unwrap();
+            }
+        })
+        .unwrap();
+        run_until(&lp, || mem.at(done).load(SeqCst) == 1) && lp.take_error().is_none()
+    };
+    let children: Vec<_> = (1..WORKERS)
+        .map(|w| {
+            let (shared, mem, l) = (shared.clone(), mem.clone(), listener.clone());
+            fork_child(move || {
+                let q = Arc::new(shared.for_this_process().unwrap());
+                i32::from(!worker(w, q, mem, l))
+            })
+        })
+        .collect();
+    let clients = {
+        let mem = mem.clone();
+        std::thread::spawn(move || {
+            std::thread::sleep(Duration::from_millis(50)); // the children attach
+            let mut conns = Vec::new();
+            for i in 0..CLIENTS {
+                let mut c = TcpStream::connect(addr).unwrap();
+                c.set_read_timeout(Some(PATIENCE)).unwrap();
+                let msg = format!("hello {i:03}");
+                c.write_all(msg.as_bytes()).unwrap();
+                conns.push((c, msg));
+            }
+            for (c, msg) in &mut conns {
+                let mut back = vec![0u8; msg.len()];
+                c.read_exact(&mut back).unwrap();
+                assert_eq!(back, msg.as_bytes(), "echoed by whoever accepted it");
+            }
+            drop(conns);
+            std::thread::sleep(Duration::from_millis(100)); // a second accept shows
+            mem.at(done).store(1, SeqCst);
+        })
+    };
+    let parent = worker(0, shared.clone(), mem.clone(), listener.clone());
+    clients.join().unwrap();
+    for pid in children {
+        assert_eq!(wait_child(pid), 0, "a child worker failed");
+    }
+    assert!(parent, "the parent's loop timed out or kept an error");
+    assert_eq!(
+        mem.at(accepted).load(SeqCst),
+        CLIENTS as u64,
+        "each connection accepted once"
+    );
+    let per: Vec<u64> = (0..WORKERS)
+        .map(|w| mem.at(by_worker(w)).load(SeqCst))
+        .collect();
+    assert!(per.iter().sum::<u64>() == CLIENTS as u64, "{per:?}");
+}
+
+#[test]
+fn attaching_a_queue_twice_or_the_loops_own_queue_is_refused() {
+    let lp = Loop::new().unwrap();
+    let q = Arc::new(Queue::new().unwrap());
+    lp.attach_queue(q.clone(), |_, _| {}).unwrap();
+    let again = lp.attach_queue(q.clone(), |_, _| {}).unwrap_err();
+    assert_eq!(again.raw_os_error(), Some(libc::EEXIST));
+    // The loop's own queue, as a second handle of it, is refused too.
+    let own = lp.queue().for_this_process().unwrap();
+    let err = lp.attach_queue(Arc::new(own), |_, _| {}).unwrap_err();
+    assert_eq!(err.raw_os_error(), Some(libc::EINVAL), "{err}");
+    assert!(lp.detach_queue(&q).unwrap());
+    assert!(!lp.detach_queue(&q).unwrap());
+}
+
+#[test]
+fn an_attached_queue_that_closes_is_detached_and_its_error_kept() {
+    let lp = Loop::new().unwrap();
+    let q = Arc::new(Queue::new().unwrap());
+    q.add(&Source::user(1), Token(1), Trigger::Edge).unwrap();
+    let got = Arc::new(AtomicU64::new(0));
+    let g = got.clone();
+    lp.attach_queue(q.clone(), move |_, ev| {
+        g.fetch_add(ev.count(), SeqCst);
+    })
+    .unwrap();
+    q.ready(&Source::user(1)).unwrap();
+    assert!(run_until(&lp, || got.load(SeqCst) == 1));
+    // A connected handle whose owner closes: every later call answers EPIPE.
+    let path = std::env::temp_dir().join(format!("kevent-attach-{}", std::process::id()));
+    let _ = std::fs::remove_file(&path);
+    let owner = Queue::new().unwrap();
+    owner.listen(&path).unwrap();
+    let remote = Arc::new(Queue::connect(&path).unwrap());
+    lp.attach_queue(remote.clone(), |_, _| {}).unwrap();
+    drop(owner);
+    assert!(run_until(&lp, || lp.stats().errors > 0));
+    assert!(!lp.detach_queue(&remote).unwrap(), "detached by the loop");
+    let err = lp.take_error().expect("the close is kept");
+    assert_eq!(err.kind(), ErrorKind::BrokenPipe, "{err}");
+}
