@@ -48,6 +48,7 @@ mod futex;
 pub mod layout;
 #[cfg(not(loom))]
 mod memfd;
+mod notify;
 mod poller;
 mod producer;
 mod ring;
@@ -63,6 +64,7 @@ pub use consumers::RecordState;
 pub use error::{AttachError, Broken};
 pub use futex::Deadline;
 pub use layout::check_capacity;
+pub use notify::NotifyMe;
 pub use producer::{Producer, PushError};
 pub use ring::Ring;
 pub use state::{SlotState, Status, RECLAIMED};

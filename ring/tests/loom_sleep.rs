@@ -14,7 +14,7 @@ mod loom_util;
 
 use std::sync::Arc;
 
-use kevent_ring::{ConsumerId, Producer, Ring, WaitOutcome, WaitSpec};
+use kevent_ring::{ConsumerId, NotifyMe, Producer, Ring, WaitOutcome, WaitSpec};
 use loom::sync::{Condvar, Mutex};
 use loom::thread;
 use loom_util::*;
@@ -508,5 +508,107 @@ fn a_harvesting_poller_publishes_for_a_futex_sleeper_beside_it() {
         ];
         got.sort_unstable();
         assert_eq!(got, [0, 1]);
+    });
+}
+
+// ---------------------------------------------------------------------------------------
+// i. an event loop's own work: `NotifyMe` (QEMU's notify_me / notified, `notify.rs`)
+// ---------------------------------------------------------------------------------------
+//
+// `kevent::Loop` keeps bottom halves, notifiers and timers outside the ring; whoever
+// gives it work publishes it, then `notify()`s, and wakes the loop only if that says so.
+// The loop announces a sleep with `sleep_begin()`, waits only if that allows it, and
+// `accept()`s before it looks at its work. The wake-up (a user kevent made ready) is
+// remembered until the loop waits: an `Eventfd` here. A loop asleep with work given and
+// no wake-up coming shows as a loom deadlock; work given but not seen after the accept
+// that read its notification, as a failed assertion.
+
+/// One blocking poll of a loop with `works` work bits: announce, wait if allowed, accept,
+/// and return the bits it sees.
+fn loop_iteration(gate: &NotifyMe, wake: &Eventfd, work: &loom::sync::atomic::AtomicU32) -> u32 {
+    if gate.sleep_begin() {
+        wake.wait();
+    }
+    gate.sleep_end();
+    gate.accept();
+    work.load(loom::sync::atomic::Ordering::Relaxed)
+}
+
+/// A waker: publishes its bit, then notifies (waking the loop if told to).
+fn give_work(gate: &NotifyMe, wake: &Eventfd, work: &loom::sync::atomic::AtomicU32, bit: u32) {
+    work.fetch_or(bit, loom::sync::atomic::Ordering::Relaxed);
+    if gate.notify() {
+        wake.ring();
+    }
+}
+
+#[test]
+fn a_loop_about_to_sleep_never_misses_work_given_by_another_thread() {
+    model(|| {
+        let gate = Arc::new(NotifyMe::new());
+        let wake = Eventfd::new();
+        let work = Arc::new(loom::sync::atomic::AtomicU32::new(0));
+        let waker = {
+            let (gate, wake, work) = (gate.clone(), wake.clone(), work.clone());
+            thread::spawn(move || give_work(&gate, &wake, &work, 1))
+        };
+        // Blocking polls until the work is seen: a poll that sleeps with the work given
+        // and no wake-up coming deadlocks the model.
+        while loop_iteration(&gate, &wake, &work) == 0 {}
+        waker.join().expect("waker");
+    });
+}
+
+#[test]
+fn two_wakers_one_wake_up_and_the_loop_sees_both_works() {
+    model(|| {
+        let gate = Arc::new(NotifyMe::new());
+        let wake = Eventfd::new();
+        let work = Arc::new(loom::sync::atomic::AtomicU32::new(0));
+        let wakers: Vec<_> = [1u32, 2]
+            .into_iter()
+            .map(|bit| {
+                let (gate, wake, work) = (gate.clone(), wake.clone(), work.clone());
+                thread::spawn(move || give_work(&gate, &wake, &work, bit))
+            })
+            .collect();
+        let mut seen = 0;
+        let mut polls = 0;
+        while seen != 3 {
+            seen |= loop_iteration(&gate, &wake, &work);
+            polls += 1;
+        }
+        for w in wakers {
+            w.join().expect("waker");
+        }
+        // Only a waker that flipped `notified` while a poll was announced rings; each
+        // poll accepts once, so there are never more wake-ups than polls.
+        assert!(
+            wake.rings() <= polls,
+            "{} wake-ups for {polls} polls",
+            wake.rings()
+        );
+    });
+}
+
+#[test]
+fn an_awake_loop_costs_its_waker_no_wake_up() {
+    model(|| {
+        let gate = Arc::new(NotifyMe::new());
+        let wake = Eventfd::new();
+        let work = Arc::new(loom::sync::atomic::AtomicU32::new(0));
+        let waker = {
+            let (gate, wake, work) = (gate.clone(), wake.clone(), work.clone());
+            thread::spawn(move || give_work(&gate, &wake, &work, 1))
+        };
+        // Non-blocking polls only (no sleep announced): nobody must be woken.
+        while {
+            gate.accept();
+            work.load(loom::sync::atomic::Ordering::Relaxed) == 0
+        } {
+            thread::yield_now();
+        }
+        waker.join().expect("waker");
+        assert_eq!(wake.rings(), 0, "a wake-up for a loop that never slept");
     });
 }

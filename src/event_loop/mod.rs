@@ -36,6 +36,10 @@
 //! polled by several threads — any of them can run the work. A loop that is awake costs
 //! a waker one atomic swap and a fence: no system call.
 //!
+//! The handshake is [`kevent_ring::NotifyMe`], model-checked with loom beside the ring's
+//! own handshakes (`ring/tests/loom_sleep.rs`, section i: a loop about to sleep never
+//! misses work; two wakers cost one wake-up; an awake loop costs none).
+//!
 //! [`Queue::wake`](crate::Queue::wake) is *not* used: a wake-up is not remembered, so one
 //! that comes after the loop's re-check but before its `wait` begins counting wake-ups
 //! would be lost; and it wakes any sleeper of the queue, not necessarily this loop's.
