@@ -1,5 +1,6 @@
 //! Loom models of the other places a consumer sleeps (DESIGN.md §3 W1/W3, `poller.rs`):
-//! the poller blocked on its sources and bell, and the parked producer thread — beside the
+//! the poller blocked on its sources and bell, the parked producer thread, and an event
+//! loop's own sleep (`NotifyMe`, section i) — beside the
 //! ring's futex, whose models are in `loom.rs` (run both the same way, `--test loom
 //! --test loom_sleep`).
 //!
@@ -523,38 +524,55 @@ fn a_harvesting_poller_publishes_for_a_futex_sleeper_beside_it() {
 // no wake-up coming shows as a loom deadlock; work given but not seen after the accept
 // that read its notification, as a failed assertion.
 
-/// One blocking poll of a loop with `works` work bits: announce, wait if allowed, accept,
-/// and return the bits it sees.
-fn loop_iteration(gate: &NotifyMe, wake: &Eventfd, work: &loom::sync::atomic::AtomicU32) -> u32 {
-    if gate.sleep_begin() {
-        wake.wait();
-    }
-    gate.sleep_end();
-    gate.accept();
-    work.load(loom::sync::atomic::Ordering::Relaxed)
+/// What a loop and its wakers share: the handshake, the loop's remembered wake-up, and
+/// the work bits given so far.
+#[derive(Clone)]
+struct LoopSide {
+    gate: Arc<NotifyMe>,
+    wake: Arc<Eventfd>,
+    work: Arc<loom::sync::atomic::AtomicU32>,
 }
 
-/// A waker: publishes its bit, then notifies (waking the loop if told to).
-fn give_work(gate: &NotifyMe, wake: &Eventfd, work: &loom::sync::atomic::AtomicU32, bit: u32) {
-    work.fetch_or(bit, loom::sync::atomic::Ordering::Relaxed);
-    if gate.notify() {
-        wake.ring();
+impl LoopSide {
+    fn new() -> LoopSide {
+        LoopSide {
+            gate: Arc::new(NotifyMe::new()),
+            wake: Eventfd::new(),
+            work: Arc::new(loom::sync::atomic::AtomicU32::new(0)),
+        }
+    }
+
+    /// One blocking poll: announce, wait if allowed, accept; the work bits it sees.
+    fn iteration(&self) -> u32 {
+        if self.gate.sleep_begin() {
+            self.wake.wait();
+        }
+        self.gate.sleep_end();
+        self.gate.accept();
+        self.work.load(loom::sync::atomic::Ordering::Relaxed)
+    }
+
+    /// A waker on another thread: publishes its bit, then notifies (waking the loop if
+    /// told to).
+    fn give_work(&self, bit: u32) -> thread::JoinHandle<()> {
+        let me = self.clone();
+        thread::spawn(move || {
+            me.work.fetch_or(bit, loom::sync::atomic::Ordering::Relaxed);
+            if me.gate.notify() {
+                me.wake.ring();
+            }
+        })
     }
 }
 
 #[test]
 fn a_loop_about_to_sleep_never_misses_work_given_by_another_thread() {
     model(|| {
-        let gate = Arc::new(NotifyMe::new());
-        let wake = Eventfd::new();
-        let work = Arc::new(loom::sync::atomic::AtomicU32::new(0));
-        let waker = {
-            let (gate, wake, work) = (gate.clone(), wake.clone(), work.clone());
-            thread::spawn(move || give_work(&gate, &wake, &work, 1))
-        };
+        let side = LoopSide::new();
+        let waker = side.give_work(1);
         // Blocking polls until the work is seen: a poll that sleeps with the work given
         // and no wake-up coming deadlocks the model.
-        while loop_iteration(&gate, &wake, &work) == 0 {}
+        while side.iteration() == 0 {}
         waker.join().expect("waker");
     });
 }
@@ -562,20 +580,12 @@ fn a_loop_about_to_sleep_never_misses_work_given_by_another_thread() {
 #[test]
 fn two_wakers_one_wake_up_and_the_loop_sees_both_works() {
     model(|| {
-        let gate = Arc::new(NotifyMe::new());
-        let wake = Eventfd::new();
-        let work = Arc::new(loom::sync::atomic::AtomicU32::new(0));
-        let wakers: Vec<_> = [1u32, 2]
-            .into_iter()
-            .map(|bit| {
-                let (gate, wake, work) = (gate.clone(), wake.clone(), work.clone());
-                thread::spawn(move || give_work(&gate, &wake, &work, bit))
-            })
-            .collect();
+        let side = LoopSide::new();
+        let wakers = [side.give_work(1), side.give_work(2)];
         let mut seen = 0;
         let mut polls = 0;
         while seen != 3 {
-            seen |= loop_iteration(&gate, &wake, &work);
+            seen |= side.iteration();
             polls += 1;
         }
         for w in wakers {
@@ -583,32 +593,28 @@ fn two_wakers_one_wake_up_and_the_loop_sees_both_works() {
         }
         // Only a waker that flipped `notified` while a poll was announced rings; each
         // poll accepts once, so there are never more wake-ups than polls.
-        assert!(
-            wake.rings() <= polls,
-            "{} wake-ups for {polls} polls",
-            wake.rings()
-        );
+        let rings = side.wake.rings();
+        assert!(rings <= polls, "{rings} wake-ups for {polls} polls");
     });
 }
 
 #[test]
 fn an_awake_loop_costs_its_waker_no_wake_up() {
     model(|| {
-        let gate = Arc::new(NotifyMe::new());
-        let wake = Eventfd::new();
-        let work = Arc::new(loom::sync::atomic::AtomicU32::new(0));
-        let waker = {
-            let (gate, wake, work) = (gate.clone(), wake.clone(), work.clone());
-            thread::spawn(move || give_work(&gate, &wake, &work, 1))
-        };
+        let side = LoopSide::new();
+        let waker = side.give_work(1);
         // Non-blocking polls only (no sleep announced): nobody must be woken.
         while {
-            gate.accept();
-            work.load(loom::sync::atomic::Ordering::Relaxed) == 0
+            side.gate.accept();
+            side.work.load(loom::sync::atomic::Ordering::Relaxed) == 0
         } {
             thread::yield_now();
         }
         waker.join().expect("waker");
-        assert_eq!(wake.rings(), 0, "a wake-up for a loop that never slept");
+        assert_eq!(
+            side.wake.rings(),
+            0,
+            "a wake-up for a loop that never slept"
+        );
     });
 }
