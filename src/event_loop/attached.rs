@@ -6,7 +6,8 @@
 //! pre-forked server's: each process runs a loop of its own (its own fds on its own
 //! queue), and every process's loop also takes events from one queue they share — the
 //! listening socket, a job queue of user events — whose entries the ring hands to exactly
-//! one consumer.
+//! one consumer (exactly once, unless a process dies in the middle of a batch: the
+//! whole batch is then redelivered, flagged, to another — at-least-once across a crash).
 //!
 //! The attached queue nests as it would in any other event loop: its
 //! [`notify_fd`](crate::Queue::notify_fd) is an fd handler of this loop, level-triggered.
@@ -27,6 +28,7 @@ use std::time::Duration;
 
 use super::context::Loop;
 use super::handler::FdHandler;
+use super::lock;
 use crate::{Error, Event, Queue, Result};
 
 /// The callback of an attached queue.
@@ -41,10 +43,14 @@ impl Loop {
     /// makes its own loop and attaches its own handle of the shared queue
     /// ([`Queue::for_this_process`](crate::Queue::for_this_process) in a forked child,
     /// [`Queue::connect`](crate::Queue::connect) in a process started otherwise). Every
-    /// event is claimed — and `callback` run for it — by exactly one of them; an event
-    /// whose claimer dies before committing is delivered again to another (flagged
-    /// [`Event::is_redelivered`]). Several threads polling this loop share it the same
-    /// way. Callbacks may poll the loop (nested) and (un)register anything, the attached
+    /// event is claimed — and `callback` run for it — by exactly one of them, unless a
+    /// process dies in the middle of a batch: its whole batch is then delivered again
+    /// to another (flagged [`Event::is_redelivered`]), the events whose callbacks already
+    /// ran included — nothing is lost, and what ran may run twice (at most the
+    /// [`max_events`](Loop::max_events) of one batch; `set_max_events(1)` narrows it to
+    /// the event whose callback was running). Several threads polling this loop share it
+    /// the same way, and so do two loops of one process that attach the same queue.
+    /// Callbacks may poll the loop (nested) and (un)register anything, the attached
     /// queue's kevents included.
     ///
     /// Each process's loop is woken for every new entry of the shared queue (its notify
@@ -59,7 +65,8 @@ impl Loop {
     /// As [`Queue::notify_fd`](crate::Queue::notify_fd) (`EOPNOTSUPP`: a parent's `Queue`
     /// value in a forked child, or a queue attached without a socket) and
     /// [`set_fd_handler`](Loop::set_fd_handler). `EINVAL`: `queue` is this loop's own
-    /// queue. `EEXIST`: `queue` is attached already.
+    /// queue. `EEXIST`: `queue` is attached already, or the loop has an fd handler on its
+    /// fd.
     pub fn attach_queue(
         &self,
         queue: Arc<Queue>,
@@ -72,24 +79,43 @@ impl Loop {
             ));
         }
         let fd = queue.notify_fd()?.as_raw_fd();
-        if self.handlers.has_fd(fd) {
+        let mut attached = lock(&self.attached);
+        if attached.contains(&fd) {
             return Err(Error::errno(
                 libc::EEXIST,
                 "kevent attach_queue: this queue is attached to the loop already",
             ));
         }
+        if self.handlers.has_fd(fd) {
+            return Err(Error::errno(
+                libc::EEXIST,
+                "kevent attach_queue: the loop has an fd handler on this queue's fd",
+            ));
+        }
         let callback: Arc<QueueFn> = Arc::new(callback);
         let handler = FdHandler::new().read(move |lp| lp.take_attached(&queue, &*callback));
-        self.set_fd_handler(&borrow(fd), handler)
+        self.set_fd_handler(&borrow(fd), handler)?;
+        attached.push(fd);
+        Ok(())
     }
 
     /// Stops dispatching `queue`'s events (see [`attach_queue`](Loop::attach_queue));
-    /// returns whether it was attached. Safe in any callback, the attached queue's own.
+    /// returns whether it was attached (an fd handler of yours on the queue's fd is left
+    /// alone). Safe in any callback, the attached queue's own: the events of the batch
+    /// being dispatched are still dispatched — they are claimed by this process, and
+    /// nobody else can have them — and no batch is taken after it.
     ///
     /// # Errors
     /// As [`remove_fd_handler`](Loop::remove_fd_handler).
     pub fn detach_queue(&self, queue: &Queue) -> Result<bool> {
         // The notify fd of a queue is its handle fd (`Queue::notify_fd`).
+        let fd = queue.as_fd().as_raw_fd();
+        let mut attached = lock(&self.attached);
+        let Some(i) = attached.iter().position(|&a| a == fd) else {
+            return Ok(false);
+        };
+        attached.swap_remove(i);
+        drop(attached);
         self.remove_fd_handler(&queue.as_fd())
     }
 

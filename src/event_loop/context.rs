@@ -140,6 +140,8 @@ pub struct Loop {
     /// polling threads, never taken by a scheduler.
     pub(super) bh_rx: Mutex<Receiver<Work>>,
     max_events: AtomicUsize,
+    /// The notify fds of the queues attached with [`Loop::attach_queue`].
+    pub(super) attached: Mutex<Vec<std::os::fd::RawFd>>,
     pub(super) id: u64,
 }
 
@@ -180,6 +182,7 @@ impl Loop {
             adaptive: Adaptive::default(),
             bh_rx: Mutex::new(bh_rx),
             max_events: AtomicUsize::new(DEFAULT_MAX_EVENTS),
+            attached: Mutex::default(),
             id,
         })
     }
