@@ -171,6 +171,16 @@ impl Reaper {
         if c < u {
             return None;
         }
+        // EMPTY of the next lap at uidx is not garbage: a consumer's `advance` reset the
+        // slot and has yet to move `uidx` past it (preempted in between, for as long as
+        // the scheduler likes). Help it, as any consumer would, and look from there.
+        let (u, c) =
+            if u < c && ring.slot_state(u) == Some(SlotState::new(u / cap + 1, 0, Status::Empty)) {
+                let u = ring.advance();
+                (u, ring.cidx().max(u))
+            } else {
+                (u, c)
+            };
         // A state word at uidx that is not ours — undecodable, or of another lap — twice
         // in a row: the ring can never move again. Say so instead of stalling silently.
         let lap = SlotState::new(u / cap, 0, Status::Empty).lap;

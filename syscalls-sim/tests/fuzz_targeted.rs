@@ -274,3 +274,38 @@ fn the_scribbler_maps_the_same_pages_as_the_queue() {
         );
     });
 }
+
+/// Not a corruption: a consumer preempted inside `Ring::advance`, between resetting the
+/// slot at `uidx` for its next lap (EMPTY, lap + 1) and moving `uidx` past it. Under load
+/// that lasts longer than two looks of the reaper (half a reap interval apart); the
+/// watchdog must not take it for a state word of another lap and break the ring. Found
+/// by a stress run of a `kevent::Loop` under CPU hogs: `try_poll` failed with EIO ("the ring is
+/// broken") after ~5 M iterations, the ring's slot at `uidx` EMPTY of the next lap.
+#[test]
+fn a_consumer_preempted_between_resetting_the_slot_at_uidx_and_moving_uidx_does_not_break_the_ring()
+{
+    bounded(Duration::from_secs(30), || {
+        let (q, ring) = small_queue();
+        let me = q.consumer();
+        ready(&q, 1);
+        ready(&q, 2);
+        let c = q.ring().claim(me, 1);
+        assert_eq!((c.start, c.owned), (0, 1));
+        assert!(q.ring().complete(me, 0));
+        // What `release_one` does first; the uidx CAS that follows is "preempted".
+        let reset = SlotState::new(1, 0, Status::Empty).encode();
+        let was = ring.u64_at(HEADER_SIZE).swap(reset, Ordering::SeqCst);
+        assert_eq!(was, SlotState::new(0, me.0, Status::Done).encode());
+        // Several looks of the reaper (every 50 ms).
+        std::thread::sleep(Duration::from_millis(300));
+        assert_eq!(q.ring().broken(), None, "uidx {}", q.ring().uidx());
+        // The consumer resumes (or the reaper helped): the ring goes on.
+        q.ring().advance();
+        assert_eq!(q.ring().uidx(), 1);
+        let c = q.ring().claim(me, 8);
+        assert_eq!((c.start, c.owned), (1, 1));
+        q.ring().complete_range(me, c.start..c.end);
+        assert_eq!(q.ring().uidx(), 2);
+        q.close();
+    });
+}

@@ -183,7 +183,13 @@ impl Queue {
                 return Ok((claim, WaitOutcome::Ready));
             }
             if !claim.is_empty() {
-                // Only slots taken back (REMOVE, reaper) were in the run: look again.
+                // Only slots taken back (REMOVE, reaper) were in the run: release them —
+                // they are DONE(RECLAIMED) and below `cidx` now, and no commit of ours
+                // will pass them (a batch that owns nothing is never committed) — then
+                // look again. Without this, a ring whose every slot was taken back stays
+                // full for ever: the next event waits in the backlog while this
+                // consumer sleeps in `ppoll` (tests/reclaimed_ring.rs).
+                self.ring.advance();
                 continue;
             }
             self.drain_notify();
