@@ -102,8 +102,27 @@ impl ProducerThread {
                     && !self.stop.load(Ordering::Acquire)
                     && self.harvesters.should_park(&self.ring, &mut seen_rounds)
                 {
-                    // Harvesting consumers process releases themselves.
-                    self.ring.cancel_doorbell();
+                    // Harvesting consumers process releases themselves — but only those
+                    // that harvest again: a consumer in another process (which cannot),
+                    // or a thread that commits and goes on to other work, releases
+                    // entries nobody here would hear of while a poller sleeps in `ppoll`
+                    // and this thread parks again and again. A level-triggered kevent
+                    // released that way was never re-checked (still readable, never
+                    // reported again: tests/multiprocess.rs, `a_level_pipe_committed_by_
+                    // a_child_…`). So while commits matter, keep asking for the doorbell:
+                    // it is in the sources' epoll, so a commit wakes the poller (which
+                    // harvests, servicing the release); an owner thread's commit services
+                    // it inline (`Queue::after_commit`). Releases that came before the
+                    // request (its SeqCst fence orders it before the `uidx` read) are
+                    // serviced here.
+                    if k.wants_release_notice() {
+                        self.ring.request_doorbell();
+                        if k.releases_pending() {
+                            k.service(0);
+                        }
+                    } else {
+                        self.ring.cancel_doorbell();
+                    }
                     drop(guard);
                     match self.ring.park_begin() {
                         Some(v) => {

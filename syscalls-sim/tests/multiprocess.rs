@@ -879,3 +879,103 @@ fn a_queue_closes_after_a_thread_of_its_owner_took_entries() {
         q.close();
     });
 }
+
+/// A level-triggered pipe whose entry a forked child takes and commits without reading
+/// it empty must be reported again while a thread of the owner is the poller (blocked in
+/// `ppoll` on the sources and the bell) and the producer thread is parked: somebody must
+/// learn of the child's release and re-check the pipe (DESIGN.md §3, W4/W5). Found by a
+/// hunt (helper session 2): the producer thread cancelled the doorbell request each time
+/// it parked and parked again without servicing releases, so the child's commit rang
+/// nothing, the poller slept on in `ppoll` (the pipe's `EPOLLET` edge was long past), and
+/// the still-readable pipe was never reported again.
+#[test]
+fn a_level_pipe_committed_by_a_child_is_reported_again_while_an_owner_thread_polls() {
+    bounded(
+        Duration::from_secs(30),
+        a_level_pipe_committed_by_a_child_is_reported_again_while_an_owner_thread_polls_body,
+    );
+}
+
+fn a_level_pipe_committed_by_a_child_is_reported_again_while_an_owner_thread_polls_body() {
+    let q = Queue::create(8, 0).expect("kevent_init");
+    let (r, w) = rustix::pipe::pipe_with(
+        rustix::pipe::PipeFlags::NONBLOCK | rustix::pipe::PipeFlags::CLOEXEC,
+    )
+    .expect("pipe2");
+    rustix::io::write(&w, b"x").expect("write");
+    let pipe_ev = Ukevent {
+        id: r.as_raw_fd() as u64,
+        type_: KEVENT_PIPE,
+        event: KEVENT_PIPE_READ,
+        req_flags: KEVENT_REQ_ALWAYS_QUEUE,
+        user: 7,
+        ..Default::default()
+    };
+    assert_eq!(q.ctl(KEVENT_CTL_ADD, &mut [pipe_ev]).unwrap(), 0);
+    assert_eq!(q.ring().kidx(), 1, "the readable pipe is queued at ADD");
+
+    // Words: 0 = the child holds the entry; 1 = the parent lets it commit; 2 = committed.
+    let board = Arc::new(SharedWords::new(4));
+    let mut kids = Children::default();
+    let (qc, bc) = (q.clone(), board.clone());
+    let kid = kids.fork(move || {
+        let me = match qc.for_this_process() {
+            Ok(me) => me,
+            Err(_) => return 2,
+        };
+        let c = match me.wait(1, me.ring().uidx(), Some(2_000 * MS), 0) {
+            Ok(c) if c.owned == 1 => c,
+            _ => return 3,
+        };
+        if me.entry(c.start).map(|e| e.user) != Some(7) {
+            return 4;
+        }
+        bc.at(0).store(1, Ordering::SeqCst);
+        let end = Instant::now() + Duration::from_secs(10);
+        while bc.at(1).load(Ordering::SeqCst) == 0 {
+            if Instant::now() >= end {
+                return 5;
+            }
+            std::thread::sleep(Duration::from_millis(1));
+        }
+        // Done with the entry; the byte stays in the pipe (level: report it again).
+        me.commit_range(c.start..c.end);
+        bc.at(2).store(1, Ordering::SeqCst);
+        0
+    });
+    assert!(
+        eventually(Duration::from_secs(5), || board.at(0).load(Ordering::SeqCst) == 1),
+        "the child took the pipe's entry"
+    );
+
+    // A thread of the owner waits for events: it becomes the poller, and the producer
+    // thread parks.
+    let qt = q.clone();
+    let waiter = std::thread::spawn(move || {
+        let mut buf = [Ukevent::default(); 1];
+        let n = qt.get_events(1, 1, Some(5_000 * MS), &mut buf, 0);
+        (n.map_err(|e| e.to_string()), buf[0].user)
+    });
+    assert!(
+        eventually(Duration::from_secs(2), || q.ring().pollers() == 1
+            && q.ring().producer_parked()),
+        "the owner's thread polls the sources, the producer thread parks: {}",
+        ring_report(&q)
+    );
+    std::thread::sleep(Duration::from_millis(20));
+    board.at(1).store(1, Ordering::SeqCst);
+    let released = Instant::now();
+    kids.expect_success(kid, Duration::from_secs(10), "the child");
+    let (n, user) = waiter.join().expect("waiter");
+    let took = released.elapsed();
+    eprintln!("reported again {took:?} after the child's commit");
+    assert_eq!((n, user), (Ok(1), 7), "{}", ring_report(&q));
+    // Within a wake-up's cost, not rescued by the wait's timeout (W1).
+    assert!(
+        took < Duration::from_secs(1),
+        "the pipe stayed readable, but was reported again only {took:?} after the \
+         child's commit (the waiter's timeout is 5 s): {}",
+        ring_report(&q)
+    );
+    q.close();
+}
