@@ -167,6 +167,8 @@ impl Queue {
         // Whether this call harvested since it last claimed: then the sources were just
         // looked at, and another `epoll_wait(0)` before claiming would find nothing new.
         let mut fresh = false;
+        // Whether this call reset the notify fd (took a notification off it).
+        let mut reset = false;
         loop {
             if harvesters.is_some()
                 && !std::mem::take(&mut fresh)
@@ -180,6 +182,16 @@ impl Queue {
             }
             let claim = self.ring.claim(self.me, max);
             if claim.owned > 0 {
+                if reset && self.ring.has_claimable() {
+                    // The reset below may have eaten the notification of entries
+                    // published between an empty claim and the reset, and this claim
+                    // (at most `max`) left some of them behind: say so again, or an event
+                    // loop that takes one batch per readiness of the fd (as
+                    // `Loop::attach_queue` does) sleeps with entries waiting (W1/W5;
+                    // tests/notify.rs, `the_notify_fd_stays_readable_when_…`). Entries
+                    // published after the reset wrote the fd themselves.
+                    self.rearm_notify();
+                }
                 return Ok((claim, WaitOutcome::Ready));
             }
             if !claim.is_empty() {
@@ -192,7 +204,7 @@ impl Queue {
                 self.ring.advance();
                 continue;
             }
-            self.drain_notify();
+            reset |= self.drain_notify();
             match self.ring.wait_over(spec) {
                 Some(WaitOutcome::Ready) => continue,
                 Some(outcome) => return empty(outcome),
@@ -267,18 +279,30 @@ impl Queue {
         Ok(self.handle.as_fd())
     }
 
-    /// Resets the notify fd (if armed) when the ring is found empty, then says whether
-    /// entries arrived meanwhile (they make it readable again anyway).
-    pub(super) fn drain_notify(&self) {
-        if self.remote_notify.load(Ordering::Relaxed)
+    /// Whether the handle is armed as a notify fd (here, or at the owner for us).
+    fn notify_armed(&self) -> bool {
+        self.remote_notify.load(Ordering::Relaxed)
             || self
                 .owner
                 .as_ref()
                 .is_some_and(|o| o.notify_armed.load(Ordering::Relaxed))
-        {
-            let mut buf = [0u8; 8];
-            let _ = rustix::io::read(self.handle.as_fd(), &mut buf);
+    }
+
+    /// Resets the notify fd (if armed) when the ring is found empty; returns whether it
+    /// took a notification off it. Entries published after the reset make it readable
+    /// again; those published between the empty look and the reset do not — the caller
+    /// re-checks the ring, and if it leaves entries there it calls `rearm_notify`.
+    pub(super) fn drain_notify(&self) -> bool {
+        if !self.notify_armed() {
+            return false;
         }
+        let mut buf = [0u8; 8];
+        matches!(rustix::io::read(self.handle.as_fd(), &mut buf), Ok(8))
+    }
+
+    /// Makes the notify fd readable again (entries wait that its reset announced).
+    fn rearm_notify(&self) {
+        let _ = rustix::io::write(self.handle.as_fd(), &1u64.to_ne_bytes());
     }
 
     /// Consumers asleep waiting for entries: those on the ring's futex (any process) plus
