@@ -19,7 +19,7 @@
 //! announces itself the same way a futex sleeper does — `pollers += 1`, SeqCst fence,
 //! re-check — so either its re-check sees the news or the waker sees it (store-buffer
 //! pattern; the fences forbid both missing). The bell is an eventfd, a counter: a ring
-//! before the poller blocks makes its `poll` return at once.
+//! before the poller blocks makes its wait return at once.
 //!
 //! A futex sleeper needs somebody to watch the sources: the producer thread, or a poller
 //! (which publishes what it finds, waking sleepers for all it does not claim itself).

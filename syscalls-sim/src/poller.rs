@@ -1,17 +1,27 @@
-//! Where the kernel side takes readiness from: the one `epoll_wait` on the queue's epoll
-//! fd ([`Reports`], used by the producer thread and by harvesting consumers), and the
-//! `ppoll` a consumer blocked on the sources (the poller, see `queue/harvest.rs` and
-//! `poller.rs` in kevent-ring) sleeps in ([`wait_readable`]).
+//! Where the kernel side takes readiness from: the queue's epoll fd, through
+//! [`Reports`] — `epoll_wait(0)` by harvesting consumers, a blocking `epoll_wait` by the
+//! producer thread, and a blocking `epoll_pwait2` with a nanosecond deadline by the
+//! poller (the consumer blocked on the sources, see `queue/harvest.rs` and `poller.rs` in
+//! kevent-ring).
 //!
-//! The poller uses `ppoll` on the epoll fd and its bell rather than `epoll_wait`: `poll`
-//! waiters are woken together (an epoll fd's own waiters are woken one at a time, so a
-//! poller in `epoll_wait` could lose a wake-up to the producer thread waiting on the same
-//! epoll), the bell needs no place in the epoll set, and the timeout has nanosecond
-//! precision. The reports themselves are then taken with `epoll_wait(0)`.
+//! The poller sleeps in `epoll_wait` on the kernel's epoll fd itself, with its bell in
+//! that set (edge-triggered, `TOKEN_BELL`), rather than in `ppoll` on the epoll fd and
+//! the bell: a source's wake-up then reaches it as it reaches an epoll consumer — with
+//! the waker's synchronous-wake hint, and the reports in hand, no second `epoll_wait(0)`
+//! — where a `ppoll` on an epoll fd is woken through epoll's nested `poll` path, without
+//! that hint. Measured here (a paced pipe writer, 20 k writes/s): p50 write-to-read
+//! 4.5–5.2 µs blocking in `epoll_wait` against 10.6–11.0 µs in `ppoll` +
+//! `epoll_wait(0)`, and a fifth less CPU per event. The epoll fd's own waiters are woken
+//! one at a time, so a bell edge can be taken by someone else (a harvester's
+//! `epoll_wait(0)`, the producer thread): whoever takes it rings it again while the
+//! poller is still blocked (`Kernel::on_token`).
+//!
+//! On kernels without `epoll_pwait2` (before 5.11) the poller falls back to `ppoll` on
+//! the epoll fd, then `epoll_wait(0)`: the same wake-ups, the old cost.
 
 use std::io;
-use std::os::fd::BorrowedFd;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::os::fd::{AsRawFd, BorrowedFd};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 
 use kevent_ring::Deadline;
 use rustix::event::{epoll, PollFd, PollFlags};
@@ -21,6 +31,15 @@ pub(crate) struct Reports {
     buf: Vec<epoll::Event>,
     epoch: u64,
 }
+
+// `take_until` hands the buffer of `rustix` events to the kernel as `epoll_event`s.
+const _: () = assert!(
+    std::mem::size_of::<epoll::Event>() == std::mem::size_of::<libc::epoll_event>()
+        && std::mem::align_of::<epoll::Event>() == std::mem::align_of::<libc::epoll_event>()
+);
+
+/// Set once `epoll_pwait2` answered `ENOSYS` (a kernel before 5.11).
+static NO_PWAIT2: AtomicBool = AtomicBool::new(false);
 
 impl Reports {
     pub(crate) fn new() -> Reports {
@@ -49,6 +68,58 @@ impl Reports {
         Ok(())
     }
 
+    /// As [`Reports::take`], blocking until `deadline` (`None`: for ever) with nanosecond
+    /// precision: `epoll_pwait2`, or on an older kernel `ppoll` and then `epoll_wait(0)`.
+    /// `EINTR` is returned, not retried: a signal ends the caller's wait.
+    pub(crate) fn take_until(
+        &mut self,
+        epoll_fd: BorrowedFd<'_>,
+        deadline: Option<Deadline>,
+        epoch: &AtomicU64,
+    ) -> io::Result<()> {
+        let left = time_left(deadline);
+        if !NO_PWAIT2.load(Ordering::Relaxed) {
+            self.buf.clear();
+            let ts = left.map(|t| libc::timespec {
+                tv_sec: t.tv_sec as libc::time_t,
+                tv_nsec: t.tv_nsec as _,
+            });
+            let ts_ptr = ts.as_ref().map_or(std::ptr::null(), |t| t as *const _);
+            // SAFETY: the buffer has room for `capacity` events and `rustix`'s
+            // `epoll::Event` is the kernel's `struct epoll_event` (the same layout as
+            // `libc::epoll_event`, packed on x86-64); the kernel writes at most
+            // `capacity` of them and returns how many, which become the length. The
+            // timespec lives across the call; a null sigmask leaves the mask alone.
+            let n = unsafe {
+                libc::epoll_pwait2(
+                    epoll_fd.as_raw_fd(),
+                    self.buf.as_mut_ptr().cast::<libc::epoll_event>(),
+                    self.buf.capacity().min(i32::MAX as usize) as i32,
+                    ts_ptr,
+                    std::ptr::null(),
+                )
+            };
+            if n >= 0 {
+                // SAFETY: the kernel initialised the first `n` events (see above).
+                unsafe { self.buf.set_len(n as usize) };
+                self.epoch = epoch.load(Ordering::Acquire);
+                return Ok(());
+            }
+            let err = io::Error::last_os_error();
+            if err.raw_os_error() != Some(libc::ENOSYS) {
+                return Err(err);
+            }
+            NO_PWAIT2.store(true, Ordering::Relaxed);
+        }
+        let mut pfd = [PollFd::from_borrowed_fd(epoll_fd, PollFlags::IN)];
+        rustix::event::poll(&mut pfd, left.as_ref())?;
+        let zero = rustix::time::Timespec {
+            tv_sec: 0,
+            tv_nsec: 0,
+        };
+        self.take(epoll_fd, Some(&zero), epoch)
+    }
+
     /// The ctl epoch the reports were taken in.
     pub(crate) fn epoch(&self) -> u64 {
         self.epoch
@@ -73,16 +144,4 @@ fn time_left(deadline: Option<Deadline>) -> Option<rustix::time::Timespec> {
         tv_sec: (left / 1_000_000_000) as i64,
         tv_nsec: (left % 1_000_000_000) as i64,
     })
-}
-
-/// Sleeps until one of `fds` is readable or `deadline` passes; returns which are
-/// readable (none: the deadline passed). `EINTR` is returned, not retried: a signal ends
-/// the caller's wait.
-pub(crate) fn wait_readable<const N: usize>(
-    fds: [BorrowedFd<'_>; N],
-    deadline: Option<Deadline>,
-) -> io::Result<[bool; N]> {
-    let mut pfds = fds.map(|fd| PollFd::from_borrowed_fd(fd, PollFlags::IN));
-    rustix::event::poll(&mut pfds, time_left(deadline).as_ref())?;
-    Ok(pfds.map(|p| !p.revents().is_empty()))
 }

@@ -105,7 +105,7 @@ impl ProducerThread {
                     // Harvesting consumers process releases themselves — but only those
                     // that harvest again: a consumer in another process (which cannot),
                     // or a thread that commits and goes on to other work, releases
-                    // entries nobody here would hear of while a poller sleeps in `ppoll`
+                    // entries nobody here would hear of while a poller sleeps in `epoll_wait`
                     // and this thread parks again and again. A level-triggered kevent
                     // released that way was never re-checked (still readable, never
                     // reported again: tests/multiprocess.rs, `a_level_pipe_committed_by_

@@ -882,11 +882,11 @@ fn a_queue_closes_after_a_thread_of_its_owner_took_entries() {
 
 /// A level-triggered pipe whose entry a forked child takes and commits without reading
 /// it empty must be reported again while a thread of the owner is the poller (blocked in
-/// `ppoll` on the sources and the bell) and the producer thread is parked: somebody must
+/// `epoll_wait` on the sources) and the producer thread is parked: somebody must
 /// learn of the child's release and re-check the pipe (DESIGN.md §3, W4/W5). Found by a
 /// hunt (helper session 2): the producer thread cancelled the doorbell request each time
 /// it parked and parked again without servicing releases, so the child's commit rang
-/// nothing, the poller slept on in `ppoll` (the pipe's `EPOLLET` edge was long past), and
+/// nothing, the poller slept on (the pipe's `EPOLLET` edge was long past), and
 /// the still-readable pipe was never reported again.
 #[test]
 fn a_level_pipe_committed_by_a_child_is_reported_again_while_an_owner_thread_polls() {
@@ -944,7 +944,10 @@ fn a_level_pipe_committed_by_a_child_is_reported_again_while_an_owner_thread_pol
         0
     });
     assert!(
-        eventually(Duration::from_secs(5), || board.at(0).load(Ordering::SeqCst) == 1),
+        eventually(Duration::from_secs(5), || board
+            .at(0)
+            .load(Ordering::SeqCst)
+            == 1),
         "the child took the pipe's entry"
     );
 

@@ -105,7 +105,9 @@ fn the_notify_fd_stays_readable_when_a_wait_that_reset_it_leaves_entries_behind(
         // One entry at a time with zero-timeout waits, as a loop woken by the fd does.
         let end = Instant::now() + Duration::from_secs(2);
         let got = loop {
-            let n = queue.get_events(0, 1, Some(0), &mut buf, 0).expect("get_events");
+            let n = queue
+                .get_events(0, 1, Some(0), &mut buf, 0)
+                .expect("get_events");
             if n > 0 {
                 break n;
             }
@@ -120,7 +122,11 @@ fn the_notify_fd_stays_readable_when_a_wait_that_reset_it_leaves_entries_behind(
             stranded += 1;
         }
         // Take the rest; the ring is empty again, and so is the fd.
-        while queue.get_events(0, 8, Some(0), &mut buf, 0).expect("get_events") > 0 {}
+        while queue
+            .get_events(0, 8, Some(0), &mut buf, 0)
+            .expect("get_events")
+            > 0
+        {}
     }
     round.store(u64::MAX, SeqCst);
     firer.join().expect("firer");

@@ -37,10 +37,13 @@ use crate::registration::{Pending, Registration};
 use crate::source::inode::Inodes;
 use crate::source::signal::Signals;
 use crate::source::{fd, timer, Source};
+use crate::thread::Harvesters;
 use tables::{Backlog, Published, SideTable};
 
 /// epoll token of the doorbell eventfd.
 pub(crate) const TOKEN_DOORBELL: u64 = u64::MAX;
+/// epoll token of the poller's bell (edge-triggered; see `poller.rs`).
+pub(crate) const TOKEN_BELL: u64 = u64::MAX - 1;
 const TOKEN_SIGHANDLER: u64 = u64::MAX - 2;
 const TOKEN_INOTIFY: u64 = u64::MAX - 3;
 
@@ -53,6 +56,9 @@ pub(crate) struct Kernel {
     pub(crate) producer: Producer,
     pub(crate) epoll: Arc<OwnedFd>,
     doorbell: Arc<OwnedFd>,
+    /// The poller's bell (in the epoll set as [`TOKEN_BELL`]) and the word saying
+    /// whether a consumer of this process is blocked as the poller.
+    bell: Option<(OwnedFd, Arc<Harvesters>)>,
     /// The queue's handle, when armed as a readiness fd for other event loops.
     notify: Option<OwnedFd>,
     /// The notify fds of consumers in other processes, by their gate connection (an
@@ -95,6 +101,7 @@ impl Kernel {
             producer,
             epoll,
             doorbell,
+            bell: None,
             notify: None,
             remote_notify: Vec::new(),
             epoch: Arc::new(std::sync::atomic::AtomicU64::new(0)),
@@ -119,6 +126,12 @@ impl Kernel {
 
     pub(crate) fn ring(&self) -> &Arc<Ring> {
         self.producer.ring()
+    }
+
+    /// The poller's bell, registered in the epoll set as [`TOKEN_BELL`], and the
+    /// harvesters whose `blocker` says whether the poller is blocked.
+    pub(crate) fn set_bell(&mut self, bell: OwnedFd, harvesters: Arc<Harvesters>) {
+        self.bell = Some((bell, harvesters));
     }
 
     /// Whether the producer must hear of the next commit before it sleeps.
@@ -167,6 +180,25 @@ impl Kernel {
                 // Another process's waker rings the doorbell to reach a poller of ours
                 // (it cannot reach our bell): relay it if entries wait.
                 if self.ring().pollers() > 0 && self.ring().has_claimable() {
+                    self.ring().ring_bell();
+                }
+            }
+            TOKEN_BELL => {
+                let Some((bell, harvesters)) = &self.bell else {
+                    return;
+                };
+                let mut buf = [0u8; 8];
+                let _ = rustix::io::read(bell.as_fd(), &mut buf);
+                // The edge was meant for the poller, blocked in `epoll_wait` on this
+                // epoll fd, and someone else took it (a harvester's `epoll_wait(0)`, the
+                // producer thread): ring again while the poller is blocked. The poller
+                // takes its own bell edges after it stopped being the poller, so it
+                // never rings for itself. SeqCst fence: if the poller's announcement
+                // (`blocker`, then `poller_enter`'s fence) is not seen here, this fence
+                // comes first in their order, after the waker's ring — so the poller's
+                // re-check sees the waker's news and it does not sleep.
+                std::sync::atomic::fence(Ordering::SeqCst);
+                if harvesters.blocker.load(Ordering::Relaxed) {
                     self.ring().ring_bell();
                 }
             }
@@ -523,6 +555,18 @@ impl Kernel {
     /// entries it published.
     pub(crate) fn harvest(&mut self, reserve: u64) -> u64 {
         self.harvest_now();
+        let n = self.service(reserve);
+        self.settle();
+        n
+    }
+
+    /// The poller's round (see `Queue::next_batch`): turns the reports it took in its
+    /// blocking `epoll_wait` into readiness and publishes, waking `reserve` fewer
+    /// sleepers; returns how many entries it published.
+    pub(crate) fn harvest_reports(&mut self, reports: &Reports, reserve: u64) -> u64 {
+        for (tok, flags) in reports.iter() {
+            self.on_token(tok, flags, reports.epoch());
+        }
         let n = self.service(reserve);
         self.settle();
         n

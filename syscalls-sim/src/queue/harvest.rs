@@ -8,7 +8,7 @@
 //!    lock, publishes what it found, and claims it — as io_uring does without its polling
 //!    thread, no hand-over to another thread;
 //! 3. finding nothing either, blocks: on the sources themselves if no other consumer does
-//!    (it becomes *the poller*: `ppoll` on the kernel's epoll fd and its bell), else on
+//!    (it becomes *the poller*: `epoll_wait` on the kernel's epoll fd, its bell in the set), else on
 //!    the ring's futex, as consumers in other processes always do.
 //!
 //! The producer thread parks while consumers harvest or poll (it would only be woken by
@@ -37,6 +37,7 @@ use std::time::Duration;
 use kevent_ring::{Claim, WaitOutcome, WaitSpec};
 
 use super::{errno, Queue};
+use crate::poller::Reports;
 use crate::thread::{lock, Harvesters};
 
 impl Queue {
@@ -78,13 +79,18 @@ impl Queue {
         }
     }
 
-    /// Becomes the poller if nobody is: blocks on the queue's sources (the kernel's
-    /// epoll fd) and on the bell until either is ready or the deadline passes, then
-    /// harvests, claiming `reserve` itself (see `poller.rs` in kevent-ring for the
-    /// handshake that makes every waker reach it). `None` if another consumer is the
-    /// poller (the caller sleeps on the ring instead); `Some(Ok(()))` to look again;
-    /// `Some(Err(outcome))` when the wait is over without entries.
+    /// Becomes the poller if nobody is: blocks in `epoll_wait` on the queue's sources
+    /// (the kernel's epoll fd, with the bell in its set) until a source or the bell is
+    /// ready or the deadline passes, then turns the reports into entries, claiming
+    /// `reserve` itself (see `poller.rs` here and in kevent-ring for the handshake that
+    /// makes every waker reach it). `None` if another consumer is the poller (the caller
+    /// sleeps on the ring instead); `Some(Ok(()))` to look again; `Some(Err(outcome))`
+    /// when the wait is over without entries.
     fn poll_sources(&self, spec: &WaitSpec, reserve: u64) -> Option<Result<(), WaitOutcome>> {
+        thread_local! {
+            // Per polling thread (epoll events are not Send).
+            static REPORTS: std::cell::RefCell<Reports> = std::cell::RefCell::new(Reports::new());
+        }
         let owner = self.owner.as_ref()?;
         let h = self.harvesters()?;
         if h.blocker
@@ -94,44 +100,39 @@ impl Queue {
             return None;
         }
         h.rounds.fetch_add(1, Ordering::Relaxed);
-        let polled = match self.ring.poller_enter(spec) {
-            Some(WaitOutcome::Ready) => Ok([false, false]),
-            Some(outcome) => {
-                h.blocker.store(false, Ordering::Release);
-                return Some(Err(outcome));
-            }
-            None => {
-                let r = crate::poller::wait_readable(
-                    [owner.ctx_epoll.as_fd(), owner.bell.as_fd()],
-                    spec.deadline,
-                );
-                self.ring.poller_leave();
-                r
-            }
-        };
-        h.blocker.store(false, Ordering::Release);
-        match polled {
-            Ok([sources, bell]) => {
-                if bell {
-                    // Reset it: what it announced is re-checked by the caller's loop.
-                    let mut buf = [0u8; 8];
-                    let _ = rustix::io::read(owner.bell.as_fd(), &mut buf);
+        REPORTS.with(|reports| {
+            let mut reports = reports.borrow_mut();
+            let polled = match self.ring.poller_enter(spec) {
+                Some(WaitOutcome::Ready) => Ok(false),
+                Some(outcome) => {
+                    h.blocker.store(false, Ordering::Release);
+                    return Some(Err(outcome));
                 }
-                if sources {
-                    match lock(&owner.kernel).as_mut() {
-                        Some(kernel) => {
-                            kernel.harvest(reserve);
-                        }
-                        None => return Some(Err(WaitOutcome::Closed)),
+                None => {
+                    let r =
+                        reports.take_until(owner.ctx_epoll.as_fd(), spec.deadline, &owner.epoch);
+                    self.ring.poller_leave();
+                    r.map(|()| true)
+                }
+            };
+            // No longer the poller: a bell edge taken from here on is not rung again
+            // for this thread (`Kernel::on_token`).
+            h.blocker.store(false, Ordering::Release);
+            match polled {
+                Ok(false) => {}
+                Ok(true) => match lock(&owner.kernel).as_mut() {
+                    Some(kernel) => {
+                        kernel.harvest_reports(&reports, reserve);
                     }
+                    None => return Some(Err(WaitOutcome::Closed)),
+                },
+                Err(e) if e.raw_os_error() == Some(libc::EINTR) => {
+                    return Some(Err(WaitOutcome::Interrupted))
                 }
+                Err(_) => return None, // sleep on the ring instead
             }
-            Err(e) if e.raw_os_error() == Some(libc::EINTR) => {
-                return Some(Err(WaitOutcome::Interrupted))
-            }
-            Err(_) => return None, // sleep on the ring instead
-        }
-        Some(Ok(()))
+            Some(Ok(()))
+        })
     }
 
     /// Claims up to `max` entries, waiting until `spec.deadline` if there are none.
@@ -200,7 +201,7 @@ impl Queue {
                 // will pass them (a batch that owns nothing is never committed) — then
                 // look again. Without this, a ring whose every slot was taken back stays
                 // full for ever: the next event waits in the backlog while this
-                // consumer sleeps in `ppoll` (tests/reclaimed_ring.rs).
+                // consumer sleeps in `epoll_wait` (tests/reclaimed_ring.rs).
                 self.ring.advance();
                 continue;
             }
@@ -210,7 +211,14 @@ impl Queue {
                 Some(outcome) => return empty(outcome),
                 None => {}
             }
-            if harvesters.is_some() && self.harvest_for(spec.spin, max) > 0 {
+            // About to block as the poller without spinning first: its `epoll_wait` is
+            // this look (it returns at once if a source is ready), so skip the
+            // `epoll_wait(0)` — a sleep then costs one system call, as epoll's does.
+            let will_poll = spec.spin.is_zero()
+                && spec.old_uidx.is_none()
+                && harvesters.is_some_and(|h| !h.blocker.load(Ordering::Relaxed))
+                && !kevent_ring::deadline_passed(spec.deadline);
+            if harvesters.is_some() && !will_poll && self.harvest_for(spec.spin, max) > 0 {
                 fresh = true;
                 continue;
             }

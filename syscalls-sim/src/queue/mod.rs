@@ -15,7 +15,7 @@ use rustix::event::{epoll, eventfd, EventfdFlags};
 
 use crate::abi::*;
 use crate::gate::{self, Gate, GateAddr, GateClient, GateCtx};
-use crate::kernel::{Kernel, TOKEN_DOORBELL};
+use crate::kernel::{Kernel, TOKEN_BELL, TOKEN_DOORBELL};
 use crate::reaper::{Reaper, DEFAULT_REAP_INTERVAL};
 mod harvest;
 
@@ -36,11 +36,12 @@ struct Owner {
     harvesters: Arc<Harvesters>,
     /// Whether consumers of this process harvest (default on).
     harvest: AtomicBool,
-    /// The kernel's epoll fd, for a consumer blocking on the sources (the poller).
+    /// The kernel's epoll fd, for a consumer blocking on the sources (the poller). The
+    /// poller's bell, which the ring writes to reach it, is in this set (see
+    /// `poller.rs`).
     ctx_epoll: Arc<OwnedFd>,
-    /// The poller's bell: the ring writes it to reach a consumer blocked on the sources
-    /// (see `poller.rs` in kevent-ring).
-    bell: OwnedFd,
+    /// The kernel's ctl counter, read right after the poller's `epoll_wait`.
+    epoch: Arc<AtomicU64>,
     /// Whether the handle is armed as a readiness fd ([`Queue::notify_fd`]).
     notify_armed: AtomicBool,
     /// The producer thread's kernel tid (0 until it runs), for CPU accounting.
@@ -130,16 +131,22 @@ impl Queue {
             epoll::EventData::new_u64(TOKEN_DOORBELL),
             epoll::EventFlags::IN,
         )?;
-        let producer = Producer::new(ring.clone()).map_err(io::Error::from)?;
-        let kernel = Arc::new(Mutex::new(Some(Kernel::new(
-            producer,
-            epoll.clone(),
-            doorbell.clone(),
-        ))));
+        // The poller blocks in `epoll_wait` on this same set; its bell is in it,
+        // edge-triggered (see `poller.rs`).
         let bell = eventfd(0, EventfdFlags::CLOEXEC | EventfdFlags::NONBLOCK)?;
+        epoll::add(
+            epoll.as_fd(),
+            bell.as_fd(),
+            epoll::EventData::new_u64(TOKEN_BELL),
+            epoll::EventFlags::IN | epoll::EventFlags::ET,
+        )?;
         ring.set_bell(bell.try_clone()?);
-        let epoch = lock(&kernel).as_ref().expect("new kernel").epoch.clone();
         let harvesters = Arc::new(Harvesters::default());
+        let producer = Producer::new(ring.clone()).map_err(io::Error::from)?;
+        let mut kernel = Kernel::new(producer, epoll.clone(), doorbell.clone());
+        kernel.set_bell(bell, harvesters.clone());
+        let epoch = kernel.epoch.clone();
+        let kernel = Arc::new(Mutex::new(Some(kernel)));
         let ctx_epoll = epoll.clone();
         let stop = Arc::new(AtomicBool::new(false));
         let memfd = ring.memfd().expect("a memfd ring").try_clone_to_owned()?;
@@ -151,7 +158,7 @@ impl Queue {
             stop: stop.clone(),
             housekeeping: Box::new(move |k| reaper.tick(k)),
             harvesters: harvesters.clone(),
-            epoch,
+            epoch: epoch.clone(),
         };
         let handle = eventfd(0, EventfdFlags::CLOEXEC | EventfdFlags::NONBLOCK)?;
         // Bound now (an autobound abstract name, see gate.rs), served from `start`.
@@ -176,7 +183,7 @@ impl Queue {
                 harvesters,
                 harvest: AtomicBool::new(true),
                 ctx_epoll,
-                bell,
+                epoch,
                 notify_armed: AtomicBool::new(false),
                 tid: Arc::new(std::sync::atomic::AtomicI32::new(0)),
                 gate,
