@@ -37,6 +37,7 @@ use std::time::Duration;
 use kevent_ring::{Claim, WaitOutcome, WaitSpec};
 
 use super::{errno, Queue};
+use crate::kernel::TOKEN_BELL;
 use crate::poller::Reports;
 use crate::thread::{lock, Harvesters};
 
@@ -120,12 +121,29 @@ impl Queue {
             h.blocker.store(false, Ordering::Release);
             match polled {
                 Ok(false) => {}
-                Ok(true) => match lock(&owner.kernel).as_mut() {
-                    Some(kernel) => {
-                        kernel.harvest_reports(&reports, reserve);
+                Ok(true) => {
+                    let mut sources = false;
+                    for (tok, _) in reports.iter() {
+                        if tok == TOKEN_BELL {
+                            // Reset it: what it announced is re-checked by the caller's
+                            // loop. Without the kernel's lock: a waker rings the bell
+                            // while it holds the lock (a `kevent_ctl` publishing), and
+                            // waiting for it here would add a second wake-up.
+                            let mut buf = [0u8; 8];
+                            let _ = rustix::io::read(owner.bell.as_fd(), &mut buf);
+                        } else {
+                            sources = true;
+                        }
                     }
-                    None => return Some(Err(WaitOutcome::Closed)),
-                },
+                    if sources {
+                        match lock(&owner.kernel).as_mut() {
+                            Some(kernel) => {
+                                kernel.harvest_reports(&reports, reserve);
+                            }
+                            None => return Some(Err(WaitOutcome::Closed)),
+                        }
+                    }
+                }
                 Err(e) if e.raw_os_error() == Some(libc::EINTR) => {
                     return Some(Err(WaitOutcome::Interrupted))
                 }

@@ -42,6 +42,8 @@ struct Owner {
     ctx_epoll: Arc<OwnedFd>,
     /// The kernel's ctl counter, read right after the poller's `epoll_wait`.
     epoch: Arc<AtomicU64>,
+    /// The poller's bell (the poller resets it when its edge wakes it).
+    bell: OwnedFd,
     /// Whether the handle is armed as a readiness fd ([`Queue::notify_fd`]).
     notify_armed: AtomicBool,
     /// The producer thread's kernel tid (0 until it runs), for CPU accounting.
@@ -144,7 +146,7 @@ impl Queue {
         let harvesters = Arc::new(Harvesters::default());
         let producer = Producer::new(ring.clone()).map_err(io::Error::from)?;
         let mut kernel = Kernel::new(producer, epoll.clone(), doorbell.clone());
-        kernel.set_bell(bell, harvesters.clone());
+        kernel.set_bell(bell.try_clone()?, harvesters.clone());
         let epoch = kernel.epoch.clone();
         let kernel = Arc::new(Mutex::new(Some(kernel)));
         let ctx_epoll = epoll.clone();
@@ -184,6 +186,7 @@ impl Queue {
                 harvest: AtomicBool::new(true),
                 ctx_epoll,
                 epoch,
+                bell,
                 notify_armed: AtomicBool::new(false),
                 tid: Arc::new(std::sync::atomic::AtomicI32::new(0)),
                 gate,
