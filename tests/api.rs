@@ -449,3 +449,39 @@ fn an_event_tells_a_hang_up_from_data() {
     drop(batch);
     q.remove(&src).unwrap();
 }
+
+/// `Builder::spin` is how long a waiting consumer spins before it sleeps, not a floor
+/// under the wait: a 2 ms wait on a queue that spins 30 ms ends with its timeout — for
+/// the consumer that harvests the sources while it spins, and for one spinning on the
+/// ring while another blocks on the sources (found by an outside trial: both returned
+/// after the whole 30 ms).
+#[test]
+fn a_spin_longer_than_the_timeout_ends_with_the_timeout() {
+    let q = std::sync::Arc::new(
+        Queue::builder()
+            .capacity(64)
+            .spin(Duration::from_millis(30))
+            .build()
+            .unwrap(),
+    );
+    for waiters in [1, 2] {
+        let handles: Vec<_> = (0..waiters)
+            .map(|_| {
+                let q = q.clone();
+                std::thread::spawn(move || {
+                    let start = std::time::Instant::now();
+                    let batch = q.wait(8, Some(Duration::from_millis(2))).unwrap();
+                    assert!(batch.is_empty());
+                    start.elapsed()
+                })
+            })
+            .collect();
+        for h in handles {
+            let took = h.join().unwrap();
+            assert!(
+                took >= Duration::from_millis(2) && took < Duration::from_millis(15),
+                "{waiters} waiter(s): a 2 ms wait took {took:?} with a 30 ms spin"
+            );
+        }
+    }
+}

@@ -174,8 +174,11 @@ impl Ring {
         while self.check(spec).is_none() {
             spin_hint();
             i = i.wrapping_add(1);
-            // Reading the clock costs ~20 ns; look at it every 64 spins.
-            if i.is_multiple_of(64) && start.elapsed() >= spec.spin {
+            // Reading the clock costs ~20 ns; look at it every 64 spins. A spin never
+            // outlasts the wait's deadline.
+            if i.is_multiple_of(64)
+                && (start.elapsed() >= spec.spin || deadline_passed(spec.deadline))
+            {
                 break;
             }
         }

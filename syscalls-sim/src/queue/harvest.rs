@@ -34,7 +34,7 @@ use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Duration;
 
-use kevent_ring::{Claim, WaitOutcome, WaitSpec};
+use kevent_ring::{Claim, Deadline, WaitOutcome, WaitSpec};
 
 use super::{errno, Queue};
 use crate::kernel::TOKEN_BELL;
@@ -67,13 +67,18 @@ impl Queue {
     }
 
     /// Harvests until something is published, the ring has entries (another harvester
-    /// or the producer published), or `spin` has passed. Spinning on `epoll_wait(0)`
-    /// here, rather than on the ring, keeps the producer thread asleep.
-    fn harvest_for(&self, spin: Duration, reserve: u64) -> u64 {
+    /// or the producer published), or `spin` or the wait's `deadline` has passed (at
+    /// least once). Spinning on `epoll_wait(0)` here, rather than on the ring, keeps the
+    /// producer thread asleep.
+    fn harvest_for(&self, spin: Duration, deadline: Option<Deadline>, reserve: u64) -> u64 {
         let start = std::time::Instant::now();
         loop {
             let n = self.harvest_inline(reserve);
-            if n > 0 || self.ring.has_claimable() || start.elapsed() >= spin {
+            if n > 0
+                || self.ring.has_claimable()
+                || start.elapsed() >= spin
+                || kevent_ring::deadline_passed(deadline)
+            {
                 return n;
             }
             std::hint::spin_loop();
@@ -236,7 +241,10 @@ impl Queue {
                 && spec.old_uidx.is_none()
                 && harvesters.is_some_and(|h| !h.blocker.load(Ordering::Relaxed))
                 && !kevent_ring::deadline_passed(spec.deadline);
-            if harvesters.is_some() && !will_poll && self.harvest_for(spec.spin, max) > 0 {
+            if harvesters.is_some()
+                && !will_poll
+                && self.harvest_for(spec.spin, spec.deadline, max) > 0
+            {
                 fresh = true;
                 continue;
             }
