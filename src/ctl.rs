@@ -19,10 +19,13 @@ pub enum Added {
     /// Registered; its events will come through [`wait`](Queue::wait).
     Queued,
     /// Registered, and ready at once: here is the event (its readiness is the mask you
-    /// asked for). It was **not** queued. A level-triggered kevent is reported through
-    /// the ring again only after its next readiness change or re-check; a
-    /// [`Trigger::Oneshot`](crate::Trigger::Oneshot) one is now disabled until
-    /// [`modify`](Queue::modify).
+    /// asked for). It was **not** queued. A level-triggered kevent that is still ready
+    /// at the next quiet moment — a consumer of the queue's process finding nothing and
+    /// about to sleep, or the producer thread finding a consumer asleep with the ring
+    /// empty — is queued then (as after a commit), so data you leave unread is reported
+    /// by a later wait; read empty by then, it is not. An edge-triggered one comes again
+    /// at its next readiness change; a [`Trigger::Oneshot`](crate::Trigger::Oneshot) one
+    /// is now disabled until [`modify`](Queue::modify).
     ReadyNow(Event),
 }
 

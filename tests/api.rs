@@ -148,6 +148,59 @@ fn add_ready_now_returns_a_ready_fd_and_later_readiness_still_comes_through_wait
     assert_eq!(r.read(&mut buf).unwrap(), 6);
 }
 
+/// W4 (DESIGN.md §3): "every registered source that is ready is pending or claimed —
+/// ADD's DONE return included". A level-triggered pipe returned by ADD and left with
+/// data unread is reported by the next wait (once), as epoll's level trigger would;
+/// read empty, it is not (ADD's answer is not also queued). Found by an outside trial:
+/// the unread pipe was never reported again.
+#[test]
+fn a_level_kevent_returned_by_add_and_left_ready_comes_through_the_next_wait() {
+    let q = queue();
+    let (mut r, mut w) = std::io::pipe().unwrap();
+    w.write_all(b"abc").unwrap();
+    let added = q
+        .add_ready_now(
+            &Source::pipe(&r, Interest::READABLE),
+            Token(5),
+            Trigger::Level,
+        )
+        .unwrap();
+    assert!(added.is_ready_now());
+    // Handle part of it, leave the rest.
+    let mut buf = [0u8; 1];
+    assert_eq!(r.read(&mut buf).unwrap(), 1);
+    let batch = q.wait(8, LONG).unwrap();
+    assert_eq!(
+        batch.iter().map(|e| e.token()).collect::<Vec<_>>(),
+        [Token(5)],
+        "a ready level kevent returned by ADD was not reported again"
+    );
+    let mut rest = [0u8; 8];
+    assert_eq!(r.read(&mut rest).unwrap(), 2);
+    drop(batch); // commits: the level re-check finds it empty
+    assert!(
+        q.wait(8, SHORT).unwrap().is_empty(),
+        "read empty, then reported"
+    );
+
+    // Read empty before the next wait: ADD's answer is all there is.
+    let (mut r2, mut w2) = std::io::pipe().unwrap();
+    w2.write_all(b"x").unwrap();
+    let added = q
+        .add_ready_now(
+            &Source::pipe(&r2, Interest::READABLE),
+            Token(6),
+            Trigger::Level,
+        )
+        .unwrap();
+    assert!(added.is_ready_now());
+    assert_eq!(r2.read(&mut rest).unwrap(), 1);
+    assert!(
+        q.wait(8, SHORT).unwrap().is_empty(),
+        "ADD's answer also queued"
+    );
+}
+
 #[test]
 fn always_queue_puts_a_ready_fd_in_the_ring_instead() {
     let q = queue();

@@ -94,6 +94,13 @@ impl ProducerThread {
                 let mut guard = lock(&self.kernel);
                 let Some(k) = guard.as_mut() else { break };
                 let tick_left = (self.housekeeping)(k);
+                if self.ring.sleepers() > 0 && !self.ring.has_claimable() {
+                    // A quiet moment: a consumer sleeps with nothing to take. A level
+                    // kevent ADD returned ready and its caller left ready is queued now.
+                    if k.recheck_done() {
+                        k.service(0);
+                    }
+                }
                 let tick = tick_left.map(|d| rustix::time::Timespec {
                     tv_sec: d.as_secs() as i64,
                     tv_nsec: i64::from(d.subsec_nanos()),

@@ -19,7 +19,21 @@ fn add_returns_an_fd_ready_at_once_done_at_the_front_and_does_not_queue_it() {
     assert_eq!(q.add(&mut evs), 1);
     assert_eq!((evs[0].user, evs[0].ret_flags), (2, KEVENT_RET_DONE));
     assert_eq!((evs[1].user, evs[1].ret_flags), (1, 0));
-    // Returned by ADD, so not queued as well: the caller would see it twice.
+    // Returned by ADD, so not queued as well once the caller has read it: it would
+    // see it twice.
+    let mut buf = [0u8; 8];
+    assert_eq!(rustix::io::read(&ready_r, &mut buf).unwrap(), 1);
+    q.expect_none(QUIET);
+    // Left ready, a level kevent ADD returned is queued at the next quiet moment (W4,
+    // "ADD's DONE return included"): once.
+    let (left_r, left_w) = pipe();
+    write_bytes(&left_w, b"y");
+    let mut evs = [fd_ev(KEVENT_PIPE, &left_r, KEVENT_PIPE_READ, 0, 3)];
+    assert_eq!(q.add(&mut evs), 1);
+    let (claim, got) = q.claim(8, PATIENCE);
+    assert_eq!(got.iter().map(|e| e.user).collect::<Vec<_>>(), [3]);
+    assert_eq!(rustix::io::read(&left_r, &mut buf).unwrap(), 1);
+    q.commit_to(claim.end);
     q.expect_none(QUIET);
 }
 

@@ -188,9 +188,44 @@ impl Kernel {
             reg.swallow = Some(epoch);
             if ev.req_flags & KEVENT_REQ_ONESHOT != 0 {
                 reg.disabled = true;
+            } else if reg.level_fd() {
+                // Level-triggered: if the caller leaves it ready, it must be reported
+                // again (W4, "ADD's DONE return included") — but not before the caller
+                // had the returned event (ADD's answer is not also queued): re-checked
+                // at the next quiet moment (`recheck_done`).
+                self.done_level.push((idx, gen));
+                self.done_pending.store(true, Ordering::Relaxed);
             }
             Ok(true)
         }
+    }
+
+    /// The level-triggered kevents ADD returned ready at once (`DONE`), re-checked at a
+    /// quiet moment — a consumer of this process found the ring empty and harvests
+    /// before it sleeps, or the producer thread finds a consumer asleep on the futex with
+    /// the ring empty: one still ready (its caller left it so) is queued, as a released
+    /// level kevent is (DESIGN.md §3, W4). Returns whether any was.
+    pub(crate) fn recheck_done(&mut self) -> bool {
+        if !self.done_pending.swap(false, Ordering::Relaxed) {
+            return false;
+        }
+        let mut any = false;
+        for (idx, gen) in std::mem::take(&mut self.done_level) {
+            let idle = self
+                .regs
+                .get(idx)
+                .and_then(Option::as_ref)
+                .is_some_and(|r| {
+                    r.gen == gen && r.pending == Pending::Idle && !r.disabled && !r.has_news()
+                });
+            if idle {
+                if let Some(bits) = self.poll_one(idx).filter(|&b| b != 0) {
+                    self.mark_ready(idx, bits, 0);
+                    any = true;
+                }
+            }
+        }
+        any
     }
 
     fn make_source(

@@ -81,6 +81,10 @@ pub(crate) struct Kernel {
     side: SideTable,
     /// Releases up to here have been processed.
     released: u64,
+    /// Level-triggered kevents ADD returned ready at once, to re-check when quiet
+    /// (`recheck_done`), and whether there are any (read without the lock).
+    done_level: Vec<(usize, u32)>,
+    pub(crate) done_pending: Arc<std::sync::atomic::AtomicBool>,
     /// Level-triggered kevents released since the last re-check.
     recheck: Vec<usize>,
     /// Kevents released with arrivals merged meanwhile: they get a new entry.
@@ -113,6 +117,8 @@ impl Kernel {
             backlog: Backlog::default(),
             side: SideTable::new(released),
             released,
+            done_level: Vec::new(),
+            done_pending: Arc::new(std::sync::atomic::AtomicBool::new(false)),
             recheck: Vec::new(),
             republish: Vec::new(),
             watch: 0,
@@ -555,6 +561,7 @@ impl Kernel {
     /// entries it published.
     pub(crate) fn harvest(&mut self, reserve: u64) -> u64 {
         self.harvest_now();
+        self.recheck_done();
         let n = self.service(reserve);
         self.settle();
         n

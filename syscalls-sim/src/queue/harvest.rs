@@ -236,9 +236,15 @@ impl Queue {
             }
             // About to block as the poller without spinning first: its `epoll_wait` is
             // this look (it returns at once if a source is ready), so skip the
-            // `epoll_wait(0)` — a sleep then costs one system call, as epoll's does.
+            // `epoll_wait(0)` — a sleep then costs one system call, as epoll's does —
+            // unless level kevents ADD returned ready wait for their re-check (W4).
+            let owner_done_pending = self
+                .owner
+                .as_ref()
+                .is_some_and(|o| o.done_pending.load(Ordering::Relaxed));
             let will_poll = spec.spin.is_zero()
                 && spec.old_uidx.is_none()
+                && !owner_done_pending
                 && harvesters.is_some_and(|h| !h.blocker.load(Ordering::Relaxed))
                 && !kevent_ring::deadline_passed(spec.deadline);
             if harvesters.is_some()

@@ -44,6 +44,9 @@ struct Owner {
     epoch: Arc<AtomicU64>,
     /// The poller's bell (the poller resets it when its edge wakes it).
     bell: OwnedFd,
+    /// Level-triggered kevents that ADD returned ready at once wait for a re-check
+    /// (`Kernel::recheck_done`): a consumer harvests before it blocks.
+    done_pending: Arc<AtomicBool>,
     /// Whether the handle is armed as a readiness fd ([`Queue::notify_fd`]).
     notify_armed: AtomicBool,
     /// The producer thread's kernel tid (0 until it runs), for CPU accounting.
@@ -148,6 +151,7 @@ impl Queue {
         let mut kernel = Kernel::new(producer, epoll.clone(), doorbell.clone());
         kernel.set_bell(bell.try_clone()?, harvesters.clone());
         let epoch = kernel.epoch.clone();
+        let done_pending = kernel.done_pending.clone();
         let kernel = Arc::new(Mutex::new(Some(kernel)));
         let ctx_epoll = epoll.clone();
         let stop = Arc::new(AtomicBool::new(false));
@@ -187,6 +191,7 @@ impl Queue {
                 ctx_epoll,
                 epoch,
                 bell,
+                done_pending,
                 notify_armed: AtomicBool::new(false),
                 tid: Arc::new(std::sync::atomic::AtomicI32::new(0)),
                 gate,
