@@ -251,6 +251,13 @@ fn errors_carry_the_errno_and_say_what_was_wrong() {
     let bad_mask = Source::pipe(&r, Interest::from_bits_retain(0x100));
     let e = q.modify(&bad_mask, Token(0), Trigger::Level).unwrap_err();
     assert_eq!(e.raw_os_error(), Some(libc::EINVAL));
+    // A pipe has no connections: ACCEPT is a mask this kind does not take.
+    let (r2, _w2) = std::io::pipe().unwrap();
+    let accept_on_pipe = Source::pipe(&r2, Interest::ACCEPT);
+    let e = q
+        .add(&accept_on_pipe, Token(0), Trigger::Level)
+        .unwrap_err();
+    assert_eq!(e.raw_os_error(), Some(libc::EINVAL));
 
     let e = q
         .add(&Source::signal(libc::SIGKILL), Token(0), Trigger::Level)

@@ -25,7 +25,12 @@ const POLL_ALWAYS: u32 = KEVENT_POLL_POLLERR | KEVENT_POLL_POLLHUP;
 pub(crate) fn interest(type_: u32, event: u32) -> Result<u32, i32> {
     match type_ {
         KEVENT_SOCKET | KEVENT_PIPE => {
-            let known = KEVENT_SOCKET_RECV | KEVENT_SOCKET_ACCEPT | KEVENT_SOCKET_SEND;
+            // A pipe has no connections to accept: READ and WRITE only.
+            let known = if type_ == KEVENT_PIPE {
+                KEVENT_PIPE_READ | KEVENT_PIPE_WRITE
+            } else {
+                KEVENT_SOCKET_RECV | KEVENT_SOCKET_ACCEPT | KEVENT_SOCKET_SEND
+            };
             if event == 0 || event & !known != 0 {
                 return Err(libc::EINVAL);
             }
