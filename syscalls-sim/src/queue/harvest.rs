@@ -8,8 +8,8 @@
 //!    lock, publishes what it found, and claims it — as io_uring does without its polling
 //!    thread, no hand-over to another thread;
 //! 3. finding nothing either, blocks: on the sources themselves if no other consumer does
-//!    (it becomes *the poller*: `epoll_wait` on the kernel's epoll fd, its bell in the set), else on
-//!    the ring's futex, as consumers in other processes always do.
+//!    (it becomes *the poller*: `epoll_wait` on the kernel's epoll fd, its bell in that
+//!    set), else on the ring's futex, as consumers in other processes always do.
 //!
 //! The producer thread parks while consumers harvest or poll (it would only be woken by
 //! every edge to hand over events they find themselves), and watches the sources whenever
