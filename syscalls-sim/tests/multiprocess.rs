@@ -806,23 +806,30 @@ fn a_level_triggered_pipe_is_reported_again_when_its_slot_is_reused_before_its_r
     bounded(Duration::from_secs(60), a_level_triggered_pipe_is_reported_again_when_its_slot_is_reused_before_its_release_is_seen_body);
 }
 
-fn a_level_triggered_pipe_is_reported_again_when_its_slot_is_reused_before_its_release_is_seen_body(
-) {
-    // No producer thread yet: the order of events is the test's. kevent_ctl publishes.
-    let q = Queue::create_paused(2, 0, Duration::from_millis(100)).expect("kevent_init");
+/// A nonblocking pipe with one byte in it, and a level-triggered `ALWAYS_QUEUE` kevent
+/// for its read end with cookie `user` (queued at ADD, since it is readable).
+fn readable_pipe_kevent(user: u64) -> (OwnedFd, OwnedFd, Ukevent) {
     let (r, w) = rustix::pipe::pipe_with(
         rustix::pipe::PipeFlags::NONBLOCK | rustix::pipe::PipeFlags::CLOEXEC,
     )
     .expect("pipe2");
     rustix::io::write(&w, b"x").expect("write");
-    let pipe_ev = Ukevent {
+    let ev = Ukevent {
         id: r.as_raw_fd() as u64,
         type_: KEVENT_PIPE,
         event: KEVENT_PIPE_READ,
         req_flags: KEVENT_REQ_ALWAYS_QUEUE,
-        user: 7,
+        user,
         ..Default::default()
     };
+    (r, w, ev)
+}
+
+fn a_level_triggered_pipe_is_reported_again_when_its_slot_is_reused_before_its_release_is_seen_body(
+) {
+    // No producer thread yet: the order of events is the test's. kevent_ctl publishes.
+    let q = Queue::create_paused(2, 0, Duration::from_millis(100)).expect("kevent_init");
+    let (_r, _w, pipe_ev) = readable_pipe_kevent(7);
     let mut add = [pipe_ev, user_ev(1, 0), user_ev(2, 0)];
     assert_eq!(q.ctl(KEVENT_CTL_ADD, &mut add).unwrap(), 0);
     assert_eq!(q.ring().kidx(), 1, "the readable pipe is queued at ADD");
@@ -898,19 +905,7 @@ fn a_level_pipe_committed_by_a_child_is_reported_again_while_an_owner_thread_pol
 
 fn a_level_pipe_committed_by_a_child_is_reported_again_while_an_owner_thread_polls_body() {
     let q = Queue::create(8, 0).expect("kevent_init");
-    let (r, w) = rustix::pipe::pipe_with(
-        rustix::pipe::PipeFlags::NONBLOCK | rustix::pipe::PipeFlags::CLOEXEC,
-    )
-    .expect("pipe2");
-    rustix::io::write(&w, b"x").expect("write");
-    let pipe_ev = Ukevent {
-        id: r.as_raw_fd() as u64,
-        type_: KEVENT_PIPE,
-        event: KEVENT_PIPE_READ,
-        req_flags: KEVENT_REQ_ALWAYS_QUEUE,
-        user: 7,
-        ..Default::default()
-    };
+    let (_r, _w, pipe_ev) = readable_pipe_kevent(7);
     assert_eq!(q.ctl(KEVENT_CTL_ADD, &mut [pipe_ev]).unwrap(), 0);
     assert_eq!(q.ring().kidx(), 1, "the readable pipe is queued at ADD");
 
