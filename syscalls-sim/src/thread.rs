@@ -112,8 +112,8 @@ impl ProducerThread {
                     // Harvesting consumers process releases themselves — but only those
                     // that harvest again: a consumer in another process (which cannot),
                     // or a thread that commits and goes on to other work, releases
-                    // entries nobody here would hear of while a poller sleeps in `epoll_wait`
-                    // and this thread parks again and again. A level-triggered kevent
+                    // entries nobody here would hear of while a poller sleeps in
+                    // `epoll_wait` and this thread parks again and again. A level kevent
                     // released that way was never re-checked (still readable, never
                     // reported again: tests/multiprocess.rs, `a_level_pipe_committed_by_
                     // a_child_…`). So while commits matter, keep asking for the doorbell:

@@ -569,8 +569,8 @@ impl Kernel {
 
     /// The poller's round (see `Queue::next_batch`): turns the reports it took in its
     /// blocking `epoll_wait` into readiness and publishes, waking `reserve` fewer
-    /// sleepers; returns how many entries it published.
-    /// The poller has reset its bell itself (its own edges need no ringing again).
+    /// sleepers; returns how many entries it published. Its bell's reports are skipped:
+    /// the poller reset the bell itself, and its own edges need no ringing again.
     pub(crate) fn harvest_reports(&mut self, reports: &Reports, reserve: u64) -> u64 {
         for (tok, flags) in reports.iter().filter(|&(tok, _)| tok != TOKEN_BELL) {
             self.on_token(tok, flags, reports.epoch());
