@@ -23,9 +23,12 @@ pub enum Added {
     /// at the next quiet moment — a consumer of the queue's process finding nothing and
     /// about to sleep, or the producer thread finding a consumer asleep with the ring
     /// empty — is queued then (as after a commit), so data you leave unread is reported
-    /// by a later wait; read empty by then, it is not. An edge-triggered one comes again
-    /// at its next readiness change; a [`Trigger::Oneshot`](crate::Trigger::Oneshot) one
-    /// is now disabled until [`modify`](Queue::modify).
+    /// by a later wait; read empty by then, it is not. With several consumers, another
+    /// one may be handed it while you still handle this answer, as with any
+    /// level-triggered kevent after a commit: where one handler at a time matters, add
+    /// it edge-triggered or [`Trigger::Oneshot`](crate::Trigger::Oneshot). An
+    /// edge-triggered one comes again at its next readiness change; a oneshot one is now
+    /// disabled until [`modify`](Queue::modify).
     ReadyNow(Event),
 }
 
