@@ -1,8 +1,8 @@
 //! Loom models of the other places a consumer sleeps (DESIGN.md §3 W1/W3, `poller.rs`):
-//! the poller blocked on its sources and bell, the parked producer thread, and an event
-//! loop's own sleep (`NotifyMe`, section i) — beside the
-//! ring's futex, whose models are in `loom.rs` (run both the same way, `--test loom
-//! --test loom_sleep`).
+//! the poller blocked on its sources and bell (whose edge another thread may take), the
+//! parked producer thread, and an event loop's own sleep (`NotifyMe`, section i) —
+//! beside the ring's futex, whose models are in `loom.rs` (run both the same way,
+//! `--test loom --test loom_sleep`).
 //!
 //! Two of them (`wakeup_all_delivers_its_entry_to_one_of_the_woken`,
 //! `a_wait_takes_the_entries_published_before_the_close`) found a real hole: `Ring::check`
@@ -24,8 +24,8 @@ use loom_util::*;
 // h. the poller, the bell and the parked producer (DESIGN.md §3 W1/W3, `poller.rs`)
 // ---------------------------------------------------------------------------------------
 //
-// A poller blocks in `ppoll` on the queue's sources (the kernel's epoll fd) and on its
-// bell (an eventfd): a second wait primitive beside the ring's futex. Under loom it is an
+// A poller blocks in `epoll_wait` on the queue's sources (the kernel's epoll fd), its
+// bell (an eventfd) in the same set: a second wait primitive beside the ring's futex. Under loom it is an
 // eventfd-like counter (`Eventfd`): a ring adds one and wakes the blocked thread, a wait
 // returns once the counter is non-zero and resets it. The ring reaches it through the
 // bell hook (`Ring::set_bell_hook`); a source becoming ready is a ring of the same
@@ -509,6 +509,98 @@ fn a_harvesting_poller_publishes_for_a_futex_sleeper_beside_it() {
         ];
         got.sort_unstable();
         assert_eq!(got, [0, 1]);
+    });
+}
+
+/// The poller's bell as it really is: an edge-triggered member of the epoll set the
+/// poller blocks on, whose edge any `epoll_wait` on that set can take — the poller's, a
+/// harvester's `epoll_wait(0)`, the producer thread's. A ring makes an edge and wakes
+/// the blocked poller; whoever takes the edge first has it; a poller woken to find it
+/// gone sleeps on (as `ep_poll` does).
+struct EdgeBell {
+    edge: Mutex<bool>,
+    cond: Condvar,
+}
+
+impl EdgeBell {
+    fn ring(&self) {
+        *self.edge.lock().expect("loom mutex") = true;
+        self.cond.notify_all();
+    }
+
+    /// The poller's blocking `epoll_wait`: until it takes an edge.
+    fn wait(&self) {
+        let mut edge = self.edge.lock().expect("loom mutex");
+        while !*edge {
+            edge = self.cond.wait(edge).expect("loom condvar");
+        }
+        *edge = false;
+    }
+
+    /// A non-blocking `epoll_wait(0)` by someone else: takes the edge if there is one.
+    fn take(&self) -> bool {
+        std::mem::replace(&mut *self.edge.lock().expect("loom mutex"), false)
+    }
+}
+
+/// An explicit wake-up rings the poller's bell while a harvester takes edges from the
+/// same epoll set. The harvester's rule (`Kernel::on_token`, `TOKEN_BELL`): having taken
+/// the edge, SeqCst fence, and ring again if the poller is blocked (`blocker`, set before
+/// `poller_enter`, cleared after `poller_leave`). The poller must return `Woken` (a lost
+/// wake-up is a deadlock). Without the ring-again loom finds the deadlock; without the
+/// fence this model still passes (the bell's lock orders the harvester after the waker
+/// here), which is why the fence's argument is written out at `on_token`.
+#[test]
+fn a_bell_edge_another_thread_takes_is_rung_again_for_the_poller() {
+    use loom::sync::atomic::{fence, AtomicBool};
+    use std::sync::atomic::Ordering::{Relaxed, SeqCst};
+    model(|| {
+        let (ring, _producer, ids) = ring_with(2, 1);
+        let bell = Arc::new(EdgeBell {
+            edge: Mutex::new(false),
+            cond: Condvar::new(),
+        });
+        let hook = bell.clone();
+        ring.set_bell_hook(move || hook.ring());
+        let blocker = Arc::new(AtomicBool::new(false));
+        let me = ids[0];
+        let spec = wake_spec(&ring);
+        let poller = {
+            let (ring, bell, blocker) = (ring.clone(), bell.clone(), blocker.clone());
+            thread::spawn(move || loop {
+                match ring.wait_over(&spec) {
+                    Some(WaitOutcome::Ready) => panic!("nothing was published"),
+                    Some(outcome) => return outcome,
+                    None => {}
+                }
+                blocker.store(true, Relaxed);
+                match ring.poller_enter(&spec) {
+                    Some(outcome) => {
+                        blocker.store(false, Relaxed);
+                        return outcome;
+                    }
+                    None => {
+                        bell.wait();
+                        ring.poller_leave();
+                        blocker.store(false, Relaxed);
+                    }
+                }
+            })
+        };
+        let harvester = {
+            let (ring, bell, blocker) = (ring.clone(), bell.clone(), blocker.clone());
+            thread::spawn(move || {
+                if bell.take() {
+                    fence(SeqCst);
+                    if blocker.load(Relaxed) {
+                        ring.ring_bell();
+                    }
+                }
+            })
+        };
+        ring.kick(1);
+        harvester.join().expect("harvester panicked");
+        assert_eq!(poller.join().expect("poller panicked"), WaitOutcome::Woken);
     });
 }
 
