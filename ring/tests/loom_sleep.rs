@@ -414,7 +414,7 @@ fn a_parking_producer_and_a_futex_sleeper_never_both_sleep() {
 }
 
 /// The three-way handshake: a poller watches the sources (so the producer may park and a
-/// futex sleeper need not unpark it) and then leaves — its `ppoll` timed out. Whichever
+/// futex sleeper need not unpark it) and then leaves — its wait timed out. Whichever
 /// of the three comes last in the fences' order acts: the sleeper or the leaving poller
 /// unparks the producer, or the producer does not park. The producer then publishes and
 /// the sleeper gets the entry (a producer left parked is a loom deadlock).
@@ -555,7 +555,7 @@ fn a_bell_edge_another_thread_takes_is_rung_again_for_the_poller() {
     use loom::sync::atomic::{fence, AtomicBool};
     use std::sync::atomic::Ordering::{Relaxed, SeqCst};
     model(|| {
-        let (ring, _producer, ids) = ring_with(2, 1);
+        let (ring, _producer, _ids) = ring_with(2, 1);
         let bell = Arc::new(EdgeBell {
             edge: Mutex::new(false),
             cond: Condvar::new(),
@@ -563,7 +563,6 @@ fn a_bell_edge_another_thread_takes_is_rung_again_for_the_poller() {
         let hook = bell.clone();
         ring.set_bell_hook(move || hook.ring());
         let blocker = Arc::new(AtomicBool::new(false));
-        let me = ids[0];
         let spec = wake_spec(&ring);
         let poller = {
             let (ring, bell, blocker) = (ring.clone(), bell.clone(), blocker.clone());
