@@ -21,8 +21,8 @@ pub enum Added {
     /// Registered, and ready at once: here is the event (its readiness is the mask you
     /// asked for). It was **not** queued. A level-triggered kevent that is still ready
     /// at the next quiet moment — a consumer of the queue's process finding nothing and
-    /// about to sleep, or the producer thread finding a consumer asleep with the ring
-    /// empty — is queued then (as after a commit), so data you leave unread is reported
+    /// about to sleep, or a consumer already asleep (woken to look) — is queued then (as
+    /// after a commit), so data you leave unread is reported
     /// by a later wait; read empty by then, it is not. With several consumers, another
     /// one may be handed it while you still handle this answer, as with any
     /// level-triggered kevent after a commit: where one handler at a time matters, add

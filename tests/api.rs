@@ -545,3 +545,65 @@ fn a_spin_longer_than_the_timeout_ends_with_the_timeout() {
         }
     }
 }
+
+/// The same W4 promise where it is hardest: a consumer already blocked in `wait` before
+/// the ADD (it is the poller) is handed the kevent ADD returned and its caller left
+/// ready, promptly; and a caller's own next wait gets it at once, round after round
+/// (found by an outside trial: the blocked one slept on, and the caller's wait sometimes
+/// got it only at its timeout, when the producer thread held the kernel's lock).
+#[test]
+fn a_level_kevent_returned_by_add_and_left_ready_reaches_a_consumer_blocked_before_it() {
+    let too_late = Duration::from_secs(1);
+    for round in 0..30 {
+        let q = queue();
+        let (r, mut w) = std::io::pipe().unwrap();
+        w.write_all(b"abc").unwrap();
+        std::thread::scope(|s| {
+            let waiter = s.spawn(|| {
+                let start = std::time::Instant::now();
+                let n = q.wait(8, LONG).unwrap().len();
+                (n, start.elapsed())
+            });
+            // Blocked on the queue's sources (a lone consumer of the owning process).
+            while q.ring().pollers() == 0 {
+                std::thread::yield_now();
+            }
+            let added = q
+                .add_ready_now(
+                    &Source::pipe(&r, Interest::READABLE),
+                    Token(1),
+                    Trigger::Level,
+                )
+                .unwrap();
+            assert!(added.is_ready_now());
+            let added_at = std::time::Instant::now();
+            let (n, _) = waiter.join().unwrap();
+            assert_eq!(n, 1, "round {round}");
+            assert!(
+                added_at.elapsed() < too_late,
+                "round {round}: {:?}",
+                added_at.elapsed()
+            );
+        });
+    }
+    for round in 0..100 {
+        let q = queue();
+        let (r, mut w) = std::io::pipe().unwrap();
+        w.write_all(b"abc").unwrap();
+        let added = q
+            .add_ready_now(
+                &Source::pipe(&r, Interest::READABLE),
+                Token(1),
+                Trigger::Level,
+            )
+            .unwrap();
+        assert!(added.is_ready_now());
+        let start = std::time::Instant::now();
+        assert_eq!(q.wait(8, LONG).unwrap().len(), 1, "round {round}");
+        assert!(
+            start.elapsed() < too_late,
+            "round {round}: {:?}",
+            start.elapsed()
+        );
+    }
+}

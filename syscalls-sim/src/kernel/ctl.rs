@@ -101,6 +101,9 @@ impl Kernel {
                 }
             }
         }
+        if self.done_pending.load(Ordering::Relaxed) {
+            self.wake_for_done_recheck();
+        }
         let found_ready = events.iter().any(|ev| {
             let reg = self.index.get(&(ev.type_, ev.id));
             reg.and_then(|&i| self.regs[i].as_ref())
@@ -206,9 +209,12 @@ impl Kernel {
     /// the ring empty: one still ready (its caller left it so) is queued, as a released
     /// level kevent is (DESIGN.md §3, W4). Returns whether any was.
     pub(crate) fn recheck_done(&mut self) -> bool {
-        if !self.done_pending.swap(false, Ordering::Relaxed) {
+        // A load first: this runs on every harvest, and the flag is rarely set (the
+        // kernel's lock is held, so load-then-store races with nobody who writes it).
+        if !self.done_pending.load(Ordering::Relaxed) {
             return false;
         }
+        self.done_pending.store(false, Ordering::Relaxed);
         let mut any = false;
         for (idx, gen) in std::mem::take(&mut self.done_level) {
             let idle = self
@@ -226,6 +232,24 @@ impl Kernel {
             }
         }
         any
+    }
+
+    /// A level kevent ADD returned ready waits for its re-check at a quiet moment; if a
+    /// consumer is asleep now, this is one: wake whoever re-checks — the poller (its bell:
+    /// it wakes, finds the ring empty and harvests, re-checking), or the producer thread
+    /// watching for futex sleepers (the doorbell, in its epoll set: its next loop
+    /// re-checks). Without it a consumer blocked before the ADD slept on with the source
+    /// ready (found by an outside trial).
+    fn wake_for_done_recheck(&self) {
+        let poller = self
+            .bell
+            .as_ref()
+            .is_some_and(|(_, h)| h.blocker.load(Ordering::Relaxed));
+        if poller {
+            self.ring().ring_bell();
+        } else if self.ring().sleepers() > 0 {
+            let _ = rustix::io::write(self.doorbell.as_fd(), &1u64.to_ne_bytes());
+        }
     }
 
     fn make_source(

@@ -575,6 +575,7 @@ impl Kernel {
         for (tok, flags) in reports.iter().filter(|&(tok, _)| tok != TOKEN_BELL) {
             self.on_token(tok, flags, reports.epoch());
         }
+        self.recheck_done();
         let n = self.service(reserve);
         self.settle();
         n

@@ -234,17 +234,26 @@ impl Queue {
                 Some(outcome) => return empty(outcome),
                 None => {}
             }
-            // About to block as the poller without spinning first: its `epoll_wait` is
-            // this look (it returns at once if a source is ready), so skip the
-            // `epoll_wait(0)` — a sleep then costs one system call, as epoll's does —
-            // unless level kevents ADD returned ready wait for their re-check (W4).
-            let owner_done_pending = self
+            // Level kevents ADD returned ready wait for their re-check (W4): this is the
+            // quiet moment — do it now, waiting for the kernel's lock if need be (a
+            // harvest's `try_lock` may find the producer thread at work and skip it).
+            if let Some(owner) = self
                 .owner
                 .as_ref()
-                .is_some_and(|o| o.done_pending.load(Ordering::Relaxed));
+                .filter(|o| harvesters.is_some() && o.done_pending.load(Ordering::Relaxed))
+            {
+                if let Some(kernel) = lock(&owner.kernel).as_mut() {
+                    if kernel.harvest(max) > 0 {
+                        fresh = true;
+                        continue;
+                    }
+                }
+            }
+            // About to block as the poller without spinning first: its `epoll_wait` is
+            // this look (it returns at once if a source is ready), so skip the
+            // `epoll_wait(0)` — a sleep then costs one system call, as epoll's does.
             let will_poll = spec.spin.is_zero()
                 && spec.old_uidx.is_none()
-                && !owner_done_pending
                 && harvesters.is_some_and(|h| !h.blocker.load(Ordering::Relaxed))
                 && !kevent_ring::deadline_passed(spec.deadline);
             if harvesters.is_some()
