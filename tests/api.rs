@@ -2,7 +2,7 @@
 //! errors keep the errno and say what was wrong (`kevent stat` finding a live ring is
 //! tested with the tool, in `benches/tests/stat.rs`).
 
-use std::io::{Read, Write};
+use std::io::{PipeReader, PipeWriter, Read, Write};
 use std::time::Duration;
 
 use kevent::{Added, Flags, Interest, Kind, Queue, Readiness, Source, Token, Trigger};
@@ -12,6 +12,20 @@ const LONG: Option<Duration> = Some(Duration::from_secs(5));
 
 fn queue() -> Queue {
     Queue::builder().capacity(64).build().expect("a queue")
+}
+
+/// A pipe holding `data`, its read end added level-triggered with `add_ready_now`.
+fn add_ready_pipe(q: &Queue, data: &[u8], token: u64) -> (PipeReader, PipeWriter, Added) {
+    let (r, mut w) = std::io::pipe().unwrap();
+    w.write_all(data).unwrap();
+    let added = q
+        .add_ready_now(
+            &Source::pipe(&r, Interest::READABLE),
+            Token(token),
+            Trigger::Level,
+        )
+        .unwrap();
+    (r, w, added)
 }
 
 #[test]
@@ -117,15 +131,7 @@ fn add_queues_a_ready_fd_so_that_add_then_wait_loses_nothing() {
 #[test]
 fn add_ready_now_returns_a_ready_fd_and_later_readiness_still_comes_through_wait() {
     let q = queue();
-    let (mut r, mut w) = std::io::pipe().unwrap();
-    w.write_all(b"ready").unwrap();
-    let added = q
-        .add_ready_now(
-            &Source::pipe(&r, Interest::READABLE),
-            Token(9),
-            Trigger::Level,
-        )
-        .unwrap();
+    let (mut r, mut w, added) = add_ready_pipe(&q, b"ready", 9);
     let ev = added
         .ready_now()
         .expect("a readable pipe was not returned by ADD");
@@ -156,15 +162,7 @@ fn add_ready_now_returns_a_ready_fd_and_later_readiness_still_comes_through_wait
 #[test]
 fn a_level_kevent_returned_by_add_and_left_ready_comes_through_the_next_wait() {
     let q = queue();
-    let (mut r, mut w) = std::io::pipe().unwrap();
-    w.write_all(b"abc").unwrap();
-    let added = q
-        .add_ready_now(
-            &Source::pipe(&r, Interest::READABLE),
-            Token(5),
-            Trigger::Level,
-        )
-        .unwrap();
+    let (mut r, _w, added) = add_ready_pipe(&q, b"abc", 5);
     assert!(added.is_ready_now());
     // Handle part of it, leave the rest.
     let mut buf = [0u8; 1];
@@ -184,15 +182,7 @@ fn a_level_kevent_returned_by_add_and_left_ready_comes_through_the_next_wait() {
     );
 
     // Read empty before the next wait: ADD's answer is all there is.
-    let (mut r2, mut w2) = std::io::pipe().unwrap();
-    w2.write_all(b"x").unwrap();
-    let added = q
-        .add_ready_now(
-            &Source::pipe(&r2, Interest::READABLE),
-            Token(6),
-            Trigger::Level,
-        )
-        .unwrap();
+    let (mut r2, _w2, added) = add_ready_pipe(&q, b"x", 6);
     assert!(added.is_ready_now());
     assert_eq!(r2.read(&mut rest).unwrap(), 1);
     assert!(
@@ -556,29 +546,16 @@ fn a_level_kevent_returned_by_add_and_left_ready_reaches_a_consumer_blocked_befo
     let too_late = Duration::from_secs(1);
     for round in 0..30 {
         let q = queue();
-        let (r, mut w) = std::io::pipe().unwrap();
-        w.write_all(b"abc").unwrap();
         std::thread::scope(|s| {
-            let waiter = s.spawn(|| {
-                let start = std::time::Instant::now();
-                let n = q.wait(8, LONG).unwrap().len();
-                (n, start.elapsed())
-            });
+            let waiter = s.spawn(|| q.wait(8, LONG).unwrap().len());
             // Blocked on the queue's sources (a lone consumer of the owning process).
             while q.ring().pollers() == 0 {
                 std::thread::yield_now();
             }
-            let added = q
-                .add_ready_now(
-                    &Source::pipe(&r, Interest::READABLE),
-                    Token(1),
-                    Trigger::Level,
-                )
-                .unwrap();
+            let (_r, _w, added) = add_ready_pipe(&q, b"abc", 1);
             assert!(added.is_ready_now());
             let added_at = std::time::Instant::now();
-            let (n, _) = waiter.join().unwrap();
-            assert_eq!(n, 1, "round {round}");
+            assert_eq!(waiter.join().unwrap(), 1, "round {round}");
             assert!(
                 added_at.elapsed() < too_late,
                 "round {round}: {:?}",
@@ -588,15 +565,7 @@ fn a_level_kevent_returned_by_add_and_left_ready_reaches_a_consumer_blocked_befo
     }
     for round in 0..100 {
         let q = queue();
-        let (r, mut w) = std::io::pipe().unwrap();
-        w.write_all(b"abc").unwrap();
-        let added = q
-            .add_ready_now(
-                &Source::pipe(&r, Interest::READABLE),
-                Token(1),
-                Trigger::Level,
-            )
-            .unwrap();
+        let (_r, _w, added) = add_ready_pipe(&q, b"abc", 1);
         assert!(added.is_ready_now());
         let start = std::time::Instant::now();
         assert_eq!(q.wait(8, LONG).unwrap().len(), 1, "round {round}");
