@@ -32,7 +32,7 @@ mod tables;
 pub(crate) use ctl::{compact_reported, Caller};
 
 use crate::abi::*;
-use crate::poller::Reports;
+use crate::poller::{reset_eventfd, Reports};
 use crate::registration::{Pending, Registration};
 use crate::source::inode::Inodes;
 use crate::source::signal::Signals;
@@ -181,8 +181,7 @@ impl Kernel {
         match tok {
             TOKEN_DOORBELL => {
                 // Reset the eventfd; the releases it announces are handled by `service`.
-                let mut buf = [0u8; 8];
-                let _ = rustix::io::read(self.doorbell.as_fd(), &mut buf);
+                reset_eventfd(self.doorbell.as_fd());
                 // Another process's waker rings the doorbell to reach a poller of ours
                 // (it cannot reach our bell): relay it if entries wait.
                 if self.ring().pollers() > 0 && self.ring().has_claimable() {
@@ -193,8 +192,7 @@ impl Kernel {
                 let Some((bell, harvesters)) = &self.bell else {
                     return;
                 };
-                let mut buf = [0u8; 8];
-                let _ = rustix::io::read(bell.as_fd(), &mut buf);
+                reset_eventfd(bell.as_fd());
                 // The edge was meant for the poller, blocked in `epoll_wait` on this
                 // epoll fd, and someone else took it (a harvester's `epoll_wait(0)`, the
                 // producer thread): ring again while the poller is blocked. The poller

@@ -38,7 +38,7 @@ use kevent_ring::{Claim, Deadline, WaitOutcome, WaitSpec};
 
 use super::{errno, Queue};
 use crate::kernel::TOKEN_BELL;
-use crate::poller::Reports;
+use crate::poller::{reset_eventfd, Reports};
 use crate::thread::{lock, Harvesters};
 
 impl Queue {
@@ -134,8 +134,7 @@ impl Queue {
                             // loop. Without the kernel's lock: a waker rings the bell
                             // while it holds the lock (a `kevent_ctl` publishing), and
                             // waiting for it here would add a second wake-up.
-                            let mut buf = [0u8; 8];
-                            let _ = rustix::io::read(owner.bell.as_fd(), &mut buf);
+                            reset_eventfd(owner.bell.as_fd());
                         } else {
                             sources = true;
                         }
@@ -345,8 +344,7 @@ impl Queue {
         if !self.notify_armed() {
             return false;
         }
-        let mut buf = [0u8; 8];
-        matches!(rustix::io::read(self.handle.as_fd(), &mut buf), Ok(8))
+        reset_eventfd(self.handle.as_fd())
     }
 
     /// Makes the notify fd readable again (entries wait that its reset announced).
