@@ -196,11 +196,27 @@ impl Kernel {
                 // again (W4, "ADD's DONE return included") — but not before the caller
                 // had the returned event (ADD's answer is not also queued): re-checked
                 // at the next quiet moment (`recheck_done`).
-                self.done_level.push((idx, gen));
-                self.done_pending.store(true, Ordering::Relaxed);
+                self.note_done_level(idx, gen);
             }
             Ok(true)
         }
+    }
+
+    /// Lists a level kevent ADD returned ready for its re-check (`recheck_done`). Entries
+    /// of kevents removed meanwhile are pruned whenever the list doubles past 64: ADD and
+    /// REMOVE churn while nobody waits (no quiet moment) must not grow it without bound.
+    fn note_done_level(&mut self, idx: usize, gen: u32) {
+        let len = self.done_level.len();
+        if len >= 64 && len.is_power_of_two() {
+            let regs = &self.regs;
+            self.done_level.retain(|&(i, g)| {
+                regs.get(i)
+                    .and_then(Option::as_ref)
+                    .is_some_and(|r| r.gen == g)
+            });
+        }
+        self.done_level.push((idx, gen));
+        self.done_pending.store(true, Ordering::Relaxed);
     }
 
     /// The level-triggered kevents ADD returned ready at once (`DONE`), re-checked at a
@@ -327,7 +343,7 @@ impl Kernel {
             self.watch -= 1;
         }
         match reg.pending {
-            Pending::Backlog => self.backlog.forget(),
+            Pending::Backlog => self.backlog.forget(&self.regs),
             // A removed kevent is never delivered: take back an entry nobody claimed yet.
             Pending::InRing(pos) => {
                 self.ring().reclaim(ConsumerId(0), pos);

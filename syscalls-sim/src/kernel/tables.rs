@@ -62,6 +62,13 @@ impl SideTable {
     }
 }
 
+/// Whether registration `idx` of generation `gen` waits in the backlog.
+fn is_backlogged(regs: &[Option<Registration>], idx: usize, gen: u32) -> bool {
+    regs.get(idx)
+        .and_then(Option::as_ref)
+        .is_some_and(|r| r.gen == gen && r.pending == Pending::Backlog)
+}
+
 /// Ready kevents waiting for room in the ring, oldest first. REMOVE is O(1): an entry
 /// whose registration is gone (or was replaced, or left the backlog) is skipped when it
 /// reaches the front.
@@ -92,22 +99,25 @@ impl Backlog {
         self.live += 1;
     }
 
-    /// A registration in the backlog went away (REMOVE): its entry becomes stale.
-    pub(crate) fn forget(&mut self) {
+    /// A registration in the backlog went away (REMOVE): its entry becomes stale. Stale
+    /// entries are dropped when they reach the front, or all at once when they outnumber
+    /// the live ones (REMOVE churn behind a backlog that never drains must not grow the
+    /// queue: memory stays proportional to what waits).
+    pub(crate) fn forget(&mut self, regs: &[Option<Registration>]) {
         self.live = self.live.saturating_sub(1);
         if self.live == 0 {
             self.items.clear();
+        } else if self.items.len() > 64 && self.items.len() > 2 * self.live {
+            self.items
+                .retain(|&(idx, gen)| is_backlogged(regs, idx, gen));
+            self.live = self.items.len();
         }
     }
 
     /// The oldest live entry, dropping stale ones on the way.
     pub(crate) fn front(&mut self, regs: &[Option<Registration>]) -> Option<usize> {
         while let Some(&(idx, gen)) = self.items.front() {
-            let live = regs
-                .get(idx)
-                .and_then(Option::as_ref)
-                .is_some_and(|r| r.gen == gen && r.pending == Pending::Backlog);
-            if live {
+            if is_backlogged(regs, idx, gen) {
                 return Some(idx);
             }
             self.items.pop_front();

@@ -1,0 +1,195 @@
+//! Memory under churn stays flat (DESIGN.md §4: the kernel's queues cost memory in
+//! proportion to what they hold — registrations, entries outstanding — never to how many
+//! kevents came and went).
+//!
+//! Each test repeats one short `kevent_ctl` cycle: first [`WARMUP`] times (so that every
+//! table reaches its working size), then [`CYCLES`] times more, and compares the process's
+//! resident set (`VmRSS`) before and after the second run: it must not move by more than
+//! [`SLACK_KB`] either way. A leak of one 16-byte record per cycle — a `(index, gen)` pair
+//! left in a list nobody drains — shows as ~6 MB here.
+//!
+//! The tests of this file run one at a time ([`bounded`] takes the serial lock): the
+//! resident set is the process's, and another test's allocations would blur it.
+
+mod util;
+
+use std::os::fd::OwnedFd;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use kevent_syscalls::*;
+use util::proc::bounded;
+use util::{fd_ev, pipe, user_ev, write_bytes};
+
+/// Cycles run before the first measurement.
+const WARMUP: u64 = 50_000;
+/// Cycles run between the two measurements.
+const CYCLES: u64 = 400_000;
+/// How far the resident set may move over [`CYCLES`] cycles, in kB.
+const SLACK_KB: i64 = 2 * 1024;
+
+/// The process's resident set size in kB (`VmRSS` in `/proc/self/status`), after freed
+/// memory went back to the system: memory another test freed (and left resident) must
+/// not hide a leak that reuses it.
+fn rss_kb() -> i64 {
+    // SAFETY: malloc_trim only gives free heap memory back to the system.
+    #[cfg(target_env = "gnu")]
+    unsafe {
+        libc::malloc_trim(0);
+    }
+    let status = std::fs::read_to_string("/proc/self/status").expect("/proc/self/status");
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        .expect("a VmRSS line in /proc/self/status")
+}
+
+/// Runs `cycle` [`WARMUP`] times, then [`CYCLES`] times between two looks at the resident
+/// set, and asserts it stayed within [`SLACK_KB`]. `report` adds the queue's own view.
+fn stays_flat(what: &str, mut cycle: impl FnMut(u64), report: impl Fn() -> String) {
+    for i in 0..WARMUP {
+        cycle(i);
+    }
+    let before = rss_kb();
+    let t = Instant::now();
+    for i in WARMUP..WARMUP + CYCLES {
+        cycle(i);
+    }
+    let elapsed = t.elapsed();
+    let after = rss_kb();
+    let grew = after - before;
+    println!(
+        "{what}: {CYCLES} cycles in {elapsed:.2?} ({:.0} cycles/s); VmRSS {before} kB -> \
+         {after} kB ({grew:+} kB, {:+.1} MB per million cycles); {}",
+        CYCLES as f64 / elapsed.as_secs_f64(),
+        grew as f64 / 1024.0 * 1_000_000.0 / CYCLES as f64,
+        report()
+    );
+    assert!(
+        grew.abs() < SLACK_KB,
+        "{what}: the resident set moved by {grew:+} kB over {CYCLES} cycles (from {before} kB \
+         to {after} kB; allowed ±{SLACK_KB} kB): memory grows with churn; {}",
+        report()
+    );
+}
+
+fn stats(q: &Queue) -> String {
+    let s = q.ring().stats();
+    let load = |a: &std::sync::atomic::AtomicU64| a.load(std::sync::atomic::Ordering::SeqCst);
+    format!(
+        "posted {} backlogged {} backlog_len {} registered {} lost {}",
+        load(&s.posted),
+        load(&s.backlogged),
+        load(&s.backlog_len),
+        load(&s.registered),
+        load(&s.lost)
+    )
+}
+
+/// A level-triggered pipe that is readable, added and removed again and again: every ADD
+/// returns it ready at once (`KEVENT_RET_DONE`), nobody ever waits on the queue.
+#[test]
+fn adding_and_removing_a_readable_level_pipe_again_and_again_keeps_memory_flat() {
+    bounded(Duration::from_secs(120), || {
+        let q = Queue::create(64, 0).expect("kevent_init");
+        let (r, w): (OwnedFd, OwnedFd) = pipe();
+        write_bytes(&w, b"x");
+        let ev = fd_ev(KEVENT_PIPE, &r, KEVENT_PIPE_READ, 0, 7);
+        let cycle = |i: u64| {
+            let mut add = [ev];
+            assert_eq!(
+                q.ctl(KEVENT_CTL_ADD, &mut add).expect("ADD"),
+                1,
+                "cycle {i}"
+            );
+            assert_eq!(
+                add[0].ret_flags, KEVENT_RET_DONE,
+                "cycle {i}: ADD of a readable pipe returns it ready: {:?}",
+                add[0]
+            );
+            assert_eq!(
+                q.ctl(KEVENT_CTL_REMOVE, &mut [ev]).expect("REMOVE"),
+                0,
+                "cycle {i}"
+            );
+        };
+        stays_flat("ADD/REMOVE of a readable level pipe", cycle, || stats(&q));
+        q.close();
+    });
+}
+
+/// The ring is full (64 user kevents made ready, one more waiting in the backlog, nobody
+/// consumes); another user kevent is added, made ready — its entry goes to the backlog —
+/// and removed, again and again.
+#[test]
+fn add_ready_remove_of_a_user_kevent_with_the_ring_full_keeps_memory_flat() {
+    bounded(Duration::from_secs(120), || {
+        const CAP: u64 = 64;
+        let q: Arc<Queue> = Queue::create(CAP as u32, 0).expect("kevent_init");
+        let mut fill: Vec<Ukevent> = (1..=CAP + 1).map(|id| user_ev(id, 0)).collect();
+        assert_eq!(q.ctl(KEVENT_CTL_ADD, &mut fill).expect("ADD"), 0);
+        assert_eq!(q.ctl(KEVENT_CTL_READY, &mut fill).expect("READY"), 0);
+        assert_eq!(q.ring().kidx(), CAP, "the ring is full");
+        let backlog = || {
+            q.ring()
+                .stats()
+                .backlog_len
+                .load(std::sync::atomic::Ordering::SeqCst)
+        };
+        assert_eq!(backlog(), 1, "one more waits in the backlog");
+        let ev = user_ev(1_000, 0);
+        let cycle = |i: u64| {
+            assert_eq!(
+                q.ctl(KEVENT_CTL_ADD, &mut [ev]).expect("ADD"),
+                0,
+                "cycle {i}"
+            );
+            assert_eq!(
+                q.ctl(KEVENT_CTL_READY, &mut [ev]).expect("READY"),
+                0,
+                "cycle {i}"
+            );
+            assert_eq!(
+                q.ctl(KEVENT_CTL_REMOVE, &mut [ev]).expect("REMOVE"),
+                0,
+                "cycle {i}"
+            );
+        };
+        stays_flat(
+            "ADD/READY/REMOVE of a user kevent, ring full",
+            cycle,
+            || stats(&q),
+        );
+        assert_eq!(backlog(), 1, "only the filler waits in the backlog");
+        q.close();
+    });
+}
+
+/// The control: the same cycle on a queue whose ring was not filled first.
+#[test]
+fn add_ready_remove_of_a_user_kevent_keeps_memory_flat() {
+    bounded(Duration::from_secs(120), || {
+        let q = Queue::create(64, 0).expect("kevent_init");
+        let ev = user_ev(1, 0);
+        let cycle = |i: u64| {
+            assert_eq!(
+                q.ctl(KEVENT_CTL_ADD, &mut [ev]).expect("ADD"),
+                0,
+                "cycle {i}"
+            );
+            assert_eq!(
+                q.ctl(KEVENT_CTL_READY, &mut [ev]).expect("READY"),
+                0,
+                "cycle {i}"
+            );
+            assert_eq!(
+                q.ctl(KEVENT_CTL_REMOVE, &mut [ev]).expect("REMOVE"),
+                0,
+                "cycle {i}"
+            );
+        };
+        stays_flat("ADD/READY/REMOVE of a user kevent", cycle, || stats(&q));
+        q.close();
+    });
+}
