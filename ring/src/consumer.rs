@@ -100,20 +100,27 @@ impl Ring {
         let mut owned = 0;
         for pos in start..end {
             let lap = self.lap(pos);
+            let slot = self.slot(pos);
             // Acquire: pairs with the producer's Release store of READY (the entry's
             // words are visible to us once we own the slot).
-            if self
-                .slot(pos)
-                .state
-                .compare_exchange(
-                    SlotState::new(lap, 0, Status::Ready).encode(),
-                    SlotState::new(lap, me.0, Status::Claimed).encode(),
-                    Ordering::Acquire,
-                    Ordering::Relaxed,
-                )
-                .is_ok()
-            {
-                owned += 1;
+            match slot.state.compare_exchange(
+                SlotState::new(lap, 0, Status::Ready).encode(),
+                SlotState::new(lap, me.0, Status::Claimed).encode(),
+                Ordering::Acquire,
+                Ordering::Relaxed,
+            ) {
+                Ok(_) => {
+                    // The claim stamp, checked by the producer at release. Relaxed: our
+                    // completion (Release) orders it before the advance that releases
+                    // the slot, and the producer reads it after acquiring `uidx`.
+                    slot.claim.store(pos, Ordering::Relaxed);
+                    owned += 1;
+                }
+                Err(found) => {
+                    if !self.may_find_in_a_claim(found, lap) {
+                        self.mark_broken(crate::Broken::ClaimState);
+                    }
+                }
             }
         }
         if let Some(rec) = self.record(me) {
@@ -131,6 +138,32 @@ impl Ring {
             self.wake(1);
         }
         Claim { start, end, owned }
+    }
+
+    /// Whether `found` is a state a slot of lap `lap` may hold when a consumer that
+    /// reserved it fails to claim it, or one the ring heals from: taken back by the
+    /// kernel (REMOVE, the reaper: DONE([`RECLAIMED`])), already released and reused (a
+    /// later lap), or a stray claim or completion of this lap — which the reaper, the
+    /// lease and the claim stamp deliver again. What nothing heals — undecodable, an
+    /// older lap, EMPTY of this lap below `kidx`, READY with an owner — marks the ring
+    /// broken: an error for everyone rather than a stall.
+    fn may_find_in_a_claim(&self, found: u64, lap: u64) -> bool {
+        let Some(st) = SlotState::decode(found) else {
+            return false;
+        };
+        if st.lap == lap {
+            return matches!(st.status, Status::Claimed | Status::Done);
+        }
+        // Laps are stored modulo 2^40: "later" is less than half the lap space ahead.
+        st.lap.wrapping_sub(lap) & crate::state::LAP_MASK < (crate::state::LAP_MASK >> 1)
+    }
+
+    /// Whether the entry at `pos` was claimed: its claim stamp names `pos` (the producer
+    /// checks this when `uidx` passes the entry, before it reuses the slot). A DONE
+    /// without it was never claimed — a stray write turned READY into DONE — and is
+    /// delivered again rather than lost silently.
+    pub fn was_claimed(&self, pos: u64) -> bool {
+        self.slot(pos).claim.load(Ordering::Relaxed) == pos
     }
 
     /// The entry at `pos` if consumer `me` owns it (claimed and not yet completed).
@@ -303,6 +336,15 @@ impl Ring {
                 .compare_exchange(from.encode(), to, Ordering::AcqRel, Ordering::Relaxed)
                 .is_ok()
         })
+    }
+
+    /// Loom models: a stray write to the state word of `pos` (from `from` to `to`).
+    #[cfg(loom)]
+    pub fn model_write_state(&self, pos: u64, from: u64, to: u64) -> bool {
+        self.slot(pos)
+            .state
+            .compare_exchange(from, to, Ordering::Relaxed, Ordering::Relaxed)
+            .is_ok()
     }
 
     /// The decoded state of the slot holding `pos` (for the reaper and inspectors).

@@ -123,6 +123,9 @@ pub enum Broken {
     SlotState = 3,
     /// The identity block changed after creation.
     Identity = 4,
+    /// A slot in a run a consumer had just reserved was in a state no step of the
+    /// protocol leaves there (an older lap, another consumer's claim, garbage).
+    ClaimState = 5,
     /// A code this library does not know (written by someone else).
     Unknown = 255,
 }
@@ -136,6 +139,7 @@ impl Broken {
             2 => Some(Broken::ClaimIndex),
             3 => Some(Broken::SlotState),
             4 => Some(Broken::Identity),
+            5 => Some(Broken::ClaimState),
             _ => Some(Broken::Unknown),
         }
     }
@@ -148,6 +152,9 @@ impl fmt::Display for Broken {
             Broken::ClaimIndex => "the claim index (cidx) left the range uidx..=kidx",
             Broken::SlotState => "a slot was not free when the producer came to fill it",
             Broken::Identity => "the header's identity block was overwritten",
+            Broken::ClaimState => {
+                "a slot a consumer had just reserved was in a state no protocol step leaves"
+            }
             Broken::Unknown => "an unknown reason code was written into the header",
         })
     }

@@ -16,7 +16,7 @@ use crate::sync::{AtomicU32, AtomicU64};
 /// `"KEVTRING"`: the first eight bytes of every ring.
 pub const MAGIC: u64 = u64::from_le_bytes(*b"KEVTRING");
 /// The ABI version this library speaks.
-pub const ABI_VERSION: u32 = 2;
+pub const ABI_VERSION: u32 = 3;
 /// Size of the header in bytes (one page on every Linux we run on).
 pub const HEADER_SIZE: usize = 4096;
 /// Size of one slot in bytes.
@@ -90,6 +90,11 @@ pub struct WakeLine {
     pub unwatched: AtomicU32,
     /// The parked producer's futex word (shared: any process may unpark it).
     pub park: AtomicU32,
+    /// The owner's liveness word: a robust futex held by the producer thread (its tid;
+    /// `FUTEX_WAITERS` once someone sleeps on it). When that thread ends, however it
+    /// ends, the kernel sets `FUTEX_OWNER_DIED` and wakes one sleeper (see `owner.rs`).
+    /// 0 until the producer thread runs.
+    pub owner: AtomicU32,
 }
 
 /// Counters the producer keeps (consumers only read them).
@@ -114,6 +119,9 @@ pub struct Stats {
     /// Entries taken back from a live consumer that held them past its lease, and
     /// delivered again.
     pub expired: AtomicU64,
+    /// Entries released without a claim (a stray write turned READY into DONE), found by
+    /// the producer at release and delivered again.
+    pub unclaimed: AtomicU64,
 }
 
 /// One consumer's record in the header's consumer table.
@@ -164,8 +172,15 @@ pub struct Slot {
     pub state: AtomicU64,
     /// The `ukevent`, as five words (see [`crate::Ukevent`]).
     pub words: [AtomicU64; 5],
-    _reserved: [AtomicU64; 2],
+    /// The claim stamp: the position, written by the consumer that claimed the entry
+    /// ([`NO_CLAIM`] when published). The producer checks it when the entry is released:
+    /// a DONE without it was never claimed (see `consumer.rs`).
+    pub claim: AtomicU64,
+    _reserved: AtomicU64,
 }
+
+/// The claim stamp of a slot nobody has claimed yet (no position ever reaches it).
+pub const NO_CLAIM: u64 = u64::MAX;
 
 impl Slot {
     /// A slot in its initial state: `EMPTY` for lap 0.
@@ -173,7 +188,8 @@ impl Slot {
         Slot {
             state: AtomicU64::new(0),
             words: core::array::from_fn(|_| AtomicU64::new(0)),
-            _reserved: core::array::from_fn(|_| AtomicU64::new(0)),
+            claim: AtomicU64::new(0),
+            _reserved: AtomicU64::new(0),
         }
     }
 }
@@ -218,6 +234,7 @@ impl Header {
                 kicks: AtomicU32::new(0),
                 unwatched: AtomicU32::new(0),
                 park: AtomicU32::new(0),
+                owner: AtomicU32::new(0),
             },
             stats: Stats {
                 posted: AtomicU64::new(0),
@@ -229,6 +246,7 @@ impl Header {
                 registered: AtomicU64::new(0),
                 wake_calls: AtomicU64::new(0),
                 expired: AtomicU64::new(0),
+                unclaimed: AtomicU64::new(0),
             },
             _gap: [0; 256],
             consumers: core::array::from_fn(|_| ConsumerRecord {
@@ -290,6 +308,7 @@ const _: () = {
     assert!(offset_of!(WakeLine, kicks) == 16);
     assert!(offset_of!(WakeLine, unwatched) == 20);
     assert!(offset_of!(WakeLine, park) == 24);
+    assert!(offset_of!(WakeLine, owner) == 28);
     assert!(size_of::<WakeLine>() == 128);
     assert!(offset_of!(Header, stats) == 640);
     assert!(offset_of!(Stats, posted) == 0);
@@ -301,6 +320,7 @@ const _: () = {
     assert!(offset_of!(Stats, registered) == 48);
     assert!(offset_of!(Stats, wake_calls) == 56);
     assert!(offset_of!(Stats, expired) == 64);
+    assert!(offset_of!(Stats, unclaimed) == 72);
     assert!(size_of::<Stats>() == 128);
     assert!(offset_of!(Header, consumers) == 1024);
     assert!(size_of::<ConsumerRecord>() == 32);
@@ -316,6 +336,7 @@ const _: () = {
     assert!(align_of::<Slot>() == 64);
     assert!(offset_of!(Slot, state) == 0);
     assert!(offset_of!(Slot, words) == 8);
+    assert!(offset_of!(Slot, claim) == 48);
     assert!(size_of::<Ukevent>() == 40);
     assert!(offset_of!(Ukevent, id) == 0);
     assert!(offset_of!(Ukevent, type_) == 8);

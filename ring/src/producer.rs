@@ -109,6 +109,8 @@ impl Producer {
             // Relaxed: ordered before the READY store below, which is Release.
             word.store(value, Ordering::Relaxed);
         }
+        // Nobody has claimed this entry yet (see `consumer.rs`, the claim stamp).
+        slot.claim.store(crate::layout::NO_CLAIM, Ordering::Relaxed);
         // Release: a consumer that acquires READY sees the words above.
         slot.state.store(
             SlotState::new(lap, 0, Status::Ready).encode(),

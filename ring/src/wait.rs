@@ -231,9 +231,20 @@ impl Ring {
         woken
     }
 
-    /// Wakes every sleeping consumer, futex sleepers and the poller alike.
+    /// Wakes every sleeping consumer, futex sleepers and the poller alike — also those
+    /// the shared `waiters` count does not show (a peer may have overwritten it): unlike
+    /// [`Ring::wake`] this always bumps `seq` and makes the `FUTEX_WAKE`. For the rare
+    /// wakers: close, breakage, the owner's death, the reaper healing a sleeper count.
     pub fn wake_all(&self) -> usize {
-        self.wake(u32::MAX)
+        // SeqCst fence: as in `wake` (the news before the wake-up).
+        fence(Ordering::SeqCst);
+        self.header().wake.seq.fetch_add(1, Ordering::Release);
+        let mut woken = self.futex_wake(u32::MAX);
+        if self.header().wake.pollers.load(Ordering::Relaxed) > 0 {
+            self.bell().ring();
+            woken += 1;
+        }
+        woken
     }
 
     /// Number of consumers asleep (or about to sleep) on the ring.

@@ -606,3 +606,84 @@ fn reclaim_of_an_orphan_and_a_slow_claim_exactly_one_wins() {
         assert_eq!(ring.advance(), 1);
     });
 }
+
+// ---------------------------------------------------------------------------------------
+// h. the claim stamp: a release without a claim is seen, a real claim always is
+// ---------------------------------------------------------------------------------------
+//
+// A consumer stamps the slot it claims with the position (Relaxed), then completes it
+// (Release) and advances `uidx`; the producer reads the stamp once it has acquired a
+// `uidx` past the entry (`Ring::was_claimed`, checked at release by the kernel). The
+// chain of Release/Acquire must make the stamp visible: a real claim is never taken for
+// a stray DONE (which the kernel would deliver again). And an entry a stray write turned
+// into DONE — never claimed — is seen as such.
+
+#[test]
+fn the_producer_sees_the_claim_stamp_of_every_entry_released_by_a_consumer() {
+    model(|| {
+        let (ring, mut producer, ids) = ring_with(2, 2);
+        for id in 0..2 {
+            producer.push(&event(id), false).unwrap();
+        }
+        producer.flush();
+        let consumers: Vec<_> = ids
+            .into_iter()
+            .map(|me| {
+                let ring = ring.clone();
+                thread::spawn(move || {
+                    let claim = ring.claim(me, 1);
+                    ring.complete_range(me, claim.start..claim.end);
+                })
+            })
+            .collect();
+        // The producer watches releases as they come, as the kernel does.
+        let mut seen = 0;
+        while seen < 2 {
+            let released = producer.released(seen).expect("sound ring");
+            for pos in released.clone() {
+                assert!(
+                    ring.was_claimed(pos),
+                    "a claimed entry {pos} looked unclaimed"
+                );
+            }
+            seen = released.end;
+            thread::yield_now();
+        }
+        for c in consumers {
+            c.join().expect("consumer panicked");
+        }
+    });
+}
+
+#[test]
+fn an_entry_released_without_a_claim_is_seen_unclaimed() {
+    model(|| {
+        let (ring, mut producer, ids) = ring_with(2, 1);
+        let me = ids[0];
+        for id in 0..2 {
+            producer.push(&event(id), false).unwrap();
+        }
+        producer.flush();
+        // A stray write flips entry 1 from READY to DONE in the name of the consumer,
+        // while the consumer takes entry 0.
+        let ring2 = ring.clone();
+        let stray = thread::spawn(move || {
+            let (ready, done) = (
+                SlotState::new(0, 0, Status::Ready).encode(),
+                SlotState::new(0, me.0, Status::Done).encode(),
+            );
+            ring2.model_write_state(1, ready, done);
+        });
+        let claim = ring.claim(me, 1);
+        ring.complete_range(me, claim.start..claim.end);
+        stray.join().expect("stray writer");
+        ring.advance();
+        let released = producer.released(0).expect("sound ring");
+        if released.contains(&0) {
+            assert!(ring.was_claimed(0));
+        }
+        if released.contains(&1) {
+            assert!(!ring.was_claimed(1), "entry 1 was never claimed");
+        }
+    });
+}

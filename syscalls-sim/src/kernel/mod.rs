@@ -376,13 +376,17 @@ impl Kernel {
         let wake_all = reg.ev.req_flags & KEVENT_REQ_WAKEUP_ALL != 0;
         let saved = (reg.ready, reg.count, reg.redeliver);
         let entry = reg.take_entry();
+        // The slot about to be filled held the entry of position `next - capacity`: its
+        // release must be accounted for — its claim stamp read — before the push
+        // overwrites it.
+        let (next, cap) = (self.producer.position(), self.ring().capacity());
+        if next >= cap && self.released <= next - cap {
+            if let Ok(released) = self.producer.released(self.released) {
+                self.note_releases(released.end.min(next + 1 - cap));
+            }
+        }
         match self.producer.push(&entry, wake_all) {
             Ok(pos) => {
-                // The push proved uidx passed `pos - capacity`: account for that release.
-                let cap = self.ring().capacity();
-                if pos >= cap {
-                    self.note_releases(pos + 1 - cap);
-                }
                 let reg = self.regs[idx].as_mut().expect("registered");
                 reg.pending = Pending::InRing(pos);
                 if reg.ev.req_flags & KEVENT_REQ_ONESHOT != 0 {
@@ -453,7 +457,10 @@ impl Kernel {
                     .regs
                     .get(idx)
                     .and_then(Option::as_ref)
-                    .is_some_and(|r| r.pending == Pending::Idle && r.has_news() && !r.disabled);
+                    .is_some_and(|r| {
+                        r.pending == Pending::Idle
+                            && (r.redeliver.is_some() || (r.has_news() && !r.disabled))
+                    });
                 if ready {
                     self.publish(idx);
                 }
@@ -520,9 +527,13 @@ impl Kernel {
         while self.released < upto {
             let pos = self.released;
             self.released += 1;
-            let Some(Published { idx, gen, .. }) = self.side.release(pos) else {
+            let Some(Published {
+                idx, gen, entry, ..
+            }) = self.side.release(pos)
+            else {
                 continue;
             };
+            let claimed = self.ring().was_claimed(pos);
             let Some(reg) = self.regs.get_mut(idx).and_then(Option::as_mut) else {
                 continue;
             };
@@ -536,6 +547,18 @@ impl Kernel {
                 if let Source::Timer { tfd } = &reg.source {
                     timer::listen(self.epoll.as_fd(), tfd, token(idx, gen), true);
                 }
+            }
+            if !claimed {
+                // Released without a claim: a stray write turned the READY entry into
+                // DONE (no step of the protocol does). Deliver it again, flagged, rather
+                // than lose it silently (DESIGN.md §3, "Untrusted memory").
+                reg.redeliver = Some(entry);
+                let stats = self.producer.ring().stats();
+                stats.unclaimed.fetch_add(1, Ordering::Relaxed);
+                stats.redelivered.fetch_add(1, Ordering::Relaxed);
+                self.unwatch(idx);
+                self.republish.push(idx);
+                continue;
             }
             let (is_fd, level_fd, news, disabled) =
                 (reg.is_fd(), reg.level_fd(), reg.has_news(), reg.disabled);

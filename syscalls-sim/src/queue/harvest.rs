@@ -225,6 +225,11 @@ impl Queue {
                 // full for ever: the next event waits in the backlog while this
                 // consumer sleeps in `epoll_wait` (tests/reclaimed_ring.rs).
                 self.ring.advance();
+                // However the ring's words are garbled, the wait ends by its deadline:
+                // a ring whose claims keep owning nothing is not a reason to spin on.
+                if kevent_ring::deadline_passed(spec.deadline) {
+                    return empty(self.ring.wait_over(spec).unwrap_or(WaitOutcome::TimedOut));
+                }
                 continue;
             }
             reset |= self.drain_notify();
