@@ -69,6 +69,120 @@ mod imp {
         }
     }
 
+    /// Set once `futex_waitv` answered `ENOSYS` (a kernel before 5.16).
+    static NO_WAITV: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+
+    /// How long a sleeper that cannot use `futex_waitv` sleeps at most before it looks at
+    /// the owner word again (old kernels only).
+    const OWNER_POLL_NS: u64 = 50_000_000;
+
+    /// The kernel's `struct futex_waitv`.
+    #[repr(C)]
+    struct FutexWaitv {
+        val: u64,
+        uaddr: u64,
+        flags: u32,
+        reserved: u32,
+    }
+
+    /// `FUTEX2_SIZE_U32`: a 32-bit futex, shared (no `FUTEX2_PRIVATE`).
+    const FUTEX2_SIZE_U32: u32 = 0x02;
+
+    /// Sleeps while `*word == expected` and `*owner == owner_expected`, until woken on
+    /// either or `deadline` (`futex_waitv(2)`, see `owner.rs`). On a kernel without
+    /// `futex_waitv` it sleeps on `word` alone, in slices of 50 ms, so that the caller
+    /// looks at the owner word at least that often.
+    pub(crate) fn wait2(
+        word: &AtomicU32,
+        expected: u32,
+        owner: &AtomicU32,
+        owner_expected: u32,
+        deadline: Option<Deadline>,
+    ) -> io::Result<FutexWake> {
+        if NO_WAITV.load(std::sync::atomic::Ordering::Relaxed) {
+            return wait_sliced(word, expected, deadline);
+        }
+        let waiters = [
+            FutexWaitv {
+                val: u64::from(expected),
+                uaddr: word as *const AtomicU32 as u64,
+                flags: FUTEX2_SIZE_U32,
+                reserved: 0,
+            },
+            FutexWaitv {
+                val: u64::from(owner_expected),
+                uaddr: owner as *const AtomicU32 as u64,
+                flags: FUTEX2_SIZE_U32,
+                reserved: 0,
+            },
+        ];
+        let (clock, ts) = match deadline {
+            None => (libc::CLOCK_MONOTONIC, None),
+            Some(Deadline::Monotonic(ns)) => (libc::CLOCK_MONOTONIC, Some(libc_timespec(ns))),
+            Some(Deadline::Realtime(ns)) => (libc::CLOCK_REALTIME, Some(libc_timespec(ns))),
+        };
+        let ts_ptr = ts
+            .as_ref()
+            .map_or(std::ptr::null(), |t| t as *const libc::timespec);
+        // SAFETY: `waiters` is an array of two `struct futex_waitv` on our stack, each
+        // naming a 32-bit word that lives as long as the caller's borrow; the timeout,
+        // when given, is an absolute timespec on our stack; the kernel only reads them.
+        let r = unsafe {
+            libc::syscall(
+                libc::SYS_futex_waitv,
+                waiters.as_ptr(),
+                2u32,
+                0u32,
+                ts_ptr,
+                clock,
+            )
+        };
+        if r >= 0 {
+            return Ok(FutexWake::Woken);
+        }
+        let e = io::Error::last_os_error();
+        match e.raw_os_error() {
+            Some(libc::EAGAIN) => Ok(FutexWake::Woken),
+            Some(libc::ETIMEDOUT) => Ok(FutexWake::TimedOut),
+            Some(libc::EINTR) => Ok(FutexWake::Interrupted),
+            Some(libc::ENOSYS) => {
+                NO_WAITV.store(true, std::sync::atomic::Ordering::Relaxed);
+                wait_sliced(word, expected, deadline)
+            }
+            _ => Err(e),
+        }
+    }
+
+    /// [`wait`] for at most [`OWNER_POLL_NS`] (or until `deadline`, if sooner): a timeout
+    /// of the slice is a wake-up to re-check, not the caller's timeout.
+    fn wait_sliced(
+        word: &AtomicU32,
+        expected: u32,
+        deadline: Option<Deadline>,
+    ) -> io::Result<FutexWake> {
+        let slice = crate::wait::monotonic_now().saturating_add(OWNER_POLL_NS);
+        let sooner = match deadline {
+            Some(Deadline::Monotonic(at)) if at <= slice => return wait(word, expected, deadline),
+            Some(Deadline::Realtime(at))
+                if at <= crate::wait::realtime_now().saturating_add(OWNER_POLL_NS) =>
+            {
+                return wait(word, expected, deadline)
+            }
+            _ => Some(Deadline::Monotonic(slice)),
+        };
+        match wait(word, expected, sooner)? {
+            FutexWake::TimedOut => Ok(FutexWake::Woken),
+            other => Ok(other),
+        }
+    }
+
+    fn libc_timespec(ns: u64) -> libc::timespec {
+        libc::timespec {
+            tv_sec: (ns / 1_000_000_000) as libc::time_t,
+            tv_nsec: (ns % 1_000_000_000) as libc::c_long,
+        }
+    }
+
     /// Wakes up to `n` sleepers on `word`; returns how many woke.
     pub(crate) fn wake(word: &AtomicU32, n: u32) -> usize {
         let n = n.min(i32::MAX as u32);
@@ -110,6 +224,27 @@ mod imp {
             Ok(FutexWake::Woken)
         }
 
+        /// The model of `futex_waitv` on two words: both values are checked under the
+        /// one lock a wake of either takes (the models wake both words through this
+        /// parking).
+        pub(crate) fn wait2(
+            &self,
+            word: &AtomicU32,
+            expected: u32,
+            owner: &AtomicU32,
+            owner_expected: u32,
+        ) -> io::Result<FutexWake> {
+            let mut sleeping = self.lock.lock().expect("loom mutex");
+            if word.load(Ordering::SeqCst) != expected
+                || owner.load(Ordering::SeqCst) != owner_expected
+            {
+                return Ok(FutexWake::Woken);
+            }
+            *sleeping += 1;
+            drop(self.cond.wait(sleeping).expect("loom condvar"));
+            Ok(FutexWake::Woken)
+        }
+
         pub(crate) fn wake(&self, n: u32) -> usize {
             let mut sleeping = self.lock.lock().expect("loom mutex");
             let woken = (*sleeping).min(n);
@@ -127,4 +262,4 @@ mod imp {
 #[cfg(loom)]
 pub(crate) use imp::Parking;
 #[cfg(not(loom))]
-pub(crate) use imp::{wait, wake};
+pub(crate) use imp::{wait, wait2, wake};

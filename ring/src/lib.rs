@@ -49,6 +49,7 @@ pub mod layout;
 #[cfg(not(loom))]
 mod memfd;
 mod notify;
+mod owner;
 mod poller;
 mod producer;
 mod ring;
@@ -65,6 +66,8 @@ pub use error::{AttachError, Broken};
 pub use futex::Deadline;
 pub use layout::check_capacity;
 pub use notify::NotifyMe;
+#[cfg(not(loom))]
+pub use owner::OwnerLock;
 pub use producer::{Producer, PushError};
 pub use ring::Ring;
 pub use state::{SlotState, Status, RECLAIMED};

@@ -232,7 +232,13 @@ impl Ring {
 
     /// Marks the ring closed (the producer stopped) and wakes every waiter.
     pub fn close(&self) {
-        self.header().identity.closed.store(1, Ordering::Release);
+        // A ring closed because its owner died stays closed for that reason.
+        let _ = self.header().identity.closed.compare_exchange(
+            0,
+            crate::owner::CLOSED_BY_OWNER,
+            Ordering::AcqRel,
+            Ordering::Acquire,
+        );
         self.wake_all();
         // The parked producer too (it is the one to notice the close).
         self.unpark_producer();

@@ -27,6 +27,7 @@ use std::time::Duration;
 use std::time::Instant;
 
 use crate::futex::{Deadline, FutexWake};
+use crate::owner::{OwnerWatch, FUTEX_OWNER_DIED};
 #[cfg(not(loom))]
 use crate::sync::spin_hint;
 use crate::sync::{fence, Ordering};
@@ -86,6 +87,9 @@ impl Ring {
         // WAKEUP_ALL entry left to nobody that way).
         let closed = self.is_closed();
         let kicked = spec.return_on_wake && self.kicks() != spec.kicks;
+        // The owner's producer thread ended without closing the queue (`owner.rs`):
+        // nobody will publish again.
+        let died = self.owner_word().load(Ordering::Acquire) & FUTEX_OWNER_DIED != 0;
         if self.broken().is_some() {
             Some(WaitOutcome::Broken)
         } else if self.has_claimable() {
@@ -93,6 +97,10 @@ impl Ring {
         } else if spec.old_uidx.is_some_and(|u| u != self.uidx()) {
             Some(WaitOutcome::Stale)
         } else if closed {
+            Some(WaitOutcome::Closed)
+        } else if died {
+            // Closed for everyone, once; what was published before is still taken.
+            self.note_owner_died();
             Some(WaitOutcome::Closed)
         } else if kicked {
             Some(WaitOutcome::Woken)
@@ -140,11 +148,17 @@ impl Ring {
             };
             // Somebody must watch the sources while we sleep (see `poller.rs`).
             self.sleeper_needs_watch();
+            // And the owner's death must wake us too (`owner.rs`): announced before the
+            // re-check, which looks at the owner word.
+            let owner = self.watch_owner();
             if let Some(outcome) = self.check(spec) {
                 leave();
                 return Ok(outcome);
             }
-            let woke = self.futex_wait(s, spec.deadline);
+            let woke = match owner {
+                OwnerWatch::Alive(w) => self.futex_wait2(s, w, spec.deadline),
+                OwnerWatch::Unheld | OwnerWatch::Died => self.futex_wait(s, spec.deadline),
+            };
             leave();
             match woke? {
                 FutexWake::TimedOut => {
@@ -195,6 +209,34 @@ impl Ring {
     #[cfg(loom)]
     fn futex_wait(&self, s: u32, _deadline: Option<Deadline>) -> std::io::Result<FutexWake> {
         self.parking.wait(&self.header().wake.seq, s)
+    }
+
+    /// Sleeps on the wake-up word and the owner word at once (`owner.rs`).
+    #[cfg(not(loom))]
+    fn futex_wait2(
+        &self,
+        s: u32,
+        owner: u32,
+        deadline: Option<Deadline>,
+    ) -> std::io::Result<FutexWake> {
+        crate::futex::wait2(
+            &self.header().wake.seq,
+            s,
+            self.owner_word(),
+            owner,
+            deadline,
+        )
+    }
+
+    #[cfg(loom)]
+    fn futex_wait2(
+        &self,
+        s: u32,
+        owner: u32,
+        _deadline: Option<Deadline>,
+    ) -> std::io::Result<FutexWake> {
+        self.parking
+            .wait2(&self.header().wake.seq, s, self.owner_word(), owner)
     }
 
     /// Wakes up to `n` sleeping consumers, if there are any (no system call otherwise):

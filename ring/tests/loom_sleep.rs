@@ -709,3 +709,56 @@ fn an_awake_loop_costs_its_waker_no_wake_up() {
         );
     });
 }
+
+// ---------------------------------------------------------------------------------------
+// j. the owner's death (`owner.rs`): a robust futex the kernel marks and wakes
+// ---------------------------------------------------------------------------------------
+//
+// The owner's producer thread holds the ring's owner word; when it ends without closing
+// the queue, the kernel marks the word `FUTEX_OWNER_DIED` and wakes *one* waiter of it
+// if `FUTEX_WAITERS` is set (`Ring::model_owner_thread_ends` is that step). A sleeper
+// sets `FUTEX_WAITERS` before its re-check and sleeps on both words (`futex_waitv`; the
+// model checks both under the futex's lock). The one woken closes the ring and wakes the
+// others through the ring's own word. A sleeper left asleep shows as a loom deadlock.
+
+/// A consumer of another process that waits with no deadline on a ring whose owner is
+/// alive; `tid` stands for the producer thread's id.
+fn owner_held_ring() -> (Arc<Ring>, Vec<ConsumerId>) {
+    let (ring, _producer, ids) = ring_with(4, 2);
+    ring.model_hold_owner(1234);
+    (ring, ids)
+}
+
+fn wait_forever(ring: &Arc<Ring>, me: ConsumerId) -> thread::JoinHandle<WaitOutcome> {
+    let ring = ring.clone();
+    thread::spawn(move || {
+        let spec = WaitSpec {
+            sleeper: Some(me),
+            ..WaitSpec::default()
+        };
+        ring.wait(&spec).expect("a futex wait does not fail")
+    })
+}
+
+#[test]
+fn a_sleeper_learns_of_the_owners_death_whenever_it_comes() {
+    model(|| {
+        let (ring, ids) = owner_held_ring();
+        let sleeper = wait_forever(&ring, ids[0]);
+        ring.model_owner_thread_ends();
+        assert_eq!(sleeper.join().expect("sleeper"), WaitOutcome::Closed);
+        assert!(ring.owner_died() && ring.is_closed());
+    });
+}
+
+#[test]
+fn the_one_sleeper_the_kernel_wakes_wakes_the_others() {
+    model(|| {
+        let (ring, ids) = owner_held_ring();
+        let sleepers = [wait_forever(&ring, ids[0]), wait_forever(&ring, ids[1])];
+        ring.model_owner_thread_ends();
+        for s in sleepers {
+            assert_eq!(s.join().expect("sleeper"), WaitOutcome::Closed);
+        }
+    });
+}
