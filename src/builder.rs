@@ -28,6 +28,7 @@ pub struct Builder {
     reap_interval: Duration,
     lease: Duration,
     remote_signals: bool,
+    peer_limits: Option<sys::PeerLimits>,
 }
 
 impl Default for Builder {
@@ -38,6 +39,7 @@ impl Default for Builder {
             reap_interval: sys::DEFAULT_REAP_INTERVAL,
             lease: sys::DEFAULT_LEASE,
             remote_signals: false,
+            peer_limits: None,
         }
     }
 }
@@ -94,6 +96,18 @@ impl Builder {
         self
     }
 
+    /// What this process holds, at most, for each process that
+    /// [`connect`](Queue::connect)s: its registrations (one more is refused with
+    /// `ENOSPC`) and the fds held for them (`EMFILE`), and for all of them together
+    /// (default [`PeerLimits::default`](crate::PeerLimits): 16,384 registrations per
+    /// process, fds an eighth of this process's `RLIMIT_NOFILE` per process and half of
+    /// it for all). Each process has its own kevents, which go when it disconnects or
+    /// dies.
+    pub fn peer_limits(mut self, limits: crate::PeerLimits) -> Self {
+        self.peer_limits = Some(limits);
+        self
+    }
+
     /// `kevent_init`: creates the ring (a sealed memfd), the producer's epoll set and
     /// its thread.
     ///
@@ -126,6 +140,11 @@ impl Builder {
             inner
                 .allow_remote_signals(true)
                 .map_err(|e| Error::wrap("kevent queue: remote signals", e))?;
+        }
+        if let Some(limits) = self.peer_limits {
+            inner
+                .set_peer_limits(limits)
+                .map_err(|e| Error::wrap("kevent queue: peer limits", e))?;
         }
         Ok(Queue::from_inner(inner))
     }

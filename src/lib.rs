@@ -119,6 +119,8 @@ pub use event_loop::{
     Bh, Clock, Drained, EventNotifier, FdHandler, IoThread, Loop, LoopStats, PollParams, Timer,
 };
 pub use interest::{InodeEvents, Interest, PollMask};
+/// What the owner of a queue holds for each process attached to it ([`Builder::peer_limits`]).
+pub use kevent_syscalls::PeerLimits;
 pub use mode::{Flags, Mode, Trigger};
 pub use queue::Queue;
 pub use source::{Kind, Source};

@@ -195,7 +195,8 @@ impl Queue {
     ///
     /// # Errors
     /// `EINVAL`: `max == 0`. `EINTR`: a signal handler ran during the wait (call again).
-    /// [`BrokenPipe`](std::io::ErrorKind::BrokenPipe): the queue was closed.
+    /// [`BrokenPipe`](std::io::ErrorKind::BrokenPipe) (`EPIPE`): the queue was closed, or
+    /// — for a queue of another process — its owner died.
     /// [`InvalidData`](std::io::ErrorKind::InvalidData): the ring was found corrupt.
     #[doc(alias = "kevent_wait")]
     pub fn wait(&self, max: usize, timeout: Option<Duration>) -> Result<Batch<'_>> {
@@ -215,6 +216,10 @@ impl Queue {
             .next_batch(max.min(self.capacity()) as u64, &spec)
             .map_err(|e| Error::wrap("kevent wait", e))?;
         let failed = match outcome {
+            kevent_ring::WaitOutcome::Closed if inner.ring().owner_died() => Some(Error::errno(
+                libc::EPIPE,
+                "kevent wait: the queue's owner died (its process ended without closing it)",
+            )),
             kevent_ring::WaitOutcome::Closed => Some(Error::state(
                 io::ErrorKind::BrokenPipe,
                 "kevent wait: the queue was closed (its producer stopped)",

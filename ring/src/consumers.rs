@@ -176,11 +176,13 @@ mod liveness {
                 .read(true)
                 .write(true)
                 .open(&path)
-                .map_err(|e| {
-                    io::Error::new(
+                .map_err(|e| match e.raw_os_error() {
+                    // The errno as it is (EMFILE, ENFILE...): callers match on it.
+                    Some(_) => e,
+                    None => io::Error::new(
                         e.kind(),
                         format!("re-opening the ring memfd via {path}: {e}"),
-                    )
+                    ),
                 })?
                 .into();
             for index in 0..MAX_CONSUMERS {

@@ -57,6 +57,8 @@ mod state;
 mod sync;
 mod ukevent;
 mod wait;
+#[cfg(not(loom))]
+mod wakefd;
 
 pub use consumer::{Claim, ConsumerId};
 #[cfg(not(loom))]
@@ -75,3 +77,5 @@ pub use ukevent::Ukevent;
 #[cfg(not(loom))]
 pub use wait::{deadline_passed, monotonic_now, realtime_now};
 pub use wait::{WaitOutcome, WaitSpec};
+#[cfg(not(loom))]
+pub use wakefd::{Reset, WakeFd};

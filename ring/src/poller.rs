@@ -42,7 +42,7 @@ use crate::{Ring, WaitOutcome};
 /// How the ring reaches a poller: an eventfd (real use) or a hook (loom models).
 pub(crate) struct Bell {
     #[cfg(not(loom))]
-    fd: std::sync::OnceLock<std::os::fd::OwnedFd>,
+    fd: std::sync::OnceLock<crate::WakeFd>,
     #[cfg(loom)]
     hook: std::sync::OnceLock<Box<dyn Fn() + Send + Sync>>,
 }
@@ -60,9 +60,8 @@ impl Bell {
     pub(crate) fn ring(&self) {
         #[cfg(not(loom))]
         if let Some(fd) = self.fd.get() {
-            // An eventfd write of 1 fails only if the counter would overflow (it is
-            // readable then anyway).
-            let _ = rustix::io::write(fd, &1u64.to_ne_bytes());
+            // Never blocks (`wakefd.rs`); an error means nobody reads it any more.
+            let _ = fd.ring();
         }
         #[cfg(loom)]
         if let Some(hook) = self.hook.get() {
@@ -72,11 +71,11 @@ impl Bell {
 }
 
 impl Ring {
-    /// Sets the eventfd that [`Ring::wake`] writes to reach a poller: in the owning
-    /// process a private eventfd its pollers watch, elsewhere the queue's doorbell (the
-    /// owner relays it). Set once; later calls are ignored.
+    /// Sets the fd that [`Ring::wake`] rings to reach a poller: in the owning process a
+    /// private eventfd its pollers watch, elsewhere the queue's doorbell (the owner
+    /// relays it). Set once; later calls are ignored.
     #[cfg(not(loom))]
-    pub fn set_bell(&self, fd: std::os::fd::OwnedFd) {
+    pub fn set_bell(&self, fd: crate::WakeFd) {
         let _ = self.bell.fd.set(fd);
     }
 

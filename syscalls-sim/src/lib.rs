@@ -36,7 +36,10 @@ pub mod abi;
 mod calls;
 mod gate;
 mod kernel;
+mod outbox;
+mod peer;
 mod pid;
+mod pidfd;
 mod poller;
 mod queue;
 mod reaper;
@@ -50,5 +53,6 @@ pub use calls::{
     register,
 };
 pub use kevent_ring::{Claim, Ring};
+pub use peer::PeerLimits;
 pub use queue::{Queue, DEFAULT_SPIN};
 pub use reaper::{DEFAULT_LEASE, DEFAULT_REAP_INTERVAL, MIN_REAP_INTERVAL};

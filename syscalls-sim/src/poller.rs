@@ -145,10 +145,3 @@ fn time_left(deadline: Option<Deadline>) -> Option<rustix::time::Timespec> {
         tv_nsec: (left % 1_000_000_000) as i64,
     })
 }
-
-/// Resets an eventfd (the bell, the doorbell, a notify fd): reads its counter to zero.
-/// Returns whether it was set.
-pub(crate) fn reset_eventfd(fd: BorrowedFd<'_>) -> bool {
-    let mut buf = [0u8; 8];
-    matches!(rustix::io::read(fd, &mut buf), Ok(8))
-}

@@ -4,7 +4,8 @@
 use kevent_ring::Ukevent;
 
 use crate::abi::*;
-use crate::source::Source;
+use crate::peer::PeerId;
+use crate::source::{fd::Watched, Source};
 
 /// Where a kevent's pending entry is (DESIGN.md §4: at most one pending entry).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -22,6 +23,8 @@ pub(crate) enum Pending {
 pub(crate) struct Registration {
     /// The kevent as the user registered it (id, type, event, req_flags, cookie).
     pub(crate) ev: Ukevent,
+    /// The process it belongs to (`peer.rs`).
+    pub(crate) peer: PeerId,
     /// Distinguishes this registration from earlier ones in the same table slot.
     pub(crate) gen: u32,
     pub(crate) source: Source,
@@ -55,9 +58,10 @@ pub(crate) struct Registration {
 }
 
 impl Registration {
-    pub(crate) fn new(ev: Ukevent, gen: u32, source: Source, interest: u32) -> Self {
+    pub(crate) fn new(ev: Ukevent, peer: PeerId, gen: u32, source: Source, interest: u32) -> Self {
         Registration {
             ev,
+            peer,
             gen,
             source,
             interest,
@@ -71,6 +75,12 @@ impl Registration {
             paused: false,
             revents: 0,
         }
+    }
+
+    /// How many fds of the queue's process this registration holds: a duplicate of a
+    /// received fd, or a timerfd (counted against its peer's bound, `peer.rs`).
+    pub(crate) fn held_fds(&self) -> usize {
+        held_fds(&self.source)
     }
 
     /// Whether readiness is a state that can persist (fd sources), as opposed to counted
@@ -122,5 +132,16 @@ impl Registration {
             | KEVENT_POLL_POLLHUP
             | KEVENT_POLL_POLLRDHUP;
         self.revents |= revents & STATUS;
+    }
+}
+
+/// How many fds of the queue's process `source` holds (see [`Registration::held_fds`]).
+pub(crate) fn held_fds(source: &Source) -> usize {
+    match source {
+        Source::Fd {
+            fd: Watched::Ours(_),
+        }
+        | Source::Timer { .. } => 1,
+        _ => 0,
     }
 }

@@ -7,19 +7,13 @@
 
 use std::os::fd::{AsFd, OwnedFd};
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::Arc;
 
 use kevent_ring::Ring;
 
-use crate::kernel::Kernel;
+use crate::kernel::{Kernel, KernelLock};
 use crate::poller::Reports;
 use crate::source::signal;
-
-/// Locks the kernel, tolerating a poisoned mutex (a panic elsewhere must not take the
-/// queue down with it: the kernel's state is consistent between calls).
-pub(crate) fn lock(kernel: &Mutex<Option<Kernel>>) -> MutexGuard<'_, Option<Kernel>> {
-    kernel.lock().unwrap_or_else(|e| e.into_inner())
-}
 
 /// Called once per loop with the kernel locked (the reaper); returns how long the loop
 /// may sleep before calling it again.
@@ -27,7 +21,7 @@ pub(crate) type Housekeeping = Box<dyn FnMut(&mut Kernel) -> Option<std::time::D
 
 /// Everything the thread needs.
 pub(crate) struct ProducerThread {
-    pub(crate) kernel: Arc<Mutex<Option<Kernel>>>,
+    pub(crate) kernel: Arc<KernelLock>,
     pub(crate) epoll: Arc<OwnedFd>,
     pub(crate) ring: Arc<Ring>,
     pub(crate) stop: Arc<AtomicBool>,
@@ -82,6 +76,11 @@ impl ProducerThread {
     /// sleeping consumers return.
     pub(crate) fn run(mut self) {
         signal::block_all_in_this_thread();
+        // The owner's liveness word (`owner.rs` in kevent-ring): if this thread ends
+        // without closing the ring — the process died — every consumer of another
+        // process learns it. Dropped last, after the ring is closed (the closer below).
+        let _owner = self.ring.hold_owner_lock().ok();
+        let _closer = CloseOnDrop(self.ring.clone());
         let mut reports = Reports::new();
         let zero = rustix::time::Timespec {
             tv_sec: 0,
@@ -91,7 +90,7 @@ impl ProducerThread {
         let mut must_watch = false;
         loop {
             let timeout = {
-                let mut guard = lock(&self.kernel);
+                let mut guard = self.kernel.lock();
                 let Some(k) = guard.as_mut() else { break };
                 let tick_left = (self.housekeeping)(k);
                 if self.ring.sleepers() > 0 && !self.ring.has_claimable() {
@@ -171,13 +170,22 @@ impl ProducerThread {
             if self.stop.load(Ordering::Acquire) {
                 break;
             }
-            let mut guard = lock(&self.kernel);
+            let mut guard = self.kernel.lock();
             let Some(k) = guard.as_mut() else { break };
             for (tok, flags) in reports.iter() {
                 k.on_token(tok, flags, reports.epoch());
             }
             k.service(0);
         }
-        self.ring.close();
+    }
+}
+
+/// Closes the ring when the producer thread ends, also by a panic: sleeping consumers
+/// return instead of waiting for a producer that is gone.
+struct CloseOnDrop(Arc<Ring>);
+
+impl Drop for CloseOnDrop {
+    fn drop(&mut self) {
+        self.0.close();
     }
 }

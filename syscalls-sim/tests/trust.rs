@@ -785,8 +785,16 @@ fn an_inode_kevent_added_through_the_gate_watches_the_peers_directory() {
         let our_dir = std::fs::File::open(&ours.0).expect("open our dir");
         let number = rustix::io::fcntl_dupfd_cloexec(&our_dir, 900).expect("dupfd");
         let n = number.as_raw_fd();
+        // The peer's kevents live as long as the peer (`peer.rs`): it stays until `done`
+        // closes.
+        let (added_r, added_w) = util::pipe();
+        let (done_r, done_w) = util::pipe();
         let mut kids = Children::default();
         let peer = kids.fork(|| {
+            // SAFETY: closes this process's copy of the parent's end, so that the parent
+            // closing its own is seen here as end of file; the child `_exit`s without
+            // dropping its `OwnedFd` (no second close).
+            unsafe { libc::close(done_w.as_raw_fd()) };
             let cq = match Queue::connect(&path) {
                 Ok(cq) => cq,
                 Err(e) => {
@@ -808,16 +816,22 @@ fn an_inode_kevent_added_through_the_gate_watches_the_peers_directory() {
                 COOKIE,
             )];
             match cq.ctl(KEVENT_CTL_ADD, &mut ev) {
-                Ok(0) => 0,
+                Ok(0) => {
+                    write_byte(&added_w, 1);
+                    // Until the test is done (end of file on `done`).
+                    let _ = read_byte(done_r.as_fd(), Duration::from_secs(30));
+                    0
+                }
                 r => {
                     child_log(&format!("ADD of the inode kevent: {r:?}, {:?}", ev[0]));
                     4
                 }
             }
         });
+        drop(done_r);
         assert_eq!(
-            kids.exit_code(peer, Duration::from_secs(10)),
-            Some(0),
+            read_byte(added_r.as_fd(), Duration::from_secs(10)),
+            Some(1),
             "the peer's ADD of KEVENT_INODE through the gate failed"
         );
         let mut buf = [Ukevent::default(); 8];
@@ -844,6 +858,28 @@ fn an_inode_kevent_added_through_the_gate_watches_the_peers_directory() {
         assert_eq!(
             (buf[0].type_, buf[0].id, buf[0].event, buf[0].user),
             (KEVENT_INODE, n as u64, KEVENT_INODE_CREATE, COOKIE)
+        );
+        // The peer leaves: its kevent goes with it.
+        drop(done_w);
+        assert_eq!(kids.exit_code(peer, Duration::from_secs(10)), Some(0));
+        assert!(
+            util::wait_until(Duration::from_secs(3), || q
+                .ring()
+                .stats()
+                .registered
+                .load(std::sync::atomic::Ordering::Relaxed)
+                == 0),
+            "the peer's kevent outlived it"
+        );
+        std::fs::write(theirs.0.join("z"), b"z").unwrap();
+        let got = q
+            .get_events(1, 8, Some(300_000_000), &mut buf, 0)
+            .expect("get_events");
+        assert_eq!(
+            got,
+            0,
+            "a gone peer's directory is still watched: {:?}",
+            &buf[..got]
         );
         drop(number);
     });

@@ -88,8 +88,9 @@ impl GateClient {
     fn closed(&self) -> io::Error {
         let mut buf = [0u8; 16];
         if let Ok((8, _)) = recv(self.conn.as_fd(), &mut buf, RecvFlags::DONTWAIT) {
-            if i64::from_le_bytes(buf[..8].try_into().expect("8 bytes")) == REFUSED_FULL {
-                return self.full();
+            let status = i64::from_le_bytes(buf[..8].try_into().expect("8 bytes"));
+            if let Some(e) = self.refusal(status) {
+                return e;
             }
         }
         io::Error::new(
@@ -102,15 +103,22 @@ impl GateClient {
         )
     }
 
-    fn full(&self) -> io::Error {
-        io::Error::new(
-            io::ErrorKind::ConnectionRefused,
-            format!(
-                "kevent gate {}: refused: the queue serves its maximum of {MAX_CONNECTIONS} \
-                 connections",
-                self.name
+    /// The error a refusal `status` stands for, if it is one.
+    fn refusal(&self, status: i64) -> Option<io::Error> {
+        let why = match status {
+            REFUSED_FULL => {
+                format!("the queue serves its maximum of {MAX_CONNECTIONS} connections")
+            }
+            REFUSED_PROCESS => format!(
+                "this process holds its maximum of {MAX_CONNECTIONS_PER_PROCESS} connections to \
+                 the queue"
             ),
-        )
+            _ => return None,
+        };
+        Some(io::Error::new(
+            io::ErrorKind::ConnectionRefused,
+            format!("kevent gate {}: refused: {why}", self.name),
+        ))
     }
 
     fn timed_out(&self, what: &str) -> io::Error {
@@ -196,8 +204,8 @@ impl GateClient {
             ));
         }
         let status = i64::from_le_bytes(buf[..8].try_into().expect("8 bytes"));
-        if status == REFUSED_FULL {
-            return Err(self.full());
+        if let Some(e) = self.refusal(status) {
+            return Err(e);
         }
         Ok((
             status,
@@ -206,7 +214,7 @@ impl GateClient {
         ))
     }
 
-    /// Asks for the ring's memfd and the doorbell.
+    /// Asks for the ring's memfd and the doorbell's ringing end.
     pub(crate) fn attach(&self) -> io::Result<(OwnedFd, OwnedFd)> {
         let (status, _, fds) = self.call(OP_ATTACH, 0, &[], &[])?;
         if status < 0 {
@@ -222,11 +230,17 @@ impl GateClient {
         }
     }
 
-    /// Arms `fd` (a non-blocking eventfd of this process) as a notify fd: the owner
-    /// writes it on every publish, as it writes its own (see `Queue::notify_fd`).
-    pub(crate) fn arm_notify(&self, fd: BorrowedFd<'_>) -> io::Result<()> {
-        let (status, _, _) = self.call(OP_NOTIFY, 0, &[], &[fd])?;
-        status_to_result(status).map(drop)
+    /// Asks for a notify channel: the owner rings it on every publish, as it rings its
+    /// own notify fd (see `Queue::notify_fd`); returns its reading end.
+    pub(crate) fn arm_notify(&self) -> io::Result<OwnedFd> {
+        let (status, _, fds) = self.call(OP_NOTIFY, 0, &[], &[])?;
+        status_to_result(status)?;
+        fds.into_iter().next().ok_or_else(|| {
+            io::Error::new(
+                io::ErrorKind::InvalidData,
+                "kevent gate: notify reply carried no fd",
+            )
+        })
     }
 
     /// `kevent_ctl` through the gate, split into frames; same results as in the owner.

@@ -29,7 +29,12 @@
 //! * **Bounded.** One thread per queue serves all its listeners and connections with
 //!   poll(2). At most [`MAX_CONNECTIONS`] connections are open at a time: one beyond is
 //!   accepted, sent a refusal and closed at once (the client reports
-//!   `ConnectionRefused`, ECONNREFUSED, "serves its maximum of … connections"). A request
+//!   `ConnectionRefused`, ECONNREFUSED, "serves its maximum of … connections"); so is a
+//!   connection beyond [`MAX_CONNECTIONS_PER_PROCESS`] of one process. Refusals —
+//!   these, and connections of another uid, dropped unanswered — are budgeted: after
+//!   256 in 100 ms the gate stops accepting until the window ends (the rest wait in the
+//!   listen backlog, or are refused by the kernel), so a flood of them costs the gate's
+//!   thread a bounded share of a core. A request
 //!   carries at most [`MAX_FRAME_ENTRIES`] entries and 253 fds (the client splits larger
 //!   calls); a longer message is answered `EMSGSIZE`. Replies are sent without blocking:
 //!   a client that does not read its replies is disconnected instead of stalling the
@@ -47,12 +52,12 @@
 //!
 //! ```text
 //! request: op u32 | cmd u32 | n u32 | nfds u32 | n × ukevent (40 bytes, little-endian)
-//!          + SCM_RIGHTS: for ADD, one fd per fd-carrying entry, in order; for NOTIFY,
-//!            the client's eventfd (n = 0)
+//!          + SCM_RIGHTS: for ADD, one fd per fd-carrying entry, in order
 //! reply:   status i64 (count, or -errno) | n × ukevent
-//!          + SCM_RIGHTS: for ATTACH, the memfd and the doorbell
-//! refusal: status i64 = -EUSERS, sent unasked to a connection beyond the bound, which
-//!          is then closed
+//!          + SCM_RIGHTS: for ATTACH, the memfd and the doorbell's ringing end; for
+//!            NOTIFY (n = 0), the reading end of a notify channel the owner rings
+//! refusal: status i64 = -EUSERS (the gate is full) or -ETOOMANYREFS (the process holds
+//!          its maximum of connections), sent unasked, then the connection is closed
 //! ```
 
 use std::io::{self, IoSlice, IoSliceMut};
@@ -77,7 +82,8 @@ pub(crate) use server::{Gate, GateCtx};
 
 const OP_ATTACH: u32 = 1;
 const OP_CTL: u32 = 2;
-/// Arm a notify fd: one eventfd (non-blocking) along, written on every publish.
+/// Arm a notify channel: the reply carries its reading end (`wakefd.rs` in kevent-ring);
+/// the owner keeps the ringing end and rings it on every publish.
 const OP_NOTIFY: u32 = 3;
 /// Entries per message: `SCM_RIGHTS` carries at most 253 fds; larger calls are split.
 pub(crate) const MAX_FRAME_ENTRIES: usize = 250;
@@ -85,12 +91,17 @@ pub(crate) const MAX_FRAME_ENTRIES: usize = 250;
 const MAX_FDS: usize = 253;
 /// Connections a gate serves at a time; one beyond is refused (see the module docs).
 pub(crate) const MAX_CONNECTIONS: usize = 128;
+/// Connections one process may hold at a time; one beyond is refused.
+pub(crate) const MAX_CONNECTIONS_PER_PROCESS: usize = 8;
 /// How long a client waits to connect, to send a request, or for its reply.
 pub(crate) const TIMEOUT: Duration = Duration::from_secs(5);
 /// The listen backlog of a gate socket.
 const BACKLOG: i32 = 64;
 /// The status of the refusal a connection beyond [`MAX_CONNECTIONS`] receives.
 const REFUSED_FULL: i64 = -(libc::EUSERS as i64);
+/// The status of the refusal a connection beyond [`MAX_CONNECTIONS_PER_PROCESS`] of its
+/// process receives.
+const REFUSED_PROCESS: i64 = -(libc::ETOOMANYREFS as i64);
 /// Pause of accepting after an `accept` error: from this, doubling, up to the maximum.
 const BACKOFF_MIN: Duration = Duration::from_millis(10);
 const BACKOFF_MAX: Duration = Duration::from_secs(1);
@@ -233,6 +244,11 @@ impl GateAddr {
     /// The gate at `addr`, served by process `pid`.
     pub(crate) fn new(addr: SocketAddrUnix, pid: u32) -> GateAddr {
         GateAddr { addr, pid }
+    }
+
+    /// The owner's pid.
+    pub(crate) fn pid(&self) -> u32 {
+        self.pid
     }
 
     /// Connects to the gate, checking that the owner serves it (see [`GateClient`]).

@@ -9,23 +9,24 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
-use kevent_ring::Ukevent;
+use kevent_ring::{Ukevent, WakeFd};
 use rustix::event::{poll, EventfdFlags, PollFd, PollFlags, Timespec};
 use rustix::io::Errno;
-use rustix::net::{self, sockopt, RecvFlags, SendFlags, SocketAddrUnix};
+use rustix::net::{self, sockopt, RecvFlags, SendFlags, SocketAddrUnix, SocketFlags};
 
 use super::*;
-use crate::kernel::Kernel;
-use crate::thread::lock;
+use crate::kernel::{Caller, KernelLock};
+use crate::peer::PeerId;
 
 /// What a gate serves.
 #[derive(Clone)]
 pub(crate) struct GateCtx {
-    pub(crate) kernel: Arc<Mutex<Option<Kernel>>>,
+    pub(crate) kernel: Arc<KernelLock>,
     /// To keep the producer thread from parking once a remote event loop relies on it.
     pub(crate) harvesters: Arc<crate::thread::Harvesters>,
     pub(crate) memfd: Arc<OwnedFd>,
-    pub(crate) doorbell: Arc<OwnedFd>,
+    /// The doorbell's ringing end, which every attached process receives.
+    pub(crate) doorbell: Arc<WakeFd>,
 }
 
 /// What the gate thread shares with the queue.
@@ -137,27 +138,56 @@ impl Gate {
     }
 }
 
+/// One connection: the socket, whose registrations it carries (`peer.rs`), and the
+/// process that connected (its pid, and a pidfd that becomes readable when it dies).
+struct Conn {
+    sock: OwnedFd,
+    peer: PeerId,
+    pid: u32,
+    pidfd: Option<OwnedFd>,
+}
+
+/// Refusals (connections of another uid dropped, connections beyond a bound refused)
+/// the gate makes per window before it stops accepting for the rest of the window: a
+/// flood of connections it must refuse costs its thread a bounded share of a core.
+const REFUSALS_PER_WINDOW: u32 = 256;
+const REFUSAL_WINDOW: Duration = Duration::from_millis(100);
+
 /// The gate thread: polls the wake fd, the listeners (unless accepting is paused after
-/// an error) and every connection; serves one request per ready connection per round.
+/// an error or a flood of refusals), every connection and the pidfd of each connected
+/// process; serves one request per ready connection per round, and drops a connection
+/// whose process died (its kevents go with it, see `peer.rs`).
 fn run(shared: &Shared) {
     let me = rustix::process::geteuid();
-    let mut conns: Vec<OwnedFd> = Vec::new();
+    let mut conns: Vec<Conn> = Vec::new();
     let mut buf = vec![0u8; HEADER + MAX_FRAME_ENTRIES * EV];
     let mut backoff = Duration::ZERO;
     let mut paused_until: Option<Instant> = None;
+    let mut refusals = Refusals::new();
+    let mut next_peer = 1u64;
     while !shared.stop.load(Ordering::Acquire) {
         let listeners = guard(&shared.listeners).clone();
         let now = Instant::now();
         let pause_left = paused_until.and_then(|t| t.checked_duration_since(now));
         let accepting = pause_left.is_none();
         let timeout = pause_left.and_then(|d| Timespec::try_from(d).ok());
+        // Per connection: its socket's and its pidfd's index in the poll set.
+        let mut slots = Vec::with_capacity(conns.len());
         let ready: Vec<bool> = {
-            let mut pfds = Vec::with_capacity(1 + listeners.len() + conns.len());
+            let mut pfds = Vec::with_capacity(1 + listeners.len() + 2 * conns.len());
             pfds.push(PollFd::new(&shared.wake, PollFlags::IN));
             if accepting {
                 pfds.extend(listeners.iter().map(|l| PollFd::new(&**l, PollFlags::IN)));
             }
-            pfds.extend(conns.iter().map(|c| PollFd::new(c, PollFlags::IN)));
+            for c in &conns {
+                let sock = pfds.len();
+                pfds.push(PollFd::new(&c.sock, PollFlags::IN));
+                let pidfd = c.pidfd.as_ref().map(|p| {
+                    pfds.push(PollFd::new(p, PollFlags::IN));
+                    pfds.len() - 1
+                });
+                slots.push((sock, pidfd));
+            }
             match poll(&mut pfds, timeout.as_ref()) {
                 Ok(_) => {}
                 Err(Errno::INTR) => continue,
@@ -176,14 +206,18 @@ fn run(shared: &Shared) {
         if shared.stop.load(Ordering::Acquire) {
             break;
         }
-        let first_conn = 1 + if accepting { listeners.len() } else { 0 };
         // Highest index first: `swap_remove` moves an element already served.
         for i in (0..conns.len()).rev() {
-            if ready[first_conn + i] && !serve_one(conns[i].as_fd(), &mut buf, &shared.ctx) {
+            let (sock, pidfd) = slots[i];
+            let died = pidfd.is_some_and(|p| ready[p]);
+            let done = died
+                || (ready[sock]
+                    && !serve_one(conns[i].sock.as_fd(), &mut buf, &shared.ctx, conns[i].peer));
+            if done {
                 let gone = conns.swap_remove(i);
-                // Its notify fd, if any, goes before the number can be reused.
-                if let Some(k) = lock(&shared.ctx.kernel).as_mut() {
-                    k.drop_remote_notify(gone.as_raw_fd());
+                // Its kevents, the fds held for it and its notify fd go now (`peer.rs`).
+                if let Some(k) = shared.ctx.kernel.lock().as_mut() {
+                    k.drop_peer(gone.peer);
                 }
             }
         }
@@ -195,7 +229,13 @@ fn run(shared: &Shared) {
             if !ready[1 + i] {
                 continue;
             }
-            match accept_some(listener.as_fd(), me, &mut conns) {
+            match accept_some(
+                listener.as_fd(),
+                me,
+                &mut conns,
+                &mut next_peer,
+                &mut refusals,
+            ) {
                 Ok(()) => backoff = Duration::ZERO,
                 Err(_) => {
                     // EMFILE, ENFILE, ENOBUFS, ENOMEM…: the connection stays in the
@@ -207,60 +247,113 @@ fn run(shared: &Shared) {
                 }
             }
         }
+        if let Some(until) = refusals.exhausted() {
+            // A flood of connections to refuse: the rest of them wait in the backlog
+            // (and beyond it, are refused by the kernel for free) until the window ends.
+            paused_until = Some(paused_until.map_or(until, |p| p.max(until)));
+        }
     }
+}
+
+/// The refusal budget of the current window (see [`REFUSALS_PER_WINDOW`]).
+struct Refusals {
+    window: Instant,
+    count: u32,
+}
+
+impl Refusals {
+    fn new() -> Refusals {
+        Refusals {
+            window: Instant::now(),
+            count: 0,
+        }
+    }
+
+    fn note(&mut self) {
+        if self.window.elapsed() >= REFUSAL_WINDOW {
+            self.window = Instant::now();
+            self.count = 0;
+        }
+        self.count += 1;
+    }
+
+    /// When the window ends, if its budget is spent.
+    fn exhausted(&self) -> Option<Instant> {
+        (self.count >= REFUSALS_PER_WINDOW && self.window.elapsed() < REFUSAL_WINDOW)
+            .then(|| self.window + REFUSAL_WINDOW)
+    }
+}
+
+/// Refuses `conn` with `status` (unasked, without blocking), then closes it.
+fn refuse(conn: OwnedFd, status: i64) {
+    let _ = send(
+        conn.as_fd(),
+        &status.to_le_bytes(),
+        &[],
+        SendFlags::DONTWAIT,
+    );
 }
 
 /// Accepts what `listener` has waiting (up to a few per round, for fairness).
 fn accept_some(
     listener: BorrowedFd<'_>,
     me: rustix::process::Uid,
-    conns: &mut Vec<OwnedFd>,
+    conns: &mut Vec<Conn>,
+    next_peer: &mut u64,
+    refusals: &mut Refusals,
 ) -> io::Result<()> {
     for _ in 0..16 {
+        if refusals.exhausted().is_some() {
+            return Ok(());
+        }
         let conn = match net::accept_with(listener, SocketFlags::CLOEXEC | SocketFlags::NONBLOCK) {
             Ok(c) => c,
             Err(Errno::AGAIN) => return Ok(()),
             Err(Errno::INTR) | Err(Errno::CONNABORTED) | Err(Errno::PROTO) => continue,
             Err(e) => return Err(e.into()),
         };
-        match sockopt::socket_peercred(&conn) {
-            Ok(cred) if cred.uid == me || cred.uid.is_root() => {}
-            _ => continue, // another user: dropped, unanswered
-        }
+        let cred = match sockopt::socket_peercred(&conn) {
+            Ok(cred) if cred.uid == me || cred.uid.is_root() => cred,
+            _ => {
+                refusals.note();
+                continue; // another user: dropped, unanswered
+            }
+        };
+        let pid = cred.pid.as_raw_nonzero().get() as u32;
         if conns.len() >= MAX_CONNECTIONS {
-            let _ = send(
-                conn.as_fd(),
-                &REFUSED_FULL.to_le_bytes(),
-                &[],
-                SendFlags::DONTWAIT,
-            );
-            continue; // closed
+            refusals.note();
+            refuse(conn, REFUSED_FULL);
+            continue;
         }
-        conns.push(conn);
+        if conns.iter().filter(|c| c.pid == pid).count() >= MAX_CONNECTIONS_PER_PROCESS {
+            refusals.note();
+            refuse(conn, REFUSED_PROCESS);
+            continue;
+        }
+        let pidfd = crate::pidfd::of_peer(conn.as_fd(), pid);
+        conns.push(Conn {
+            sock: conn,
+            peer: PeerId(*next_peer),
+            pid,
+            pidfd,
+        });
+        *next_peer += 1;
     }
     Ok(())
 }
 
 /// Serves one request of `conn`; `false` when the connection is done (closed by the
 /// peer, broken, or not reading its replies).
-fn serve_one(conn: BorrowedFd<'_>, buf: &mut [u8], ctx: &GateCtx) -> bool {
+fn serve_one(conn: BorrowedFd<'_>, buf: &mut [u8], ctx: &GateCtx, peer: PeerId) -> bool {
     let result = match recv(conn, buf, RecvFlags::DONTWAIT) {
         Ok((0, _)) => return false,
-        Ok((n, fds)) => handle(&buf[..n], fds, ctx, conn.as_raw_fd()),
+        Ok((n, fds)) => handle(&buf[..n], fds, ctx, peer),
         Err(e) if e.raw_os_error() == Some(libc::EAGAIN) => return true,
         Err(e) if e.raw_os_error() == Some(libc::EMSGSIZE) => Err(e),
         Err(_) => return false,
     };
-    let (status, events, reply_fds): (i64, Vec<Ukevent>, Vec<BorrowedFd<'_>>) = match result {
-        Ok((count, events, attach)) => (
-            count as i64,
-            events,
-            if attach {
-                vec![ctx.memfd.as_fd(), ctx.doorbell.as_fd()]
-            } else {
-                vec![]
-            },
-        ),
+    let (status, events, reply_fds): (i64, Vec<Ukevent>, Vec<OwnedFd>) = match result {
+        Ok(reply) => (reply.count as i64, reply.events, reply.fds),
         Err(e) => (
             -i64::from(e.raw_os_error().unwrap_or(libc::EIO)),
             vec![],
@@ -272,18 +365,22 @@ fn serve_one(conn: BorrowedFd<'_>, buf: &mut [u8], ctx: &GateCtx) -> bool {
     for ev in &events {
         encode(ev, &mut out);
     }
+    let fds: Vec<BorrowedFd<'_>> = reply_fds.iter().map(AsFd::as_fd).collect();
     // Never blocks: a peer whose receive queue is full (it does not read its replies)
     // loses its connection instead of stalling every other peer.
-    send(conn, &out, &reply_fds, SendFlags::DONTWAIT).is_ok()
+    send(conn, &out, &fds, SendFlags::DONTWAIT).is_ok()
 }
 
-/// Validates and executes one request.
-fn handle(
-    msg: &[u8],
+/// What a request is answered with.
+struct Reply {
+    count: usize,
+    events: Vec<Ukevent>,
+    /// Fds sent along (closed here once sent).
     fds: Vec<OwnedFd>,
-    ctx: &GateCtx,
-    conn: i32,
-) -> io::Result<(usize, Vec<Ukevent>, bool)> {
+}
+
+/// Validates and executes one request of `peer`.
+fn handle(msg: &[u8], fds: Vec<OwnedFd>, ctx: &GateCtx, peer: PeerId) -> io::Result<Reply> {
     let einval = || io::Error::from_raw_os_error(libc::EINVAL);
     if msg.len() < HEADER {
         return Err(einval());
@@ -293,28 +390,37 @@ fn handle(
     if n > MAX_FRAME_ENTRIES || msg.len() != HEADER + n * EV || nfds != fds.len() {
         return Err(einval());
     }
+    let reply = |count, events, fds| Reply { count, events, fds };
     match op {
-        OP_ATTACH => Ok((0, vec![], true)),
-        OP_NOTIFY => {
-            let [fd] = <[OwnedFd; 1]>::try_from(fds).map_err(|_| einval())?;
-            if n != 0 || !is_nonblocking_eventfd(&fd) {
-                // Anything else could block the producer's write, or do harm: refused.
+        OP_ATTACH => {
+            if !fds.is_empty() {
                 return Err(einval());
             }
+            let sent = vec![ctx.memfd.try_clone()?, ctx.doorbell.try_clone()?.into()];
+            Ok(reply(0, vec![], sent))
+        }
+        OP_NOTIFY => {
+            if n != 0 || !fds.is_empty() {
+                return Err(einval());
+            }
+            // A channel of our making: we keep the ringing end (only this process and
+            // children it forks hold it), the peer gets the reading end (`wakefd.rs`).
+            let (reader, writer) = WakeFd::pair()?;
             // Before the fd is listed: a publish from now on finds the producer awake.
             ctx.harvesters.never_park.store(true, Ordering::Release);
-            let mut guard = lock(&ctx.kernel);
+            let mut guard = ctx.kernel.lock();
             let kernel = guard
                 .as_mut()
                 .ok_or_else(|| io::Error::from_raw_os_error(libc::EBADF))?;
-            kernel.add_remote_notify(conn, fd);
+            kernel.add_notify(peer, writer);
             kernel.ring().unpark_producer();
-            Ok((0, vec![], false))
+            Ok(reply(0, vec![], vec![reader.into()]))
         }
         OP_CTL => {
             let mut events: Vec<Ukevent> = msg[HEADER..].chunks_exact(EV).map(decode).collect();
             // For ADD, fd-carrying entries use the fds that came along, in order; the
-            // registration keeps the sender's id (its fd number) as its key.
+            // registration keeps the sender's id (its fd number) as its key, in the
+            // sender's own namespace (`peer.rs`).
             let mut fd_for = vec![None; events.len()];
             if cmd == KEVENT_CTL_ADD {
                 let mut it = fds.iter();
@@ -329,41 +435,16 @@ fn handle(
             } else if !fds.is_empty() {
                 return Err(einval());
             }
-            let mut guard = lock(&ctx.kernel);
+            let mut guard = ctx.kernel.lock();
             let kernel = guard
                 .as_mut()
                 .ok_or_else(|| io::Error::from_raw_os_error(libc::EBADF))?;
-            let count = kernel.ctl(cmd, &mut events, &fd_for, crate::kernel::Caller::Gate)?;
+            let count = kernel.ctl(cmd, &mut events, &fd_for, Caller::Gate(peer))?;
+            drop(guard);
             // The kernel dup'ed what it registered; the received fds close here.
             drop(fds);
-            Ok((count, events, false))
+            Ok(reply(count, events, vec![]))
         }
         _ => Err(einval()),
-    }
-}
-
-/// Whether `fd` is an eventfd in non-blocking mode: the only kind the owner writes to on
-/// a peer's behalf (a write to it never blocks, whatever the peer does).
-fn is_nonblocking_eventfd(fd: &OwnedFd) -> bool {
-    let link = std::fs::read_link(format!("/proc/self/fd/{}", fd.as_raw_fd()));
-    let nonblocking =
-        rustix::fs::fcntl_getfl(fd).is_ok_and(|flags| flags.contains(rustix::fs::OFlags::NONBLOCK));
-    nonblocking && link.is_ok_and(|l| l.as_os_str() == "anon_inode:[eventfd]")
-}
-
-#[cfg(test)]
-mod tests {
-    use super::is_nonblocking_eventfd;
-    use rustix::event::{eventfd, EventfdFlags};
-
-    #[test]
-    fn only_a_nonblocking_eventfd_is_taken_as_a_peers_notify_fd() {
-        let good = eventfd(0, EventfdFlags::CLOEXEC | EventfdFlags::NONBLOCK).unwrap();
-        assert!(is_nonblocking_eventfd(&good));
-        // A blocking one could block the producer's write once its counter is full.
-        let blocking = eventfd(0, EventfdFlags::CLOEXEC).unwrap();
-        assert!(!is_nonblocking_eventfd(&blocking));
-        let (r, w) = rustix::pipe::pipe_with(rustix::pipe::PipeFlags::NONBLOCK).unwrap();
-        assert!(!is_nonblocking_eventfd(&r) && !is_nonblocking_eventfd(&w));
     }
 }

@@ -8,7 +8,8 @@ use kevent_ring::{ConsumerId, Ukevent};
 
 use super::{token, Kernel, TOKEN_INOTIFY, TOKEN_SIGHANDLER};
 use crate::abi::*;
-use crate::registration::{Pending, Registration};
+use crate::peer::PeerId;
+use crate::registration::{held_fds, Pending, Registration};
 use crate::source::signal;
 use crate::source::{fd, timer, Source};
 
@@ -33,10 +34,21 @@ pub(crate) fn compact_reported(events: &mut [Ukevent]) -> usize {
 pub(crate) enum Caller {
     /// A thread of the owning process: ADD's reported entries move to the front.
     Local,
-    /// Another process, through the gate: results stay in place (the client compacts
-    /// them), and the owner's process-wide state — its signal dispositions — is off
-    /// limits unless the owner allowed it (`Queue::allow_remote_signals`).
-    Gate,
+    /// Another process, through its gate connection: its own registrations (`peer.rs`);
+    /// results stay in place (the client compacts them), and the owner's process-wide
+    /// state — its signal dispositions — is off limits unless the owner allowed it
+    /// (`Queue::allow_remote_signals`).
+    Gate(PeerId),
+}
+
+impl Caller {
+    /// Whose registrations the call acts on.
+    fn peer(self) -> PeerId {
+        match self {
+            Caller::Local => PeerId::OWNER,
+            Caller::Gate(peer) => peer,
+        }
+    }
 }
 
 impl Kernel {
@@ -61,11 +73,12 @@ impl Kernel {
                     return Ok(0);
                 }
                 let mut failed = 0;
+                let peer = caller.peer();
                 for ev in events.iter_mut() {
                     let r = match cmd {
-                        KEVENT_CTL_REMOVE => self.remove_one(ev),
-                        KEVENT_CTL_MODIFY => self.modify_one(ev),
-                        _ => self.ready_one(ev),
+                        KEVENT_CTL_REMOVE => self.remove_one(ev, peer),
+                        KEVENT_CTL_MODIFY => self.modify_one(ev, peer),
+                        _ => self.ready_one(ev, peer),
                     };
                     ev.ret_flags = KEVENT_RET_DONE;
                     if let Err(errno) = r {
@@ -104,8 +117,9 @@ impl Kernel {
         if self.done_pending.load(Ordering::Relaxed) {
             self.wake_for_done_recheck();
         }
+        let peer = caller.peer();
         let found_ready = events.iter().any(|ev| {
-            let reg = self.index.get(&(ev.type_, ev.id));
+            let reg = self.index.get(&(peer, ev.type_, ev.id));
             reg.and_then(|&i| self.regs[i].as_ref())
                 .is_some_and(|r| r.swallow.is_some())
         });
@@ -130,14 +144,15 @@ impl Kernel {
         if ev.type_ >= KEVENT_MAX || ev.type_ == KEVENT_AIO || ev.type_ == KEVENT_NAIO {
             return Err(libc::ENOSYS);
         }
-        if ev.type_ == KEVENT_SIGNAL && caller == Caller::Gate && !self.remote_signals {
+        if ev.type_ == KEVENT_SIGNAL && caller != Caller::Local && !self.remote_signals {
             // A signal kevent changes the owner's disposition of that signal.
             return Err(libc::EPERM);
         }
         if ev.req_flags & !KEVENT_REQ_ALL != 0 {
             return Err(libc::EINVAL);
         }
-        let key = (ev.type_, ev.id);
+        let peer = caller.peer();
+        let key = (peer, ev.type_, ev.id);
         if let Some(&old) = self.index.get(&key) {
             // Registered — unless the fd number was closed and now names another file:
             // that registration is stale (its file left epoll when it closed).
@@ -149,6 +164,14 @@ impl Kernel {
             }
             self.unregister(old);
         }
+        // What the owner holds for a peer is bounded (`peer.rs`): checked before any fd
+        // is duplicated. A received fd is duplicated; a timer is a timerfd.
+        let fds = match ev.type_ {
+            KEVENT_SOCKET | KEVENT_PIPE | KEVENT_POLL if fd.is_some() => 1,
+            KEVENT_TIMER | KEVENT_POSIX_TIMER => 1,
+            _ => 0,
+        };
+        self.peers.admit(&self.peer_limits, peer, fds)?;
         let idx = self.free.pop().unwrap_or_else(|| {
             self.regs.push(None);
             self.regs.len() - 1
@@ -157,7 +180,8 @@ impl Kernel {
         self.next_gen = self.next_gen.wrapping_add(1).max(1);
         match self.make_source(ev, fd, idx, gen) {
             Ok((source, interest)) => {
-                self.regs[idx] = Some(Registration::new(*ev, gen, source, interest));
+                self.peers.add(peer, idx, held_fds(&source));
+                self.regs[idx] = Some(Registration::new(*ev, peer, gen, source, interest));
                 self.index.insert(key, idx);
                 self.ring()
                     .stats()
@@ -264,7 +288,8 @@ impl Kernel {
         if poller {
             self.ring().ring_bell();
         } else if self.ring().sleepers() > 0 {
-            let _ = rustix::io::write(self.doorbell.as_fd(), &1u64.to_ne_bytes());
+            // After the lock is released (`outbox.rs`).
+            self.outbox.doorbell_later();
         }
     }
 
@@ -316,24 +341,48 @@ impl Kernel {
         }
     }
 
-    fn lookup(&self, ev: &Ukevent) -> Result<usize, i32> {
+    /// `peer`'s kevent named by `ev` (`ENOENT`: it has none; another process's kevents
+    /// of that type and id are not its).
+    fn lookup(&self, ev: &Ukevent, peer: PeerId) -> Result<usize, i32> {
         self.index
-            .get(&(ev.type_, ev.id))
+            .get(&(peer, ev.type_, ev.id))
             .copied()
             .ok_or(libc::ENOENT)
     }
 
-    fn remove_one(&mut self, ev: &Ukevent) -> EntryResult {
-        let idx = self.lookup(ev)?;
+    fn remove_one(&mut self, ev: &Ukevent, peer: PeerId) -> EntryResult {
+        let idx = self.lookup(ev, peer)?;
         self.unregister(idx);
         Ok(())
+    }
+
+    /// A peer went (its gate connection ended, or its process died): its kevents go —
+    /// entries nobody claimed yet are taken back — and so do the fds held for it and its
+    /// notify fd. Returns how many kevents it had.
+    pub(crate) fn drop_peer(&mut self, peer: PeerId) -> usize {
+        self.outbox.drop_target(peer);
+        let regs = self.peers.registrations_of(peer);
+        for &idx in &regs {
+            if self
+                .regs
+                .get(idx)
+                .and_then(Option::as_ref)
+                .is_some_and(|r| r.peer == peer)
+            {
+                self.unregister(idx);
+            }
+        }
+        self.service(0);
+        self.settle();
+        regs.len()
     }
 
     /// Drops registration `idx`: its pending entry is taken back (never delivered), its
     /// source released.
     fn unregister(&mut self, idx: usize) {
         let reg = self.regs[idx].take().expect("indexed registrations exist");
-        self.index.remove(&(reg.ev.type_, reg.ev.id));
+        self.index.remove(&(reg.peer, reg.ev.type_, reg.ev.id));
+        self.peers.remove(reg.peer, idx, reg.held_fds());
         self.free.push(idx);
         self.ring()
             .stats()
@@ -374,8 +423,8 @@ impl Kernel {
         }
     }
 
-    fn modify_one(&mut self, ev: &Ukevent) -> EntryResult {
-        let idx = self.lookup(ev)?;
+    fn modify_one(&mut self, ev: &Ukevent, peer: PeerId) -> EntryResult {
+        let idx = self.lookup(ev, peer)?;
         if ev.req_flags & !KEVENT_REQ_ALL != 0 {
             return Err(libc::EINVAL);
         }
@@ -405,8 +454,8 @@ impl Kernel {
         Ok(())
     }
 
-    fn ready_one(&mut self, ev: &Ukevent) -> EntryResult {
-        let idx = self.lookup(ev)?;
+    fn ready_one(&mut self, ev: &Ukevent, peer: PeerId) -> EntryResult {
+        let idx = self.lookup(ev, peer)?;
         let reg = self.reg(idx).expect("indexed");
         let bits = if ev.event != 0 {
             ev.event

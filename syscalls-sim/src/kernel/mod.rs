@@ -24,15 +24,19 @@ use std::os::fd::{AsFd, OwnedFd};
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 
-use kevent_ring::{Producer, PushError, Ring, SlotState, Status};
+use kevent_ring::{Producer, PushError, Ring, SlotState, Status, WakeFd};
 
 mod ctl;
+mod lock;
 mod tables;
 
 pub(crate) use ctl::{compact_reported, Caller};
+pub(crate) use lock::KernelLock;
 
 use crate::abi::*;
-use crate::poller::{reset_eventfd, Reports};
+use crate::outbox::Outbox;
+use crate::peer::{PeerId, PeerLimits, Peers};
+use crate::poller::Reports;
 use crate::registration::{Pending, Registration};
 use crate::source::inode::Inodes;
 use crate::source::signal::Signals;
@@ -55,15 +59,15 @@ fn token(idx: usize, gen: u32) -> u64 {
 pub(crate) struct Kernel {
     pub(crate) producer: Producer,
     pub(crate) epoll: Arc<OwnedFd>,
-    doorbell: Arc<OwnedFd>,
+    /// The doorbell's reading end (in the epoll set as [`TOKEN_DOORBELL`]); every
+    /// attached process holds the ringing end.
+    doorbell: WakeFd,
     /// The poller's bell (in the epoll set as [`TOKEN_BELL`]) and the word saying
     /// whether a consumer of this process is blocked as the poller.
-    bell: Option<(OwnedFd, Arc<Harvesters>)>,
-    /// The queue's handle, when armed as a readiness fd for other event loops.
-    notify: Option<OwnedFd>,
-    /// The notify fds of consumers in other processes, by their gate connection (an
-    /// eventfd each, received with `SCM_RIGHTS`; dropped when the connection closes).
-    remote_notify: Vec<(i32, OwnedFd)>,
+    bell: Option<(WakeFd, Arc<Harvesters>)>,
+    /// The notify fds (the owner's handle when armed, consumers in other processes'
+    /// channels) and the doorbell's ringing end: written after the lock is released.
+    pub(crate) outbox: Arc<Outbox>,
     /// Bumped at the end of every `kevent_ctl`. Whoever takes events from the epoll fd
     /// reads it right after `epoll_wait` returns: a report taken while a ctl was still
     /// running reads that ctl's number (see `Registration::swallow`).
@@ -75,7 +79,11 @@ pub(crate) struct Kernel {
     pub(crate) lease: std::time::Duration,
     regs: Vec<Option<Registration>>,
     free: Vec<usize>,
-    index: HashMap<(u32, u64), usize>,
+    /// (owner of the registration, type, id) → registration (see `peer.rs`).
+    index: HashMap<(PeerId, u32, u64), usize>,
+    /// What each process attached through the gate holds, and its bounds.
+    peers: Peers,
+    pub(crate) peer_limits: PeerLimits,
     backlog: Backlog,
     /// Per slot: the entry published there, and for which registration.
     side: SideTable,
@@ -99,21 +107,27 @@ pub(crate) struct Kernel {
 }
 
 impl Kernel {
-    pub(crate) fn new(producer: Producer, epoll: Arc<OwnedFd>, doorbell: Arc<OwnedFd>) -> Kernel {
+    pub(crate) fn new(
+        producer: Producer,
+        epoll: Arc<OwnedFd>,
+        doorbell: WakeFd,
+        outbox: Arc<Outbox>,
+    ) -> Kernel {
         let released = producer.position();
         Kernel {
             producer,
             epoll,
             doorbell,
             bell: None,
-            notify: None,
-            remote_notify: Vec::new(),
+            outbox,
             epoch: Arc::new(std::sync::atomic::AtomicU64::new(0)),
             remote_signals: false,
             lease: crate::reaper::DEFAULT_LEASE,
             regs: Vec::new(),
             free: Vec::new(),
             index: HashMap::new(),
+            peers: Peers::default(),
+            peer_limits: PeerLimits::default(),
             backlog: Backlog::default(),
             side: SideTable::new(released),
             released,
@@ -136,7 +150,7 @@ impl Kernel {
 
     /// The poller's bell, registered in the epoll set as [`TOKEN_BELL`], and the
     /// harvesters whose `blocker` says whether the poller is blocked.
-    pub(crate) fn set_bell(&mut self, bell: OwnedFd, harvesters: Arc<Harvesters>) {
+    pub(crate) fn set_bell(&mut self, bell: WakeFd, harvesters: Arc<Harvesters>) {
         self.bell = Some((bell, harvesters));
     }
 
@@ -180,8 +194,8 @@ impl Kernel {
     pub(crate) fn on_token(&mut self, tok: u64, flags: u32, epoch: u64) {
         match tok {
             TOKEN_DOORBELL => {
-                // Reset the eventfd; the releases it announces are handled by `service`.
-                reset_eventfd(self.doorbell.as_fd());
+                // Reset it; the releases it announces are handled by `service`.
+                self.doorbell.reset();
                 // Another process's waker rings the doorbell to reach a poller of ours
                 // (it cannot reach our bell): relay it if entries wait.
                 if self.ring().pollers() > 0 && self.ring().has_claimable() {
@@ -192,7 +206,7 @@ impl Kernel {
                 let Some((bell, harvesters)) = &self.bell else {
                     return;
                 };
-                reset_eventfd(bell.as_fd());
+                bell.reset();
                 // The edge was meant for the poller, blocked in `epoll_wait` on this
                 // epoll fd, and someone else took it (a harvester's `epoll_wait(0)`, the
                 // producer thread): ring again while the poller is blocked. The poller
@@ -478,33 +492,20 @@ impl Kernel {
         published
     }
 
-    /// Makes the notify fd (if armed) readable: event loops asleep on it are sleepers
-    /// too (see `Queue::notify_fd`).
+    /// Makes the notify fds readable (event loops asleep on them are sleepers too, see
+    /// `Queue::notify_fd`) once the lock is released (`outbox.rs`).
     pub(crate) fn notify_loops(&self) {
-        let remote = self.remote_notify.iter().map(|(_, fd)| fd);
-        for fd in self.notify.iter().chain(remote) {
-            let _ = rustix::io::write(fd.as_fd(), &1u64.to_ne_bytes());
-        }
+        self.outbox.notify_later();
     }
 
-    /// Makes every publish also make `fd` (an eventfd) readable.
-    pub(crate) fn set_notify(&mut self, fd: OwnedFd) {
-        self.notify = Some(fd);
-    }
-
-    /// The same for a consumer in another process, known by its gate connection `conn`
-    /// (replacing an earlier one of that connection). Readable at once if entries wait.
-    pub(crate) fn add_remote_notify(&mut self, conn: i32, fd: OwnedFd) {
-        self.drop_remote_notify(conn);
+    /// Makes every publish also make `fd` readable: the owner's handle (`peer` is
+    /// [`PeerId::OWNER`]) or a consumer in another process's channel (replacing an
+    /// earlier one of that peer). Readable at once if entries wait.
+    pub(crate) fn add_notify(&mut self, peer: PeerId, fd: WakeFd) {
+        self.outbox.add_target(peer, fd);
         if self.ring().has_claimable() {
-            let _ = rustix::io::write(fd.as_fd(), &1u64.to_ne_bytes());
+            self.notify_loops();
         }
-        self.remote_notify.push((conn, fd));
-    }
-
-    /// Forgets the notify fd of gate connection `conn` (it closed).
-    pub(crate) fn drop_remote_notify(&mut self, conn: i32) {
-        self.remote_notify.retain(|(c, _)| *c != conn);
     }
 
     /// Ends a stint as the kernel outside the producer thread (ctl, harvest): if commits

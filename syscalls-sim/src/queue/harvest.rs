@@ -38,8 +38,9 @@ use kevent_ring::{Claim, Deadline, WaitOutcome, WaitSpec};
 
 use super::{errno, Queue};
 use crate::kernel::TOKEN_BELL;
-use crate::poller::{reset_eventfd, Reports};
-use crate::thread::{lock, Harvesters};
+use crate::peer::PeerId;
+use crate::poller::Reports;
+use crate::thread::Harvesters;
 
 impl Queue {
     /// Whether consumers in the owning process harvest ready sources themselves when
@@ -60,7 +61,7 @@ impl Queue {
     fn harvest_inline(&self, reserve: u64) -> u64 {
         let Some(owner) = &self.owner else { return 0 };
         owner.harvesters.rounds.fetch_add(1, Ordering::Relaxed);
-        let Ok(mut guard) = owner.kernel.try_lock() else {
+        let Some(mut guard) = owner.kernel.try_lock() else {
             return 0; // the producer thread (or another harvester) is at it
         };
         guard.as_mut().map_or(0, |k| k.harvest(reserve))
@@ -134,13 +135,13 @@ impl Queue {
                             // loop. Without the kernel's lock: a waker rings the bell
                             // while it holds the lock (a `kevent_ctl` publishing), and
                             // waiting for it here would add a second wake-up.
-                            reset_eventfd(owner.bell.as_fd());
+                            owner.bell.reset();
                         } else {
                             sources = true;
                         }
                     }
                     if sources {
-                        match lock(&owner.kernel).as_mut() {
+                        match owner.kernel.lock().as_mut() {
                             Some(kernel) => {
                                 kernel.harvest_reports(&reports, reserve);
                             }
@@ -246,7 +247,7 @@ impl Queue {
                 .as_ref()
                 .filter(|o| harvesters.is_some() && o.done_pending.load(Ordering::Relaxed))
             {
-                if let Some(kernel) = lock(&owner.kernel).as_mut() {
+                if let Some(kernel) = owner.kernel.lock().as_mut() {
                     if kernel.harvest(max) > 0 {
                         fresh = true;
                         continue;
@@ -308,37 +309,33 @@ impl Queue {
             return Err(errno(libc::EOPNOTSUPP));
         }
         let Some(owner) = &self.owner else {
-            if !self.remote_notify.load(Ordering::Acquire) {
+            let notify = self
+                .peer_notify
+                .as_ref()
+                .expect("a queue of another process");
+            if !notify.is_armed() {
                 let client = self.client()?;
-                if !self.remote_notify.load(Ordering::Acquire) {
-                    let c = client.as_ref().expect("connected");
-                    c.arm_notify(self.handle.as_fd())?;
-                    self.remote_notify.store(true, Ordering::Release);
+                if !notify.is_armed() {
+                    let inbox = client.as_ref().expect("connected").arm_notify()?;
+                    let alive = || !self.ring.owner_died();
+                    notify.arm(self.handle.as_fd(), inbox, self.owner_pid(), alive)?;
                 }
             }
             return Ok(self.handle.as_fd());
         };
-        if !owner.notify_armed.swap(true, Ordering::AcqRel) {
-            owner.harvesters.never_park.store(true, Ordering::Release);
-            let dup = self.handle.try_clone()?;
-            let mut guard = lock(&owner.kernel);
-            if let Some(k) = guard.as_mut() {
-                k.set_notify(dup);
-                if self.ring.has_claimable() {
-                    let _ = rustix::io::write(self.handle.as_fd(), &1u64.to_ne_bytes());
+        if owner.notify.get().is_none() {
+            let mut guard = owner.kernel.lock();
+            if owner.notify.get().is_none() {
+                owner.harvesters.never_park.store(true, Ordering::Release);
+                let mine = kevent_ring::WakeFd::from_fd(self.handle.try_clone()?)?;
+                let kernels = mine.try_clone()?;
+                let _ = owner.notify.set(mine);
+                if let Some(k) = guard.as_mut() {
+                    k.add_notify(PeerId::OWNER, kernels);
                 }
             }
         }
         Ok(self.handle.as_fd())
-    }
-
-    /// Whether the handle is armed as a notify fd (here, or at the owner for us).
-    fn notify_armed(&self) -> bool {
-        self.remote_notify.load(Ordering::Relaxed)
-            || self
-                .owner
-                .as_ref()
-                .is_some_and(|o| o.notify_armed.load(Ordering::Relaxed))
     }
 
     /// Resets the notify fd (if armed) when the ring is found empty; returns whether it
@@ -346,15 +343,22 @@ impl Queue {
     /// again; those published between the empty look and the reset do not — the caller
     /// re-checks the ring, and if it leaves entries there it calls `rearm_notify`.
     pub(super) fn drain_notify(&self) -> bool {
-        if !self.notify_armed() {
-            return false;
+        if let Some(notify) = &self.peer_notify {
+            return notify.drain(self.handle.as_fd());
         }
-        reset_eventfd(self.handle.as_fd())
+        self.owner
+            .as_ref()
+            .and_then(|o| o.notify.get())
+            .is_some_and(|n| n.reset().was_set)
     }
 
     /// Makes the notify fd readable again (entries wait that its reset announced).
     fn rearm_notify(&self) {
-        let _ = rustix::io::write(self.handle.as_fd(), &1u64.to_ne_bytes());
+        if let Some(notify) = &self.peer_notify {
+            notify.kick();
+        } else if let Some(n) = self.owner.as_ref().and_then(|o| o.notify.get()) {
+            let _ = n.ring();
+        }
     }
 
     /// Consumers asleep waiting for entries: those on the ring's futex (any process) plus

@@ -9,17 +9,20 @@ use std::thread::JoinHandle;
 use std::time::Duration;
 
 use kevent_ring::{
-    Claim, ConsumerId, Deadline, Liveness, Producer, Ring, Ukevent, WaitOutcome, WaitSpec,
+    Claim, ConsumerId, Deadline, Liveness, Producer, Ring, Ukevent, WaitOutcome, WaitSpec, WakeFd,
 };
-use rustix::event::{epoll, eventfd, EventfdFlags};
+use rustix::event::epoll;
 
 use crate::abi::*;
 use crate::gate::{self, Gate, GateAddr, GateClient, GateCtx};
-use crate::kernel::{Kernel, TOKEN_BELL, TOKEN_DOORBELL};
+use crate::kernel::{Kernel, KernelLock, TOKEN_BELL, TOKEN_DOORBELL};
+use crate::outbox::Outbox;
 use crate::reaper::{Reaper, DEFAULT_REAP_INTERVAL};
 mod harvest;
+mod notify;
 
-use crate::thread::{lock, Harvesters, ProducerThread};
+use crate::thread::{Harvesters, ProducerThread};
+use notify::PeerNotify;
 
 fn errno(e: i32) -> io::Error {
     io::Error::from_raw_os_error(e)
@@ -27,7 +30,7 @@ fn errno(e: i32) -> io::Error {
 
 /// The creating process's side: the kernel, its thread, and the gates it serves.
 struct Owner {
-    kernel: Arc<Mutex<Option<Kernel>>>,
+    kernel: Arc<KernelLock>,
     stop: Arc<AtomicBool>,
     thread: Mutex<Option<JoinHandle<()>>>,
     /// The producer thread of a queue created paused, until [`Queue::start`].
@@ -43,12 +46,12 @@ struct Owner {
     /// The kernel's ctl counter, read right after the poller's `epoll_wait`.
     epoch: Arc<AtomicU64>,
     /// The poller's bell (the poller resets it when its edge wakes it).
-    bell: OwnedFd,
+    bell: WakeFd,
     /// Level-triggered kevents that ADD returned ready at once wait for a re-check
     /// (`Kernel::recheck_done`): a consumer harvests before it blocks.
     done_pending: Arc<AtomicBool>,
-    /// Whether the handle is armed as a readiness fd ([`Queue::notify_fd`]).
-    notify_armed: AtomicBool,
+    /// The handle (an eventfd), once armed as a readiness fd ([`Queue::notify_fd`]).
+    notify: std::sync::OnceLock<WakeFd>,
     /// The producer thread's kernel tid (0 until it runs), for CPU accounting.
     tid: Arc<std::sync::atomic::AtomicI32>,
     /// The queue's gate: its listeners (the abstract one, and paths from
@@ -61,10 +64,16 @@ pub struct Queue {
     ring: Arc<Ring>,
     me: ConsumerId,
     _liveness: Liveness,
-    doorbell: Arc<OwnedFd>,
-    /// The queue's handle: an fd number of our own (an eventfd), so that handles behave
-    /// like the original's file descriptors (`EBADF` once closed).
+    /// The doorbell's ringing end (`wakefd.rs` in kevent-ring: a socket, shared with
+    /// every attached process, rung without ever blocking).
+    doorbell: Arc<WakeFd>,
+    /// The queue's handle: an fd number of our own, so that handles behave like the
+    /// original's file descriptors (`EBADF` once closed), and the notify fd other event
+    /// loops watch ([`Queue::notify_fd`]): in the owning process an eventfd the kernel
+    /// rings; in another process an epoll fd of its own (`queue/notify.rs`).
     handle: OwnedFd,
+    /// In a process that does not own the queue: what its handle watches.
+    peer_notify: Option<PeerNotify>,
     owner: Option<Owner>,
     /// Where the queue's gate is and which process serves it: what `kevent_ctl` of a
     /// process that does not own the queue, and every `fork`ed child, connects to.
@@ -73,9 +82,9 @@ pub struct Queue {
     /// The connection to the gate, in a process that does not own the queue: made by
     /// [`Queue::connect`], or on the first `kevent_ctl` (a forked child).
     client: Mutex<Option<GateClient>>,
-    /// A consumer in another process armed its handle as its notify fd (see
-    /// `Queue::notify_fd`): the owner writes it on every publish.
-    remote_notify: AtomicBool,
+    /// This process added kevents through its connection: if the connection is lost,
+    /// the owner drops them, and the next call says so (see [`Queue::client`]).
+    kevents_through_client: AtomicBool,
     /// The process this `Queue` value belongs to (a forked child inherits a copy that
     /// must not act as the owner; see [`Queue::for_this_process`]).
     pid: u32,
@@ -129,16 +138,18 @@ impl Queue {
         let ring = Arc::new(Ring::create("kevent", capacity)?);
         let liveness = Liveness::register(&ring)?;
         let epoll = Arc::new(epoll::create(epoll::CreateFlags::CLOEXEC)?);
-        let doorbell = Arc::new(eventfd(0, EventfdFlags::CLOEXEC | EventfdFlags::NONBLOCK)?);
+        // The doorbell: the kernel reads one end (in its epoll set); every attached
+        // process, this one included, rings the other.
+        let (doorbell_in, doorbell) = WakeFd::pair()?;
         epoll::add(
             epoll.as_fd(),
-            doorbell.as_fd(),
+            doorbell_in.as_fd(),
             epoll::EventData::new_u64(TOKEN_DOORBELL),
             epoll::EventFlags::IN,
         )?;
         // The poller blocks in `epoll_wait` on this same set; its bell is in it,
         // edge-triggered (see `poller.rs`).
-        let bell = eventfd(0, EventfdFlags::CLOEXEC | EventfdFlags::NONBLOCK)?;
+        let bell = WakeFd::private()?;
         epoll::add(
             epoll.as_fd(),
             bell.as_fd(),
@@ -148,11 +159,13 @@ impl Queue {
         ring.set_bell(bell.try_clone()?);
         let harvesters = Arc::new(Harvesters::default());
         let producer = Producer::new(ring.clone()).map_err(io::Error::from)?;
-        let mut kernel = Kernel::new(producer, epoll.clone(), doorbell.clone());
+        let outbox = Arc::new(Outbox::new(doorbell.try_clone()?));
+        let mut kernel = Kernel::new(producer, epoll.clone(), doorbell_in, outbox);
         kernel.set_bell(bell.try_clone()?, harvesters.clone());
         let epoch = kernel.epoch.clone();
         let done_pending = kernel.done_pending.clone();
-        let kernel = Arc::new(Mutex::new(Some(kernel)));
+        let kernel = Arc::new(KernelLock::new(kernel));
+        let doorbell = Arc::new(doorbell);
         let ctx_epoll = epoll.clone();
         let stop = Arc::new(AtomicBool::new(false));
         let memfd = ring.memfd().expect("a memfd ring").try_clone_to_owned()?;
@@ -166,7 +179,7 @@ impl Queue {
             harvesters: harvesters.clone(),
             epoch: epoch.clone(),
         };
-        let handle = eventfd(0, EventfdFlags::CLOEXEC | EventfdFlags::NONBLOCK)?;
+        let handle = WakeFd::private()?.into();
         // Bound now (an autobound abstract name, see gate.rs), served from `start`.
         let gate = Gate::new(GateCtx {
             kernel: kernel.clone(),
@@ -192,13 +205,14 @@ impl Queue {
                 epoch,
                 bell,
                 done_pending,
-                notify_armed: AtomicBool::new(false),
+                notify: std::sync::OnceLock::new(),
                 tid: Arc::new(std::sync::atomic::AtomicI32::new(0)),
                 gate,
             }),
             gate: Some(gate_addr),
             client: Mutex::new(None),
-            remote_notify: AtomicBool::new(false),
+            kevents_through_client: AtomicBool::new(false),
+            peer_notify: None,
             pid: crate::pid::current(),
             spin_ns: AtomicU64::new(DEFAULT_SPIN.as_nanos() as u64),
         };
@@ -250,7 +264,7 @@ impl Queue {
             .as_ref()
             .filter(|_| self.is_local())
             .ok_or_else(|| errno(libc::EOPNOTSUPP))?;
-        if let Some(k) = lock(&owner.kernel).as_mut() {
+        if let Some(k) = owner.kernel.lock().as_mut() {
             k.remote_signals = allow;
         }
         Ok(())
@@ -269,8 +283,28 @@ impl Queue {
             .as_ref()
             .filter(|_| self.is_local())
             .ok_or_else(|| errno(libc::EOPNOTSUPP))?;
-        if let Some(k) = lock(&owner.kernel).as_mut() {
+        if let Some(k) = owner.kernel.lock().as_mut() {
             k.lease = lease;
+        }
+        Ok(())
+    }
+
+    /// What the owner holds, at most, for each process attached through the gate — its
+    /// registrations (`ENOSPC` beyond), the fds held for them (`EMFILE` beyond) — and for
+    /// all of them together (see [`PeerLimits`](crate::PeerLimits); the defaults are
+    /// sized from this process's `RLIMIT_NOFILE`). Applies to ADDs from now on; what
+    /// peers hold already stays.
+    ///
+    /// # Errors
+    /// `EOPNOTSUPP` in a process that does not own the queue.
+    pub fn set_peer_limits(&self, limits: crate::PeerLimits) -> io::Result<()> {
+        let owner = self
+            .owner
+            .as_ref()
+            .filter(|_| self.is_local())
+            .ok_or_else(|| errno(libc::EOPNOTSUPP))?;
+        if let Some(k) = owner.kernel.lock().as_mut() {
+            k.peer_limits = limits;
         }
         Ok(())
     }
@@ -303,6 +337,10 @@ impl Queue {
     /// that has called `kevent_ctl`, until it exits or drops its queue.
     pub const MAX_GATE_CONNECTIONS: usize = gate::MAX_CONNECTIONS;
 
+    /// How many connections one process may hold to a queue's gate at a time (8): one
+    /// more is refused at once (`ConnectionRefused`), and the others are unaffected.
+    pub const MAX_GATE_CONNECTIONS_PER_PROCESS: usize = gate::MAX_CONNECTIONS_PER_PROCESS;
+
     /// Attaches to the queue served at `path` (see [`Queue::listen`]): maps its ring,
     /// registers as a consumer, and controls it through the socket.
     ///
@@ -324,10 +362,14 @@ impl Queue {
         Self::attached(memfd.as_fd(), doorbell, Some(gate), Some(client))
     }
 
-    /// Attaches to a ring from its memfd and the queue's doorbell (received by other
-    /// means): a consumer without a control channel. `kevent_ctl` answers `EOPNOTSUPP`,
-    /// here and in every child it forks: such a queue has no gate address, so nothing
-    /// ever connects anywhere on its behalf.
+    /// Attaches to a ring from its memfd and the queue's doorbell (the ringing end,
+    /// received by other means): a consumer without a control channel. `kevent_ctl`
+    /// answers `EOPNOTSUPP`, here and in every child it forks: such a queue has no gate
+    /// address, so nothing ever connects anywhere on its behalf.
+    ///
+    /// # Errors
+    /// The ring's validation errors (`InvalidData`, with what is wrong); `EINVAL` if
+    /// `doorbell` is not a doorbell (a Unix stream socket, or an eventfd).
     pub fn attach(memfd: BorrowedFd<'_>, doorbell: OwnedFd) -> io::Result<Arc<Queue>> {
         Self::attached(memfd, doorbell, None, None)
     }
@@ -339,19 +381,22 @@ impl Queue {
         client: Option<GateClient>,
     ) -> io::Result<Arc<Queue>> {
         let ring = Arc::new(Ring::attach(memfd)?);
+        let doorbell = WakeFd::from_fd(doorbell)?;
         // Our wakers reach the owner's poller through the doorbell, which it relays.
         ring.set_bell(doorbell.try_clone()?);
         let liveness = Liveness::register(&ring)?;
+        let (handle, peer_notify) = PeerNotify::new()?;
         Ok(Arc::new(Queue {
             me: liveness.id(),
             ring,
             _liveness: liveness,
             doorbell: Arc::new(doorbell),
-            handle: eventfd(0, EventfdFlags::CLOEXEC | EventfdFlags::NONBLOCK)?,
+            handle,
+            peer_notify: Some(peer_notify),
             owner: None,
             gate,
             client: Mutex::new(client),
-            remote_notify: AtomicBool::new(false),
+            kevents_through_client: AtomicBool::new(false),
             pid: crate::pid::current(),
             spin_ns: AtomicU64::new(DEFAULT_SPIN.as_nanos() as u64),
         }))
@@ -440,19 +485,33 @@ impl Queue {
             ));
         }
         if let Some(owner) = &self.owner {
-            let mut guard = lock(&owner.kernel);
+            let mut guard = owner.kernel.lock();
             let kernel = guard.as_mut().ok_or_else(|| errno(libc::EBADF))?;
             return kernel.ctl(cmd, events, &[], crate::kernel::Caller::Local);
         }
-        self.client()?.as_ref().expect("connected").ctl(cmd, events)
+        if self.ring.owner_died() {
+            return Err(errno(libc::EPIPE));
+        }
+        let n = self
+            .client()?
+            .as_ref()
+            .expect("connected")
+            .ctl(cmd, events)?;
+        if cmd == KEVENT_CTL_ADD {
+            self.kevents_through_client.store(true, Ordering::Relaxed);
+        }
+        Ok(n)
     }
 
     /// The control connection of a consumer in another process, made (or remade, if
     /// the last one failed on the way) on demand; a remade one re-arms the notify fd,
     /// which the owner forgot with the old connection.
     ///
+    /// # Errors
     /// `EOPNOTSUPP`: attached without a control channel (`Queue::attach`; use
-    /// `Queue::connect`).
+    /// `Queue::connect`). `ECONNRESET` once, when the connection is remade after this
+    /// process had added kevents through the old one: the owner dropped them with it
+    /// (`peer.rs`) and they must be added again; the next call goes through.
     pub(super) fn client(&self) -> io::Result<std::sync::MutexGuard<'_, Option<GateClient>>> {
         let gate = self.gate.as_ref().ok_or_else(|| errno(libc::EOPNOTSUPP))?;
         let mut client = self.client.lock().unwrap_or_else(|e| e.into_inner());
@@ -462,15 +521,26 @@ impl Queue {
             // it closed said, not the errors of connecting to a socket that is gone
             // (ENOENT, ECONNREFUSED). (A first connection — a forked child's — is tried:
             // whoever serves the name now is refused by the credential check.)
-            if client.is_some() && self.ring.is_closed() {
+            let remade = client.is_some();
+            if remade && (self.ring.is_closed() || self.ring.owner_died()) {
                 return Err(errno(libc::EPIPE));
             }
             *client = None;
             let fresh = gate.connect()?;
-            if self.remote_notify.load(Ordering::Acquire) {
-                fresh.arm_notify(self.handle.as_fd())?;
+            let notify = self.peer_notify.as_ref().filter(|n| n.is_armed());
+            if let Some(notify) = notify {
+                let inbox = fresh.arm_notify()?;
+                let alive = || !self.ring.owner_died();
+                notify.arm(self.handle.as_fd(), inbox, self.owner_pid(), alive)?;
             }
             *client = Some(fresh);
+            if remade && self.kevents_through_client.swap(false, Ordering::Relaxed) {
+                return Err(io::Error::new(
+                    io::ErrorKind::ConnectionReset,
+                    "kevent_ctl: the connection to the queue's owner was lost, and with it \
+                     the kevents this process had added (add them again); connected anew",
+                ));
+            }
         }
         Ok(client)
     }
@@ -490,10 +560,8 @@ impl Queue {
 
     fn outcome_error(outcome: WaitOutcome) -> Option<io::Error> {
         match outcome {
-            WaitOutcome::Closed => Some(io::Error::new(
-                io::ErrorKind::BrokenPipe,
-                "kevent queue closed: its producer has stopped",
-            )),
+            // The queue closed, or its owner died (`Ring::owner_died` tells which).
+            WaitOutcome::Closed => Some(errno(libc::EPIPE)),
             WaitOutcome::Broken => Some(io::Error::new(
                 io::ErrorKind::InvalidData,
                 "kevent ring is broken",
@@ -587,7 +655,7 @@ impl Queue {
             // busy (holds the kernel), it checks for releases before it sleeps again.
             if self.harvesters().is_some() {
                 if let Some(owner) = &self.owner {
-                    if let Ok(mut guard) = owner.kernel.try_lock() {
+                    if let Some(mut guard) = owner.kernel.try_lock() {
                         if let Some(k) = guard.as_mut() {
                             k.service(0);
                             if k.wants_release_notice() {
@@ -598,7 +666,7 @@ impl Queue {
                     }
                 }
             }
-            let _ = rustix::io::write(self.doorbell.as_fd(), &1u64.to_ne_bytes());
+            let _ = self.doorbell.ring();
         }
     }
 
@@ -665,8 +733,8 @@ impl Queue {
         // listeners are shut down (a child's inherited copy cannot accept, connecting
         // to the name is refused) and the socket files removed.
         owner.gate.close();
-        let _ = rustix::io::write(self.doorbell.as_fd(), &1u64.to_ne_bytes());
-        if let Some(k) = lock(&owner.kernel).as_ref() {
+        let _ = self.doorbell.ring();
+        if let Some(k) = owner.kernel.lock().as_ref() {
             k.notify_loops(); // an event loop asleep on the notify fd learns of the close
         }
         if let Some(t) = owner
@@ -678,7 +746,7 @@ impl Queue {
             let _ = t.join();
         }
         self.ring.close();
-        lock(&owner.kernel).take();
+        owner.kernel.lock().take();
     }
 }
 
