@@ -154,7 +154,7 @@ fn add_ready_now_returns_a_ready_fd_and_later_readiness_still_comes_through_wait
     assert_eq!(r.read(&mut buf).unwrap(), 6);
 }
 
-/// W4 (DESIGN.md §3): "every registered source that is ready is pending or claimed —
+/// W4 (ARCHITECTURE.md §3): "every registered source that is ready is pending or claimed —
 /// ADD's DONE return included". A level-triggered pipe returned by ADD and left with
 /// data unread is reported by the next wait (once), as epoll's level trigger would;
 /// read empty, it is not (ADD's answer is not also queued). Found by an outside trial:

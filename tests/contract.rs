@@ -1,4 +1,4 @@
-//! The wake-up contract (DESIGN.md §3, W1–W5) and errno-carrying, held through the public
+//! The wake-up contract (ARCHITECTURE.md §3, W1–W5) and errno-carrying, held through the public
 //! API: one regression test per reported defect, named after the behaviour it promises.
 //!
 //! * W4 no lost readiness: a pipe written again after ADD returned it ready, a pipe

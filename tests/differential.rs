@@ -1,4 +1,4 @@
-//! W4 "no lost readiness" (DESIGN.md §3), held against epoll as the oracle.
+//! W4 "no lost readiness" (ARCHITECTURE.md §3), held against epoll as the oracle.
 //!
 //! A randomized differential test: 64 AF_UNIX socketpairs and 16 pipes (non-blocking),
 //! their read ends registered in one kevent [`Queue`] *and* in a plain epoll set, go
@@ -45,7 +45,7 @@ const BOUND: Duration = Duration::from_secs(2);
 const ZERO: Option<Duration> = Some(Duration::ZERO);
 
 /// `KEVENT_DIFF_STRICT_READY_NOW=1`: hold a level kevent that `add_ready_now` returned to
-/// W4 as DESIGN.md words it ("ADD's DONE return included": reported through the ring
+/// W4 as ARCHITECTURE.md §3 words it ("ADD's DONE return included": reported through the ring
 /// while it stays ready), not to `Added::ReadyNow`'s documented behaviour (reported
 /// again only after its next readiness change).
 fn strict_ready_now() -> bool {

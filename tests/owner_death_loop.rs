@@ -1,4 +1,4 @@
-//! The owner's death is an event for an event loop in another process (DESIGN.md §5):
+//! The owner's death is an event for an event loop in another process (ARCHITECTURE.md §5):
 //! a `kevent::Loop` in a connected process, with the shared queue attached
 //! ([`Loop::attach_queue`]) and asleep in `poll(true)`, wakes when the queue's owner is
 //! SIGKILLed; the attachment is detached and `take_error` gives the BrokenPipe error.

@@ -3,7 +3,7 @@
 //! Everything here is `#[repr(C)]` and every offset is pinned by a test (`tests` below):
 //! the layout is an ABI shared by every process that maps the ring, possibly built by
 //! another version of this library. Every field is an atomic, because every participant
-//! can write these pages at any time (see "Untrusted memory" in DESIGN.md §3).
+//! can write these pages at any time (see "Untrusted memory" in ARCHITECTURE.md §3).
 //!
 //! The hot words (`kidx`, `cidx`, `uidx`, the wake-up word) each sit on their own
 //! 128-byte line — two cache lines, since x86's adjacent-line prefetcher pairs them — so
@@ -66,7 +66,7 @@ pub struct PositionLine {
     pub pos: AtomicU64,
 }
 
-/// The wake-up line: the futex word and the sleeper count (DESIGN.md §3, "Waiting").
+/// The wake-up line: the futex word and the sleeper count (ARCHITECTURE.md §3, "Waiting").
 #[repr(C, align(128))]
 pub struct WakeLine {
     /// The futex word. Waiters sleep on it; a waker bumps it before `FUTEX_WAKE`.

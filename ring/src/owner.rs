@@ -1,5 +1,5 @@
 //! The owner's liveness word: how a consumer in another process learns, while it sleeps,
-//! that the process owning the queue died (DESIGN.md §5, "Processes are peers").
+//! that the process owning the queue died (ARCHITECTURE.md §5, "Processes are peers").
 //!
 //! The owner's producer thread holds a *robust futex*: the header's `owner` word holds
 //! its thread id, and the word is on that thread's robust list (`set_robust_list(2)`).

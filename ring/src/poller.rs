@@ -1,7 +1,7 @@
 //! The other two places a participant sleeps, and how every waker reaches them.
 //!
 //! A consumer sleeps on the ring's futex (`wait.rs`), but two more sleepers exist
-//! (DESIGN.md §3, W1–W5):
+//! (ARCHITECTURE.md §3, W1–W5):
 //!
 //! * **The poller:** a consumer of the owning process that, finding nothing, blocks on the
 //!   queue's *sources* (the kernel's epoll fd) itself rather than on the futex, so that a

@@ -152,7 +152,7 @@ impl Producer {
             Ordering::Relaxed,
         );
         if std::mem::take(&mut self.wake_all) {
-            // Every sleeper returns, with an entry or `Woken` (DESIGN.md §3, W1).
+            // Every sleeper returns, with an entry or `Woken` (ARCHITECTURE.md §3, W1).
             self.ring.kick(u32::MAX);
         } else {
             let wake = n.saturating_sub(reserve);

@@ -1,7 +1,7 @@
 //! Waiting for entries without lost wake-ups, and waking without needless system calls.
 //!
 //! The handshake is the classic store-buffer pattern, closed with a SeqCst fence on each
-//! side (DESIGN.md §3):
+//! side (ARCHITECTURE.md §3):
 //!
 //! ```text
 //!  waiter                                  waker (producer, or a consumer passing on)

@@ -1,5 +1,5 @@
 //! [`WakeFd`]: the one way this library rings and resets a wake-up fd — the poller's bell,
-//! the producer's doorbell, the notify fds of event loops (DESIGN.md §3 and §5).
+//! the producer's doorbell, the notify fds of event loops (ARCHITECTURE.md §3 and §5).
 //!
 //! Two kinds, by who can reach the fd:
 //!

@@ -1,4 +1,4 @@
-//! Loom models of every race in the ring protocol (DESIGN.md §3 and §7).
+//! Loom models of every race in the ring protocol (ARCHITECTURE.md §3 and §7).
 //!
 //! Run with
 //!

@@ -1,4 +1,4 @@
-//! Loom models of the other places a consumer sleeps (DESIGN.md §3 W1/W3, `poller.rs`):
+//! Loom models of the other places a consumer sleeps (ARCHITECTURE.md §3 W1/W3, `poller.rs`):
 //! the poller blocked on its sources and bell (whose edge another thread may take), the
 //! parked producer thread, and an event loop's own sleep (`NotifyMe`, section i) —
 //! beside the ring's futex, whose models are in `loom.rs` (run both the same way,
@@ -21,7 +21,7 @@ use loom::thread;
 use loom_util::*;
 
 // ---------------------------------------------------------------------------------------
-// h. the poller, the bell and the parked producer (DESIGN.md §3 W1/W3, `poller.rs`)
+// h. the poller, the bell and the parked producer (ARCHITECTURE.md §3 W1/W3, `poller.rs`)
 // ---------------------------------------------------------------------------------------
 //
 // A poller blocks in `epoll_wait` on the queue's sources (the kernel's epoll fd), its

@@ -1,4 +1,4 @@
-//! Stress tests with exact accounting (DESIGN.md §7): one producer, four consumers, a
+//! Stress tests with exact accounting (ARCHITECTURE.md §7): one producer, four consumers, a
 //! 64-slot ring in a real memfd, ten million events (one million in debug builds; set
 //! `KEVENT_STRESS_EVENTS` to change it). Every sequence number must be delivered exactly
 //! once (a shared bitmap catches duplicates and gaps), every entry must arrive intact,

@@ -74,7 +74,7 @@ impl Shared {
     }
 }
 
-/// An event loop on a kevent queue: QEMU's `AioContext` and `aio_poll` (DESIGN.md §9).
+/// An event loop on a kevent queue: QEMU's `AioContext` and `aio_poll` (ARCHITECTURE.md §9).
 ///
 /// * **fd handlers** — read, write and poll callbacks per fd
 ///   ([`set_fd_handler`](Loop::set_fd_handler)), each a kevent on the queue;

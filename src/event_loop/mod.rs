@@ -1,6 +1,6 @@
 //! [`Loop`]: QEMU's event loop (`AioContext`, `aio_poll`) answered on a kevent queue.
 //!
-//! DESIGN.md §9. A loop owns (or is given) a [`Queue`](crate::Queue) and is its only
+//! ARCHITECTURE.md §9. A loop owns (or is given) a [`Queue`](crate::Queue) and is its only
 //! consumer. It adds no thread and no system call per event of its own: fd handlers are
 //! kevents on the queue, and everything else — bottom halves, event notifiers, timers —
 //! lives in user space and only touches the queue to wake a loop that sleeps in

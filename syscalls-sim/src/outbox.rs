@@ -1,6 +1,6 @@
 //! [`Outbox`]: the wake-ups the kernel owes fds that other event loops and processes
 //! wait on — the notify fds and the doorbell — sent only after the kernel's lock is
-//! released (DESIGN.md §5: no call of the owner blocks on an fd a peer can reach, and
+//! released (ARCHITECTURE.md §5: no call of the owner blocks on an fd a peer can reach, and
 //! nothing is written to such an fd while a lock is held).
 //!
 //! The kernel, under its lock, only *notes* that a notification is due (an atomic flag);

@@ -1,4 +1,4 @@
-//! Processes are peers (DESIGN.md §5): every process that controls a queue has its own
+//! Processes are peers (ARCHITECTURE.md §5): every process that controls a queue has its own
 //! registrations, and what the owner holds on a peer's behalf is bounded.
 //!
 //! * **Namespaces.** A registration belongs to a [`PeerId`]: the owner's own

@@ -1,4 +1,4 @@
-//! The reaper: crash recovery for consumers in other processes (DESIGN.md §5).
+//! The reaper: crash recovery for consumers in other processes (ARCHITECTURE.md §5).
 //!
 //! Every half interval the producer looks at the consumer table. A consumer whose
 //! liveness lock is gone (its process died, however it died) or that departed has its

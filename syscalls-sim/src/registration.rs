@@ -7,7 +7,7 @@ use crate::abi::*;
 use crate::peer::PeerId;
 use crate::source::{fd::Watched, Source};
 
-/// Where a kevent's pending entry is (DESIGN.md §4: at most one pending entry).
+/// Where a kevent's pending entry is (ARCHITECTURE.md §4: at most one pending entry).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum Pending {
     /// Nothing pending.

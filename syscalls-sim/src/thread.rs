@@ -35,7 +35,7 @@ pub(crate) struct ProducerThread {
 
 /// How long the producer thread parks at most while consumers harvest: the bound on how
 /// long a source can stay unpublished after the last harvest (a consumer that took a
-/// batch and went on to other work harvests no more; see DESIGN.md §3, W4).
+/// batch and went on to other work harvests no more; see ARCHITECTURE.md §3, W4).
 pub(crate) const PARK_MAX: std::time::Duration = std::time::Duration::from_millis(5);
 
 /// The producer thread's view of the consumers of this process that harvest for

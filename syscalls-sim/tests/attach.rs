@@ -1,4 +1,4 @@
-//! Attaching to something that is not a sound ring of this ABI (DESIGN.md §3 "Untrusted
+//! Attaching to something that is not a sound ring of this ABI (ARCHITECTURE.md §3 "Untrusted
 //! memory", §6): `Ring::attach` refuses it with the right `AttachError` and a message that
 //! says what is wrong, and never touches memory it has not validated (no `SIGBUS`, no
 //! panic). The memfds are built here: random or zero bytes, sealed and unsealed; real

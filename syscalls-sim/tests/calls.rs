@@ -1,5 +1,5 @@
 //! The argument checks of the five calls and the claim/commit protocol's errors
-//! (calls.rs; DESIGN.md §3 "Commit", §6).
+//! (calls.rs; ARCHITECTURE.md §3 "Commit", §6).
 
 mod util;
 

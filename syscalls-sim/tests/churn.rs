@@ -1,4 +1,4 @@
-//! Memory under churn stays flat (DESIGN.md §4: the kernel's queues cost memory in
+//! Memory under churn stays flat (ARCHITECTURE.md §4: the kernel's queues cost memory in
 //! proportion to what they hold — registrations, entries outstanding — never to how many
 //! kevents came and went).
 //!

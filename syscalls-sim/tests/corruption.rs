@@ -1,4 +1,4 @@
-//! Corruption of the shared pages is detected or healed, never silent (DESIGN.md §3
+//! Corruption of the shared pages is detected or healed, never silent (ARCHITECTURE.md §3
 //! "Untrusted memory": any word another process can write is validated before use;
 //! corruption marks the ring broken and returns an error — never undefined behaviour,
 //! never a lost event, never a hang).

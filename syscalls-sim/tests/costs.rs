@@ -1,4 +1,4 @@
-//! Costs bounded by what a queue holds, not by its capacity or its history (DESIGN.md §5):
+//! Costs bounded by what a queue holds, not by its capacity or its history (ARCHITECTURE.md §5):
 //! REMOVE of a backlogged kevent is O(1); a huge ring costs no private memory per slot.
 //! Generous bounds: these catch an O(n^2) or an O(capacity), not a slow machine.
 

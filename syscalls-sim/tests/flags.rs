@@ -1,5 +1,5 @@
 //! The request flags (ONESHOT, LAST_CHECK, WAKEUP_ALL; ET and ALWAYS_QUEUE are in
-//! `epoll_selftests.rs` and `ctl.rs`) and coalescing (kernel.rs, DESIGN.md §4).
+//! `epoll_selftests.rs` and `ctl.rs`) and coalescing (kernel.rs, ARCHITECTURE.md §4).
 
 mod util;
 

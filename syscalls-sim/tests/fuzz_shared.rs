@@ -1,4 +1,4 @@
-//! Scribbling on the shared pages while events flow (DESIGN.md §3 "Untrusted memory", §6):
+//! Scribbling on the shared pages while events flow (ARCHITECTURE.md §3 "Untrusted memory", §6):
 //! every participant can write the ring's memfd, so a buggy or hostile process may put
 //! anything anywhere. The producer must survive it (no panic, no crash, its thread keeps
 //! running), the queue must keep answering (`kevent_ctl` works or returns a clean error),

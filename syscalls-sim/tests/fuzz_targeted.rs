@@ -1,4 +1,4 @@
-//! Targeted corruptions of the shared pages (DESIGN.md §5 "Untrusted memory"): one word
+//! Targeted corruptions of the shared pages (ARCHITECTURE.md §3 "Untrusted memory"): one word
 //! written wrong at a time — a garbage or wrong-lap state at `uidx`, a claim in the name
 //! of a consumer that does not exist, a READY slot flipped to DONE — each detected
 //! (the ring marked broken) or healed (the entry delivered again), never lost silently

@@ -1,4 +1,4 @@
-//! No call of the queue's owner ever blocks on an fd a peer can reach (DESIGN.md §5,
+//! No call of the queue's owner ever blocks on an fd a peer can reach (ARCHITECTURE.md §5,
 //! "Trust boundaries": "a peer can clear `O_NONBLOCK` on a shared eventfd and fill its
 //! counter, and nothing is written to such an fd while a lock is held").
 //!

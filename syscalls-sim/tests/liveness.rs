@@ -1,4 +1,4 @@
-//! No single consumer stalls the queue (DESIGN.md §5): liveness is per process (a helper
+//! No single consumer stalls the queue (ARCHITECTURE.md §5): liveness is per process (a helper
 //! a consumer forked cannot keep its entries hostage), a live consumer that holds a claim
 //! past its lease has it delivered to others, a detach frees its record at once, and a
 //! stalled ring costs the reaper nothing per tick.

@@ -1,4 +1,4 @@
-//! Several processes on one queue (DESIGN.md §5, §7): consumers in `fork`ed children and
+//! Several processes on one queue (ARCHITECTURE.md §5, §7): consumers in `fork`ed children and
 //! in a separate program (`kevent-worker`), consumers killed with `SIGKILL` mid-batch,
 //! wake-ups across processes, and control through the queue's socket with the fds
 //! travelling by `SCM_RIGHTS`.
@@ -749,7 +749,7 @@ fn ready_with_no_entries_wakes_exactly_one_sleeping_process_body() {
 }
 
 /// A consumer that dies asleep cannot take its `waiters` count back: the reaper must
-/// (DESIGN.md §3: no system call is made when nobody sleeps).
+/// (ARCHITECTURE.md §3: no system call is made when nobody sleeps).
 #[test]
 fn a_process_killed_asleep_in_kevent_wait_leaves_no_phantom_sleeper() {
     bounded(
@@ -890,7 +890,7 @@ fn a_queue_closes_after_a_thread_of_its_owner_took_entries() {
 /// A level-triggered pipe whose entry a forked child takes and commits without reading
 /// it empty must be reported again while a thread of the owner is the poller (blocked in
 /// `epoll_wait` on the sources) and the producer thread is parked: somebody must
-/// learn of the child's release and re-check the pipe (DESIGN.md §3, W4/W5). Found by a
+/// learn of the child's release and re-check the pipe (ARCHITECTURE.md §3, W4/W5). Found by a
 /// hunt (helper session 2): the producer thread cancelled the doorbell request each time
 /// it parked and parked again without servicing releases, so the child's commit rang
 /// nothing, the poller slept on (the pipe's `EPOLLET` edge was long past), and

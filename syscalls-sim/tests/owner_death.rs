@@ -1,4 +1,4 @@
-//! The owner's death is an event for every consumer of another process (DESIGN.md §5):
+//! The owner's death is an event for every consumer of another process (ARCHITECTURE.md §5):
 //! SIGKILL the process that created the queue while consumers in other processes wait,
 //! and within 100 ms each returns an error with errno `EPIPE` (`ErrorKind::BrokenPipe`),
 //! whatever it sleeps in — `kevent_wait` / `Queue::wait` without a timeout, or with one

@@ -1,4 +1,4 @@
-//! Processes are peers (DESIGN.md §5): each process attached to a queue — through the
+//! Processes are peers (ARCHITECTURE.md §5): each process attached to a queue — through the
 //! gate with `Queue::connect`, or a forked child calling `kevent_ctl` on the inherited
 //! handle — has registrations of its own. The id of an fd kevent is the caller's fd
 //! number *in the caller's process*, so two processes may use the same number; a peer's

@@ -1,6 +1,6 @@
 //! A full ring loses nothing: ready kevents wait in the producer's backlog (FIFO, ahead
 //! of newer ones) and move into the ring as commits free room (kernel.rs "Backlog",
-//! DESIGN.md §4 "Coalescing, and why nothing is lost").
+//! ARCHITECTURE.md §4, "Coalescing").
 
 mod util;
 

@@ -1,5 +1,5 @@
 //! Every event source (signals are in `signals.rs`): sockets, pipes, poll masks, timers,
-//! user events and inode events (source/*.rs, DESIGN.md §4 "Event sources").
+//! user events and inode events (source/*.rs, ARCHITECTURE.md §4, "Sources").
 
 mod util;
 

@@ -1,4 +1,4 @@
-//! Trust boundaries of the queue's gate (DESIGN.md §5), issue #10: who a forked child
+//! Trust boundaries of the queue's gate (ARCHITECTURE.md §5), issue #10: who a forked child
 //! or a connecting process talks to, names another user could take first, what one
 //! `accept` error, a stuck owner, or thousands of idle connections do to the gate, the
 //! fds `KEVENT_INODE` travels with, and `fork` while other threads are inside `kevent_*`

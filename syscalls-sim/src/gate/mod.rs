@@ -1,7 +1,7 @@
 //! The queue's control gate: a Unix socket through which other processes attach (receive
 //! the ring's memfd and the doorbell with `SCM_RIGHTS`) and control the queue (ADD with
 //! the fds travelling along, MODIFY, REMOVE, READY) with the same results and errors as
-//! in the owner (DESIGN.md §5).
+//! in the owner (ARCHITECTURE.md §5).
 //!
 //! Every queue serves an abstract socket whose name the kernel picks (autobind: `bind`
 //! with only the address family gives a fresh `@xxxxx` no other socket holds; no file to
@@ -9,7 +9,7 @@
 //! owner's pid from their copy of the queue. A queue can serve a filesystem path as well
 //! ([`crate::Queue::listen`]).
 //!
-//! # What is guaranteed (DESIGN.md §5, "Trust boundaries")
+//! # What is guaranteed (ARCHITECTURE.md §5, "Trust boundaries")
 //!
 //! * **No name another user can take first.** There are no fixed or guessable names: the
 //!   queue's own name is autobound (the kernel never hands out a name that is bound), and

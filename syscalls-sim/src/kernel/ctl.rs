@@ -247,7 +247,7 @@ impl Kernel {
     /// quiet moment — a consumer of this process found the ring empty and harvests
     /// before it sleeps, or the producer thread finds a consumer asleep on the futex with
     /// the ring empty: one still ready (its caller left it so) is queued, as a released
-    /// level kevent is (DESIGN.md §3, W4). Returns whether any was.
+    /// level kevent is (ARCHITECTURE.md §3, W4). Returns whether any was.
     pub(crate) fn recheck_done(&mut self) -> bool {
         // A load first: this runs on every harvest, and the flag is rarely set (the
         // kernel's lock is held, so load-then-store races with nobody who writes it).

@@ -1,5 +1,5 @@
 //! The simulated kernel's state: the registration table, the backlog, and the rules that
-//! turn readiness into ring entries (DESIGN.md §4).
+//! turn readiness into ring entries (ARCHITECTURE.md §4).
 //!
 //! Everything here runs under one mutex, held by whoever acts as the kernel at the
 //! moment: the producer thread after `epoll_wait`, or a thread inside `kevent_ctl`. The
@@ -552,7 +552,7 @@ impl Kernel {
             if !claimed {
                 // Released without a claim: a stray write turned the READY entry into
                 // DONE (no step of the protocol does). Deliver it again, flagged, rather
-                // than lose it silently (DESIGN.md §3, "Untrusted memory").
+                // than lose it silently (ARCHITECTURE.md §3, "Untrusted memory").
                 reg.redeliver = Some(entry);
                 let stats = self.producer.ring().stats();
                 stats.unclaimed.fetch_add(1, Ordering::Relaxed);

@@ -15,7 +15,7 @@
 //! every edge to hand over events they find themselves), and watches the sources whenever
 //! a futex sleeper needs it. The handshakes that make this race-free — the futex's, the
 //! poller's bell, the park word — are the ring's (`wait.rs` and `poller.rs` in
-//! kevent-ring, loom-checked); the rules they give (DESIGN.md §3):
+//! kevent-ring, loom-checked); the rules they give (ARCHITECTURE.md §3):
 //!
 //! | waker | futex sleepers | the poller | notify-fd loop |
 //! |---|---|---|---|
@@ -168,7 +168,7 @@ impl Queue {
     /// ring) the producer thread parks, so an event costs no hand-over between threads.
     /// An empty claim means the wait ended without entries: the deadline passed, an
     /// explicit wake-up (if `spec.return_on_wake`), a signal, or the queue closed or broke
-    /// (the outcome says which). DESIGN.md §3 (W1–W5) is the contract.
+    /// (the outcome says which). ARCHITECTURE.md §3 (W1–W5) is the contract.
     pub fn next_batch(&self, max: u64, spec: &WaitSpec) -> io::Result<(Claim, WaitOutcome)> {
         let harvesters = self.harvesters();
         let spec = &WaitSpec {
