@@ -183,6 +183,22 @@ mod imp {
         }
     }
 
+    /// Sleeps while `*word == expected` on a word of this process's own memory
+    /// (`FUTEX_PRIVATE_FLAG`: cheaper, never shared), until woken.
+    pub(crate) fn wait_private(word: &AtomicU32, expected: u32) -> io::Result<FutexWake> {
+        let any = std::num::NonZeroU32::new(u32::MAX).expect("non-zero");
+        match futex::wait_bitset(word, futex::Flags::PRIVATE, expected, None, any) {
+            Ok(()) | Err(rustix::io::Errno::AGAIN) => Ok(FutexWake::Woken),
+            Err(rustix::io::Errno::INTR) => Ok(FutexWake::Interrupted),
+            Err(e) => Err(e.into()),
+        }
+    }
+
+    /// Wakes up to `n` sleepers of a private word (see [`wait_private`]).
+    pub(crate) fn wake_private(word: &AtomicU32, n: u32) {
+        let _ = futex::wake(word, futex::Flags::PRIVATE, n.min(i32::MAX as u32));
+    }
+
     /// Wakes up to `n` sleepers on `word`; returns how many woke.
     pub(crate) fn wake(word: &AtomicU32, n: u32) -> usize {
         let n = n.min(i32::MAX as u32);
@@ -262,4 +278,4 @@ mod imp {
 #[cfg(loom)]
 pub(crate) use imp::Parking;
 #[cfg(not(loom))]
-pub(crate) use imp::{wait, wait2, wake};
+pub(crate) use imp::{wait, wait2, wait_private, wake, wake_private};

@@ -55,6 +55,7 @@ mod producer;
 mod ring;
 mod state;
 mod sync;
+mod ticket;
 mod ukevent;
 mod wait;
 #[cfg(not(loom))]
@@ -73,6 +74,7 @@ pub use owner::OwnerLock;
 pub use producer::{Producer, PushError};
 pub use ring::Ring;
 pub use state::{SlotState, Status, RECLAIMED};
+pub use ticket::TicketLock;
 pub use ukevent::Ukevent;
 #[cfg(not(loom))]
 pub use wait::{deadline_passed, monotonic_now, realtime_now};

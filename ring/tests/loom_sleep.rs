@@ -762,3 +762,59 @@ fn the_one_sleeper_the_kernel_wakes_wakes_the_others() {
         }
     });
 }
+
+// ---------------------------------------------------------------------------------------
+// k. the kernel's lock (`ticket.rs`): first come, first served, no lost wake-up
+// ---------------------------------------------------------------------------------------
+//
+// Whoever acts as the kernel holds a `TicketLock`. Its waiters sleep on a futex word
+// (`serving`) after announcing themselves (`sleepers`); an unlock moves `serving`, then
+// wakes them if it sees any. A waiter left asleep with the lock free shows as a loom
+// deadlock; two holders at once, as a torn counter.
+
+/// A counter only the lock's holder touches, as a load and a store (not an atomic
+/// increment): two holders at once would lose an increment.
+fn locked_increment(lock: &kevent_ring::TicketLock, count: &loom::sync::atomic::AtomicU32) {
+    lock.lock();
+    let n = count.load(loom::sync::atomic::Ordering::Relaxed);
+    count.store(n + 1, loom::sync::atomic::Ordering::Relaxed);
+    lock.unlock();
+}
+
+#[test]
+fn the_kernel_lock_admits_one_holder_and_wakes_every_waiter() {
+    model(|| {
+        let lock = Arc::new(kevent_ring::TicketLock::new());
+        let count = Arc::new(loom::sync::atomic::AtomicU32::new(0));
+        let others: Vec<_> = (0..2)
+            .map(|_| {
+                let (lock, count) = (lock.clone(), count.clone());
+                thread::spawn(move || locked_increment(&lock, &count))
+            })
+            .collect();
+        locked_increment(&lock, &count);
+        for t in others {
+            t.join().expect("locker");
+        }
+        assert_eq!(count.load(loom::sync::atomic::Ordering::Relaxed), 3);
+    });
+}
+
+#[test]
+fn try_lock_never_takes_a_held_or_awaited_lock() {
+    model(|| {
+        let lock = Arc::new(kevent_ring::TicketLock::new());
+        let count = Arc::new(loom::sync::atomic::AtomicU32::new(0));
+        let (l, c) = (lock.clone(), count.clone());
+        let locker = thread::spawn(move || locked_increment(&l, &c));
+        if lock.try_lock() {
+            let n = count.load(loom::sync::atomic::Ordering::Relaxed);
+            count.store(n + 1, loom::sync::atomic::Ordering::Relaxed);
+            lock.unlock();
+        } else {
+            locked_increment(&lock, &count);
+        }
+        locker.join().expect("locker");
+        assert_eq!(count.load(loom::sync::atomic::Ordering::Relaxed), 2);
+    });
+}

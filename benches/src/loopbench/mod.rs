@@ -7,11 +7,14 @@
 //! * [`bh`]: a bottom half scheduled from another thread — schedule → run latency of a
 //!   sleeping loop (p50/p99), and back-to-back round trips per second;
 //! * [`timers`]: lateness of one-shot timers 100 µs apart;
-//! * [`iteration`]: one iteration's cost with 10 … 10,000 idle fds.
+//! * [`iteration`]: one iteration's cost with 10 … 10,000 idle fds;
+//! * [`queue_timers`]: timer kevents on a queue against timerfds in an epoll set, 1,000
+//!   one-shot timers added from one thread while another waits (issue 20).
 
 pub mod bh;
 pub mod iteration;
 pub mod qemu;
+pub mod queue_timers;
 pub mod samples;
 pub mod timers;
 
@@ -40,10 +43,15 @@ side in one run, every rival in rotation each round, medians over rounds:
   iteration       one iteration's cost (a self-made readable eventfd: write, wait,
                   read) with 10, 100, 1000 and 10000 idle eventfds registered;
                   against an epoll loop and a ppoll loop
+  queue timers    1000 one-shot timer kevents added back to back from one thread,
+                  each due 1 ms (then 50 ms) after its ADD, while another thread
+                  waits on the queue: lateness (p50/p99); against timerfds in an
+                  epoll set
 
 Options:
   --quick           fewer samples and shorter windows (< 30 s)
   --rounds N        rounds of the rotation (default 5; quick 3)
+  --only LIST       run only these experiments: bh,timers,iteration,queue-timers
   -h, --help        this text
 
 Progress goes to stderr; the report to stdout.";
@@ -66,6 +74,23 @@ pub struct Config {
     pub timers: usize,
     /// Seconds per iteration-cost measurement.
     pub iteration_seconds: f64,
+    /// Timers per queue-timer run.
+    pub queue_timers: usize,
+    /// The experiments to run (bit set of [`EXPERIMENTS`]).
+    pub only: u8,
+}
+
+/// The experiments' names, in `--only`'s bit order.
+pub const EXPERIMENTS: [&str; 4] = ["bh", "timers", "iteration", "queue-timers"];
+
+impl Config {
+    fn runs(&self, name: &str) -> bool {
+        let bit = EXPERIMENTS
+            .iter()
+            .position(|&e| e == name)
+            .expect("an experiment");
+        self.only & (1 << bit) != 0
+    }
 }
 
 impl Config {
@@ -76,6 +101,8 @@ impl Config {
         bh_seconds: 0.5,
         timers: 1_000,
         iteration_seconds: 0.2,
+        queue_timers: 1_000,
+        only: 0b1111,
     };
     /// `--quick`.
     pub const QUICK: Config = Config {
@@ -84,6 +111,8 @@ impl Config {
         bh_seconds: 0.1,
         timers: 200,
         iteration_seconds: 0.05,
+        queue_timers: 200,
+        only: 0b1111,
     };
 }
 
@@ -91,6 +120,7 @@ impl Config {
 pub fn parse(args: &[String]) -> Result<Option<Config>, String> {
     let mut cfg = Config::FULL;
     let mut rounds = None;
+    let mut only = None;
     let mut it = args.iter();
     while let Some(a) = it.next() {
         match a.as_str() {
@@ -103,11 +133,26 @@ pub fn parse(args: &[String]) -> Result<Option<Config>, String> {
                 }
                 rounds = Some(n);
             }
+            "--only" => {
+                let list: String = value("--only", it.next())?;
+                let mut bits = 0u8;
+                for name in list.split(',') {
+                    let bit = EXPERIMENTS
+                        .iter()
+                        .position(|&e| e == name)
+                        .ok_or_else(|| format!("--only: no experiment {name:?}"))?;
+                    bits |= 1 << bit;
+                }
+                only = Some(bits);
+            }
             other => return Err(format!("unexpected argument {other:?}")),
         }
     }
     if let Some(n) = rounds {
         cfg.rounds = n;
+    }
+    if let Some(bits) = only {
+        cfg.only = bits;
     }
     Ok(Some(cfg))
 }
@@ -121,6 +166,8 @@ pub struct Report {
     pub timers: Vec<(timers::Rival, Vec<Quantiles>)>,
     /// Per iteration rival: ns per iteration per idle count, per round.
     pub iteration: Vec<(iteration::Rival, Vec<Vec<f64>>)>,
+    /// Per queue-timer rival: lateness quantiles per delay, per round.
+    pub queue_timers: Vec<(queue_timers::Rival, Vec<Vec<Quantiles>>)>,
 }
 
 /// Runs every experiment; progress on stderr.
@@ -133,19 +180,33 @@ pub fn measure(cfg: &Config) -> Result<Report, String> {
             .iter()
             .map(|&v| (v, vec![vec![]; IDLE_FDS.len()]))
             .collect(),
+        queue_timers: queue_timers::Rival::ALL
+            .iter()
+            .map(|&v| (v, vec![vec![]; queue_timers::DELAYS.len()]))
+            .collect(),
     };
     for round in 1..=cfg.rounds {
         eprintln!("kevent loop-bench: round {round}/{}", cfg.rounds);
-        for (rival, runs) in &mut r.bh {
+        for (rival, runs) in r.bh.iter_mut().filter(|_| cfg.runs("bh")) {
             runs.push(bh::run(*rival, cfg.bh_samples, cfg.bh_seconds)?);
         }
-        for (rival, lat) in &mut r.timers {
+        for (rival, lat) in r.timers.iter_mut().filter(|_| cfg.runs("timers")) {
             let late = timers::run(*rival, cfg.timers, TIMER_PERIOD)?;
             lat.extend(Quantiles::of(&late));
         }
         for (i, &idle) in IDLE_FDS.iter().enumerate() {
-            for (rival, costs) in &mut r.iteration {
+            for (rival, costs) in r.iteration.iter_mut().filter(|_| cfg.runs("iteration")) {
                 costs[i].push(iteration::run(*rival, idle, cfg.iteration_seconds)?);
+            }
+        }
+        for (i, &delay) in queue_timers::DELAYS.iter().enumerate() {
+            for (rival, lat) in r
+                .queue_timers
+                .iter_mut()
+                .filter(|_| cfg.runs("queue-timers"))
+            {
+                let late = queue_timers::run(*rival, cfg.queue_timers, delay)?;
+                lat[i].extend(Quantiles::of(&late));
             }
         }
     }
@@ -169,7 +230,7 @@ pub fn render(cfg: &Config, r: &Report, sys: &SysInfo) -> String {
     let _ = writeln!(
         o,
         "settings: rounds={} bh_samples={} bh_pause={}us bh_seconds={} timers={} \
-         timer_period={}us iteration_seconds={} idle_fds={:?}",
+         timer_period={}us iteration_seconds={} idle_fds={:?} queue_timers={}",
         cfg.rounds,
         cfg.bh_samples,
         bh::PAUSE.as_micros(),
@@ -177,7 +238,8 @@ pub fn render(cfg: &Config, r: &Report, sys: &SysInfo) -> String {
         cfg.timers,
         TIMER_PERIOD.as_micros(),
         cfg.iteration_seconds,
-        IDLE_FDS
+        IDLE_FDS,
+        cfg.queue_timers
     );
     let bh_medians = |runs: &[bh::BhRun]| {
         let lat: Vec<Quantiles> = runs
@@ -270,6 +332,28 @@ pub fn render(cfg: &Config, r: &Report, sys: &SysInfo) -> String {
             let _ = write!(o, " {:>9.0}", m);
         }
         let _ = writeln!(o, " {:>12.2}", meds[meds.len() - 1] / meds[0]);
+    }
+    let _ = write!(
+        o,
+        "\n== {} one-shot timers added back to back while another thread waits \
+         (µs late; medians over rounds) ==\n{:<38}",
+        cfg.queue_timers, "rival"
+    );
+    for d in queue_timers::DELAYS {
+        let _ = write!(
+            o,
+            " {:>21}",
+            format!("due +{} ms: p50 / p99", d.as_millis())
+        );
+    }
+    let _ = writeln!(o);
+    for (rival, lat) in &r.queue_timers {
+        let _ = write!(o, "{:<38}", rival.name());
+        for runs in lat {
+            let q = Quantiles::median_of(runs).unwrap_or_default();
+            let _ = write!(o, " {:>21}", format!("{} / {}", us(q.p50), us(q.p99)));
+        }
+        let _ = writeln!(o);
     }
     o
 }

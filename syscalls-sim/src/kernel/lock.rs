@@ -1,72 +1,86 @@
-//! [`KernelLock`]: the one mutex whoever acts as the kernel holds, and its guard, which
+//! [`KernelLock`]: the one lock whoever acts as the kernel holds, and its guard, which
 //! sends the notifications the kernel noted (`outbox.rs`) after it unlocks.
+//!
+//! The lock serves in arrival order ([`kevent_ring::TicketLock`]): a poller with reports
+//! in hand, or the producer thread, never starves behind a thread calling `kevent_ctl`
+//! in a loop (a barging mutex kept a poller waiting 12.7 ms behind 1,000 ADDs).
 
+use std::cell::UnsafeCell;
 use std::ops::{Deref, DerefMut};
-use std::sync::{Arc, Mutex, MutexGuard, TryLockError};
+use std::sync::Arc;
+
+use kevent_ring::TicketLock;
 
 use super::Kernel;
 use crate::outbox::Outbox;
 
-/// The kernel of one queue (`None` once the queue closed) behind its mutex.
+/// The kernel of one queue (`None` once the queue closed) behind its lock.
 pub(crate) struct KernelLock {
-    kernel: Mutex<Option<Kernel>>,
+    lock: TicketLock,
+    kernel: UnsafeCell<Option<Kernel>>,
     outbox: Arc<Outbox>,
 }
 
+// SAFETY: the kernel is reached only through a `KernelGuard`, which exists only while its
+// thread holds `lock` (taken in `lock`/`try_lock`, released in the guard's drop): one
+// thread at a time, as with a `Mutex`. `Kernel` is `Send`.
+unsafe impl Sync for KernelLock {}
+// SAFETY: as above; moving the lock moves the kernel, which is `Send`.
+unsafe impl Send for KernelLock {}
+
 /// The kernel, locked. Dropping it unlocks, then sends what the kernel noted meanwhile.
 pub(crate) struct KernelGuard<'a> {
-    guard: Option<MutexGuard<'a, Option<Kernel>>>,
-    outbox: &'a Outbox,
+    owner: &'a KernelLock,
 }
 
 impl KernelLock {
     pub(crate) fn new(kernel: Kernel) -> KernelLock {
         let outbox = kernel.outbox.clone();
         KernelLock {
-            kernel: Mutex::new(Some(kernel)),
+            lock: TicketLock::new(),
+            kernel: UnsafeCell::new(Some(kernel)),
             outbox,
         }
     }
 
-    /// Locks the kernel, tolerating a poisoned mutex (a panic elsewhere must not take the
-    /// queue down with it: the kernel's state is consistent between calls).
+    /// Locks the kernel, after everyone who asked before. A panic while it is held (a
+    /// bug) releases it as the guard drops; the kernel's state is consistent between
+    /// calls.
     pub(crate) fn lock(&self) -> KernelGuard<'_> {
-        KernelGuard {
-            guard: Some(self.kernel.lock().unwrap_or_else(|e| e.into_inner())),
-            outbox: &self.outbox,
-        }
+        self.lock.lock();
+        KernelGuard { owner: self }
     }
 
-    /// The kernel if nobody holds it now.
+    /// The kernel if nobody holds it or waits for it now.
     pub(crate) fn try_lock(&self) -> Option<KernelGuard<'_>> {
-        let guard = match self.kernel.try_lock() {
-            Ok(g) => g,
-            Err(TryLockError::Poisoned(e)) => e.into_inner(),
-            Err(TryLockError::WouldBlock) => return None,
-        };
-        Some(KernelGuard {
-            guard: Some(guard),
-            outbox: &self.outbox,
-        })
+        // A guard is made only once the lock is ours: dropping one unlocks.
+        if self.lock.try_lock() {
+            Some(KernelGuard { owner: self })
+        } else {
+            None
+        }
     }
 }
 
 impl Deref for KernelGuard<'_> {
     type Target = Option<Kernel>;
     fn deref(&self) -> &Option<Kernel> {
-        self.guard.as_ref().expect("held until drop")
+        // SAFETY: the guard exists only while this thread holds the lock (see the `Sync`
+        // impl): no other reference to the kernel exists meanwhile.
+        unsafe { &*self.owner.kernel.get() }
     }
 }
 
 impl DerefMut for KernelGuard<'_> {
     fn deref_mut(&mut self) -> &mut Option<Kernel> {
-        self.guard.as_mut().expect("held until drop")
+        // SAFETY: as in `deref`; `&mut self` makes this the only borrow through the guard.
+        unsafe { &mut *self.owner.kernel.get() }
     }
 }
 
 impl Drop for KernelGuard<'_> {
     fn drop(&mut self) {
-        drop(self.guard.take());
-        self.outbox.flush();
+        self.owner.lock.unlock();
+        self.owner.outbox.flush();
     }
 }
