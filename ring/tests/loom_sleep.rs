@@ -818,3 +818,60 @@ fn try_lock_never_takes_a_held_or_awaited_lock() {
         assert_eq!(count.load(loom::sync::atomic::Ordering::Relaxed), 2);
     });
 }
+
+// ---------------------------------------------------------------------------------------
+// l. work left for the lock's holder: a commit's completions (`kernel/release.rs`)
+// ---------------------------------------------------------------------------------------
+//
+// A consumer that committed lists its positions, then (SeqCst fence) tries the kernel's
+// lock; whoever holds it, as it unlocks (the unlock ends with a SeqCst fence), looks for
+// listed work and, if any, tries the lock again to do it. This replays
+// `KernelLock::completed` and `Drop for KernelGuard` over the real `TicketLock`: work
+// listed while the lock is held must be done by somebody — left undone, it would be a
+// level kevent never re-checked (W4).
+
+fn unlock_and_do_listed(
+    lock: &kevent_ring::TicketLock,
+    listed: &loom::sync::atomic::AtomicBool,
+    done: &loom::sync::atomic::AtomicU32,
+) {
+    use loom::sync::atomic::Ordering::{Acquire, Relaxed, Release};
+    lock.unlock();
+    if listed.load(Acquire) && lock.try_lock() {
+        if listed.swap(false, Relaxed) {
+            done.fetch_add(1, Release);
+        }
+        unlock_and_do_listed(lock, listed, done);
+    }
+}
+
+#[test]
+fn work_listed_while_the_kernel_lock_is_held_is_done_by_somebody() {
+    use loom::sync::atomic::{fence, AtomicBool, AtomicU32, Ordering};
+    model(|| {
+        let lock = Arc::new(kevent_ring::TicketLock::new());
+        let listed = Arc::new(AtomicBool::new(false));
+        let done = Arc::new(AtomicU32::new(0));
+        let (l, w, d) = (lock.clone(), listed.clone(), done.clone());
+        // A thread acting as the kernel (a ctl, the poller): lock, work, unlock.
+        let holder = thread::spawn(move || {
+            l.lock();
+            unlock_and_do_listed(&l, &w, &d);
+        });
+        // The committer: lists its completions, fence, tries the lock.
+        listed.store(true, Ordering::Release);
+        fence(Ordering::SeqCst);
+        if lock.try_lock() {
+            if listed.swap(false, Ordering::Relaxed) {
+                done.fetch_add(1, Ordering::Release);
+            }
+            unlock_and_do_listed(&lock, &listed, &done);
+        }
+        holder.join().expect("holder");
+        assert_eq!(
+            done.load(Ordering::Acquire),
+            1,
+            "the listed work was left undone"
+        );
+    });
+}

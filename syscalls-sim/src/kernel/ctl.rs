@@ -390,6 +390,7 @@ impl Kernel {
             .fetch_sub(1, Ordering::Relaxed);
         if reg.watched {
             self.watch -= 1;
+            self.note_watch_count();
         }
         match reg.pending {
             Pending::Backlog => self.backlog.forget(&self.regs),

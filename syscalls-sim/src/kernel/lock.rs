@@ -11,7 +11,7 @@ use std::sync::Arc;
 
 use kevent_ring::TicketLock;
 
-use super::Kernel;
+use super::{Completions, Kernel};
 use crate::outbox::Outbox;
 
 /// The kernel of one queue (`None` once the queue closed) behind its lock.
@@ -19,6 +19,7 @@ pub(crate) struct KernelLock {
     lock: TicketLock,
     kernel: UnsafeCell<Option<Kernel>>,
     outbox: Arc<Outbox>,
+    completions: Arc<Completions>,
 }
 
 // SAFETY: the kernel is reached only through a `KernelGuard`, which exists only while its
@@ -35,11 +36,12 @@ pub(crate) struct KernelGuard<'a> {
 
 impl KernelLock {
     pub(crate) fn new(kernel: Kernel) -> KernelLock {
-        let outbox = kernel.outbox.clone();
+        let (outbox, completions) = (kernel.outbox.clone(), kernel.completions.clone());
         KernelLock {
             lock: TicketLock::new(),
             kernel: UnsafeCell::new(Some(kernel)),
             outbox,
+            completions,
         }
     }
 
@@ -49,6 +51,34 @@ impl KernelLock {
     pub(crate) fn lock(&self) -> KernelGuard<'_> {
         self.lock.lock();
         KernelGuard { owner: self }
+    }
+
+    /// Lists `range`, positions a consumer of this process committed, for the kernel to
+    /// handle (`release.rs`): now, if the lock is free; else by whoever holds it, as it
+    /// unlocks. Returns whether it did the kernel's part itself (releases included).
+    pub(crate) fn completed(&self, range: std::ops::Range<u64>) -> bool {
+        self.completions.push(range);
+        if !self.completions.is_pending() {
+            return false;
+        }
+        // SeqCst fence: the committer's half of the handshake with an unlocking holder
+        // (`Drop for KernelGuard`): either our `try_lock` finds the lock free, or the
+        // holder's look after its unlock finds the list pending.
+        std::sync::atomic::fence(std::sync::atomic::Ordering::SeqCst);
+        let Some(mut guard) = self.try_lock() else {
+            return false;
+        };
+        if let Some(k) = guard.as_mut() {
+            k.service(0);
+            k.settle();
+        }
+        true
+    }
+
+    /// Whether completions wait to be handled (a consumer about to sleep handles them
+    /// first: W4).
+    pub(crate) fn completions_pending(&self) -> bool {
+        self.completions.is_pending()
     }
 
     /// The kernel if nobody holds it or waits for it now.
@@ -80,7 +110,17 @@ impl DerefMut for KernelGuard<'_> {
 
 impl Drop for KernelGuard<'_> {
     fn drop(&mut self) {
+        // `unlock` ends with a SeqCst fence: completions listed by a committer whose
+        // `try_lock` failed on us are seen below (`KernelLock::completed`).
         self.owner.lock.unlock();
+        if self.owner.completions.is_pending() {
+            if let Some(mut guard) = self.owner.try_lock() {
+                if let Some(k) = guard.as_mut() {
+                    k.service(0);
+                    k.settle();
+                }
+            }
+        }
         self.owner.outbox.flush();
     }
 }

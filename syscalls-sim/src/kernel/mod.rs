@@ -28,10 +28,12 @@ use kevent_ring::{Producer, PushError, Ring, SlotState, Status, WakeFd};
 
 mod ctl;
 mod lock;
+mod release;
 mod tables;
 
 pub(crate) use ctl::{compact_reported, Caller};
 pub(crate) use lock::KernelLock;
+pub(crate) use release::Completions;
 
 use crate::abi::*;
 use crate::outbox::Outbox;
@@ -99,6 +101,8 @@ pub(crate) struct Kernel {
     republish: Vec<usize>,
     /// Registrations whose release must be heard of (see `Registration::watched`).
     watch: usize,
+    /// Positions consumers of this process committed, not yet handled (`release.rs`).
+    pub(crate) completions: Arc<Completions>,
     next_gen: u32,
     signals: Signals,
     sig_regs: HashMap<i32, Vec<usize>>,
@@ -136,6 +140,7 @@ impl Kernel {
             recheck: Vec::new(),
             republish: Vec::new(),
             watch: 0,
+            completions: Arc::new(Completions::default()),
             next_gen: 1,
             signals: Signals::default(),
             sig_regs: HashMap::new(),
@@ -194,8 +199,11 @@ impl Kernel {
     pub(crate) fn on_token(&mut self, tok: u64, flags: u32, epoch: u64) {
         match tok {
             TOKEN_DOORBELL => {
-                // Reset it; the releases it announces are handled by `service`.
+                // Reset it; the releases it announces are handled by `service`, the
+                // completions (of consumers in other processes, which say nothing of
+                // which entries) here.
                 self.doorbell.reset();
+                self.scan_completions();
                 // Another process's waker rings the doorbell to reach a poller of ours
                 // (it cannot reach our bell): relay it if entries wait.
                 if self.ring().pollers() > 0 && self.ring().has_claimable() {
@@ -311,6 +319,7 @@ impl Kernel {
         if !reg.watched {
             reg.watched = true;
             self.watch += 1;
+            self.note_watch_count();
         }
     }
 
@@ -319,7 +328,15 @@ impl Kernel {
         if reg.watched {
             reg.watched = false;
             self.watch -= 1;
+            self.note_watch_count();
         }
+    }
+
+    /// Tells committers whether their completions matter (`release.rs`).
+    fn note_watch_count(&self) {
+        self.completions
+            .wanted
+            .store(self.watch > 0, Ordering::Relaxed);
     }
 
     /// New readiness (`bits`) or arrivals (`count`) for a kevent: queue an entry, or merge
@@ -460,6 +477,7 @@ impl Kernel {
     /// the new entries the caller, a consumer, claims itself right after (it wakes that
     /// many fewer sleepers).
     pub(crate) fn service(&mut self, reserve: u64) -> u64 {
+        self.drain_completions();
         loop {
             let released = match self.producer.released(self.released) {
                 Ok(r) => r,
@@ -516,62 +534,6 @@ impl Kernel {
             self.ring().request_doorbell();
             if self.releases_pending() {
                 self.service(0);
-            }
-        }
-    }
-
-    /// Marks the kevents whose entries were released below `upto` idle, and queues what
-    /// must follow (a level re-check, or a new entry for arrivals merged meanwhile)
-    /// without publishing. Called by `service`, and by `try_push` before it reuses a slot:
-    /// the slot's side-table record must be read before it is overwritten.
-    fn note_releases(&mut self, upto: u64) {
-        while self.released < upto {
-            let pos = self.released;
-            self.released += 1;
-            let Some(Published {
-                idx, gen, entry, ..
-            }) = self.side.release(pos)
-            else {
-                continue;
-            };
-            let claimed = self.ring().was_claimed(pos);
-            let Some(reg) = self.regs.get_mut(idx).and_then(Option::as_mut) else {
-                continue;
-            };
-            if reg.gen != gen || reg.pending != Pending::InRing(pos) {
-                continue;
-            }
-            reg.pending = Pending::Idle;
-            if std::mem::take(&mut reg.paused) {
-                // A timer that stopped listening while its entry was out (`on_token`):
-                // listening again reports what accumulated (the timerfd is level).
-                if let Source::Timer { tfd } = &reg.source {
-                    timer::listen(self.epoll.as_fd(), tfd, token(idx, gen), true);
-                }
-            }
-            if !claimed {
-                // Released without a claim: a stray write turned the READY entry into
-                // DONE (no step of the protocol does). Deliver it again, flagged, rather
-                // than lose it silently (ARCHITECTURE.md §3, "Untrusted memory").
-                reg.redeliver = Some(entry);
-                let stats = self.producer.ring().stats();
-                stats.unclaimed.fetch_add(1, Ordering::Relaxed);
-                stats.redelivered.fetch_add(1, Ordering::Relaxed);
-                self.unwatch(idx);
-                self.republish.push(idx);
-                continue;
-            }
-            let (is_fd, level_fd, news, disabled) =
-                (reg.is_fd(), reg.level_fd(), reg.has_news(), reg.disabled);
-            self.unwatch(idx);
-            if disabled {
-                continue;
-            }
-            if is_fd && (level_fd || news) {
-                // Level: still ready? Edge with an edge merged meanwhile: still unread?
-                self.recheck.push(idx);
-            } else if news {
-                self.republish.push(idx);
             }
         }
     }

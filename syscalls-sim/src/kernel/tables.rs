@@ -55,6 +55,11 @@ impl SideTable {
         rec
     }
 
+    /// The positions still outstanding, in order.
+    pub(crate) fn positions(&self) -> std::ops::Range<u64> {
+        self.base..self.base + self.items.len() as u64
+    }
+
     /// The record of `pos` if it is still outstanding.
     pub(crate) fn get(&self, pos: u64) -> Option<&Published> {
         let i = pos.checked_sub(self.base)?;

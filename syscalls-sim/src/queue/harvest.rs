@@ -242,11 +242,10 @@ impl Queue {
             // Level kevents ADD returned ready wait for their re-check (W4): this is the
             // quiet moment — do it now, waiting for the kernel's lock if need be (a
             // harvest's `try_lock` may find the producer thread at work and skip it).
-            if let Some(owner) = self
-                .owner
-                .as_ref()
-                .filter(|o| harvesters.is_some() && o.done_pending.load(Ordering::Relaxed))
-            {
+            if let Some(owner) = self.owner.as_ref().filter(|o| {
+                harvesters.is_some()
+                    && (o.done_pending.load(Ordering::Relaxed) || o.kernel.completions_pending())
+            }) {
                 if let Some(kernel) = owner.kernel.lock().as_mut() {
                     if kernel.harvest(max) > 0 {
                         fresh = true;

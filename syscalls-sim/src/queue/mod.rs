@@ -637,18 +637,27 @@ impl Queue {
             };
         }
         let n = self.ring.commit_below(self.me, pos);
-        self.after_commit();
+        self.after_commit(u..pos);
         Ok(n)
     }
 
     /// Commits exactly the positions in `range` that this process claimed.
     pub fn commit_range(&self, range: std::ops::Range<u64>) -> u64 {
-        let n = self.ring.complete_range(self.me, range);
-        self.after_commit();
+        let n = self.ring.complete_range(self.me, range.clone());
+        self.after_commit(range);
         n
     }
 
-    fn after_commit(&self) {
+    /// After a commit of the positions in `range`: in the owning process, the kernel
+    /// handles the completions at once (`kernel/release.rs`: a level kevent is re-checked
+    /// without waiting for the in-order release); elsewhere, the producer hears of it
+    /// through the doorbell if it asked.
+    fn after_commit(&self, range: std::ops::Range<u64>) {
+        if let Some(owner) = self.owner.as_ref().filter(|_| self.is_local()) {
+            if owner.kernel.completed(range) {
+                return; // the kernel's part is done (and the doorbell asked again)
+            }
+        }
         if self.ring.doorbell_wanted() {
             // In the owning process, do the producer's part of the commit here (process
             // the release, re-check, drain the backlog) instead of waking it. If it is
