@@ -206,6 +206,37 @@ impl Queue {
                 "kevent wait: max must be at least 1 event",
             ));
         }
+        let kicks = self.inner("kevent wait")?.ring().kicks();
+        self.wait_since(kicks, max, timeout)
+    }
+
+    /// The count of explicit wake-ups so far: a waiter that announces its sleep to its
+    /// wakers first (the event loop) reads it before announcing, and waits with
+    /// [`wait_since`](Queue::wait_since).
+    pub(crate) fn wake_count(&self) -> Result<u32> {
+        Ok(self.inner("kevent wait")?.ring().kicks())
+    }
+
+    /// An explicit wake-up without the kernel's lock (`kevent_syscalls::Queue::wake_one`).
+    pub(crate) fn wake_one(&self) -> Result<()> {
+        self.inner("kevent wake")?.wake_one();
+        Ok(())
+    }
+
+    /// [`wait`](Queue::wait), which also ends on an explicit wake-up made since `kicks`
+    /// was read ([`wake_count`](Queue::wake_count)).
+    pub(crate) fn wait_since(
+        &self,
+        kicks: u32,
+        max: usize,
+        timeout: Option<Duration>,
+    ) -> Result<Batch<'_>> {
+        if max == 0 {
+            return Err(Error::errno(
+                libc::EINVAL,
+                "kevent wait: max must be at least 1 event",
+            ));
+        }
         let inner = self.inner("kevent wait")?;
         let deadline = timeout.map(|t| {
             let ns = t.as_nanos().min(u128::from(u64::MAX)) as u64;
@@ -213,7 +244,7 @@ impl Queue {
         });
         let spec = inner.wait_spec(None, deadline);
         let (claim, outcome) = inner
-            .next_batch(max.min(self.capacity()) as u64, &spec)
+            .next_batch_since(max.min(self.capacity()) as u64, &spec, kicks)
             .map_err(|e| Error::wrap("kevent wait", e))?;
         let failed = match outcome {
             kevent_ring::WaitOutcome::Closed if inner.ring().owner_died() => Some(Error::errno(

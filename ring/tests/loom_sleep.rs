@@ -875,3 +875,49 @@ fn work_listed_while_the_kernel_lock_is_held_is_done_by_somebody() {
         );
     });
 }
+
+// ---------------------------------------------------------------------------------------
+// m. an event loop woken by the queue's explicit wake-up (`kevent::Loop`, `wake.rs`)
+// ---------------------------------------------------------------------------------------
+//
+// The loop's sleeping threads are woken with `Ring::kick` (no entry in the ring), which
+// is not remembered for a wait that begins later. So a poll reads `kicks` before it
+// announces its sleep (`NotifyMe::sleep_begin`) and waits for a change of it: a waker
+// that saw the announcement kicks after that read. A poll asleep with work given and no
+// kick coming shows as a loom deadlock.
+
+/// One blocking poll of the loop: read the kick count, announce, wait on the ring for a
+/// kick if allowed, accept; the work bits it sees.
+fn kicked_iteration(ring: &Ring, gate: &NotifyMe, work: &loom::sync::atomic::AtomicU32) -> u32 {
+    let kicks = ring.kicks();
+    if gate.sleep_begin() {
+        let spec = WaitSpec {
+            return_on_wake: true,
+            kicks,
+            ..WaitSpec::default()
+        };
+        let outcome = ring.wait(&spec).expect("a futex wait does not fail");
+        assert_eq!(outcome, WaitOutcome::Woken, "nothing else ends this wait");
+    }
+    gate.sleep_end();
+    gate.accept();
+    work.load(loom::sync::atomic::Ordering::Relaxed)
+}
+
+#[test]
+fn a_loop_woken_by_a_kick_never_misses_work_given_by_another_thread() {
+    model(|| {
+        let (ring, _producer, _ids) = ring_with(4, 1);
+        let gate = Arc::new(NotifyMe::new());
+        let work = Arc::new(loom::sync::atomic::AtomicU32::new(0));
+        let (r, g, w) = (ring.clone(), gate.clone(), work.clone());
+        let waker = thread::spawn(move || {
+            w.fetch_or(1, loom::sync::atomic::Ordering::Relaxed);
+            if g.notify() {
+                r.kick(1);
+            }
+        });
+        while kicked_iteration(&ring, &gate, &work) == 0 {}
+        waker.join().expect("waker");
+    });
+}

@@ -10,23 +10,19 @@ use std::sync::{Arc, Mutex};
 use super::adaptive::Adaptive;
 use super::bh::{Bh, BhCallback};
 use super::external::External;
-use super::handler::{FdHandler, HandlerTable, WAKE_TOKEN};
+use super::handler::{FdHandler, HandlerTable};
 use super::lock;
 use super::notifier::EventNotifier;
 use super::poll::Work;
 use super::stats::{bump, Counters, LoopStats};
 use super::timer::TimerList;
 use super::wake::Waker;
-use crate::{Error, Queue, Result, Source, Trigger};
+use crate::{Error, Queue, Result};
 
 /// Events a poll claims at most, by default.
 const DEFAULT_MAX_EVENTS: usize = 64;
 
-/// The high bits of a loop's wake-up user kevent id ("kloop"), so that it is unlikely to
-/// collide with user events of a queue shared with other code.
-const WAKE_ID_BASE: u64 = 0x6b6c_6f6f_7000_0000;
-
-/// Loop ids, process-wide: they name the per-thread frames and the wake-up kevents.
+/// Loop ids, process-wide: they name the per-thread frames.
 static NEXT_ID: AtomicU64 = AtomicU64::new(1);
 
 /// What the handles of a loop ([`Bh`], [`EventNotifier`], [`Timer`](crate::Timer)) reach
@@ -94,8 +90,8 @@ impl Shared {
 /// capturing the loop. (A callback that captures an `Arc<Loop>` makes a reference cycle:
 /// delete or remove it before dropping the loop.)
 ///
-/// A loop must be the only consumer of its queue: its wake-up kevent and handler tokens
-/// are meaningful only to it. It is `Send + Sync`: run it in one thread
+/// A loop must be the only consumer of its queue: its handler tokens are meaningful only
+/// to it, and a waker wakes one sleeper of the queue, which must be one of its threads. It is `Send + Sync`: run it in one thread
 /// ([`IoThread`](crate::IoThread)) and give it work from others through an `Arc<Loop>` or
 /// the handles, or poll it from several threads (each event is dispatched by one).
 ///
@@ -155,18 +151,19 @@ impl Loop {
         Loop::with_queue(Arc::new(Queue::new()?))
     }
 
-    /// A loop on `queue`, which it must be the only consumer of (see the type's docs).
-    /// Registers the loop's wake-up kevent, a [`Source::user`] with an id of its own.
+    /// A loop on `queue`, which it must be the only consumer of (see the type's docs):
+    /// its sleeping threads are woken with the queue's explicit wake-up, which reaches
+    /// one sleeper of the queue.
     ///
     /// # Errors
-    /// As [`Queue::add`].
+    /// `EOPNOTSUPP`: `queue` was inherited across `fork` (use
+    /// [`Queue::for_this_process`]).
     pub fn with_queue(queue: Arc<Queue>) -> Result<Loop> {
+        queue.wake_count()?;
         let id = NEXT_ID.fetch_add(1, Ordering::Relaxed);
-        let wake = Source::user(WAKE_ID_BASE | id);
-        queue.add(&wake, WAKE_TOKEN, Trigger::Level)?;
         let (bh_tx, bh_rx) = mpsc::channel();
         let shared = Arc::new(Shared {
-            waker: Waker::new(Arc::downgrade(&queue), wake),
+            waker: Waker::new(Arc::downgrade(&queue)),
             bh_tx,
             timers: Mutex::default(),
             queued: AtomicUsize::new(0),
@@ -290,7 +287,6 @@ impl Drop for Loop {
     fn drop(&mut self) {
         lock(&self.shared.timers).close();
         self.handlers.clear(&self.queue);
-        let _ = self.queue.remove(&self.shared.waker.source());
         self.external.clear();
         // Dropping the receiver with the loop discards what is still queued; later sends
         // fail (`Shared::push`).
@@ -323,17 +319,17 @@ mod tests {
     }
 
     #[test]
-    fn dropping_the_loop_unregisters_its_wake_kevent_and_fd_handlers() {
+    fn dropping_the_loop_unregisters_its_fd_handlers_and_leaves_no_kevent() {
         let queue = Arc::new(Queue::new().unwrap());
         let (r, _w) = std::io::pipe().unwrap();
         let lp = Loop::with_queue(queue.clone()).unwrap();
         lp.set_fd_handler(&r, FdHandler::new().read(|_| {}))
             .unwrap();
-        let wake = lp.shared.waker.source();
+        assert_eq!(queue.stats().registered, 1, "the fd handler's kevent only");
         drop(lp);
-        assert!(queue.remove(&wake).is_err(), "the wake kevent is gone");
-        let fd = Source::poll(&r, crate::PollMask::IN);
+        let fd = crate::Source::poll(&r, crate::PollMask::IN);
         assert!(queue.remove(&fd).is_err(), "the fd kevent is gone");
+        assert_eq!(queue.stats().registered, 0);
     }
 
     #[test]

@@ -26,9 +26,6 @@ pub(super) type FdFn = Arc<dyn Fn(&Loop) + Send + Sync>;
 /// A poll callback: whether the fd has work (then the read callback runs).
 pub(super) type PollFn = Arc<dyn Fn(&Loop) -> bool + Send + Sync>;
 
-/// The token of the loop's wake-up kevent: no slot has it (generations skip `u32::MAX`).
-pub(super) const WAKE_TOKEN: Token = Token(u64::MAX);
-
 /// The callbacks of one fd, for [`Loop::set_fd_handler`].
 ///
 /// ```

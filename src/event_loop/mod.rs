@@ -13,7 +13,7 @@
 //!    ├─ notifiers      notifier.rs  set / test_and_clear; queued like a bottom half
 //!    ├─ bottom halves  bh.rs        lock-free scheduling from any thread
 //!    ├─ timers         timer.rs     ns deadlines, two heaps (monotonic, realtime)
-//!    ├─ wake-up        wake.rs      notify_me / notified, a user kevent as doorbell
+//!    ├─ wake-up        wake.rs      notify_me / notified, the queue's explicit wake-up
 //!    ├─ poll           poll.rs      one iteration; nestable; per-thread frames
 //!    ├─ external       external.rs  drained sections; kept events of external sources
 //!    ├─ adaptive       adaptive.rs  poll-max-ns busy polling, grow/shrink
@@ -29,20 +29,19 @@
 //! section) first publishes the work, then sets `notified` and — only if that flipped it
 //! from false — fences and reads `notify_me`. The two fences make sure that either the
 //! loop sees `notified` and does not sleep, or the waker sees the sleeper and wakes it.
-//! The wake itself is [`Queue::ready`](crate::Queue::ready) on a per-loop
-//! [`Source::user`](crate::Source::user) kevent: an event in the ring is never lost (a
-//! wake-up that lands between the loop's re-check and its futex sleep is found by the
-//! wait's own re-check), and it wakes one sleeper, which is the right number for a loop
-//! polled by several threads — any of them can run the work. A loop that is awake costs
+//! The wake itself is the queue's explicit wake-up (`kevent_syscalls::Queue::wake_one`):
+//! a counter moved and one sleeper woken — no kernel lock, and no entry to publish, claim
+//! and commit (it was a user kevent made ready, which cost all three). It wakes one
+//! sleeper, the right number for a loop polled by several threads: any of them can run
+//! the work. It is not remembered for a wait that begins later, so a poll reads the
+//! wake-up count before it announces its sleep and waits for a change of it: a waker
+//! that saw the announcement moves the count after that read. A loop that is awake costs
 //! a waker one atomic swap and a fence: no system call.
 //!
 //! The handshake is [`kevent_ring::NotifyMe`], model-checked with loom beside the ring's
 //! own handshakes (`ring/tests/loom_sleep.rs`, section i: a loop about to sleep never
-//! misses work; two wakers cost one wake-up; an awake loop costs none).
-//!
-//! [`Queue::wake`](crate::Queue::wake) is *not* used: a wake-up is not remembered, so one
-//! that comes after the loop's re-check but before its `wait` begins counting wake-ups
-//! would be lost; and it wakes any sleeper of the queue, not necessarily this loop's.
+//! misses work; two wakers cost one wake-up; an awake loop costs none; section m: the
+//! wake-up count read before the announcement — the model deadlocks if it is read after).
 //!
 //! ## Bottom halves (bh.rs)
 //!

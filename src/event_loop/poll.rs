@@ -35,7 +35,7 @@ use std::time::{Duration, Instant};
 
 use super::bh::BhInner;
 use super::context::Loop;
-use super::handler::{Entry, WAKE_TOKEN};
+use super::handler::Entry;
 use super::lock;
 use super::notifier::NotifierInner;
 use super::stats::bump;
@@ -187,6 +187,9 @@ impl Loop {
             };
         }
         let announce = timeout != Some(Duration::ZERO);
+        // Read before the announcement: a waker that sees it wakes us with an explicit
+        // wake-up, which this wait must not miss (wake.rs).
+        let kicks = self.queue.wake_count()?;
         if announce {
             if self.shared.waker.sleep_begin() {
                 bump(&self.shared.counters.sleeps);
@@ -194,7 +197,7 @@ impl Loop {
                 timeout = Some(Duration::ZERO);
             }
         }
-        let waited = self.queue.wait(self.max_events(), timeout);
+        let waited = self.queue.wait_since(kicks, self.max_events(), timeout);
         if announce {
             self.shared.waker.sleep_end();
         }
@@ -213,9 +216,7 @@ impl Loop {
             frame.push(work);
         }
         for ev in batch.iter().flatten() {
-            if ev.token() != WAKE_TOKEN {
-                frame.push(Work::Event(ev));
-            }
+            frame.push(Work::Event(ev));
         }
         let mut progress = false;
         while let Some(work) = frame.pop() {

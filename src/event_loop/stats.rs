@@ -15,8 +15,8 @@ pub struct LoopStats {
     /// Polls that announced themselves asleep (`notify_me`) and waited on the queue with
     /// a non-zero timeout.
     pub sleeps: u64,
-    /// Wake-ups sent: a waker found the loop asleep and made its wake kevent ready (the
-    /// only system call a bottom half, notifier or timer costs).
+    /// Wake-ups sent: a waker found the loop asleep and woke it (the queue's explicit
+    /// wake-up: the only system call a bottom half, notifier or timer costs).
     pub wakeups: u64,
     /// Bottom-half callbacks run (one-shots included).
     pub bh_runs: u64,

@@ -1,19 +1,25 @@
 //! The wake-up handshake between a loop about to sleep and whoever gives it work: QEMU's
 //! `notify_me` / `notified` pair (`aio_poll`, `aio_notify`, `aio_notify_accept` in
-//! `util/async.c` and `util/aio-posix.c`), with a user kevent as the doorbell.
+//! `util/async.c` and `util/aio-posix.c`), with the queue's explicit wake-up as the
+//! doorbell.
 //!
 //! The handshake itself is [`kevent_ring::NotifyMe`] (its docs draw it; the loom models
 //! in `ring/tests/loom_sleep.rs` check it): a loop that is awake costs a waker one atomic
-//! swap and a fence, no system call. The wake-up is [`Queue::ready`](crate::Queue::ready)
-//! on the loop's own user kevent, which the ring remembers until a wait takes it — so a
-//! wake-up that lands between the loop's last check and its wait is not lost.
+//! swap and a fence, no system call. The wake-up of a sleeping loop is the queue's
+//! explicit wake-up (`kevent_syscalls::Queue::wake_one`: a counter moved, one sleeper
+//! woken — no kernel lock, no entry in the ring to publish, claim and commit, as QEMU's
+//! is one eventfd write). It is not remembered for a wait that begins later, so a poll
+//! reads the count *before* it announces its sleep and waits for a change of it
+//! (`Queue::wait_since`): a waker that saw the announcement moved the count after that
+//! read, and the wait returns at once. The loop is its queue's only consumer, so the one
+//! sleeper woken is a thread polling this loop.
 
 use std::sync::Weak;
 
 use kevent_ring::NotifyMe;
 
 use super::stats::{bump, Counters};
-use crate::{Error, Queue, Source};
+use crate::{Error, Queue};
 
 /// The wake-up side of a loop, reachable from any thread through its handles.
 pub(super) struct Waker {
@@ -22,22 +28,14 @@ pub(super) struct Waker {
     /// The queue, weakly: a bottom-half handle must not keep a dropped loop's queue (and
     /// its producer thread) alive.
     queue: Weak<Queue>,
-    /// The loop's own user kevent.
-    source: Source,
 }
 
 impl Waker {
-    pub(super) fn new(queue: Weak<Queue>, source: Source) -> Waker {
+    pub(super) fn new(queue: Weak<Queue>) -> Waker {
         Waker {
             handshake: NotifyMe::new(),
             queue,
-            source,
         }
-    }
-
-    /// The user kevent that wakes the loop.
-    pub(super) fn source(&self) -> Source {
-        self.source
     }
 
     /// `aio_notify`: the caller has published work; make sure a poll sees it. Returns
@@ -48,7 +46,7 @@ impl Waker {
         }
         bump(&counters.wakeups);
         match self.queue.upgrade() {
-            Some(queue) => queue.ready(&self.source),
+            Some(queue) => queue.wake_one(),
             None => Ok(()), // the loop is gone; nobody to wake
         }
     }

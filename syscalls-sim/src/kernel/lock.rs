@@ -75,6 +75,12 @@ impl KernelLock {
         true
     }
 
+    /// Makes the notify fds readable now, without the lock (an explicit wake-up).
+    pub(crate) fn notify_loops_now(&self) {
+        self.outbox.notify_later();
+        self.outbox.flush();
+    }
+
     /// Whether completions wait to be handled (a consumer about to sleep handles them
     /// first: W4).
     pub(crate) fn completions_pending(&self) -> bool {

@@ -170,11 +170,24 @@ impl Queue {
     /// explicit wake-up (if `spec.return_on_wake`), a signal, or the queue closed or broke
     /// (the outcome says which). ARCHITECTURE.md §3 (W1–W5) is the contract.
     pub fn next_batch(&self, max: u64, spec: &WaitSpec) -> io::Result<(Claim, WaitOutcome)> {
+        // Explicit wake-ups from now on end this wait.
+        self.next_batch_since(max, spec, self.ring.kicks())
+    }
+
+    /// [`Queue::next_batch`] that also ends on an explicit wake-up ([`Queue::wake_one`])
+    /// made since `kicks` was read ([`Ring::kicks`](kevent_ring::Ring::kicks)): a caller
+    /// that announces its sleep to its wakers first (an event loop's `notify_me`) reads
+    /// the count before announcing, so that a wake-up between the two is not lost.
+    pub fn next_batch_since(
+        &self,
+        max: u64,
+        spec: &WaitSpec,
+        kicks: u32,
+    ) -> io::Result<(Claim, WaitOutcome)> {
         let harvesters = self.harvesters();
         let spec = &WaitSpec {
             sleeper: Some(self.me),
-            // Explicit wake-ups from now on end this wait.
-            kicks: self.ring.kicks(),
+            kicks,
             ..*spec
         };
         let empty = |outcome| {
@@ -357,6 +370,18 @@ impl Queue {
             notify.kick();
         } else if let Some(n) = self.owner.as_ref().and_then(|o| o.notify.get()) {
             let _ = n.ring();
+        }
+    }
+
+    /// An explicit wake-up (`kevent_ctl(READY)` with no events) without the kernel's
+    /// lock: one sleeper — on the futex, the poller, or an event loop on the notify fd —
+    /// returns [`WaitOutcome::Woken`] (a wait that asked for it). Nothing is remembered
+    /// for a wait that begins later: a waiter reads [`Ring::kicks`](kevent_ring::Ring::kicks)
+    /// first (see [`Queue::next_batch_since`]).
+    pub fn wake_one(&self) {
+        self.ring.kick(1);
+        if let Some(owner) = self.owner.as_ref().filter(|_| self.is_local()) {
+            owner.kernel.notify_loops_now();
         }
     }
 
