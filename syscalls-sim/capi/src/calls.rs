@@ -1,5 +1,5 @@
 //! The C calls, under their 2006 names, as `include/kevent.h` declares them. Each one
-//! checks its pointers ([`crate::usermem`]), runs inside [`crate::boundary::call`] (-1
+//! checks its pointers (`usermem.rs`), runs inside `boundary::call` (-1
 //! and `errno`; no unwinding), and leaves the work to `kevent_syscalls`.
 
 use std::ffi::CStr;
@@ -139,7 +139,7 @@ fn wait_error(outcome: kevent_ring::WaitOutcome) -> Option<io::Error> {
 /// `kevent_wait(fd, num, old_uidx, timeout, flags)`: see `kevent.h`.
 ///
 /// Claims in the shared ring for this process (`Queue::next_batch`, as the Rust calls
-/// do) and copies what it claimed into the caller's ring ([`View::fill`]).
+/// do) and copies what it claimed into the caller's ring (`View::fill`).
 #[no_mangle]
 pub extern "C" fn kevent_wait(
     fd: c_int,

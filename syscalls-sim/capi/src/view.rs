@@ -4,9 +4,9 @@
 //!
 //! The shared ring (a memfd, `kevent-ring`) has 64-byte slots with a state word and
 //! 64-bit positions, claimed by compare-and-swap; C code reading it directly would have
-//! to follow that protocol. So each process keeps a *view*: [`View::fill`] copies the
+//! to follow that protocol. So each process keeps a *view*: `View::fill` copies the
 //! entries one `kevent_wait` claimed for this process into the caller's `event[]` at
-//! `ring_kidx`, remembering the shared position of each, and [`View::commit`] turns the
+//! `ring_kidx`, remembering the shared position of each, and `View::commit` turns the
 //! caller's `(new_uidx, over)` into commits of those shared positions. The view's
 //! positions are this process's own, free-running 64-bit counters (`kidx`, `uidx`), so
 //! its indices behave in one process as the original's did, whatever other processes
@@ -139,7 +139,7 @@ impl View {
     /// Reserves room for up to `num` entries for a `kevent_wait` about to claim, and
     /// returns how many it may claim: 0 if `old_uidx` is not the view's user index (the
     /// caller's view is stale) or if the ring is full. Give the reservation back with
-    /// [`View::fill`] or [`View::unreserve`].
+    /// `View::fill` or [`View::unreserve`].
     pub(crate) fn reserve(&self, old_uidx: u32, num: u32) -> u64 {
         let mut p = self.lock();
         if old_uidx != self.view_of(p.uidx).0 {
