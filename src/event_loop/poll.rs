@@ -56,6 +56,9 @@ pub(super) enum Work {
     PollReady(Arc<Entry>),
 }
 
+/// How many loops' states a thread keeps between polls before it drops the idle ones.
+const KEPT_STATES: usize = 16;
+
 /// One thread's state for one loop.
 struct ThreadState {
     loop_id: u64,
@@ -81,6 +84,11 @@ impl<'l> Frame<'l> {
             match t.iter().find(|s| s.loop_id == lp.id) {
                 Some(s) => s.clone(),
                 None => {
+                    // States are kept between polls (a poll allocates nothing); the idle
+                    // ones of loops this thread polled before go once there are many.
+                    if t.len() >= KEPT_STATES {
+                        t.retain(|s| s.depth.get() > 0);
+                    }
                     let s = Rc::new(ThreadState {
                         loop_id: lp.id,
                         depth: Cell::new(0),
@@ -123,9 +131,8 @@ impl Drop for Frame<'_> {
         }
         if depth == 0 {
             // Left over only if a callback panicked: those events are dropped with it.
+            // The state itself stays for this thread's next poll of the loop.
             self.state.pending.borrow_mut().clear();
-            let id = self.lp.id;
-            THREAD.with(|t| t.borrow_mut().retain(|s| s.loop_id != id));
         }
     }
 }

@@ -350,8 +350,15 @@ impl Loop {
     /// Returns whether any ran.
     pub(super) fn run_timers(&self) -> bool {
         let mut progress = false;
-        let before = lock(&self.shared.timers).seq + 1;
-        for clock in [Clock::Monotonic, Clock::Realtime] {
+        let (before, armed) = {
+            let mut timers = lock(&self.shared.timers);
+            let armed = [Clock::Monotonic, Clock::Realtime].map(|c| timers.earliest(c).is_some());
+            (timers.seq + 1, armed)
+        };
+        for (clock, armed) in [Clock::Monotonic, Clock::Realtime].into_iter().zip(armed) {
+            if !armed {
+                continue; // no clock read for a clock without timers
+            }
             let now = clock.now_ns();
             loop {
                 let Some(t) = lock(&self.shared.timers).pop_expired(clock, now, before) else {

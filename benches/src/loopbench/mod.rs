@@ -241,119 +241,127 @@ pub fn render(cfg: &Config, r: &Report, sys: &SysInfo) -> String {
         IDLE_FDS,
         cfg.queue_timers
     );
-    let bh_medians = |runs: &[bh::BhRun]| {
-        let lat: Vec<Quantiles> = runs
-            .iter()
-            .filter_map(|r| Quantiles::of(&r.latencies))
-            .collect();
-        let med = |f: fn(&bh::BhRun) -> f64| median(runs.iter().map(f).collect());
-        (
-            Quantiles::median_of(&lat).unwrap_or_default(),
-            med(|r| r.cpu_per_sample_ns),
-            med(|r| r.round_trips_per_s),
-            med(|r| r.cpu_per_round_trip_ns),
-        )
-    };
-    let reference =
-        r.bh.iter()
-            .find(|(v, _)| *v == bh::Rival::EpollEventfd)
-            .map(|(_, runs)| bh_medians(runs));
-    let _ = writeln!(
-        o,
-        "\n== bottom half scheduled from another thread (medians over rounds) ==\n\
-         latency: after a {} µs pause (the loop asleep), µs from schedule to run; CPU: the \
-         loop thread's, per hand-off\n\
-         {:<38} {:>7} {:>7} {:>8} {:>7} {:>9} {:>12} {:>7} {:>9}",
-        bh::PAUSE.as_micros(),
-        "rival",
-        "p50",
-        "p99",
-        "max",
-        "p99÷Q",
-        "CPU µs",
-        "round trips/s",
-        "÷Q",
-        "CPU µs"
-    );
-    for (rival, runs) in &r.bh {
-        let (q, cpu, rts, cpu_rt) = bh_medians(runs);
-        let (rp99, rrt) = match reference {
-            Some((rq, _, rt, _)) if rq.p99 > 0.0 && rt > 0.0 => (q.p99 / rq.p99, rts / rt),
-            _ => (f64::NAN, f64::NAN),
+    if cfg.runs("bh") {
+        let bh_medians = |runs: &[bh::BhRun]| {
+            let lat: Vec<Quantiles> = runs
+                .iter()
+                .filter_map(|r| Quantiles::of(&r.latencies))
+                .collect();
+            let med = |f: fn(&bh::BhRun) -> f64| median(runs.iter().map(f).collect());
+            (
+                Quantiles::median_of(&lat).unwrap_or_default(),
+                med(|r| r.cpu_per_sample_ns),
+                med(|r| r.round_trips_per_s),
+                med(|r| r.cpu_per_round_trip_ns),
+            )
         };
+        let reference =
+            r.bh.iter()
+                .find(|(v, _)| *v == bh::Rival::EpollEventfd)
+                .map(|(_, runs)| bh_medians(runs));
         let _ = writeln!(
             o,
-            "{:<38} {:>7} {:>7} {:>8} {:>7.2} {:>9} {:>12.0} {:>7.2} {:>9}",
-            rival.name(),
-            us(q.p50),
-            us(q.p99),
-            us(q.max),
-            rp99,
-            us(cpu),
-            rts,
-            rrt,
-            us(cpu_rt)
+            "\n== bottom half scheduled from another thread (medians over rounds) ==\n\
+             latency: after a {} µs pause (the loop asleep), µs from schedule to run; CPU: the \
+             loop thread's, per hand-off\n\
+             {:<38} {:>7} {:>7} {:>8} {:>7} {:>9} {:>12} {:>7} {:>9}",
+            bh::PAUSE.as_micros(),
+            "rival",
+            "p50",
+            "p99",
+            "max",
+            "p99÷Q",
+            "CPU µs",
+            "round trips/s",
+            "÷Q",
+            "CPU µs"
         );
-    }
-    let _ = writeln!(
-        o,
-        "\n== timer lateness, one-shot timers {} µs apart (µs late; medians over rounds) ==\n\
-         {:<38} {:>8} {:>8} {:>8}",
-        TIMER_PERIOD.as_micros(),
-        "rival",
-        "p50",
-        "p99",
-        "max"
-    );
-    for (rival, lat) in &r.timers {
-        let q = Quantiles::median_of(lat).unwrap_or_default();
-        let _ = writeln!(
-            o,
-            "{:<38} {:>8} {:>8} {:>8}",
-            rival.name(),
-            us(q.p50),
-            us(q.p99),
-            us(q.max)
-        );
-    }
-    let _ = write!(
-        o,
-        "\n== one iteration with N idle fds (ns per iteration; medians over rounds) ==\n{:<38}",
-        "rival"
-    );
-    for n in IDLE_FDS {
-        let _ = write!(o, " {:>9}", format!("N={n}"));
-    }
-    let _ = writeln!(o, " {:>12}", "10000 ÷ 10");
-    for (rival, costs) in &r.iteration {
-        let _ = write!(o, "{:<38}", rival.name());
-        let meds: Vec<f64> = costs.iter().map(|c| median(c.clone())).collect();
-        for m in &meds {
-            let _ = write!(o, " {:>9.0}", m);
+        for (rival, runs) in &r.bh {
+            let (q, cpu, rts, cpu_rt) = bh_medians(runs);
+            let (rp99, rrt) = match reference {
+                Some((rq, _, rt, _)) if rq.p99 > 0.0 && rt > 0.0 => (q.p99 / rq.p99, rts / rt),
+                _ => (f64::NAN, f64::NAN),
+            };
+            let _ = writeln!(
+                o,
+                "{:<38} {:>7} {:>7} {:>8} {:>7.2} {:>9} {:>12.0} {:>7.2} {:>9}",
+                rival.name(),
+                us(q.p50),
+                us(q.p99),
+                us(q.max),
+                rp99,
+                us(cpu),
+                rts,
+                rrt,
+                us(cpu_rt)
+            );
         }
-        let _ = writeln!(o, " {:>12.2}", meds[meds.len() - 1] / meds[0]);
     }
-    let _ = write!(
-        o,
-        "\n== {} one-shot timers added back to back while another thread waits \
-         (µs late; medians over rounds) ==\n{:<38}",
-        cfg.queue_timers, "rival"
-    );
-    for d in queue_timers::DELAYS {
+    if cfg.runs("timers") {
+        let _ = writeln!(
+            o,
+            "\n== timer lateness, one-shot timers {} µs apart (µs late; medians over rounds) ==\n\
+             {:<38} {:>8} {:>8} {:>8}",
+            TIMER_PERIOD.as_micros(),
+            "rival",
+            "p50",
+            "p99",
+            "max"
+        );
+        for (rival, lat) in &r.timers {
+            let q = Quantiles::median_of(lat).unwrap_or_default();
+            let _ = writeln!(
+                o,
+                "{:<38} {:>8} {:>8} {:>8}",
+                rival.name(),
+                us(q.p50),
+                us(q.p99),
+                us(q.max)
+            );
+        }
+    }
+    if cfg.runs("iteration") {
         let _ = write!(
             o,
-            " {:>21}",
-            format!("due +{} ms: p50 / p99", d.as_millis())
+            "\n== one iteration with N idle fds (ns per iteration; medians over rounds) ==\n{:<38}",
+            "rival"
         );
+        for n in IDLE_FDS {
+            let _ = write!(o, " {:>9}", format!("N={n}"));
+        }
+        let _ = writeln!(o, " {:>12}", "10000 ÷ 10");
+        for (rival, costs) in &r.iteration {
+            let _ = write!(o, "{:<38}", rival.name());
+            let meds: Vec<f64> = costs.iter().map(|c| median(c.clone())).collect();
+            for m in &meds {
+                let _ = write!(o, " {:>9.0}", m);
+            }
+            let _ = writeln!(o, " {:>12.2}", meds[meds.len() - 1] / meds[0]);
+        }
     }
-    let _ = writeln!(o);
-    for (rival, lat) in &r.queue_timers {
-        let _ = write!(o, "{:<38}", rival.name());
-        for runs in lat {
-            let q = Quantiles::median_of(runs).unwrap_or_default();
-            let _ = write!(o, " {:>21}", format!("{} / {}", us(q.p50), us(q.p99)));
+    if cfg.runs("queue-timers") {
+        let _ = write!(
+            o,
+            "\n== {} one-shot timers added back to back while another thread waits \
+             (µs late; medians over rounds) ==\n{:<38}",
+            cfg.queue_timers, "rival"
+        );
+        for d in queue_timers::DELAYS {
+            let _ = write!(
+                o,
+                " {:>21}",
+                format!("due +{} ms: p50 / p99", d.as_millis())
+            );
         }
         let _ = writeln!(o);
+        for (rival, lat) in &r.queue_timers {
+            let _ = write!(o, "{:<38}", rival.name());
+            for runs in lat {
+                let q = Quantiles::median_of(runs).unwrap_or_default();
+                let _ = write!(o, " {:>21}", format!("{} / {}", us(q.p50), us(q.p99)));
+            }
+            let _ = writeln!(o);
+        }
     }
     o
 }

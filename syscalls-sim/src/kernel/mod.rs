@@ -97,6 +97,8 @@ pub(crate) struct Kernel {
     pub(crate) done_pending: Arc<std::sync::atomic::AtomicBool>,
     /// Level-triggered kevents released since the last re-check.
     recheck: Vec<usize>,
+    /// The re-check's `poll(2)` array, kept for reuse.
+    recheck_scratch: Vec<libc::pollfd>,
     /// Kevents released with arrivals merged meanwhile: they get a new entry.
     republish: Vec<usize>,
     /// Registrations whose release must be heard of (see `Registration::watched`).
@@ -138,6 +140,7 @@ impl Kernel {
             done_level: Vec::new(),
             done_pending: Arc::new(std::sync::atomic::AtomicBool::new(false)),
             recheck: Vec::new(),
+            recheck_scratch: Vec::new(),
             republish: Vec::new(),
             watch: 0,
             completions: Arc::new(Completions::default()),
@@ -595,28 +598,28 @@ impl Kernel {
         if self.recheck.is_empty() {
             return false;
         }
-        let list = std::mem::take(&mut self.recheck);
-        let mut fds = Vec::with_capacity(list.len());
-        let mut idxs = Vec::with_capacity(list.len());
-        for &idx in &list {
-            if let Some(Registration {
+        // The lists' memory is kept from one re-check to the next (this runs after most
+        // commits of level kevents).
+        let mut list = std::mem::take(&mut self.recheck);
+        let mut scratch = std::mem::take(&mut self.recheck_scratch);
+        scratch.clear();
+        list.retain(|&idx| {
+            let Some(Registration {
                 source: Source::Fd { fd },
                 interest,
                 pending: Pending::Idle,
                 ..
             }) = self.regs.get(idx).and_then(Option::as_ref)
-            {
-                fds.push((fd.raw(), *interest));
-                idxs.push(idx);
-            }
-        }
-        let revents = match fd::poll_now(&fds) {
-            Ok(r) => r,
-            Err(_) => return false,
-        };
-        drop(fds);
+            else {
+                return false;
+            };
+            scratch.push(fd::pollfd(fd.raw(), *interest));
+            true
+        });
+        let polled = fd::poll_in_place(&mut scratch).is_ok();
         let mut any = false;
-        for (idx, rev) in idxs.into_iter().zip(revents) {
+        for (&idx, p) in list.iter().zip(&scratch).filter(|_| polled) {
+            let rev = fd::revents(p);
             let reg = self.regs[idx].as_mut().expect("listed");
             // The re-check's answer replaces whatever edges were merged meanwhile.
             reg.ready = 0;
@@ -628,6 +631,13 @@ impl Kernel {
                 any = true;
             }
         }
+        list.clear();
+        // Kevents listed meanwhile (mark_ready above lists none) stay; the spare memory
+        // goes back for the next re-check.
+        if self.recheck.is_empty() {
+            self.recheck = list;
+        }
+        self.recheck_scratch = scratch;
         any
     }
 

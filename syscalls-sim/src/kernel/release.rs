@@ -58,21 +58,19 @@ impl Completions {
     pub(crate) fn is_pending(&self) -> bool {
         self.pending.load(Ordering::Acquire)
     }
-
-    fn take(&self) -> Vec<Range<u64>> {
-        if !self.is_pending() {
-            return Vec::new();
-        }
-        let mut ranges = self.ranges.lock().unwrap_or_else(|e| e.into_inner());
-        self.pending.store(false, Ordering::Relaxed);
-        std::mem::take(&mut *ranges)
-    }
 }
 
 impl Kernel {
-    /// Handles the completions listed in the inbox (see the module docs).
+    /// Handles the completions listed in the inbox (see the module docs). The inbox's
+    /// lock is held meanwhile (committers wait a moment; its memory is kept for reuse).
     pub(crate) fn drain_completions(&mut self) {
-        for range in self.completions.take() {
+        if !self.completions.is_pending() {
+            return;
+        }
+        let completions = self.completions.clone();
+        let mut ranges = completions.ranges.lock().unwrap_or_else(|e| e.into_inner());
+        completions.pending.store(false, Ordering::Relaxed);
+        for range in ranges.drain(..) {
             for pos in range {
                 self.note_completion(pos);
             }

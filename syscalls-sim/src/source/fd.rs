@@ -223,25 +223,37 @@ pub(crate) fn delete(epoll_fd: BorrowedFd<'_>, w: &Watched) {
 /// level-triggered re-check). Returns the revents in the same order; a closed fd answers
 /// `POLLNVAL`, which reports nothing.
 pub(crate) fn poll_now(fds: &[(RawFd, u32)]) -> io::Result<Vec<u32>> {
-    let mut pfds: Vec<libc::pollfd> = fds
-        .iter()
-        .map(|&(fd, interest)| libc::pollfd {
-            fd,
-            events: interest as i16,
-            revents: 0,
-        })
-        .collect();
+    let mut pfds: Vec<libc::pollfd> = fds.iter().map(|&(fd, i)| pollfd(fd, i)).collect();
+    poll_in_place(&mut pfds)?;
+    Ok(pfds.iter().map(revents).collect())
+}
+
+/// A `pollfd` asking `fd` for `interest`.
+pub(crate) fn pollfd(fd: RawFd, interest: u32) -> libc::pollfd {
+    libc::pollfd {
+        fd,
+        events: interest as i16,
+        revents: 0,
+    }
+}
+
+/// The revents `poll(2)` wrote into `p`, as the kevent bits' type.
+pub(crate) fn revents(p: &libc::pollfd) -> u32 {
+    u32::from(p.revents as u16)
+}
+
+/// `poll(2)` with a zero timeout over `pfds`, which it fills in (retried on `EINTR`).
+pub(crate) fn poll_in_place(pfds: &mut [libc::pollfd]) -> io::Result<()> {
     loop {
         // SAFETY: `pfds` is a valid array of `pfds.len()` pollfds we own; poll only
         // looks the fd numbers up.
         let r = unsafe { libc::poll(pfds.as_mut_ptr(), pfds.len() as libc::nfds_t, 0) };
         if r >= 0 {
-            break;
+            return Ok(());
         }
         let e = io::Error::last_os_error();
         if e.raw_os_error() != Some(libc::EINTR) {
             return Err(e);
         }
     }
-    Ok(pfds.iter().map(|p| u32::from(p.revents as u16)).collect())
 }
