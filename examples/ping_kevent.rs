@@ -9,7 +9,7 @@
 //! # Design
 //!
 //! * **The parent** binds `127.0.0.1:PORT`, creates ONE kevent queue *paused*
-//!   (`Queue::create_paused`: no thread may exist at `fork`), adds the listening socket to
+//!   (`Instance::create_paused`: no thread may exist at `fork`), adds the listening socket to
 //!   it (`KEVENT_SOCKET` + `KEVENT_SOCKET_ACCEPT`, level-triggered, default wake-one),
 //!   registers it to get a handle, forks the workers, and only then starts the queue's
 //!   producer thread. Afterwards it just supervises: `SIGINT`/`SIGTERM` stop the workers
@@ -222,7 +222,7 @@ fn run(cfg: &Config) -> io::Result<i32> {
         .set_nonblocking(true)
         .map_err(context("making the listener non-blocking"))?;
 
-    let q = Queue::create_paused(0, 0, DEFAULT_REAP_INTERVAL)
+    let q = Instance::create_paused(0, 0, DEFAULT_REAP_INTERVAL)
         .map_err(context("creating the shared kevent queue"))?;
     let shared = register(q.clone());
     let mut ev = [Ukevent {
@@ -307,9 +307,9 @@ struct Stats {
 struct Worker<'a> {
     listener: &'a TcpListener,
     shared: RawFd,
-    shared_q: Arc<Queue>,
+    shared_q: Arc<Instance>,
     own: RawFd,
-    own_q: Arc<Queue>,
+    own_q: Arc<Instance>,
     own_call: OwnCall,
     /// Connections by fd number.
     conns: Vec<Option<resp::Conn>>,
@@ -330,7 +330,7 @@ impl<'a> Worker<'a> {
         // (it asks the parent's gate, which runs once the parent has started the queue).
         let end = Instant::now() + Duration::from_secs(5);
         let shared_q = loop {
-            match queue(shared) {
+            match instance(shared) {
                 Err(e) if e.kind() == ErrorKind::WouldBlock && Instant::now() < end => {
                     std::thread::sleep(Duration::from_millis(10))
                 }
@@ -338,7 +338,7 @@ impl<'a> Worker<'a> {
             }
         };
         let own = kevent_init(OWN_RING, 0).map_err(context("kevent_init (own queue)"))?;
-        let own_q = queue(own)?;
+        let own_q = instance(own)?;
         own_q.set_spin(spin);
         Ok(Worker {
             listener,

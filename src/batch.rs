@@ -6,7 +6,7 @@
 //! reuse their slots and re-arm their kevents. Tying the commit to the batch's lifetime
 //! (as tokio-rs/io-uring publishes its queue index on drop) makes the acknowledgement
 //! impossible to forget. The commit names the exact positions claimed
-//! ([`kevent_syscalls::Queue::commit_range`]), so batches of several threads commit
+//! ([`kevent_syscalls::Instance::commit_range`]), so batches of several threads commit
 //! independently, in any order.
 
 use std::fmt;
@@ -30,13 +30,13 @@ use crate::Event;
 /// events to another consumer, flagged [`Event::is_redelivered`].
 #[must_use = "dropping a Batch commits its events at once, unprocessed"]
 pub struct Batch<'q> {
-    queue: &'q sys::Queue,
+    queue: &'q sys::Instance,
     claim: Claim,
     open: bool,
 }
 
 impl<'q> Batch<'q> {
-    pub(crate) fn new(queue: &'q sys::Queue, claim: Claim) -> Batch<'q> {
+    pub(crate) fn new(queue: &'q sys::Instance, claim: Claim) -> Batch<'q> {
         Batch {
             queue,
             claim,
@@ -130,7 +130,7 @@ impl fmt::Debug for Batch<'_> {
 /// Iterator over the events of a [`Batch`].
 #[derive(Debug, Clone)]
 pub struct Iter<'a> {
-    queue: &'a sys::Queue,
+    queue: &'a sys::Instance,
     positions: Range<u64>,
 }
 

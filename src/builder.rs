@@ -126,7 +126,7 @@ impl Builder {
                 ),
             ));
         }
-        let inner: Arc<sys::Queue> = sys::Queue::create_with(n as u32, 0, self.reap_interval)
+        let inner: Arc<sys::Instance> = sys::Instance::create_with(n as u32, 0, self.reap_interval)
             .map_err(|e| Error::wrap(&format!("kevent queue of {n} entries"), e))?;
         if let Some(spin) = self.spin {
             inner.set_spin(spin);

@@ -32,7 +32,7 @@ use crate::{Batch, Builder, Error, Result, Stats};
 /// are ready **only after [`notify_fd`](Queue::notify_fd) has armed it**; that is how the
 /// queue nests in another event loop (epoll, mio, tokio).
 pub struct Queue {
-    inner: Arc<sys::Queue>,
+    inner: Arc<sys::Instance>,
 }
 
 impl Queue {
@@ -49,12 +49,12 @@ impl Queue {
         Queue::builder().build()
     }
 
-    pub(crate) fn from_inner(inner: Arc<sys::Queue>) -> Queue {
+    pub(crate) fn from_inner(inner: Arc<sys::Instance>) -> Queue {
         Queue { inner }
     }
 
     /// The queue value to act through, refusing a parent's copy in a `fork`ed child.
-    pub(crate) fn inner(&self, op: &str) -> Result<&sys::Queue> {
+    pub(crate) fn inner(&self, op: &str) -> Result<&sys::Instance> {
         if self.inner.is_local() {
             Ok(&self.inner)
         } else {
@@ -96,7 +96,7 @@ impl Queue {
     /// ABI. `WouldBlock`: the consumer table is full.
     pub fn connect(path: impl AsRef<Path>) -> Result<Queue> {
         let path = path.as_ref();
-        let inner = sys::Queue::connect(path)
+        let inner = sys::Instance::connect(path)
             .map_err(|e| Error::wrap(&format!("kevent connect to {}", path.display()), e))?;
         Ok(Queue::from_inner(inner))
     }
@@ -217,7 +217,7 @@ impl Queue {
         Ok(self.inner("kevent wait")?.ring().kicks())
     }
 
-    /// An explicit wake-up without the kernel's lock (`kevent_syscalls::Queue::wake_one`).
+    /// An explicit wake-up without the kernel's lock (`kevent_syscalls::Instance::wake_one`).
     pub(crate) fn wake_one(&self) -> Result<()> {
         self.inner("kevent wake")?.wake_one();
         Ok(())

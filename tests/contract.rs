@@ -692,10 +692,10 @@ fn a_signal_interrupts_kevent_get_events_without_timeout_with_eintr() {
 #[test]
 fn kevent_ctl_on_an_attachment_without_a_control_channel_answers_eopnotsupp() {
     bounded(30 * SEC, || {
-        let owner = sys::Queue::create(64, 0).expect("kevent_init");
+        let owner = sys::Instance::create(64, 0).expect("kevent_init");
         let memfd = owner.ring().memfd().expect("a memfd ring");
         let doorbell = rustix::event::eventfd(0, rustix::event::EventfdFlags::CLOEXEC).unwrap();
-        let attached = sys::Queue::attach(memfd, doorbell).expect("attach");
+        let attached = sys::Instance::attach(memfd, doorbell).expect("attach");
         let h = sys::register(attached);
         let mut ev = [sys::Ukevent {
             id: 1,

@@ -29,7 +29,7 @@
 //! section) first publishes the work, then sets `notified` and — only if that flipped it
 //! from false — fences and reads `notify_me`. The two fences make sure that either the
 //! loop sees `notified` and does not sleep, or the waker sees the sleeper and wakes it.
-//! The wake itself is the queue's explicit wake-up (`kevent_syscalls::Queue::wake_one`):
+//! The wake itself is the queue's explicit wake-up (`kevent_syscalls::Instance::wake_one`):
 //! a counter moved and one sleeper woken — no kernel lock, and no entry to publish, claim
 //! and commit (it was a user kevent made ready, which cost all three). It wakes one
 //! sleeper, the right number for a loop polled by several threads: any of them can run

@@ -6,7 +6,7 @@
 //! The handshake itself is [`kevent_ring::NotifyMe`] (its docs draw it; the loom models
 //! in `ring/tests/loom_sleep.rs` check it): a loop that is awake costs a waker one atomic
 //! swap and a fence, no system call. The wake-up of a sleeping loop is the queue's
-//! explicit wake-up (`kevent_syscalls::Queue::wake_one`: a counter moved, one sleeper
+//! explicit wake-up (`kevent_syscalls::Instance::wake_one`: a counter moved, one sleeper
 //! woken — no kernel lock, no entry in the ring to publish, claim and commit, as QEMU's
 //! is one eventfd write). It is not remembered for a wait that begins later, so a poll
 //! reads the count *before* it announces its sleep and waits for a change of it

@@ -12,7 +12,7 @@
 //! handlers (`pthread_atfork`, installed with the table) take it for writing in the
 //! forking thread before the fork — so no other thread is inside it — and release it on
 //! both sides after. The child's first call on an inherited handle then builds its own
-//! attachment ([`crate::Queue::for_this_process`]: no lock, fresh state; its gate
+//! attachment ([`crate::Instance::for_this_process`]: no lock, fresh state; its gate
 //! connection is made on the first `kevent_ctl` and is bounded by a timeout), replacing
 //! the parent's entry under the same handle number. Forks made without the C library's
 //! `fork` (`vfork`, `clone`, `posix_spawn`) run no handlers; the child must `exec` (or
@@ -27,9 +27,9 @@ use std::sync::{Arc, LazyLock, RwLock, RwLockWriteGuard};
 use kevent_ring::Claim;
 
 use crate::abi::*;
-use crate::Queue;
+use crate::Instance;
 
-type Table = HashMap<RawFd, Arc<Queue>>;
+type Table = HashMap<RawFd, Arc<Instance>>;
 
 static QUEUES: LazyLock<RwLock<Table>> = LazyLock::new(|| {
     // SAFETY: registers three `extern "C"` functions that never unwind; pthread_atfork
@@ -69,7 +69,7 @@ extern "C" fn after_fork() {
 /// The queue behind handle `fd`, or `EBADF`. In a `fork`ed child the inherited queue is
 /// replaced, on first use, by this process's own attachment (same handle number; see
 /// the module docs for why this cannot deadlock after a fork).
-pub fn queue(fd: RawFd) -> io::Result<Arc<Queue>> {
+pub fn instance(fd: RawFd) -> io::Result<Arc<Instance>> {
     let q = QUEUES
         .read()
         .unwrap_or_else(|e| e.into_inner())
@@ -97,7 +97,7 @@ pub fn queue(fd: RawFd) -> io::Result<Arc<Queue>> {
 }
 
 /// Makes `queue` reachable through its handle; returns the handle.
-pub fn register(queue: Arc<Queue>) -> RawFd {
+pub fn register(queue: Arc<Instance>) -> RawFd {
     let fd = queue.handle();
     QUEUES
         .write()
@@ -117,7 +117,7 @@ pub fn register(queue: Arc<Queue>) -> RawFd {
 /// `EINVAL`: `num == 1`, `num` above 2^24, or unknown `flags` (none are defined).
 /// `EMFILE`/`ENOMEM`: out of fds or memory.
 pub fn kevent_init(num: u32, flags: u32) -> io::Result<RawFd> {
-    Ok(register(Queue::create(num, flags)?))
+    Ok(register(Instance::create(num, flags)?))
 }
 
 /// `kevent_ctl(fd, cmd, num, arg)`: `num` is `events.len()`.
@@ -138,7 +138,7 @@ pub fn kevent_init(num: u32, flags: u32) -> io::Result<RawFd> {
 /// [`KEVENT_MAX_EVENTS`] entries. `EOPNOTSUPP`: the queue is attached from another
 /// process and has no control channel.
 pub fn kevent_ctl(fd: RawFd, cmd: u32, events: &mut [Ukevent]) -> io::Result<usize> {
-    queue(fd)?.ctl(cmd, events)
+    instance(fd)?.ctl(cmd, events)
 }
 
 /// `kevent_get_events(fd, min, max, timeout, buf, flags)`: waits until at least `min`
@@ -156,14 +156,14 @@ pub fn kevent_get_events(
     buf: &mut [Ukevent],
     flags: u32,
 ) -> io::Result<usize> {
-    queue(fd)?.get_events(min, max, timeout, buf, flags)
+    instance(fd)?.get_events(min, max, timeout, buf, flags)
 }
 
 /// `kevent_wait(fd, num, old_uidx, timeout, flags)`: sleeps until an entry is ready, a
 /// wake-up is requested (`READY` with no entries), the timeout passes, or `old_uidx` — the
 /// user position the caller last saw, as a 64-bit position — is stale; then claims up to
 /// `num` entries for this process. The returned [`Claim`] says which positions it claimed
-/// (read them with [`Queue::entry`]); an empty claim means timeout, wake-up or stale view.
+/// (read them with [`Instance::entry`]); an empty claim means timeout, wake-up or stale view.
 ///
 /// Timeouts are relative nanoseconds, or absolute `CLOCK_REALTIME` nanoseconds with
 /// [`KEVENT_FLAGS_ABSTIME`]; `None` waits forever.
@@ -179,7 +179,7 @@ pub fn kevent_wait(
     timeout: Timeout,
     flags: u32,
 ) -> io::Result<Claim> {
-    queue(fd)?.wait(num, old_uidx, timeout, flags)
+    instance(fd)?.wait(num, old_uidx, timeout, flags)
 }
 
 /// `kevent_commit(fd, new_uidx, over)`: this process is done with every entry it claimed
@@ -191,7 +191,7 @@ pub fn kevent_wait(
 /// what was published. `EOVERFLOW`: the position is from before the user index's last
 /// wrap — a stale commit, never taken for a new wrap (the take29 hole).
 pub fn kevent_commit(fd: RawFd, new_uidx: u32, over: u32) -> io::Result<u64> {
-    queue(fd)?.commit(new_uidx, over)
+    instance(fd)?.commit(new_uidx, over)
 }
 
 /// Closes a queue handle (the original's `close(fd)`): stops the producer, wakes every

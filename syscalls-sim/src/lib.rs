@@ -35,13 +35,13 @@
 pub mod abi;
 mod calls;
 mod gate;
+mod instance;
 mod kernel;
 mod outbox;
 mod peer;
 mod pid;
 mod pidfd;
 mod poller;
-mod queue;
 mod reaper;
 mod registration;
 mod source;
@@ -49,10 +49,10 @@ mod thread;
 
 pub use abi::*;
 pub use calls::{
-    kevent_close, kevent_commit, kevent_ctl, kevent_get_events, kevent_init, kevent_wait, queue,
+    instance, kevent_close, kevent_commit, kevent_ctl, kevent_get_events, kevent_init, kevent_wait,
     register,
 };
+pub use instance::{Instance, DEFAULT_SPIN};
 pub use kevent_ring::{Claim, Ring};
 pub use peer::PeerLimits;
-pub use queue::{Queue, DEFAULT_SPIN};
 pub use reaper::{DEFAULT_LEASE, DEFAULT_REAP_INTERVAL, MIN_REAP_INTERVAL};

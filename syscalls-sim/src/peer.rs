@@ -3,7 +3,7 @@
 //!
 //! * **Namespaces.** A registration belongs to a [`PeerId`]: the owner's own
 //!   ([`PeerId::OWNER`]), or one gate connection's — a process attached through the gate
-//!   (`Queue::connect`, or a forked child's first `kevent_ctl`). Kevents are looked up by
+//!   (`Instance::connect`, or a forked child's first `kevent_ctl`). Kevents are looked up by
 //!   (peer, type, id): the id of an fd kevent is the caller's fd number *in the caller's
 //!   process*, so two processes may register the same number, and a peer's MODIFY,
 //!   REMOVE and READY reach only its own kevents. The owner's `kevent_ctl` reaches only
@@ -28,7 +28,7 @@ impl PeerId {
 }
 
 /// What the owner holds for each process attached through the gate, at most
-/// ([`crate::Queue::set_peer_limits`]). The owner's own registrations are not bounded.
+/// ([`crate::Instance::set_peer_limits`]). The owner's own registrations are not bounded.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct PeerLimits {
     /// Registrations of one peer (default 16,384; each costs the owner ~200 bytes).

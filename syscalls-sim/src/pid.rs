@@ -1,6 +1,6 @@
 //! The calling process's id without a system call per look.
 //!
-//! Every call asks "is this queue value mine, or a `fork`ed parent's?" (`Queue::is_local`),
+//! Every call asks "is this queue value mine, or a `fork`ed parent's?" (`Instance::is_local`),
 //! and glibc no longer caches `getpid`: three system calls per event on the hot path. The
 //! id is cached here and forgotten in a `fork`ed child by a `pthread_atfork` handler,
 //! registered before the first value is cached — so a child never sees its parent's id.

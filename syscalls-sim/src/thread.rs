@@ -39,7 +39,7 @@ pub(crate) struct ProducerThread {
 pub(crate) const PARK_MAX: std::time::Duration = std::time::Duration::from_millis(5);
 
 /// The producer thread's view of the consumers of this process that harvest for
-/// themselves (`Queue::next_batch`): while they do, or while one of them blocks on the
+/// themselves (`Instance::next_batch`): while they do, or while one of them blocks on the
 /// sources as the poller, and nobody sleeps on the ring's futex, the producer thread
 /// parks instead of sitting in `epoll_wait`, where every readiness edge would wake it (a
 /// cross-core wake-up, 27–49 µs here) only to hand over an event a consumer would have
@@ -118,7 +118,7 @@ impl ProducerThread {
                     // a_child_…`). So while commits matter, keep asking for the doorbell:
                     // it is in the sources' epoll, so a commit wakes the poller (which
                     // harvests, servicing the release); an owner thread's commit services
-                    // it inline (`Queue::after_commit`). Releases that came before the
+                    // it inline (`Instance::after_commit`). Releases that came before the
                     // request (its SeqCst fence orders it before the `uidx` read) are
                     // serviced here.
                     if k.wants_release_notice() {

@@ -45,7 +45,7 @@ fn memfd_with(bytes: &[u8], sealed: bool) -> OwnedFd {
 
 /// The header page of a live queue's ring (its producer running), read with `pread`.
 fn real_header() -> Vec<u8> {
-    let q = Queue::create(CAP, 0).expect("kevent_init");
+    let q = Instance::create(CAP, 0).expect("kevent_init");
     let memfd = q.ring().memfd().expect("a memfd ring");
     let mut page = vec![0u8; HEADER_SIZE];
     let mut off = 0;
@@ -268,7 +268,7 @@ fn a_write_sealed_ring_is_refused_with_an_error_not_a_crash() {
 fn queue_attach_passes_the_reason_on_as_invalid_data() {
     let fd = memfd_with(&vec![0u8; ring_bytes(CAP)], true);
     let doorbell = rustix::event::eventfd(0, rustix::event::EventfdFlags::CLOEXEC).unwrap();
-    let e = Queue::attach(fd.as_fd(), doorbell).expect_err("a memfd of zeroes");
+    let e = Instance::attach(fd.as_fd(), doorbell).expect_err("a memfd of zeroes");
     assert_eq!(e.kind(), std::io::ErrorKind::InvalidData);
     assert!(e.to_string().contains("bad magic"), "{e}");
 }

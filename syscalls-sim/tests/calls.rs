@@ -45,7 +45,7 @@ fn every_call_on_a_closed_handle_is_ebadf() {
     let fd = kevent_init(8, 0).unwrap();
     // Holding the queue keeps its handle number from being reused by a queue that a
     // test running in parallel creates.
-    let keep = queue(fd).unwrap();
+    let keep = instance(fd).unwrap();
     kevent_close(fd).unwrap();
     assert_every_call_is_ebadf(fd);
     drop(keep);

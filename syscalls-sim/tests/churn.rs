@@ -74,7 +74,7 @@ fn stays_flat(what: &str, mut cycle: impl FnMut(u64), report: impl Fn() -> Strin
     );
 }
 
-fn stats(q: &Queue) -> String {
+fn stats(q: &Instance) -> String {
     let s = q.ring().stats();
     let load = |a: &std::sync::atomic::AtomicU64| a.load(std::sync::atomic::Ordering::SeqCst);
     format!(
@@ -92,7 +92,7 @@ fn stats(q: &Queue) -> String {
 #[test]
 fn adding_and_removing_a_readable_level_pipe_again_and_again_keeps_memory_flat() {
     bounded(Duration::from_secs(120), || {
-        let q = Queue::create(64, 0).expect("kevent_init");
+        let q = Instance::create(64, 0).expect("kevent_init");
         let (r, w): (OwnedFd, OwnedFd) = pipe();
         write_bytes(&w, b"x");
         let ev = fd_ev(KEVENT_PIPE, &r, KEVENT_PIPE_READ, 0, 7);
@@ -126,7 +126,7 @@ fn adding_and_removing_a_readable_level_pipe_again_and_again_keeps_memory_flat()
 fn add_ready_remove_of_a_user_kevent_with_the_ring_full_keeps_memory_flat() {
     bounded(Duration::from_secs(120), || {
         const CAP: u64 = 64;
-        let q: Arc<Queue> = Queue::create(CAP as u32, 0).expect("kevent_init");
+        let q: Arc<Instance> = Instance::create(CAP as u32, 0).expect("kevent_init");
         let mut fill: Vec<Ukevent> = (1..=CAP + 1).map(|id| user_ev(id, 0)).collect();
         assert_eq!(q.ctl(KEVENT_CTL_ADD, &mut fill).expect("ADD"), 0);
         assert_eq!(q.ctl(KEVENT_CTL_READY, &mut fill).expect("READY"), 0);
@@ -170,7 +170,7 @@ fn add_ready_remove_of_a_user_kevent_with_the_ring_full_keeps_memory_flat() {
 #[test]
 fn add_ready_remove_of_a_user_kevent_keeps_memory_flat() {
     bounded(Duration::from_secs(120), || {
-        let q = Queue::create(64, 0).expect("kevent_init");
+        let q = Instance::create(64, 0).expect("kevent_init");
         let ev = user_ev(1, 0);
         let cycle = |i: u64| {
             assert_eq!(

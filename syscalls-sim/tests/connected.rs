@@ -36,7 +36,7 @@ fn a_separate_program_attaches_through_the_socket_and_gets_the_events_of_its_own
 }
 
 fn a_separate_program_attaches_through_the_socket_and_gets_the_events_of_its_own_fd_body() {
-    let q = Queue::create(64, 0).expect("kevent_init");
+    let q = Instance::create(64, 0).expect("kevent_init");
     let path = std::env::temp_dir().join(format!("kevent-mp-{}.sock", std::process::id()));
     let _ = std::fs::remove_file(&path);
     q.listen(&path).expect("listen");
@@ -120,7 +120,7 @@ fn a_forked_child_adds_its_own_fd_through_the_inherited_handle() {
 }
 
 fn a_forked_child_adds_its_own_fd_through_the_inherited_handle_body() {
-    let q = Queue::create(64, 0).expect("kevent_init");
+    let q = Instance::create(64, 0).expect("kevent_init");
     let h = register(q.clone());
     let board = SharedWords::new(2);
     let mut kids = Children::default();
@@ -143,7 +143,7 @@ fn a_forked_child_adds_its_own_fd_through_the_inherited_handle_body() {
         assert_eq!(kevent_ctl(h, KEVENT_CTL_ADD, &mut ev).expect("ADD"), 0);
         board.at(0).store(ino, Ordering::SeqCst);
         rustix::io::write(&b, b"ping").expect("write");
-        let q = queue(h).expect("attached");
+        let q = instance(h).expect("attached");
         let claim = kevent_wait(h, 1, q.ring().uidx(), Some(5_000 * MS), 0).expect("wait");
         assert_eq!(claim.owned, 1);
         let got = q.entry(claim.start).expect("entry");
@@ -188,7 +188,7 @@ fn a_connected_consumer_asleep_in_its_own_epoll_on_the_notify_fd_gets_every_even
     use rustix::event::epoll;
     const IDS: u64 = 16;
     const ARRIVALS: u64 = 3_000;
-    let q = Queue::create(64, 0).expect("kevent_init");
+    let q = Instance::create(64, 0).expect("kevent_init");
     let path = std::env::temp_dir().join(format!("kevent-notify-{}.sock", std::process::id()));
     let _ = std::fs::remove_file(&path);
     q.listen(&path).expect("listen");
@@ -199,7 +199,9 @@ fn a_connected_consumer_asleep_in_its_own_epoll_on_the_notify_fd_gets_every_even
     let mut kids = Children::default();
     let (b, p) = (board.clone(), path.clone());
     let child = kids.fork(move || {
-        let Ok(cq) = Queue::connect(&p) else { return 2 };
+        let Ok(cq) = Instance::connect(&p) else {
+            return 2;
+        };
         let Ok(nfd) = cq.notify_fd() else { return 3 };
         let Ok(ep) = epoll::create(epoll::CreateFlags::CLOEXEC) else {
             return 4;

@@ -12,7 +12,7 @@
 //!   sleeps: the next entry must still reach it within a couple of reap intervals, not at
 //!   its own timeout.
 //! * A memfd with a valid identity block and random contents everywhere else, attached
-//!   with [`Queue::attach`]: a wait with a 100 ms timeout returns (empty, or an error)
+//!   with [`Instance::attach`]: a wait with a 100 ms timeout returns (empty, or an error)
 //!   within a second.
 //!
 //! Every blocking call has a timeout and every test body is bounded; the tests of this
@@ -39,7 +39,7 @@ const REAP: Duration = Duration::from_millis(100);
 /// Header offset of the wake line: `seq` (u32) at +0, `waiters` (u32) at +4.
 const OFF_WAKE: usize = 512;
 
-fn ready(q: &Queue, id: u64) {
+fn ready(q: &Instance, id: u64) {
     assert_eq!(
         q.ctl(KEVENT_CTL_READY, &mut [user_ev(id, 0)])
             .expect("READY"),
@@ -70,13 +70,13 @@ enum Stray {
 /// flagged `REDELIVERED` — or the ring must be marked broken and waits answer an error.
 /// Either way the ring goes on (or says it cannot).
 fn a_ready_slot_flipped_to_done(stray: Stray) {
-    let q = Queue::create_with(8, 0, REAP).expect("kevent_init");
+    let q = Instance::create_with(8, 0, REAP).expect("kevent_init");
     let mut evs: Vec<Ukevent> = (1..=8).map(|id| user_ev(id, 0)).collect();
     assert_eq!(q.ctl(KEVENT_CTL_ADD, &mut evs).expect("ADD"), 0);
     let ring = Shared::ring_of(&q);
     let memfd = q.ring().memfd().expect("memfd");
     let doorbell = eventfd(0, EventfdFlags::CLOEXEC | EventfdFlags::NONBLOCK).expect("eventfd");
-    let other = Queue::attach(memfd, doorbell).expect("a second consumer attaches");
+    let other = Instance::attach(memfd, doorbell).expect("a second consumer attaches");
     let owner = match stray {
         Stray::Owner => q.consumer().0,
         Stray::OtherLive => other.consumer().0,
@@ -221,7 +221,7 @@ enum Sleep {
 /// `waiters` does not) — not at its own timeout.
 fn a_sleeper_uncounted_in_waiters_still_gets_the_next_entry(how: Sleep) {
     const TIMEOUT: Duration = Duration::from_secs(10);
-    let q = Queue::create_with(64, 0, REAP).expect("kevent_init");
+    let q = Instance::create_with(64, 0, REAP).expect("kevent_init");
     assert_eq!(q.ctl(KEVENT_CTL_ADD, &mut [user_ev(1, 0)]).expect("ADD"), 0);
     let h = register(q.clone());
     let ring = Shared::ring_of(&q);
@@ -230,7 +230,7 @@ fn a_sleeper_uncounted_in_waiters_still_gets_the_next_entry(how: Sleep) {
     let mut kids = Children::default();
     let b = board.clone();
     let child = kids.fork(move || {
-        let Ok(cq) = queue(h) else { return 2 };
+        let Ok(cq) = instance(h) else { return 2 };
         b.at(0).store(1, Ordering::SeqCst);
         let t = Instant::now();
         let got = match how {
@@ -379,7 +379,7 @@ fn random_ring(identity: &[u64; 16], seed: u64) -> std::os::fd::OwnedFd {
 
 /// The identity block of a real ring of [`RANDOM_CAP`] slots.
 fn real_identity() -> [u64; 16] {
-    let real = Queue::create(RANDOM_CAP, 0).expect("kevent_init");
+    let real = Instance::create(RANDOM_CAP, 0).expect("kevent_init");
     let ring = Shared::ring_of(&real);
     let id = std::array::from_fn(|i| ring.word(i).load(Ordering::SeqCst));
     real.close();
@@ -402,7 +402,7 @@ fn a_wait_on_a_ring_of_random_contents_returns(look: Look) {
     for seed in SEEDS {
         let memfd = random_ring(&identity, seed);
         let doorbell = eventfd(0, EventfdFlags::CLOEXEC | EventfdFlags::NONBLOCK).expect("eventfd");
-        let q = match Queue::attach(memfd.as_fd(), doorbell) {
+        let q = match Instance::attach(memfd.as_fd(), doorbell) {
             Ok(q) => q,
             Err(e) => {
                 println!("seed {seed:#x}: refused at attach: {e}");

@@ -16,7 +16,7 @@ static ONE_AT_A_TIME: std::sync::Mutex<()> = std::sync::Mutex::new(());
 fn removing_many_backlogged_kevents_takes_time_linear_in_their_number() {
     const N: u64 = 100_000;
     let _one = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
-    let q = Queue::create(2, 0).unwrap();
+    let q = Instance::create(2, 0).unwrap();
     let mut evs: Vec<Ukevent> = (0..N).map(|i| user_ev(i, 0)).collect();
     for chunk in evs.chunks_mut(KEVENT_MAX_EVENTS) {
         assert_eq!(q.ctl(KEVENT_CTL_ADD, chunk).unwrap(), 0);
@@ -65,7 +65,7 @@ fn rss() -> u64 {
 fn a_ring_of_the_largest_capacity_costs_no_private_memory_per_slot() {
     let _one = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
     let before = rss();
-    let q = Queue::create(kevent_ring::layout::MAX_CAPACITY, 0).unwrap();
+    let q = Instance::create(kevent_ring::layout::MAX_CAPACITY, 0).unwrap();
     let mut e = [user_ev(1, 0)];
     q.ctl(KEVENT_CTL_ADD, &mut e).unwrap();
     q.ctl(KEVENT_CTL_READY, &mut e).unwrap();

@@ -191,12 +191,12 @@ fn waiters_woken_by_one_event(req_flags: u32) -> usize {
         .map(|_| {
             let tx = tx.clone();
             std::thread::spawn(move || {
-                let u = queue(fd).unwrap().ring().uidx();
+                let u = instance(fd).unwrap().ring().uidx();
                 let r = kevent_wait(fd, 1, u, Some(SEC), 0);
                 let at = Instant::now();
                 if let Ok(c) = &r {
                     if c.owned > 0 {
-                        let (idx, over) = queue(fd).unwrap().ring().kevent_view(c.end);
+                        let (idx, over) = instance(fd).unwrap().ring().kevent_view(c.end);
                         let _ = kevent_commit(fd, idx, over);
                     }
                 }
@@ -245,7 +245,7 @@ fn ready_with_no_entries_wakes_a_waiter_with_an_empty_claim() {
     let fd = q.fd;
     let (tx, rx) = mpsc::channel();
     let t = std::thread::spawn(move || {
-        let u = queue(fd).unwrap().ring().uidx();
+        let u = instance(fd).unwrap().ring().uidx();
         let start = Instant::now();
         let r = kevent_wait(fd, 1, u, Some(5 * SEC), 0);
         tx.send((r, start.elapsed())).unwrap();

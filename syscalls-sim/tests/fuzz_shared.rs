@@ -138,7 +138,7 @@ fn err_code(e: &std::io::Error) -> u64 {
 /// by valid entries (entries come from shared memory: anything else is counted bad),
 /// commits; on an error it notes it and carries on (a broken ring answers every wait with
 /// an error at once), until told to stop.
-fn consume(q: &Queue, pipes: &[OwnedFd], board: &Shared, c: usize, timeout_ns: u64) {
+fn consume(q: &Instance, pipes: &[OwnedFd], board: &Shared, c: usize, timeout_ns: u64) {
     let end = Instant::now() + Duration::from_secs(60);
     let mut buf = [0u8; 256];
     while board.word(w::STOP).load(Ordering::SeqCst) == 0 && Instant::now() < end {
@@ -224,7 +224,7 @@ fn slot_value(rng: &mut XorShift, ring: &Shared, slot: usize) -> u64 {
 
 /// The corrupter (a forked child): `WRITES` writes into the ring's pages, one every
 /// ~100 µs, chosen by a fixed-seed xorshift.
-fn corrupt(q: &Queue, board: &Shared, target: Target, seed: u64) -> i32 {
+fn corrupt(q: &Instance, board: &Shared, target: Target, seed: u64) -> i32 {
     let ring = Shared::ring_of(q);
     let cap = q.ring().capacity() as usize;
     let mut rng = XorShift(seed);
@@ -286,7 +286,7 @@ fn corrupt(q: &Queue, board: &Shared, target: Target, seed: u64) -> i32 {
 }
 
 struct Rig {
-    q: Arc<Queue>,
+    q: Arc<Instance>,
     /// Kept open for the consumers.
     _read: Arc<Vec<OwnedFd>>,
     write: Arc<Vec<OwnedFd>>,
@@ -302,7 +302,7 @@ impl Rig {
     /// every ~100 µs, a consumer thread and a forked consumer process (waits of
     /// `timeout_ns`).
     fn start(timeout_ns: u64) -> Rig {
-        let q = Queue::create_with(CAP, 0, Duration::from_millis(100)).expect("kevent_init");
+        let q = Instance::create_with(CAP, 0, Duration::from_millis(100)).expect("kevent_init");
         let (mut read, mut write) = (Vec::new(), Vec::new());
         for _ in 0..=PIPES {
             let (r, w) = rustix::pipe::pipe_with(
@@ -506,7 +506,7 @@ impl Drop for Rig {
     }
 }
 
-fn stats(q: &Queue) -> String {
+fn stats(q: &Instance) -> String {
     let s = &q.ring().header().stats;
     format!(
         "posted {} redelivered {} backlog {} lost {}",

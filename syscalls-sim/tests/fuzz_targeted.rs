@@ -29,15 +29,15 @@ fn user(id: u64) -> Ukevent {
 }
 
 /// A queue of 8 slots with user events 1..=8, and the ring mapped for scribbling.
-fn small_queue() -> (Arc<Queue>, Shared) {
-    let q = Queue::create_with(8, 0, Duration::from_millis(100)).expect("kevent_init");
+fn small_queue() -> (Arc<Instance>, Shared) {
+    let q = Instance::create_with(8, 0, Duration::from_millis(100)).expect("kevent_init");
     let mut evs: Vec<Ukevent> = (1..=8).map(user).collect();
     assert_eq!(q.ctl(KEVENT_CTL_ADD, &mut evs).unwrap(), 0);
     let ring = Shared::ring_of(&q);
     (q, ring)
 }
 
-fn ready(q: &Queue, id: u64) {
+fn ready(q: &Instance, id: u64) {
     assert_eq!(q.ctl(KEVENT_CTL_READY, &mut [user(id)]).unwrap(), 0);
 }
 

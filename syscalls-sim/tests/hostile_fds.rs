@@ -2,7 +2,7 @@
 //! "Trust boundaries": "a peer can clear `O_NONBLOCK` on a shared eventfd and fill its
 //! counter, and nothing is written to such an fd while a lock is held").
 //!
-//! The peer is a same-uid process that attached with [`Queue::connect`]: a forked child
+//! The peer is a same-uid process that attached with [`Instance::connect`]: a forked child
 //! that first closes every fd it inherited, so that what it holds afterwards is exactly
 //! what attaching gave it — the gate connection it made, and whatever the owner sent or
 //! shares with it (today the ring's memfd, the doorbell, and the eventfd it armed as its
@@ -97,8 +97,8 @@ impl Clock {
 
 /// A queue served at a path in a fresh directory. One reference is leaked on purpose: a
 /// failed test must not hang in the close a drop would do (the test closes it itself).
-fn owner_queue(name: &str) -> (Arc<Queue>, TempDir, PathBuf) {
-    let q = Queue::create(64, 0).expect("kevent_init");
+fn owner_queue(name: &str) -> (Arc<Instance>, TempDir, PathBuf) {
+    let q = Instance::create(64, 0).expect("kevent_init");
     std::mem::forget(q.clone());
     let dir = TempDir::new(name);
     let path = dir.0.join("gate");
@@ -107,7 +107,7 @@ fn owner_queue(name: &str) -> (Arc<Queue>, TempDir, PathBuf) {
 }
 
 /// Closes the queue, bounded.
-fn close(clock: &mut Clock, q: &Arc<Queue>) {
+fn close(clock: &mut Clock, q: &Arc<Instance>) {
     let q = q.clone();
     clock.call("close", move || q.close());
 }
@@ -128,7 +128,7 @@ enum Attack {
 #[derive(Debug, Clone, Copy)]
 struct Plan {
     attack: Attack,
-    /// Arm the notify fd (`Queue::notify_fd`) before the attack.
+    /// Arm the notify fd (`Instance::notify_fd`) before the attack.
     notify: bool,
     /// A thread of the peer sleeps in `kevent_get_events` (a consumer asleep on the ring).
     sleeper: bool,
@@ -360,7 +360,7 @@ fn fill_leaving_flags(fd: RawFd, kind: Kind) {
 fn peer(gate: &Path, b: &Arc<SharedWords>, plan: Plan) -> i32 {
     close_inherited_fds();
     let before = open_fds();
-    let cq = match Queue::connect(gate) {
+    let cq = match Instance::connect(gate) {
         Ok(q) => q,
         Err(e) => {
             child_log(&format!("connect: {e}"));
@@ -424,7 +424,7 @@ fn eventfd_count(fd: RawFd) -> Option<u64> {
 /// entries with zero-timeout `kevent_get_events` until one comes back empty. When the
 /// owner asks, fill every fd again first, and look at the fd only once the owner has
 /// published after the refill (so that publish finds the fd full).
-fn notify_loop(cq: &Queue, nfd: BorrowedFd<'_>, held: &Held, b: &SharedWords) -> i32 {
+fn notify_loop(cq: &Instance, nfd: BorrowedFd<'_>, held: &Held, b: &SharedWords) -> i32 {
     let mut buf = [Ukevent::default(); 64];
     let end = Instant::now() + Duration::from_secs(60);
     while b.at(board::STOP).load(Ordering::SeqCst) == 0 && Instant::now() < end {
@@ -515,7 +515,7 @@ fn start_peer(
 
 /// One round of the owner's work on user kevent 1: READY, then take it back with
 /// `kevent_get_events` — exactly one entry, the one made ready.
-fn ready_and_take(clock: &mut Clock, q: &Arc<Queue>, round: u64) {
+fn ready_and_take(clock: &mut Clock, q: &Arc<Instance>, round: u64) {
     let q1 = q.clone();
     let failed = clock.call(&format!("kevent_ctl(READY) #{round}"), move || {
         q1.ctl(KEVENT_CTL_READY, &mut [user_ev(1, 0)])
@@ -667,7 +667,7 @@ struct OwnerConsumer {
 }
 
 impl OwnerConsumer {
-    fn start(q: &Arc<Queue>) -> OwnerConsumer {
+    fn start(q: &Arc<Instance>) -> OwnerConsumer {
         let me = OwnerConsumer {
             stop: Arc::new(AtomicBool::new(false)),
             beat: Arc::new(AtomicU64::new(0)),
@@ -708,7 +708,7 @@ impl Drop for OwnerConsumer {
 /// The owner's doorbell rounds: ADD of a readable level pipe (returned ready at once,
 /// `DONE`: the consumer asleep must be woken to re-check it), REMOVE, READY of a user
 /// kevent and a zero-timeout `kevent_get_events` (a commit), each bounded.
-fn doorbell_round(clock: &mut Clock, q: &Arc<Queue>, r: &std::os::fd::OwnedFd, round: u64) {
+fn doorbell_round(clock: &mut Clock, q: &Arc<Instance>, r: &std::os::fd::OwnedFd, round: u64) {
     let ev = fd_ev(KEVENT_PIPE, r, KEVENT_PIPE_READ, 0, 7);
     let q1 = q.clone();
     let added = clock.call(

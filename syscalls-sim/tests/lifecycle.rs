@@ -44,7 +44,7 @@ fn closing_the_queue_releases_threads_waiting_in_kevent_wait_and_get_events() {
             std::thread::spawn(move || {
                 let start = Instant::now();
                 let r = if i % 2 == 0 {
-                    let u = queue(fd).unwrap().ring().uidx();
+                    let u = instance(fd).unwrap().ring().uidx();
                     kevent_wait(fd, 1, u, Some(10 * SEC), 0).map(|_| ())
                 } else {
                     let mut buf = [Ukevent::default(); 4];
@@ -96,7 +96,7 @@ fn queues_created_and_closed_back_to_back_never_collide_on_their_gate() {
         .map(|_| {
             std::thread::spawn(|| {
                 for _ in 0..50 {
-                    let q = Queue::create(8, 0).expect("kevent_init");
+                    let q = Instance::create(8, 0).expect("kevent_init");
                     q.close();
                 }
             })

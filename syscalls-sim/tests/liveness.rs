@@ -12,7 +12,7 @@ use std::time::{Duration, Instant};
 use kevent_syscalls::*;
 use util::*;
 
-fn user_ready(q: &Queue, ids: std::ops::Range<u64>) {
+fn user_ready(q: &Instance, ids: std::ops::Range<u64>) {
     let mut evs: Vec<Ukevent> = ids.clone().map(|i| user_ev(i, 0)).collect();
     assert_eq!(q.ctl(KEVENT_CTL_ADD, &mut evs).unwrap(), 0);
     let mut evs: Vec<Ukevent> = ids.map(|i| user_ev(i, 0)).collect();
@@ -20,7 +20,7 @@ fn user_ready(q: &Queue, ids: std::ops::Range<u64>) {
 }
 
 /// Takes entries with `get_events` until `n` arrived or `limit` passed; returns them.
-fn take(q: &Queue, n: usize, limit: Duration) -> Vec<Ukevent> {
+fn take(q: &Instance, n: usize, limit: Duration) -> Vec<Ukevent> {
     let end = Instant::now() + limit;
     let mut got = Vec::new();
     while got.len() < n && Instant::now() < end {
@@ -36,7 +36,7 @@ fn take(q: &Queue, n: usize, limit: Duration) -> Vec<Ukevent> {
 fn a_dead_consumers_entries_come_back_although_a_helper_it_forked_lives_on() {
     let dir = TempDir::new("liveness");
     let path = dir.0.join("q.sock");
-    let q = Queue::create_with(64, 0, Duration::from_millis(20)).unwrap();
+    let q = Instance::create_with(64, 0, Duration::from_millis(20)).unwrap();
     q.listen(&path).unwrap();
     user_ready(&q, 1..4);
     let mut worker = Command::new(env!("CARGO_BIN_EXE_kevent-worker"))
@@ -74,7 +74,7 @@ fn a_dead_consumers_entries_come_back_although_a_helper_it_forked_lives_on() {
 
 #[test]
 fn a_live_consumer_that_holds_a_claim_past_its_lease_does_not_stall_the_ring() {
-    let q = Queue::create_with(4, 0, Duration::from_millis(20)).unwrap();
+    let q = Instance::create_with(4, 0, Duration::from_millis(20)).unwrap();
     q.set_lease(Duration::from_millis(200)).unwrap();
     user_ready(&q, 1..2);
     // A consumer claims the first entry and never commits it (stuck, or stopped).
@@ -124,12 +124,12 @@ fn a_live_consumer_that_holds_a_claim_past_its_lease_does_not_stall_the_ring() {
 /// kevent committed after it — with room in the ring and no backlog. Its lease ends that.
 #[test]
 fn a_consumer_stuck_on_the_oldest_entry_does_not_hold_back_later_kevents_past_its_lease() {
-    let q = Queue::create_with(64, 0, Duration::from_millis(20)).unwrap();
+    let q = Instance::create_with(64, 0, Duration::from_millis(20)).unwrap();
     q.set_lease(Duration::from_millis(200)).unwrap();
     user_ready(&q, 1..3);
     // Another consumer (a record of its own) claims the oldest entry and keeps it.
     let doorbell = rustix::event::eventfd(0, rustix::event::EventfdFlags::CLOEXEC).unwrap();
-    let other = Queue::attach(q.ring().memfd().unwrap(), doorbell).unwrap();
+    let other = Instance::attach(q.ring().memfd().unwrap(), doorbell).unwrap();
     let stuck = other
         .wait(1, other.ring().uidx(), Some(1_000_000_000), 0)
         .unwrap();
@@ -164,11 +164,11 @@ fn a_consumer_stuck_on_the_oldest_entry_does_not_hold_back_later_kevents_past_it
 
 #[test]
 fn attaching_and_detaching_quickly_never_fills_the_consumer_table() {
-    let q = Queue::create(64, 0).unwrap();
+    let q = Instance::create(64, 0).unwrap();
     let memfd = q.ring().memfd().unwrap();
     for i in 0..2000 {
         let doorbell = rustix::event::eventfd(0, rustix::event::EventfdFlags::CLOEXEC).unwrap();
-        let c = Queue::attach(memfd, doorbell).unwrap_or_else(|e| panic!("attach {i}: {e}"));
+        let c = Instance::attach(memfd, doorbell).unwrap_or_else(|e| panic!("attach {i}: {e}"));
         c.close();
     }
 }

@@ -138,7 +138,7 @@ impl Board {
 
 /// `for_this_process`, retried while the consumer table is full of dead consumers the
 /// reaper has not freed yet.
-fn attach_retrying(q: &Arc<Queue>) -> std::io::Result<Arc<Queue>> {
+fn attach_retrying(q: &Arc<Instance>) -> std::io::Result<Arc<Instance>> {
     let end = Instant::now() + Duration::from_secs(5);
     loop {
         match q.for_this_process() {
@@ -154,7 +154,7 @@ fn attach_retrying(q: &Arc<Queue>) -> std::io::Result<Arc<Queue>> {
 /// bytes), counts what it read in shared memory, spends `work` on the entry, commits the
 /// batch; until told to stop.
 fn pipe_worker(
-    parent_q: &Arc<Queue>,
+    parent_q: &Arc<Instance>,
     board: &Board,
     slot: usize,
     pipes: &[OwnedFd],
@@ -231,7 +231,7 @@ struct Pipes {
     write: Vec<OwnedFd>,
 }
 
-fn register_pipes(q: &Queue, n: usize) -> Pipes {
+fn register_pipes(q: &Instance, n: usize) -> Pipes {
     raise_nofile();
     let (mut read, mut write) = (Vec::with_capacity(n), Vec::with_capacity(n));
     for _ in 0..n {
@@ -306,7 +306,7 @@ fn pipes_with_data(pipes: &Pipes) -> Vec<usize> {
 
 /// Waits until the workers have counted every byte written and the ring is drained
 /// (nothing published unclaimed, nothing claimed uncommitted, no backlog), stably.
-fn wait_until_everything_is_read(q: &Queue, board: &Board, pipes: &Pipes, written: u64) {
+fn wait_until_everything_is_read(q: &Instance, board: &Board, pipes: &Pipes, written: u64) {
     let end = Instant::now() + Duration::from_secs(30);
     let mut stable = 0;
     loop {
@@ -377,7 +377,7 @@ const WORKERS: usize = 4;
 
 fn fork_workers(
     kids: &mut Children,
-    q: &Arc<Queue>,
+    q: &Arc<Instance>,
     board: &Board,
     pipes: &Pipes,
     work: Duration,
@@ -410,7 +410,7 @@ fn four_worker_processes_read_every_byte_of_2000_pipes_exactly_once() {
 
 fn four_worker_processes_read_every_byte_of_2000_pipes_exactly_once_body() {
     let t0 = Instant::now();
-    let q = Queue::create(1024, 0).expect("kevent_init");
+    let q = Instance::create(1024, 0).expect("kevent_init");
     let pipes = register_pipes(&q, PIPES);
     let board = Board::new();
     let mut kids = Children::default();
@@ -460,7 +460,7 @@ fn workers_killed_at_random_with_sigkill_lose_no_byte_and_stall_nothing() {
 fn workers_killed_at_random_with_sigkill_lose_no_byte_and_stall_nothing_body() {
     const KILLS: u64 = 60;
     let t0 = Instant::now();
-    let q = Queue::create_with(1024, 0, Duration::from_millis(100)).expect("kevent_init");
+    let q = Instance::create_with(1024, 0, Duration::from_millis(100)).expect("kevent_init");
     let pipes = register_pipes(&q, PIPES);
     let board = Board::new();
     let mut kids = Children::default();
@@ -567,7 +567,7 @@ struct Woke {
 /// A child: one `kevent_wait` through the inherited handle (which attaches it), then
 /// reports how it ended and, after `hold`, commits what it got.
 fn sleeper(h: i32, board: &SharedWords, i: usize, hold: Duration) -> i32 {
-    let q = match queue(h) {
+    let q = match instance(h) {
         Ok(q) => q,
         Err(e) => {
             child_log(&format!("sleeper {i}: attaching: {e}"));
@@ -604,7 +604,7 @@ fn sleeper(h: i32, board: &SharedWords, i: usize, hold: Duration) -> i32 {
 /// Puts `SLEEPERS` children to sleep in `kevent_wait`, makes sure they all sleep, runs
 /// `fire`, and returns when each woke relative to the fire, and how. The one that gets
 /// an entry holds it for `hold` before committing.
-fn sleepers_then(q: &Queue, h: i32, hold: Duration, fire: impl FnOnce()) -> (u64, Vec<Woke>) {
+fn sleepers_then(q: &Instance, h: i32, hold: Duration, fire: impl FnOnce()) -> (u64, Vec<Woke>) {
     let board = SharedWords::new(SLEEPERS * 4);
     let mut kids = Children::default();
     let pids: Vec<Pid> = (0..SLEEPERS)
@@ -652,7 +652,7 @@ fn one_event_wakes_exactly_one_of_n_sleeping_processes() {
 }
 
 fn one_event_wakes_exactly_one_of_n_sleeping_processes_body() {
-    let q = Queue::create(64, 0).expect("kevent_init");
+    let q = Instance::create(64, 0).expect("kevent_init");
     let h = register(q.clone());
     let mut ev = [user_ev(1, 0)];
     assert_eq!(kevent_ctl(h, KEVENT_CTL_ADD, &mut ev).unwrap(), 0);
@@ -686,7 +686,7 @@ fn one_event_wakes_exactly_one_of_n_sleeping_processes_body() {
 }
 
 fn wakeup_all_case(hold: Duration) {
-    let q = Queue::create(64, 0).expect("kevent_init");
+    let q = Instance::create(64, 0).expect("kevent_init");
     let h = register(q.clone());
     let mut ev = [user_ev(2, KEVENT_REQ_WAKEUP_ALL)];
     assert_eq!(kevent_ctl(h, KEVENT_CTL_ADD, &mut ev).unwrap(), 0);
@@ -736,7 +736,7 @@ fn ready_with_no_entries_wakes_exactly_one_sleeping_process() {
 }
 
 fn ready_with_no_entries_wakes_exactly_one_sleeping_process_body() {
-    let q = Queue::create(64, 0).expect("kevent_init");
+    let q = Instance::create(64, 0).expect("kevent_init");
     let h = register(q.clone());
     let (fired, woke) = sleepers_then(&q, h, Duration::ZERO, || {
         assert_eq!(kevent_ctl(h, KEVENT_CTL_READY, &mut []).unwrap(), 0);
@@ -759,7 +759,7 @@ fn a_process_killed_asleep_in_kevent_wait_leaves_no_phantom_sleeper() {
 }
 
 fn a_process_killed_asleep_in_kevent_wait_leaves_no_phantom_sleeper_body() {
-    let q = Queue::create_with(64, 0, Duration::from_millis(100)).expect("kevent_init");
+    let q = Instance::create_with(64, 0, Duration::from_millis(100)).expect("kevent_init");
     let h = register(q.clone());
     assert_eq!(
         kevent_ctl(h, KEVENT_CTL_ADD, &mut [user_ev(3, 0)]).unwrap(),
@@ -767,7 +767,7 @@ fn a_process_killed_asleep_in_kevent_wait_leaves_no_phantom_sleeper_body() {
     );
     let mut kids = Children::default();
     let pid = kids.fork(|| {
-        let Ok(q) = queue(h) else { return 3 };
+        let Ok(q) = instance(h) else { return 3 };
         let _ = kevent_wait(h, 1, q.ring().uidx(), Some(10_000 * MS), 0);
         0
     });
@@ -828,7 +828,7 @@ fn readable_pipe_kevent(user: u64) -> (OwnedFd, OwnedFd, Ukevent) {
 fn a_level_triggered_pipe_is_reported_again_when_its_slot_is_reused_before_its_release_is_seen_body(
 ) {
     // No producer thread yet: the order of events is the test's. kevent_ctl publishes.
-    let q = Queue::create_paused(2, 0, Duration::from_millis(100)).expect("kevent_init");
+    let q = Instance::create_paused(2, 0, Duration::from_millis(100)).expect("kevent_init");
     let (_r, _w, pipe_ev) = readable_pipe_kevent(7);
     let mut add = [pipe_ev, user_ev(1, 0), user_ev(2, 0)];
     assert_eq!(q.ctl(KEVENT_CTL_ADD, &mut add).unwrap(), 0);
@@ -867,12 +867,12 @@ fn a_level_triggered_pipe_is_reported_again_when_its_slot_is_reused_before_its_r
 }
 
 /// A thread of the owning process that took entries with `kevent_wait` must not keep the
-/// queue from closing (seen as a hang at the end of a test: `Queue::close` joining a
+/// queue from closing (seen as a hang at the end of a test: `Instance::close` joining a
 /// producer thread that never wakes).
 #[test]
 fn a_queue_closes_after_a_thread_of_its_owner_took_entries() {
     bounded(Duration::from_secs(10), || {
-        let q = Queue::create(8, 0).expect("kevent_init");
+        let q = Instance::create(8, 0).expect("kevent_init");
         assert_eq!(q.ctl(KEVENT_CTL_ADD, &mut [user_ev(1, 0)]).unwrap(), 0);
         for timeout in [Some(0), Some(1_000 * MS)] {
             assert_eq!(q.ctl(KEVENT_CTL_READY, &mut [user_ev(1, 0)]).unwrap(), 0);
@@ -904,7 +904,7 @@ fn a_level_pipe_committed_by_a_child_is_reported_again_while_an_owner_thread_pol
 }
 
 fn a_level_pipe_committed_by_a_child_is_reported_again_while_an_owner_thread_polls_body() {
-    let q = Queue::create(8, 0).expect("kevent_init");
+    let q = Instance::create(8, 0).expect("kevent_init");
     let (_r, _w, pipe_ev) = readable_pipe_kevent(7);
     assert_eq!(q.ctl(KEVENT_CTL_ADD, &mut [pipe_ev]).unwrap(), 0);
     assert_eq!(q.ring().kidx(), 1, "the readable pipe is queued at ADD");

@@ -20,8 +20,8 @@ const SOON: Duration = Duration::from_millis(500);
 
 /// A queue with a long lease (the held entry is never taken back during the test), and
 /// two readable level-triggered pipes: `held` published first, then `other`.
-fn queue_with_two_readable_pipes() -> (Arc<Queue>, [(OwnedFd, OwnedFd); 2]) {
-    let q = Queue::create(64, 0).expect("create");
+fn queue_with_two_readable_pipes() -> (Arc<Instance>, [(OwnedFd, OwnedFd); 2]) {
+    let q = Instance::create(64, 0).expect("create");
     q.set_lease(Duration::from_secs(60)).expect("lease");
     let pipes = [pipe(), pipe()];
     for (i, (r, w)) in pipes.iter().enumerate() {
@@ -38,7 +38,7 @@ fn queue_with_two_readable_pipes() -> (Arc<Queue>, [(OwnedFd, OwnedFd); 2]) {
 }
 
 /// Claims one entry for `q`'s consumer; its `user`.
-fn claim_one(q: &Queue) -> (Claim, u64) {
+fn claim_one(q: &Instance) -> (Claim, u64) {
     let spec = q.wait_spec(None, Some(deadline_in(PATIENCE)));
     let (claim, _) = q.next_batch(1, &spec).expect("next_batch");
     assert_eq!(claim.owned, 1, "no entry within {PATIENCE:?}");

@@ -1,14 +1,14 @@
 //! The owner's death is an event for every consumer of another process (ARCHITECTURE.md §5):
 //! SIGKILL the process that created the queue while consumers in other processes wait,
 //! and within 100 ms each returns an error with errno `EPIPE` (`ErrorKind::BrokenPipe`),
-//! whatever it sleeps in — `kevent_wait` / `Queue::wait` without a timeout, or with one
+//! whatever it sleeps in — `kevent_wait` / `Instance::wait` without a timeout, or with one
 //! (an error, not an empty claim), `kevent_get_events`, or an event loop of its own
 //! asleep on the queue's notify fd (which becomes readable; the next zero-timeout wait
 //! answers `EPIPE`).
 //!
 //! The owner is a forked child (so that it can be killed): it creates the queue, serves
 //! its gate on a temporary path, says so through a shared word and sleeps until it is
-//! killed. The consumers are this test process (`Queue::connect`, a thread of it
+//! killed. The consumers are this test process (`Instance::connect`, a thread of it
 //! sleeping) or more forked children. The tests assert a generous bound (2 s) and print
 //! the measured latency; a consumer still asleep 3 s after the kill fails the test
 //! (the sleeping thread is left behind; forked children are killed by a guard).
@@ -59,7 +59,7 @@ fn start_owner(kids: &mut Children) -> Owner {
     let path = dir.0.join("gate.sock");
     let board = SharedWords::new(1);
     let pid = kids.fork(|| {
-        let Ok(q) = Queue::create(64, 0) else {
+        let Ok(q) = Instance::create(64, 0) else {
             return 2;
         };
         if q.ctl(KEVENT_CTL_ADD, &mut [user_ev(1, 0)]).is_err() {
@@ -122,12 +122,12 @@ fn await_process_asleep(pid: Pid, what: &str) {
 fn kill_the_owner_under<P: Send + 'static, T: Debug + Send + 'static>(
     what: &str,
     give_up: Duration,
-    prepare: impl FnOnce(&Arc<Queue>) -> P,
-    sleep: impl FnOnce(Arc<Queue>, P) -> io::Result<T> + Send + 'static,
-) -> (io::Result<T>, Duration, Arc<Queue>) {
+    prepare: impl FnOnce(&Arc<Instance>) -> P,
+    sleep: impl FnOnce(Arc<Instance>, P) -> io::Result<T> + Send + 'static,
+) -> (io::Result<T>, Duration, Arc<Instance>) {
     let mut kids = Children::default();
     let owner = start_owner(&mut kids);
-    let cq = Queue::connect(&owner.path).expect("connect to the owner");
+    let cq = Instance::connect(&owner.path).expect("connect to the owner");
     let prepared = prepare(&cq);
     let tid = Arc::new(AtomicI32::new(0));
     let (tx, rx) = mpsc::channel();
@@ -203,7 +203,7 @@ fn kevent_wait_without_a_timeout_returns_epipe_when_the_owner_is_killed() {
 #[test]
 fn queue_wait_without_a_timeout_returns_epipe_when_the_owner_is_killed() {
     bounded(Duration::from_secs(20), || {
-        let what = "Queue::wait(1, uidx, None, 0)";
+        let what = "Instance::wait(1, uidx, None, 0)";
         let (r, took, _cq) = kill_the_owner_under(
             what,
             GIVE_UP,
@@ -238,7 +238,7 @@ fn kevent_get_events_without_a_timeout_returns_epipe_when_the_owner_is_killed() 
 #[test]
 fn a_timed_wait_returns_epipe_not_an_empty_claim_when_the_owner_is_killed() {
     bounded(Duration::from_secs(30), || {
-        let what = "Queue::wait(1, uidx, Some(5 s), 0)";
+        let what = "Instance::wait(1, uidx, Some(5 s), 0)";
         let (r, took, _cq) = kill_the_owner_under(
             what,
             TIMED_WAIT + GIVE_UP,
@@ -258,7 +258,7 @@ fn a_connected_consumers_notify_fd_wakes_its_loop_and_the_next_wait_is_epipe_whe
     bounded(Duration::from_secs(30), || {
         let what = "poll(notify_fd, POLLIN)";
         // Armed before the sleep: arming talks to the owner.
-        let arm = |cq: &Arc<Queue>| cq.notify_fd().expect("notify_fd").as_raw_fd();
+        let arm = |cq: &Arc<Instance>| cq.notify_fd().expect("notify_fd").as_raw_fd();
         let (r, took, cq) = kill_the_owner_under(what, GIVE_UP, arm, |_cq, nfd: RawFd| {
             // SAFETY: the notify fd is the queue's handle, which `_cq` (a parameter, alive
             // until the closure returns) keeps open.
@@ -279,7 +279,7 @@ fn a_connected_consumers_notify_fd_wakes_its_loop_and_the_next_wait_is_epipe_whe
             "{what}: readable only {took:?} after the SIGKILL"
         );
         let next = cq.wait(1, cq.ring().uidx(), Some(0), 0);
-        assert_epipe("the next Queue::wait(.., Some(0), 0)", &next, took);
+        assert_epipe("the next Instance::wait(.., Some(0), 0)", &next, took);
     });
 }
 
@@ -288,13 +288,13 @@ fn a_connected_consumers_notify_fd_wakes_its_loop_and_the_next_wait_is_epipe_whe
 /// How a consumer process sleeps.
 #[derive(Debug, Clone, Copy)]
 enum Sleep {
-    /// `Queue::wait(.., None, 0)` (the ring's futex).
+    /// `Instance::wait(.., None, 0)` (the ring's futex).
     Wait,
     /// `kevent_get_events(h, 1, 8, None, ..)`.
     GetEvents,
-    /// `Queue::wait(.., Some(5 s), 0)`.
+    /// `Instance::wait(.., Some(5 s), 0)`.
     TimedWait,
-    /// `poll` on its notify fd, then `Queue::wait(.., Some(0), 0)`.
+    /// `poll` on its notify fd, then `Instance::wait(.., Some(0), 0)`.
     NotifyFd,
 }
 
@@ -330,7 +330,7 @@ fn code_name(c: u64) -> String {
 /// `how` says, and reports what the call returned (word `base + 1`) and when (word
 /// `base + 2`, `CLOCK_MONOTONIC` ns).
 fn consumer(path: &std::path::Path, how: Sleep, board: &SharedWords, base: usize) -> i32 {
-    let Ok(cq) = Queue::connect(path) else {
+    let Ok(cq) = Instance::connect(path) else {
         return 2;
     };
     let c = match how {

@@ -1,5 +1,5 @@
 //! Processes are peers (ARCHITECTURE.md §5): each process attached to a queue — through the
-//! gate with `Queue::connect`, or a forked child calling `kevent_ctl` on the inherited
+//! gate with `Instance::connect`, or a forked child calling `kevent_ctl` on the inherited
 //! handle — has registrations of its own. The id of an fd kevent is the caller's fd
 //! number *in the caller's process*, so two processes may use the same number; a peer's
 //! MODIFY/REMOVE/READY reach only its own kevents, the owner's only the owner's. A
@@ -22,7 +22,7 @@
 //! time (they fork, and count fds).
 //!
 //! The tests that need API that does not exist yet (`PeerLimits`,
-//! `Queue::set_peer_limits`, `Queue::MAX_GATE_CONNECTIONS_PER_PROCESS`) are in the
+//! `Instance::set_peer_limits`, `Instance::MAX_GATE_CONNECTIONS_PER_PROCESS`) are in the
 //! `future_api` module at the end, compiled out with `#[cfg(any())]` until it exists.
 
 #![deny(clippy::undocumented_unsafe_blocks)]
@@ -57,7 +57,7 @@ const OWNER_NOFILE: u64 = 1024;
 /// The default bound of registrations per peer (`PeerLimits::default().registrations`).
 const DEFAULT_PEER_REGISTRATIONS: usize = 16_384;
 /// Gate connections one process may hold at a time
-/// (`Queue::MAX_GATE_CONNECTIONS_PER_PROCESS`).
+/// (`Instance::MAX_GATE_CONNECTIONS_PER_PROCESS`).
 const CONNECTIONS_PER_PROCESS: usize = 8;
 
 // --- helpers ---------------------------------------------------------------------------
@@ -73,8 +73,8 @@ impl Drop for Handle {
 
 /// The owner's queue, reachable through a `kevent_*` handle (which a forked child
 /// inherits), serving its gate on a path as well.
-fn owner_queue(num: u32, dir: &TempDir) -> (std::sync::Arc<Queue>, Handle, PathBuf) {
-    let q = Queue::create(num, 0).expect("kevent_init");
+fn owner_queue(num: u32, dir: &TempDir) -> (std::sync::Arc<Instance>, Handle, PathBuf) {
+    let q = Instance::create(num, 0).expect("kevent_init");
     let path = dir.0.join("gate.sock");
     q.listen(&path).expect("listen");
     let h = Handle(register(q.clone()));
@@ -191,7 +191,7 @@ fn user_kevent(id: u64, user: u64) -> Ukevent {
 /// still holds them (a level-triggered kevent is reported again after its commit if its
 /// source is still ready), commits, then watches [`QUIET`] for anything more (claimed,
 /// drained and committed too). Returns (what arrived first, what came after).
-fn take_round(q: &Queue, n: usize, drain: &dyn Fn()) -> (Vec<Ukevent>, Vec<Ukevent>) {
+fn take_round(q: &Instance, n: usize, drain: &dyn Fn()) -> (Vec<Ukevent>, Vec<Ukevent>) {
     let mut got = Vec::new();
     let mut claims = Vec::new();
     let end = Instant::now() + PATIENCE;
@@ -374,7 +374,7 @@ fn fork_owner(
                 return 2;
             }
         }
-        let Ok(q) = Queue::create(64, 0) else {
+        let Ok(q) = Instance::create(64, 0) else {
             return 3;
         };
         if q.listen(path).is_err() {
@@ -397,7 +397,7 @@ fn owner_check() -> u64 {
         util::proc::child_log(&format!("the owner's check, stage {stage}: {e}"));
         (0x100 | stage) << 32 | e.raw_os_error().unwrap_or(0) as u64
     };
-    let q = match Queue::create(64, 0) {
+    let q = match Instance::create(64, 0) {
         Ok(q) => q,
         Err(e) => return fail(1, e),
     };
@@ -425,7 +425,7 @@ fn assert_owner_still_works(board: &SharedWords, owner: rustix::process::Pid) {
         "the owner checks itself",
     );
     let stage = match (w >> 32) & 0xff {
-        1 => "Queue::create(64, 0)",
+        1 => "Instance::create(64, 0)",
         2 => "opening /dev/null",
         3 => "pipe()",
         _ => "?",
@@ -710,7 +710,7 @@ fn ids_a_peer_registered_first_do_not_keep_the_owner_from_registering_its_own() 
         let board = SharedWords::new(4);
         let mut kids = Children::default();
         let peer = kids.fork(|| {
-            let Ok(cq) = Queue::connect(&path) else {
+            let Ok(cq) = Instance::connect(&path) else {
                 return 2;
             };
             let mut users: Vec<Ukevent> =
@@ -810,7 +810,7 @@ fn a_peers_ready_on_a_user_id_only_the_owner_registered_fails_enoent_and_deliver
         let board = SharedWords::new(3);
         let mut kids = Children::default();
         let peer = kids.fork(|| {
-            let Ok(cq) = Queue::connect(&path) else {
+            let Ok(cq) = Instance::connect(&path) else {
                 return 2;
             };
             let mut evs = [user_kevent(7, PEER_COOKIE)];
@@ -860,7 +860,7 @@ fn a_peers_ready_on_a_user_id_only_the_owner_registered_fails_enoent_and_deliver
 enum End {
     /// A forked child (attached through the inherited handle) that `_exit`s.
     Exits,
-    /// A connected process (`Queue::connect`) killed with SIGKILL.
+    /// A connected process (`Instance::connect`) killed with SIGKILL.
     Killed,
 }
 
@@ -891,7 +891,7 @@ fn the_owners_copy_of_a_peers_socket_goes_with_the_peer(how: End) {
         )];
         let r = match how {
             End::Exits => kevent_ctl(h0, KEVENT_CTL_ADD, &mut evs),
-            End::Killed => match Queue::connect(&path) {
+            End::Killed => match Instance::connect(&path) {
                 Ok(cq) => {
                     let r = cq.ctl(KEVENT_CTL_ADD, &mut evs);
                     std::mem::forget(cq); // dies holding it
@@ -949,20 +949,20 @@ fn the_owners_duplicate_of_a_peers_socket_is_closed_when_the_peer_is_killed() {
 }
 
 /// 130 peers one after the other each register their own gate connection (found among
-/// their fds as the new `SOCK_SEQPACKET` socket after `Queue::connect`; registered
+/// their fds as the new `SOCK_SEQPACKET` socket after `Instance::connect`; registered
 /// through another fd of it, numbered 300 + i, so that the peers' ids differ) and exit:
 /// each connection is freed with its peer, so the gate (at most
-/// [`Queue::MAX_GATE_CONNECTIONS`] = 128 at a time) keeps serving — every peer connects,
-/// and a fresh `Queue::connect` succeeds at the end.
+/// [`Instance::MAX_GATE_CONNECTIONS`] = 128 at a time) keeps serving — every peer connects,
+/// and a fresh `Instance::connect` succeeds at the end.
 #[test]
 fn peers_that_register_their_own_gate_connection_and_exit_free_it() {
     bounded(Duration::from_secs(60), || {
         const PEERS: usize = 130;
-        const { assert!(PEERS > Queue::MAX_GATE_CONNECTIONS) };
+        const { assert!(PEERS > Instance::MAX_GATE_CONNECTIONS) };
         let dir = TempDir::new("peers-own-conn");
         let path = dir.0.join("gate.sock");
         // A short reap interval: the records of dead peers are freed before 64 pile up.
-        let q = Queue::create_with(1024, 0, Duration::from_millis(10)).expect("create");
+        let q = Instance::create_with(1024, 0, Duration::from_millis(10)).expect("create");
         q.listen(&path).expect("listen");
         let mut kids = Children::default();
         for i in 0..PEERS {
@@ -973,7 +973,7 @@ fn peers_that_register_their_own_gate_connection_and_exit_free_it() {
                 let before = my_fds();
                 let end = Instant::now() + Duration::from_secs(2);
                 let cq = loop {
-                    match Queue::connect(&path) {
+                    match Instance::connect(&path) {
                         Ok(cq) => break cq,
                         // Refused (the gate is full) or the consumer table is full: the
                         // dead peers' resources may not be freed yet.
@@ -1027,7 +1027,7 @@ fn peers_that_register_their_own_gate_connection_and_exit_free_it() {
                  ConnectionRefused is the gate's 'maximum of {} connections'): the {i} \
                  peers before it are gone, but their connections are still held",
                 kind_name(board.at(1).load(SeqCst).saturating_sub(1)),
-                Queue::MAX_GATE_CONNECTIONS,
+                Instance::MAX_GATE_CONNECTIONS,
             );
             assert_eq!(stage, 3, "peer {i}: stage {stage}, exit code {code:?}");
             assert_eq!(code, Some(0), "peer {i}");
@@ -1038,7 +1038,7 @@ fn peers_that_register_their_own_gate_connection_and_exit_free_it() {
         }
         let t0 = Instant::now();
         let mut last = None;
-        let connected = wait_until(Duration::from_secs(3), || match Queue::connect(&path) {
+        let connected = wait_until(Duration::from_secs(3), || match Instance::connect(&path) {
             Ok(_) => true,
             Err(e) => {
                 last = Some(e);
@@ -1074,7 +1074,7 @@ struct FdAdds {
 /// Makes [`FD_ADDS`] copies of `fd` (numbers from `min_number` up) and adds them as pipe
 /// kevents (cookie = index): [`FD_ADDS_BULK`] in one call, then [`FD_ADDS_SINGLE`] one
 /// call each. Returns the outcomes and the copies (to keep them open).
-fn add_copies(cq: &Queue, fd: &OwnedFd, min_number: RawFd) -> (FdAdds, Vec<OwnedFd>) {
+fn add_copies(cq: &Instance, fd: &OwnedFd, min_number: RawFd) -> (FdAdds, Vec<OwnedFd>) {
     let copies: Vec<OwnedFd> = (0..FD_ADDS).map(|_| dup(fd, min_number)).collect();
     let mut adds = FdAdds {
         outcome: vec![None; FD_ADDS],
@@ -1182,7 +1182,7 @@ fn a_peer_adding_one_fd_1250_times_gets_emfile_beyond_its_bound_and_the_owner_ke
             Duration::from_secs(10),
             "the owner starts",
         );
-        let cq = Queue::connect(&path).expect("connect");
+        let cq = Instance::connect(&path).expect("connect");
         let (r, _w) = pipe();
         let (adds, _copies) = add_copies(&cq, &r, 3);
         let owner_fds = fds_of(owner);
@@ -1218,7 +1218,7 @@ fn a_peer_registering_100000_user_kevents_gets_enospc_beyond_16384_and_the_owner
             Duration::from_secs(10),
             "the owner starts",
         );
-        let cq = Queue::connect(&path).expect("connect");
+        let cq = Instance::connect(&path).expect("connect");
         // Warm the owner's paths up before the baseline.
         let mut warm = [user_kevent(ADDS + 1, 0)];
         assert_eq!(cq.ctl(KEVENT_CTL_ADD, &mut warm).unwrap(), 0);
@@ -1276,7 +1276,7 @@ fn a_peer_registering_100000_user_kevents_gets_enospc_beyond_16384_and_the_owner
     });
 }
 
-/// One process holds 8 gate connections: its 9th `Queue::connect` is refused at once
+/// One process holds 8 gate connections: its 9th `Instance::connect` is refused at once
 /// (`ConnectionRefused`), while another process still connects; once the first lets one
 /// go it connects again.
 #[test]
@@ -1294,7 +1294,7 @@ fn one_process_is_refused_its_ninth_gate_connection_while_another_process_connec
         let greedy = kids.fork(|| {
             let mut held = Vec::new();
             for i in 0..CONNECTIONS_PER_PROCESS {
-                match Queue::connect(&path) {
+                match Instance::connect(&path) {
                     Ok(cq) => held.push(cq),
                     Err(e) => {
                         board.at(1).store(3 + kind_code(&e), SeqCst);
@@ -1307,7 +1307,7 @@ fn one_process_is_refused_its_ninth_gate_connection_while_another_process_connec
                 .at(0)
                 .store(CONNECTIONS_PER_PROCESS as u64 + 1, SeqCst);
             let t0 = Instant::now();
-            let ninth = Queue::connect(&path);
+            let ninth = Instance::connect(&path);
             board.at(2).store(t0.elapsed().as_micros() as u64, SeqCst);
             board.at(1).store(
                 match &ninth {
@@ -1326,7 +1326,7 @@ fn one_process_is_refused_its_ninth_gate_connection_while_another_process_connec
             // refused still.
             let end = Instant::now() + Duration::from_secs(2);
             let again = loop {
-                match Queue::connect(&path) {
+                match Instance::connect(&path) {
                     Err(e)
                         if e.kind() == io::ErrorKind::ConnectionRefused && Instant::now() < end =>
                     {
@@ -1349,7 +1349,7 @@ fn one_process_is_refused_its_ninth_gate_connection_while_another_process_connec
                 return 2;
             }
             board.at(5).store(
-                match Queue::connect(&path) {
+                match Instance::connect(&path) {
                     Ok(_) => 1,
                     Err(e) => 2 + kind_code(&e),
                 },
@@ -1443,7 +1443,7 @@ fn a_peer_at_its_bounds_leaves_another_peers_adds_unaffected() {
             if !child_await(b, 0, CHILD_PATIENCE) {
                 return 2;
             }
-            let cq = match Queue::connect(&path) {
+            let cq = match Instance::connect(&path) {
                 Ok(cq) => cq,
                 Err(e) => {
                     b.at(1).store(2 + kind_code(&e), SeqCst);
@@ -1471,7 +1471,7 @@ fn a_peer_at_its_bounds_leaves_another_peers_adds_unaffected() {
             0
         });
         // This process is the peer at its bounds.
-        let cq = Queue::connect(&path).expect("connect");
+        let cq = Instance::connect(&path).expect("connect");
         let (r, _w) = pipe();
         let (adds, _copies) = add_copies(&cq, &r, 3);
         let mut user_failures = 0;
@@ -1547,8 +1547,8 @@ fn a_peer_at_its_bounds_leaves_another_peers_adds_unaffected() {
 
 // --- The bounds' API -----------------------------------------------------------------------
 //
-// `kevent_syscalls::PeerLimits` (with `Default`), `Queue::set_peer_limits` (owner only)
-// and `Queue::MAX_GATE_CONNECTIONS_PER_PROCESS` (8).
+// `kevent_syscalls::PeerLimits` (with `Default`), `Instance::set_peer_limits` (owner only)
+// and `Instance::MAX_GATE_CONNECTIONS_PER_PROCESS` (8).
 mod limits_api {
     use super::*;
 
@@ -1560,10 +1560,10 @@ mod limits_api {
         );
         assert!(PeerLimits::default().fds > 0);
         assert_eq!(
-            Queue::MAX_GATE_CONNECTIONS_PER_PROCESS,
+            Instance::MAX_GATE_CONNECTIONS_PER_PROCESS,
             CONNECTIONS_PER_PROCESS
         );
-        const { assert!(Queue::MAX_GATE_CONNECTIONS_PER_PROCESS < Queue::MAX_GATE_CONNECTIONS) };
+        const { assert!(Instance::MAX_GATE_CONNECTIONS_PER_PROCESS < Instance::MAX_GATE_CONNECTIONS) };
     }
 
     /// With limits of 50 registrations and 5 fds per peer: one peer's 60 user ADDs get 10
@@ -1587,7 +1587,7 @@ mod limits_api {
             let board = SharedWords::new(5);
             let mut kids = Children::default();
             let first = kids.fork(|| {
-                let Ok(cq) = Queue::connect(&path) else {
+                let Ok(cq) = Instance::connect(&path) else {
                     return 2;
                 };
                 let mut users: Vec<Ukevent> = (0..60).map(|i| user_kevent(i, i)).collect();
@@ -1612,7 +1612,7 @@ mod limits_api {
             });
             kids.expect_success(first, Duration::from_secs(10), "the first peer");
             let second = kids.fork(|| {
-                let Ok(cq) = Queue::connect(&path) else {
+                let Ok(cq) = Instance::connect(&path) else {
                     return 2;
                 };
                 let (r, _w) = pipe();
@@ -1666,7 +1666,7 @@ mod limits_api {
         bounded(Duration::from_secs(30), || {
             let dir = TempDir::new("peers-limits-owner");
             let (_q, _h, path) = owner_queue(64, &dir);
-            let cq = Queue::connect(&path).expect("connect");
+            let cq = Instance::connect(&path).expect("connect");
             let e = cq
                 .set_peer_limits(PeerLimits::default())
                 .expect_err("a peer sets no limits");

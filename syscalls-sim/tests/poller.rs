@@ -34,7 +34,7 @@ fn after(d: Duration) -> Deadline {
 /// its 3 s deadline.
 #[test]
 fn a_kick_reaches_the_poller_while_another_thread_harvests_the_same_epoll_fd() {
-    let q = Queue::create(64, 0).unwrap();
+    let q = Instance::create(64, 0).unwrap();
     let stop = Arc::new(AtomicBool::new(false));
     let harvester = {
         let (q, stop) = (q.clone(), stop.clone());
@@ -89,7 +89,7 @@ fn a_kick_reaches_the_poller_while_another_thread_harvests_the_same_epoll_fd() {
 /// often than not (a millisecond-rounded `epoll_wait` would make it 3 ms or more).
 #[test]
 fn a_pollers_deadline_is_neither_early_nor_rounded_up_to_milliseconds() {
-    let q = Queue::create(64, 0).unwrap();
+    let q = Instance::create(64, 0).unwrap();
     let mut tooks = Vec::new();
     for _ in 0..21 {
         let start = Instant::now();

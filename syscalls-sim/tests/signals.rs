@@ -213,9 +213,9 @@ fn signal_kevents_through_the_gate_need_the_owners_consent() {
     let sig = libc::SIGRTMIN() + 5;
     let dir = TempDir::new("signals");
     let path = dir.0.join("q.sock");
-    let owner = Queue::create(64, 0).unwrap();
+    let owner = Instance::create(64, 0).unwrap();
     owner.listen(&path).unwrap();
-    let peer = Queue::connect(&path).unwrap();
+    let peer = Instance::connect(&path).unwrap();
     let mut e = [signal_ev(sig, true, 1)];
     assert_eq!(peer.ctl(KEVENT_CTL_ADD, &mut e).unwrap(), 1);
     assert_broken(&e[0], libc::EPERM);

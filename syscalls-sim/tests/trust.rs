@@ -182,7 +182,7 @@ fn socketpair() -> (OwnedFd, OwnedFd) {
 
 /// In a child: ADDs a socket through `q`'s control channel. 0 if it was refused with
 /// `kind`, 1 if it went through, 2 for any other error.
-fn add_a_socket_expecting(q: &Queue, kind: io::ErrorKind) -> i32 {
+fn add_a_socket_expecting(q: &Instance, kind: io::ErrorKind) -> i32 {
     let (a, _b) = socketpair();
     let mut ev = [fd_ev(KEVENT_SOCKET, &a, KEVENT_SOCKET_RECV, 0, COOKIE)];
     match q.ctl(KEVENT_CTL_ADD, &mut ev) {
@@ -341,11 +341,11 @@ fn what(got: i32) -> &'static str {
 #[test]
 fn a_forked_child_of_a_queue_attached_without_control_connects_to_nobody() {
     bounded(Duration::from_secs(60), || {
-        let owner = Queue::create(64, 0).expect("create");
+        let owner = Instance::create(64, 0).expect("create");
         let memfd = owner.ring().memfd().expect("a memfd ring");
         let doorbell =
             rustix::event::eventfd(0, rustix::event::EventfdFlags::CLOEXEC).expect("eventfd");
-        let attached = Queue::attach(memfd, doorbell).expect("attach");
+        let attached = Instance::attach(memfd, doorbell).expect("attach");
         let mut kids = Children::default();
         let squatter = Squatter::start(
             &mut kids,
@@ -391,7 +391,7 @@ fn a_forked_child_of_a_queue_attached_without_control_connects_to_nobody() {
 /// that takes it (`uid`: another user, or `None`: the same user, another pid) is refused
 /// by the forked child before anything is sent: `PermissionDenied`.
 fn a_child_refuses_whoever_took_the_freed_gate_name(uid: Option<u32>) {
-    let (q, name) = with_gate_name(|| Queue::create(64, 0).expect("create"));
+    let (q, name) = with_gate_name(|| Instance::create(64, 0).expect("create"));
     q.close();
     assert!(
         wait_until(Duration::from_secs(5), || !anybody_listens_on(&name)),
@@ -445,9 +445,9 @@ fn a_forked_child_of_a_connected_consumer_refuses_a_new_server_at_the_path() {
     bounded(Duration::from_secs(60), || {
         let dir = TempDir::new("trust-path");
         let path = dir.0.join("gate.sock");
-        let q = Queue::create(64, 0).expect("create");
+        let q = Instance::create(64, 0).expect("create");
         q.listen(&path).expect("listen");
-        let cq = Queue::connect(&path).expect("connect");
+        let cq = Instance::connect(&path).expect("connect");
         q.close();
         assert!(!path.exists(), "the socket file stays after the close");
         let mut kids = Children::default();
@@ -474,7 +474,7 @@ fn a_forked_child_of_a_connected_consumer_refuses_a_new_server_at_the_path() {
     });
 }
 
-/// Item 1: `Queue::connect` checks the server's uid before it sends anything; a
+/// Item 1: `Instance::connect` checks the server's uid before it sends anything; a
 /// process of another uid serving the path is refused with `PermissionDenied`.
 #[test]
 fn connect_refuses_a_server_of_another_user() {
@@ -484,7 +484,7 @@ fn connect_refuses_a_server_of_another_user() {
         let path = dir.0.join("gate.sock");
         let mut kids = Children::default();
         let squatter = Squatter::start(&mut kids, vec![path_addr(&path)], Some(NOBODY));
-        let r = Queue::connect(&path);
+        let r = Instance::connect(&path);
         let got = squatter.finish(&mut kids);
         let e = r.expect_err("connected to another user's socket");
         assert_eq!(e.kind(), io::ErrorKind::PermissionDenied, "{e}");
@@ -496,7 +496,7 @@ fn connect_refuses_a_server_of_another_user() {
 // --- 2. names nobody can take first; the server checks its peers ----------------------
 
 /// Item 2: gate names are not predictable. Another user who binds every
-/// `@kevent.<pid>.<n>` of this process first does not stop `Queue::create`.
+/// `@kevent.<pid>.<n>` of this process first does not stop `Instance::create`.
 #[test]
 fn queue_create_succeeds_while_another_user_holds_the_names_it_used_to_pick() {
     bounded(Duration::from_secs(60), || {
@@ -507,10 +507,10 @@ fn queue_create_succeeds_while_another_user_holds_the_names_it_used_to_pick() {
             .collect();
         let mut kids = Children::default();
         let squatter = Squatter::start(&mut kids, addrs, Some(NOBODY));
-        let made: Vec<_> = (0..4).map(|_| Queue::create(64, 0)).collect();
+        let made: Vec<_> = (0..4).map(|_| Instance::create(64, 0)).collect();
         let got = squatter.finish(&mut kids);
         for q in made {
-            let q = q.expect("Queue::create while another user holds @kevent.<pid>.<n>");
+            let q = q.expect("Instance::create while another user holds @kevent.<pid>.<n>");
             // And it serves: a process of ours attaches and controls it.
             let mut evs = [user_ev(1, 0)];
             assert_eq!(q.ctl(KEVENT_CTL_ADD, &mut evs).expect("ADD"), 0);
@@ -521,14 +521,14 @@ fn queue_create_succeeds_while_another_user_holds_the_names_it_used_to_pick() {
 
 /// Item 2: the server drops a peer of another uid unanswered, on its abstract name
 /// (which anybody can connect to) and on a path with open permissions; and such a
-/// process's `Queue::connect` refuses the server first.
+/// process's `Instance::connect` refuses the server first.
 #[test]
 fn the_gate_drops_a_peer_of_another_user_unanswered() {
     bounded(Duration::from_secs(60), || {
         let dir = TempDir::new("trust-peer");
         std::fs::set_permissions(&dir.0, std::fs::Permissions::from_mode(0o777)).unwrap();
         let path = dir.0.join("gate.sock");
-        let (q, name) = with_gate_name(|| Queue::create(64, 0).expect("create"));
+        let (q, name) = with_gate_name(|| Instance::create(64, 0).expect("create"));
         q.listen(&path).expect("listen");
         std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o777)).unwrap();
         let mut kids = Children::default();
@@ -551,10 +551,10 @@ fn the_gate_drops_a_peer_of_another_user_unanswered() {
                     return 2;
                 }
             }
-            match Queue::connect(&path) {
+            match Instance::connect(&path) {
                 Err(e) if e.kind() == io::ErrorKind::PermissionDenied => 0,
                 r => {
-                    child_log(&format!("Queue::connect as another user: {r:?}"));
+                    child_log(&format!("Instance::connect as another user: {r:?}"));
                     3
                 }
             }
@@ -577,7 +577,7 @@ fn the_gate_survives_accept_failing_with_emfile() {
         let (go_r, go_w) = pipe();
         let mut kids = Children::default();
         let owner = kids.fork(|| {
-            let q = Queue::create(64, 0).expect("create");
+            let q = Instance::create(64, 0).expect("create");
             q.listen(&path).expect("listen");
             let mut fillers = Vec::new();
             loop {
@@ -614,39 +614,39 @@ fn the_gate_survives_accept_failing_with_emfile() {
         let (tx, rx) = mpsc::channel();
         let p = path.clone();
         std::thread::spawn(move || {
-            let _ = tx.send(Queue::connect(&p).map(|q| q.consumer()));
+            let _ = tx.send(Instance::connect(&p).map(|q| q.consumer()));
         });
         // The connection waits in the backlog while accept fails.
         std::thread::sleep(Duration::from_millis(300));
         write_byte(&go_w, b'G');
         let r = rx
             .recv_timeout(Duration::from_secs(4))
-            .expect("Queue::connect is still waiting 4 s after the owner got its fds back");
-        r.expect("Queue::connect after the gate's accept failed with EMFILE");
-        Queue::connect(&path).expect("a later Queue::connect");
+            .expect("Instance::connect is still waiting 4 s after the owner got its fds back");
+        r.expect("Instance::connect after the gate's accept failed with EMFILE");
+        Instance::connect(&path).expect("a later Instance::connect");
         write_byte(&go_w, b'E');
         assert_eq!(kids.exit_code(owner, Duration::from_secs(10)), Some(0));
     });
 }
 
 /// Item 5: a gate that never answers (a queue made paused and not started) makes
-/// `Queue::connect` fail with `TimedOut` after the client's timeout (5 s), not hang.
+/// `Instance::connect` fail with `TimedOut` after the client's timeout (5 s), not hang.
 #[test]
 fn connect_to_a_gate_that_never_answers_times_out() {
     bounded(Duration::from_secs(60), || {
         let dir = TempDir::new("trust-timeout");
         let path = dir.0.join("gate.sock");
-        let q = Queue::create_paused(64, 0, DEFAULT_REAP_INTERVAL).expect("create_paused");
+        let q = Instance::create_paused(64, 0, DEFAULT_REAP_INTERVAL).expect("create_paused");
         q.listen(&path).expect("listen");
         let (tx, rx) = mpsc::channel();
         let p = path.clone();
         let t0 = Instant::now();
         std::thread::spawn(move || {
-            let _ = tx.send(Queue::connect(&p).map(|q| q.consumer()));
+            let _ = tx.send(Instance::connect(&p).map(|q| q.consumer()));
         });
         let r = rx
             .recv_timeout(Duration::from_secs(15))
-            .expect("Queue::connect to a gate nobody serves hangs");
+            .expect("Instance::connect to a gate nobody serves hangs");
         let took = t0.elapsed();
         let e = r.expect_err("nobody serves the gate");
         assert_eq!(e.kind(), io::ErrorKind::TimedOut, "{e}");
@@ -656,7 +656,7 @@ fn connect_to_a_gate_that_never_answers_times_out() {
         );
         // Once started, the same gate serves.
         q.start().expect("start");
-        Queue::connect(&path).expect("connect after the start");
+        Instance::connect(&path).expect("connect after the start");
     });
 }
 
@@ -670,7 +670,7 @@ fn a_thousand_idle_connections_cost_no_thread_each_and_the_excess_is_refused() {
         raise_fd_limit(8192);
         let dir = TempDir::new("trust-many");
         let path = dir.0.join("gate.sock");
-        let q = Queue::create(64, 0).expect("create");
+        let q = Instance::create(64, 0).expect("create");
         q.listen(&path).expect("listen");
         let before = threads_named("kevent-gate");
         let addr = path_addr(&path);
@@ -689,7 +689,7 @@ fn a_thousand_idle_connections_cost_no_thread_each_and_the_excess_is_refused() {
             "{during} gate threads for 1,000 idle connections (before: {before})"
         );
         let t0 = Instant::now();
-        let e = Queue::connect(&path).expect_err("a connection beyond the bound");
+        let e = Instance::connect(&path).expect_err("a connection beyond the bound");
         assert_eq!(e.kind(), io::ErrorKind::ConnectionRefused, "{e}");
         assert!(e.to_string().contains("maximum"), "{e}");
         assert!(
@@ -711,7 +711,7 @@ fn a_thousand_idle_connections_cost_no_thread_each_and_the_excess_is_refused() {
         );
         drop(conns);
         assert!(
-            wait_until(Duration::from_secs(3), || Queue::connect(&path).is_ok()),
+            wait_until(Duration::from_secs(3), || Instance::connect(&path).is_ok()),
             "the gate does not serve again once the connections are gone"
         );
         q.ctl(KEVENT_CTL_READY, &mut [])
@@ -726,7 +726,7 @@ fn an_oversized_request_is_answered_emsgsize_and_the_connection_serves_on() {
     bounded(Duration::from_secs(60), || {
         let dir = TempDir::new("trust-size");
         let path = dir.0.join("gate.sock");
-        let q = Queue::create(64, 0).expect("create");
+        let q = Instance::create(64, 0).expect("create");
         q.listen(&path).expect("listen");
         let s = seqpacket();
         net::connect(&s, &path_addr(&path)).expect("connect");
@@ -779,7 +779,7 @@ fn an_inode_kevent_added_through_the_gate_watches_the_peers_directory() {
         let path = dir.0.join("gate.sock");
         let theirs = TempDir::new("trust-inode-theirs");
         let ours = TempDir::new("trust-inode-ours");
-        let q = Queue::create(64, 0).expect("create");
+        let q = Instance::create(64, 0).expect("create");
         q.listen(&path).expect("listen");
         // The owner has its own directory under the number the peer will use.
         let our_dir = std::fs::File::open(&ours.0).expect("open our dir");
@@ -795,7 +795,7 @@ fn an_inode_kevent_added_through_the_gate_watches_the_peers_directory() {
             // closing its own is seen here as end of file; the child `_exit`s without
             // dropping its `OwnedFd` (no second close).
             unsafe { libc::close(done_w.as_raw_fd()) };
-            let cq = match Queue::connect(&path) {
+            let cq = match Instance::connect(&path) {
                 Ok(cq) => cq,
                 Err(e) => {
                     child_log(&format!("connect: {e}"));

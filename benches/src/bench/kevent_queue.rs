@@ -17,7 +17,7 @@ use std::os::fd::{AsRawFd, OwnedFd};
 use std::sync::Arc;
 use std::time::Duration;
 
-use kevent_syscalls::{abi::*, Queue, DEFAULT_REAP_INTERVAL, DEFAULT_SPIN};
+use kevent_syscalls::{abi::*, Instance, DEFAULT_REAP_INTERVAL, DEFAULT_SPIN};
 
 use super::backend::{Backend, BackendRun, ConsumerLoop, HelperReport, RunSpec};
 use super::consumer::ConsumerCtx;
@@ -55,7 +55,7 @@ pub(super) fn spin() -> Duration {
         .unwrap_or(DEFAULT_SPIN)
 }
 
-/// A fresh, paused queue (start it with [`Queue::start`]) watching every fd of `fds` for
+/// A fresh, paused queue (start it with [`Instance::start`]) watching every fd of `fds` for
 /// `RECV` (`KEVENT_PIPE` or `KEVENT_SOCKET` by `kind`; `KEVENT_REQ_ET` if `edge`;
 /// `KEVENT_REQ_ALWAYS_QUEUE`), with the fd's index as the cookie. The ring has
 /// `next_pow2(2 × fds)` slots, at least 1024; consumers spin [`spin`] before sleeping.
@@ -64,9 +64,9 @@ pub(super) fn paused_queue_for(
     kind: StreamKind,
     fds: &[OwnedFd],
     edge: bool,
-) -> io::Result<Arc<Queue>> {
+) -> io::Result<Arc<Instance>> {
     let capacity = (2 * fds.len()).next_power_of_two().max(1024) as u32;
-    let queue = Queue::create_paused(capacity, 0, DEFAULT_REAP_INTERVAL)?;
+    let queue = Instance::create_paused(capacity, 0, DEFAULT_REAP_INTERVAL)?;
     queue.set_spin(spin());
     let type_ = match kind {
         StreamKind::Pipe => KEVENT_PIPE,
@@ -120,7 +120,7 @@ impl Backend for KeventBackend {
 }
 
 struct KeventRun {
-    queue: Arc<Queue>,
+    queue: Arc<Instance>,
     start_usage: std::sync::Mutex<Option<Usage>>,
 }
 
@@ -185,7 +185,7 @@ impl BackendRun for KeventRun {
 }
 
 struct KeventConsumer {
-    queue: Arc<Queue>,
+    queue: Arc<Instance>,
 }
 
 impl ConsumerLoop for KeventConsumer {

@@ -35,7 +35,7 @@ use std::sync::Arc;
 use std::thread;
 use std::time::{Duration, Instant};
 
-use kevent_syscalls::Queue;
+use kevent_syscalls::Instance;
 use rustix::buffer::spare_capacity;
 use rustix::event::epoll::{self, EventFlags};
 use rustix::io::Errno;
@@ -253,7 +253,7 @@ enum Waiter {
     /// An epoll fd watching B.
     Epoll(OwnedFd),
     /// A started queue watching B.
-    Kevent(Arc<Queue>),
+    Kevent(Arc<Instance>),
 }
 
 impl Waiter {

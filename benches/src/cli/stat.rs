@@ -7,7 +7,7 @@
 //! consumer record and never writes to the ring.
 //!
 //! Given a socket path instead, we attach through the queue's control socket
-//! ([`kevent_syscalls::Queue::connect`]): that works across users' namespaces where
+//! ([`kevent_syscalls::Instance::connect`]): that works across users' namespaces where
 //! `/proc` does not, but makes this process a consumer of the ring (it claims nothing;
 //! its record shows in the table and is freed when it exits).
 
@@ -500,7 +500,7 @@ pub fn run(args: &[String]) -> ExitCode {
         },
         Err(_) => {
             let path = PathBuf::from(&opts.target);
-            match kevent_syscalls::Queue::connect(&path) {
+            match kevent_syscalls::Instance::connect(&path) {
                 Ok(q) => {
                     let scan = Scan {
                         rings: vec![(path, q.ring().clone())],

@@ -9,7 +9,7 @@ use std::os::unix::ffi::OsStrExt;
 use std::ptr::NonNull;
 
 use kevent_ring::Ukevent;
-use kevent_syscalls::{Queue, KEVENT_FLAGS_ABSTIME, KEVENT_MAX_EVENTS};
+use kevent_syscalls::{Instance, KEVENT_FLAGS_ABSTIME, KEVENT_MAX_EVENTS};
 
 use crate::boundary::{call, err};
 use crate::handles;
@@ -58,7 +58,7 @@ pub unsafe extern "C" fn kevent_init(ring: *mut KeventRing, num: c_uint, flags: 
         }
         let view = view_for(ring, num)?;
         let fd = kevent_syscalls::kevent_init(num, flags)?;
-        let queue = kevent_syscalls::queue(fd)?;
+        let queue = kevent_syscalls::instance(fd)?;
         Ok(handles::insert(queue, view))
     })
 }
@@ -125,7 +125,7 @@ pub unsafe extern "C" fn kevent_get_events(
 }
 
 /// The errno of a wait that ended without entries for a reason other than its timeout
-/// or a wake-up (what `Queue::wait` answers for the same outcomes).
+/// or a wake-up (what `Instance::wait` answers for the same outcomes).
 fn wait_error(outcome: kevent_ring::WaitOutcome) -> Option<io::Error> {
     use kevent_ring::WaitOutcome;
     match outcome {
@@ -138,7 +138,7 @@ fn wait_error(outcome: kevent_ring::WaitOutcome) -> Option<io::Error> {
 
 /// `kevent_wait(fd, num, old_uidx, timeout, flags)`: see `kevent.h`.
 ///
-/// Claims in the shared ring for this process (`Queue::next_batch`, as the Rust calls
+/// Claims in the shared ring for this process (`Instance::next_batch`, as the Rust calls
 /// do) and copies what it claimed into the caller's ring (`View::fill`).
 #[no_mangle]
 pub extern "C" fn kevent_wait(
@@ -159,7 +159,7 @@ pub extern "C" fn kevent_wait(
         if room == 0 {
             return Ok(0);
         }
-        let queue: &Queue = &handle.queue;
+        let queue: &Instance = &handle.queue;
         let spec = queue.wait_spec(None, deadline(timeout, flags & KEVENT_FLAGS_ABSTIME));
         let (claim, outcome) = match queue.next_batch(room, &spec) {
             Ok(got) => got,
@@ -241,7 +241,7 @@ pub unsafe extern "C" fn kevent_connect(
         // SAFETY: the caller's promise, passed on.
         let path = unsafe { path_of(path) }?;
         let view = view_for(ring, num)?;
-        let queue = Queue::connect(path)?;
+        let queue = Instance::connect(path)?;
         let fd = kevent_syscalls::register(queue.clone());
         debug_assert_eq!(fd, queue.handle());
         Ok(handles::insert(queue, view))

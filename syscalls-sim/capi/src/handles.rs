@@ -18,7 +18,7 @@ use std::io;
 use std::os::fd::RawFd;
 use std::sync::{Arc, LazyLock, RwLock, RwLockWriteGuard};
 
-use kevent_syscalls::Queue;
+use kevent_syscalls::Instance;
 
 use crate::boundary::err;
 use crate::view::View;
@@ -26,7 +26,7 @@ use crate::view::View;
 /// One handle as this process sees it.
 pub(crate) struct Handle {
     /// The queue (this process's attachment of it).
-    pub(crate) queue: Arc<Queue>,
+    pub(crate) queue: Arc<Instance>,
     /// The caller's ring, if the handle was made with one.
     pub(crate) view: Option<View>,
     /// The process this entry belongs to.
@@ -72,7 +72,7 @@ extern "C" fn after_fork() {
 
 /// Makes `queue` (already registered with `kevent_syscalls`) and `view` reachable
 /// through the queue's handle; returns the handle.
-pub(crate) fn insert(queue: Arc<Queue>, view: Option<View>) -> RawFd {
+pub(crate) fn insert(queue: Arc<Instance>, view: Option<View>) -> RawFd {
     let fd = queue.handle();
     let handle = Arc::new(Handle {
         queue,
@@ -105,7 +105,7 @@ pub(crate) fn get(fd: RawFd) -> io::Result<Arc<Handle>> {
         return Ok(inherited); // another thread of this child got here first
     }
     let mine = Arc::new(Handle {
-        queue: kevent_syscalls::queue(fd)?,
+        queue: kevent_syscalls::instance(fd)?,
         view: inherited.view.as_ref().map(View::restarted),
         pid: me,
     });

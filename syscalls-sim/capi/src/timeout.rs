@@ -33,8 +33,8 @@ pub(crate) fn from_timespec(ts: libc::timespec, flags: u32) -> io::Result<Timeou
     Ok(Some(ns))
 }
 
-/// The deadline of a wait that starts now (what `Queue::wait` computes for itself, for
-/// the waits this crate builds with `Queue::next_batch`): a zero relative timeout only
+/// The deadline of a wait that starts now (what `Instance::wait` computes for itself, for
+/// the waits this crate builds with `Instance::next_batch`): a zero relative timeout only
 /// looks.
 pub(crate) fn deadline(timeout: Timeout, flags: u32) -> Option<Deadline> {
     match timeout {

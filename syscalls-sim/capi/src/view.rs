@@ -20,7 +20,7 @@ use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::Mutex;
 
 use kevent_ring::{Claim, Ukevent};
-use kevent_syscalls::Queue;
+use kevent_syscalls::Instance;
 
 use crate::boundary::err;
 
@@ -160,7 +160,7 @@ impl View {
     /// (a claim is at most `reserved` long), gives back the reservation, and returns how
     /// many it copied. An entry the queue took back meanwhile (the lease) is skipped:
     /// it was delivered again to another consumer.
-    pub(crate) fn fill(&self, queue: &Queue, reserved: u64, claim: Claim) -> u32 {
+    pub(crate) fn fill(&self, queue: &Instance, reserved: u64, claim: Claim) -> u32 {
         let mut p = self.lock();
         p.reserved -= reserved;
         let size = u64::from(self.size);
@@ -192,7 +192,7 @@ impl View {
     /// # Errors
     /// `EINVAL`: `new_uidx` not below the ring's size, or a position beyond `ring_kidx`.
     /// `EOVERFLOW`: a position from before the user index's last wrap.
-    pub(crate) fn commit(&self, queue: &Queue, new_uidx: u32, over: u32) -> io::Result<u64> {
+    pub(crate) fn commit(&self, queue: &Instance, new_uidx: u32, over: u32) -> io::Result<u64> {
         if new_uidx >= self.size {
             return Err(err(libc::EINVAL));
         }

@@ -5,7 +5,7 @@
 //! queue's owner but what comes through the queue's socket.
 //!
 //! `kevent-worker connect PATH`: attaches to the queue served at `PATH`
-//! (`Queue::connect`), creates a socketpair and adds one end to the queue (the fd travels
+//! (`Instance::connect`), creates a socketpair and adds one end to the queue (the fd travels
 //! with `SCM_RIGHTS`), prints `added ino=N` (the socket's inode), waits for a `go` line on
 //! stdin, writes `hello` into the other end, waits for the event, reads the bytes,
 //! commits, removes the kevent and prints `ok user=U bytes=B`. Any failure: a message on
@@ -30,7 +30,7 @@ fn fail(msg: String) -> std::io::Error {
 }
 
 fn connect(path: &str) -> std::io::Result<()> {
-    let q = Queue::connect(std::path::Path::new(path))?;
+    let q = Instance::connect(std::path::Path::new(path))?;
     let (a, b) = rustix::net::socketpair(
         rustix::net::AddressFamily::UNIX,
         rustix::net::SocketType::STREAM,
@@ -93,7 +93,7 @@ fn connect(path: &str) -> std::io::Result<()> {
 
 fn hold(path: &str, n: &str) -> std::io::Result<()> {
     let n: u64 = n.parse().map_err(|_| fail(format!("not a count: {n}")))?;
-    let q = Queue::connect(std::path::Path::new(path))?;
+    let q = Instance::connect(std::path::Path::new(path))?;
     // SAFETY: this process is single-threaded here (no queue of its own runs threads: an
     // attached consumer has none), so the child may run arbitrary code.
     let helper = unsafe { libc::fork() };

@@ -231,7 +231,7 @@ impl GateClient {
     }
 
     /// Asks for a notify channel: the owner rings it on every publish, as it rings its
-    /// own notify fd (see `Queue::notify_fd`); returns its reading end.
+    /// own notify fd (see `Instance::notify_fd`); returns its reading end.
     pub(crate) fn arm_notify(&self) -> io::Result<OwnedFd> {
         let (status, _, fds) = self.call(OP_NOTIFY, 0, &[], &[])?;
         status_to_result(status)?;

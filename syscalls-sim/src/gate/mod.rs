@@ -7,13 +7,13 @@
 //! with only the address family gives a fresh `@xxxxx` no other socket holds; no file to
 //! clean up, gone when the queue closes). Its `fork`ed children know that name and the
 //! owner's pid from their copy of the queue. A queue can serve a filesystem path as well
-//! ([`crate::Queue::listen`]).
+//! ([`crate::Instance::listen`]).
 //!
 //! # What is guaranteed (ARCHITECTURE.md §5, "Trust boundaries")
 //!
 //! * **No name another user can take first.** There are no fixed or guessable names: the
 //!   queue's own name is autobound (the kernel never hands out a name that is bound), and
-//!   a queue attached without a control channel ([`crate::Queue::attach`]) has no gate
+//!   a queue attached without a control channel ([`crate::Instance::attach`]) has no gate
 //!   address at all — its forked children get `EOPNOTSUPP` from `kevent_ctl` and connect
 //!   to nothing.
 //! * **Both ends check the other with `SO_PEERCRED`.** The server drops every connection

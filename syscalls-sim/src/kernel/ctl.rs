@@ -37,7 +37,7 @@ pub(crate) enum Caller {
     /// Another process, through its gate connection: its own registrations (`peer.rs`);
     /// results stay in place (the client compacts them), and the owner's process-wide
     /// state — its signal dispositions — is off limits unless the owner allowed it
-    /// (`Queue::allow_remote_signals`).
+    /// (`Instance::allow_remote_signals`).
     Gate(PeerId),
 }
 

@@ -74,7 +74,7 @@ pub(crate) struct Kernel {
     /// reads it right after `epoll_wait` returns: a report taken while a ctl was still
     /// running reads that ctl's number (see `Registration::swallow`).
     pub(crate) epoch: Arc<std::sync::atomic::AtomicU64>,
-    /// Whether other processes may add signal kevents (`Queue::allow_remote_signals`).
+    /// Whether other processes may add signal kevents (`Instance::allow_remote_signals`).
     pub(crate) remote_signals: bool,
     /// How long a live consumer may hold the entry at `uidx` while the ring is needed
     /// (see `reaper.rs`).
@@ -514,7 +514,7 @@ impl Kernel {
     }
 
     /// Makes the notify fds readable (event loops asleep on them are sleepers too, see
-    /// `Queue::notify_fd`) once the lock is released (`outbox.rs`).
+    /// `Instance::notify_fd`) once the lock is released (`outbox.rs`).
     pub(crate) fn notify_loops(&self) {
         self.outbox.notify_later();
     }
@@ -542,7 +542,7 @@ impl Kernel {
     }
 
     /// One non-blocking round of the producer's work, done by a consumer of the owning
-    /// process instead of waking the producer thread (see `Queue::next_batch`): collect
+    /// process instead of waking the producer thread (see `Instance::next_batch`): collect
     /// ready sources with `epoll_wait(0)`, turn them into entries, publish, waking
     /// `reserve` fewer sleepers (the caller claims that many itself). Returns how many
     /// entries it published.
@@ -554,7 +554,7 @@ impl Kernel {
         n
     }
 
-    /// The poller's round (see `Queue::next_batch`): turns the reports it took in its
+    /// The poller's round (see `Instance::next_batch`): turns the reports it took in its
     /// blocking `epoll_wait` into readiness and publishes, waking `reserve` fewer
     /// sleepers; returns how many entries it published. Its bell's reports are skipped:
     /// the poller reset the bell itself, and its own edges need no ringing again.

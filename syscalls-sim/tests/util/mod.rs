@@ -52,8 +52,8 @@ impl Q {
     }
 
     /// The queue behind the handle.
-    pub fn queue(&self) -> std::sync::Arc<Queue> {
-        queue(self.fd).expect("queue(fd)")
+    pub fn queue(&self) -> std::sync::Arc<Instance> {
+        instance(self.fd).expect("instance(fd)")
     }
 
     /// A snapshot of the ring's statistics.
@@ -339,7 +339,7 @@ pub fn consumer_records(ring: &Ring) -> (usize, usize) {
 }
 
 /// After every child has gone, the reaper frees their records: only the owner's stays.
-pub fn assert_only_the_owner_stays_registered(q: &Queue) {
+pub fn assert_only_the_owner_stays_registered(q: &Instance) {
     assert!(
         wait_until(Duration::from_secs(2), || consumer_records(q.ring())
             == (1, 0)),
@@ -348,7 +348,7 @@ pub fn assert_only_the_owner_stays_registered(q: &Queue) {
     );
 }
 
-pub fn ring_report(q: &Queue) -> String {
+pub fn ring_report(q: &Instance) -> String {
     let r = q.ring();
     let s = &r.header().stats;
     let (u, c, k) = (r.uidx(), r.cidx(), r.kidx());

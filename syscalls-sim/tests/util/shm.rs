@@ -5,7 +5,7 @@ use std::os::fd::AsRawFd;
 use std::ptr::NonNull;
 use std::sync::atomic::{AtomicU64, AtomicU8};
 
-use kevent_syscalls::Queue;
+use kevent_syscalls::Instance;
 
 /// Offsets of the positions in the header (pinned by the ring's layout, at compile time).
 pub const OFF_KIDX: usize = 128;
@@ -60,7 +60,7 @@ impl Shared {
     }
 
     /// The whole ring of `q`, mapped anew.
-    pub fn ring_of(q: &Queue) -> Shared {
+    pub fn ring_of(q: &Instance) -> Shared {
         let memfd = q.ring().memfd().expect("a memfd ring");
         let len = rustix::fs::fstat(memfd).expect("fstat").st_size as usize;
         Shared::map(len, Some(memfd))

@@ -1,7 +1,7 @@
 //! The harvest policy of the owning process: who does the producer's work, who blocks on
 //! the sources, who sleeps on the futex — and how every waker reaches each of them.
 //!
-//! A consumer of the process that made the queue ([`Queue::next_batch`]):
+//! A consumer of the process that made the queue ([`Instance::next_batch`]):
 //!
 //! 1. claims what the ring holds;
 //! 2. finding nothing, *harvests*: `epoll_wait(0)` on the queue's sources under the kernel
@@ -36,15 +36,15 @@ use std::time::Duration;
 
 use kevent_ring::{Claim, Deadline, WaitOutcome, WaitSpec};
 
-use super::{errno, Queue};
+use super::{errno, Instance};
 use crate::kernel::TOKEN_BELL;
 use crate::peer::PeerId;
 use crate::poller::Reports;
 use crate::thread::Harvesters;
 
-impl Queue {
+impl Instance {
     /// Whether consumers in the owning process harvest ready sources themselves when
-    /// they would otherwise sleep (default `true`; see [`Queue::next_batch`]).
+    /// they would otherwise sleep (default `true`; see [`Instance::next_batch`]).
     pub fn set_harvest(&self, on: bool) {
         if let Some(owner) = &self.owner {
             owner.harvest.store(on, Ordering::Relaxed);
@@ -174,7 +174,7 @@ impl Queue {
         self.next_batch_since(max, spec, self.ring.kicks())
     }
 
-    /// [`Queue::next_batch`] that also ends on an explicit wake-up ([`Queue::wake_one`])
+    /// [`Instance::next_batch`] that also ends on an explicit wake-up ([`Instance::wake_one`])
     /// made since `kicks` was read ([`Ring::kicks`](kevent_ring::Ring::kicks)): a caller
     /// that announces its sleep to its wakers first (an event loop's `notify_me`) reads
     /// the count before announcing, so that a wake-up between the two is not lost.
@@ -305,16 +305,16 @@ impl Queue {
     /// readable, a consumer of this process that finds the ring empty drains it, and the
     /// producer thread no longer parks for harvesting consumers (an event loop asleep on
     /// this fd is not harvesting). Register it for readability, and on readiness call
-    /// [`Queue::wait`] (or `get_events`) with a zero timeout until it returns nothing.
+    /// [`Instance::wait`] (or `get_events`) with a zero timeout until it returns nothing.
     ///
-    /// In a process that [`connect`](Queue::connect)ed, the fd (this value's handle, an
+    /// In a process that [`connect`](Instance::connect)ed, the fd (this value's handle, an
     /// eventfd) is sent to the owner through the gate, which writes it wherever it writes
     /// its own; it is forgotten when the connection closes (re-armed if the connection is
     /// remade).
     ///
     /// # Errors
-    /// `EOPNOTSUPP`: a queue [`attach`](Queue::attach)ed without a control channel, or a
-    /// value inherited across `fork` (use [`Queue::for_this_process`]). The gate's errors
+    /// `EOPNOTSUPP`: a queue [`attach`](Instance::attach)ed without a control channel, or a
+    /// value inherited across `fork` (use [`Instance::for_this_process`]). The gate's errors
     /// when the owner cannot be reached.
     pub fn notify_fd(&self) -> io::Result<BorrowedFd<'_>> {
         if !self.is_local() {
@@ -377,7 +377,7 @@ impl Queue {
     /// lock: one sleeper — on the futex, the poller, or an event loop on the notify fd —
     /// returns [`WaitOutcome::Woken`] (a wait that asked for it). Nothing is remembered
     /// for a wait that begins later: a waiter reads [`Ring::kicks`](kevent_ring::Ring::kicks)
-    /// first (see [`Queue::next_batch_since`]).
+    /// first (see [`Instance::next_batch_since`]).
     pub fn wake_one(&self) {
         self.ring.kick(1);
         if let Some(owner) = self.owner.as_ref().filter(|_| self.is_local()) {

@@ -1,4 +1,4 @@
-//! [`Queue`]: one kevent queue as seen from one process — its ring, its consumer record,
+//! [`Instance`]: one kevent queue as seen from one process — its ring, its consumer record,
 //! and, in the process that created it, the simulated kernel and its producer thread.
 
 use std::io;
@@ -33,9 +33,9 @@ struct Owner {
     kernel: Arc<KernelLock>,
     stop: Arc<AtomicBool>,
     thread: Mutex<Option<JoinHandle<()>>>,
-    /// The producer thread of a queue created paused, until [`Queue::start`].
+    /// The producer thread of a queue created paused, until [`Instance::start`].
     paused: Mutex<Option<ProducerThread>>,
-    /// Consumers of this process harvesting for themselves (see [`Queue::next_batch`]).
+    /// Consumers of this process harvesting for themselves (see [`Instance::next_batch`]).
     harvesters: Arc<Harvesters>,
     /// Whether consumers of this process harvest (default on).
     harvest: AtomicBool,
@@ -50,17 +50,17 @@ struct Owner {
     /// Level-triggered kevents that ADD returned ready at once wait for a re-check
     /// (`Kernel::recheck_done`): a consumer harvests before it blocks.
     done_pending: Arc<AtomicBool>,
-    /// The handle (an eventfd), once armed as a readiness fd ([`Queue::notify_fd`]).
+    /// The handle (an eventfd), once armed as a readiness fd ([`Instance::notify_fd`]).
     notify: std::sync::OnceLock<WakeFd>,
     /// The producer thread's kernel tid (0 until it runs), for CPU accounting.
     tid: Arc<std::sync::atomic::AtomicI32>,
     /// The queue's gate: its listeners (the abstract one, and paths from
-    /// [`Queue::listen`]) and the one thread serving them.
+    /// [`Instance::listen`]) and the one thread serving them.
     gate: Gate,
 }
 
 /// One kevent queue.
-pub struct Queue {
+pub struct Instance {
     ring: Arc<Ring>,
     me: ConsumerId,
     _liveness: Liveness,
@@ -69,7 +69,7 @@ pub struct Queue {
     doorbell: Arc<WakeFd>,
     /// The queue's handle: an fd number of our own, so that handles behave like the
     /// original's file descriptors (`EBADF` once closed), and the notify fd other event
-    /// loops watch ([`Queue::notify_fd`]): in the owning process an eventfd the kernel
+    /// loops watch ([`Instance::notify_fd`]): in the owning process an eventfd the kernel
     /// rings; in another process an epoll fd of its own (`queue/notify.rs`).
     handle: OwnedFd,
     /// In a process that does not own the queue: what its handle watches.
@@ -77,16 +77,16 @@ pub struct Queue {
     owner: Option<Owner>,
     /// Where the queue's gate is and which process serves it: what `kevent_ctl` of a
     /// process that does not own the queue, and every `fork`ed child, connects to.
-    /// `None` for a queue attached without a control channel ([`Queue::attach`]).
+    /// `None` for a queue attached without a control channel ([`Instance::attach`]).
     gate: Option<GateAddr>,
     /// The connection to the gate, in a process that does not own the queue: made by
-    /// [`Queue::connect`], or on the first `kevent_ctl` (a forked child).
+    /// [`Instance::connect`], or on the first `kevent_ctl` (a forked child).
     client: Mutex<Option<GateClient>>,
     /// This process added kevents through its connection: if the connection is lost,
-    /// the owner drops them, and the next call says so (see [`Queue::client`]).
+    /// the owner drops them, and the next call says so (see [`Instance::client`]).
     kevents_through_client: AtomicBool,
-    /// The process this `Queue` value belongs to (a forked child inherits a copy that
-    /// must not act as the owner; see [`Queue::for_this_process`]).
+    /// The process this `Instance` value belongs to (a forked child inherits a copy that
+    /// must not act as the owner; see [`Instance::for_this_process`]).
     pid: u32,
     /// Spin before sleeping, in nanoseconds.
     spin_ns: AtomicU64,
@@ -100,29 +100,33 @@ pub struct Queue {
 /// a sleeper on the other core costs 27–49 µs here, a spinning one < 100 ns.
 pub const DEFAULT_SPIN: Duration = Duration::ZERO;
 
-impl Queue {
+impl Instance {
     /// `kevent_init`: a queue with a ring of `num` entries (rounded up to a power of two;
     /// `0` means the default internal ring) and its producer thread.
-    pub fn create(num: u32, flags: u32) -> io::Result<Arc<Queue>> {
+    pub fn create(num: u32, flags: u32) -> io::Result<Arc<Instance>> {
         Self::create_with(num, flags, DEFAULT_REAP_INTERVAL)
     }
 
-    /// [`Queue::create`] with the time within which a dead consumer's entries are
+    /// [`Instance::create`] with the time within which a dead consumer's entries are
     /// delivered again (default 100 ms; `EINVAL` below [`MIN_REAP_INTERVAL`](crate::MIN_REAP_INTERVAL), 1 ms).
-    pub fn create_with(num: u32, flags: u32, reap_interval: Duration) -> io::Result<Arc<Queue>> {
+    pub fn create_with(num: u32, flags: u32, reap_interval: Duration) -> io::Result<Arc<Instance>> {
         let q = Self::create_paused(num, flags, reap_interval)?;
         q.start()?;
         Ok(q)
     }
 
-    /// Creates a queue whose threads (producer, gate) do not run until [`Queue::start`]:
+    /// Creates a queue whose threads (producer, gate) do not run until [`Instance::start`]:
     /// for programs that `fork` consumers first (no thread may exist at `fork`).
     /// `kevent_ctl` works before the start; events are published once it has started.
     /// The gate's socket is bound here (an abstract name the kernel picks, see `gate.rs`)
     /// but served only from the start: children may attach before it, while their
     /// `kevent_ctl` waits for it and fails with `TimedOut` after
-    /// [`Queue::GATE_TIMEOUT`].
-    pub fn create_paused(num: u32, flags: u32, reap_interval: Duration) -> io::Result<Arc<Queue>> {
+    /// [`Instance::GATE_TIMEOUT`].
+    pub fn create_paused(
+        num: u32,
+        flags: u32,
+        reap_interval: Duration,
+    ) -> io::Result<Arc<Instance>> {
         if flags != 0
             || num == 1
             || num > kevent_ring::layout::MAX_CAPACITY
@@ -188,7 +192,7 @@ impl Queue {
             doorbell: doorbell.clone(),
         })?;
         let gate_addr = gate.addr().clone();
-        let queue = Queue {
+        let queue = Instance {
             me: liveness.id(),
             ring,
             _liveness: liveness,
@@ -220,7 +224,7 @@ impl Queue {
     }
 
     /// Starts the producer and gate threads of a queue made with
-    /// [`Queue::create_paused`] (a no-op if they run already).
+    /// [`Instance::create_paused`] (a no-op if they run already).
     pub fn start(&self) -> io::Result<()> {
         let owner = self.owner.as_ref().ok_or_else(|| errno(libc::EOPNOTSUPP))?;
         let Some(thread) = owner
@@ -310,7 +314,7 @@ impl Queue {
     }
 
     /// Serves the queue's gate on a Unix socket at `path` as well, so that any process
-    /// of the same user can [`Queue::connect`] to it. The socket file is removed when the
+    /// of the same user can [`Instance::connect`] to it. The socket file is removed when the
     /// queue closes. Who may connect: processes of this process's effective uid, and root
     /// (both ends check `SO_PEERCRED`; see `gate.rs`); the file's permissions are the
     /// umask's.
@@ -328,12 +332,12 @@ impl Queue {
     /// How long a process that does not own the queue waits on its gate — to connect,
     /// to send a request, for a reply — before the call fails with `TimedOut`
     /// (ETIMEDOUT): 5 s. A gate that is not served yet (a queue made with
-    /// [`Queue::create_paused`] and not started) answers nothing.
+    /// [`Instance::create_paused`] and not started) answers nothing.
     pub const GATE_TIMEOUT: Duration = gate::TIMEOUT;
 
     /// How many connections a queue's gate serves at a time (128). A process that
     /// connects beyond is refused at once (`ConnectionRefused`, ECONNREFUSED); a
-    /// connection is held by each [`Queue::connect`]ed consumer and by each forked child
+    /// connection is held by each [`Instance::connect`]ed consumer and by each forked child
     /// that has called `kevent_ctl`, until it exits or drops its queue.
     pub const MAX_GATE_CONNECTIONS: usize = gate::MAX_CONNECTIONS;
 
@@ -341,7 +345,7 @@ impl Queue {
     /// more is refused at once (`ConnectionRefused`), and the others are unaffected.
     pub const MAX_GATE_CONNECTIONS_PER_PROCESS: usize = gate::MAX_CONNECTIONS_PER_PROCESS;
 
-    /// Attaches to the queue served at `path` (see [`Queue::listen`]): maps its ring,
+    /// Attaches to the queue served at `path` (see [`Instance::listen`]): maps its ring,
     /// registers as a consumer, and controls it through the socket.
     ///
     /// The server is checked before anything is sent: it must run as this process's
@@ -351,9 +355,9 @@ impl Queue {
     /// # Errors
     /// The errors of `connect(2)` with their errno (`ENOENT`, `ECONNREFUSED`…);
     /// `PermissionDenied` (EPERM): another user serves `path`; `TimedOut` (ETIMEDOUT):
-    /// no answer within [`Queue::GATE_TIMEOUT`]; `ConnectionRefused`: the gate serves
-    /// [`Queue::MAX_GATE_CONNECTIONS`] already.
-    pub fn connect(path: &std::path::Path) -> io::Result<Arc<Queue>> {
+    /// no answer within [`Instance::GATE_TIMEOUT`]; `ConnectionRefused`: the gate serves
+    /// [`Instance::MAX_GATE_CONNECTIONS`] already.
+    pub fn connect(path: &std::path::Path) -> io::Result<Arc<Instance>> {
         let addr = rustix::net::SocketAddrUnix::new(path)?;
         // The errno is kept (`raw_os_error`); the safe API adds the path to the message.
         let (client, owner) = GateClient::connect(&addr, None)?;
@@ -370,7 +374,7 @@ impl Queue {
     /// # Errors
     /// The ring's validation errors (`InvalidData`, with what is wrong); `EINVAL` if
     /// `doorbell` is not a doorbell (a Unix stream socket, or an eventfd).
-    pub fn attach(memfd: BorrowedFd<'_>, doorbell: OwnedFd) -> io::Result<Arc<Queue>> {
+    pub fn attach(memfd: BorrowedFd<'_>, doorbell: OwnedFd) -> io::Result<Arc<Instance>> {
         Self::attached(memfd, doorbell, None, None)
     }
 
@@ -379,14 +383,14 @@ impl Queue {
         doorbell: OwnedFd,
         gate: Option<GateAddr>,
         client: Option<GateClient>,
-    ) -> io::Result<Arc<Queue>> {
+    ) -> io::Result<Arc<Instance>> {
         let ring = Arc::new(Ring::attach(memfd)?);
         let doorbell = WakeFd::from_fd(doorbell)?;
         // Our wakers reach the owner's poller through the doorbell, which it relays.
         ring.set_bell(doorbell.try_clone()?);
         let liveness = Liveness::register(&ring)?;
         let (handle, peer_notify) = PeerNotify::new()?;
-        Ok(Arc::new(Queue {
+        Ok(Arc::new(Instance {
             me: liveness.id(),
             ring,
             _liveness: liveness,
@@ -404,7 +408,7 @@ impl Queue {
 
     /// Whether this value was made in (or attached by) the calling process. A `fork`ed
     /// child holds copies of its parent's values; it must use
-    /// [`Queue::for_this_process`] (the `kevent_*` calls do that for it).
+    /// [`Instance::for_this_process`] (the `kevent_*` calls do that for it).
     pub fn is_local(&self) -> bool {
         self.pid == crate::pid::current()
     }
@@ -415,17 +419,17 @@ impl Queue {
     ///
     /// Its `kevent_ctl` goes through the owner's gate, connected on the first call (so
     /// a child that only consumes holds no connection, and children forked before
-    /// [`Queue::start`] attach at once). The connection is made only to the process
+    /// [`Instance::start`] attach at once). The connection is made only to the process
     /// recorded as the owner — the one that created the queue, or that served the path
-    /// the parent [`connect`](Queue::connect)ed to — running as this process's
+    /// the parent [`connect`](Instance::connect)ed to — running as this process's
     /// effective uid; anything else serving the name (the owner closed the queue and
     /// another process took it) is refused with `PermissionDenied` (EPERM) before
-    /// anything is sent. A queue [`attach`](Queue::attach)ed without a control channel
+    /// anything is sent. A queue [`attach`](Instance::attach)ed without a control channel
     /// stays without one: `EOPNOTSUPP`.
     ///
     /// Reads only fields that never change, and takes no lock: safe to call in a child
     /// forked while other threads were inside `kevent_*` calls on this queue.
-    pub fn for_this_process(self: &Arc<Self>) -> io::Result<Arc<Queue>> {
+    pub fn for_this_process(self: &Arc<Self>) -> io::Result<Arc<Instance>> {
         if self.is_local() {
             return Ok(self.clone());
         }
@@ -457,7 +461,7 @@ impl Queue {
         );
     }
 
-    /// How long a waiter spins before it sleeps (see [`Queue::set_spin`]).
+    /// How long a waiter spins before it sleeps (see [`Instance::set_spin`]).
     pub fn spin(&self) -> Duration {
         Duration::from_nanos(self.spin_ns.load(Ordering::Relaxed))
     }
@@ -479,7 +483,7 @@ impl Queue {
                 io::ErrorKind::Unsupported,
                 format!(
                     "kevent_ctl: this queue value belongs to process {}; a forked child \
-                     uses Queue::for_this_process (the kevent_* calls do)",
+                     uses Instance::for_this_process (the kevent_* calls do)",
                     self.pid
                 ),
             ));
@@ -508,8 +512,8 @@ impl Queue {
     /// which the owner forgot with the old connection.
     ///
     /// # Errors
-    /// `EOPNOTSUPP`: attached without a control channel (`Queue::attach`; use
-    /// `Queue::connect`). `ECONNRESET` once, when the connection is remade after this
+    /// `EOPNOTSUPP`: attached without a control channel (`Instance::attach`; use
+    /// `Instance::connect`). `ECONNRESET` once, when the connection is remade after this
     /// process had added kevents through the old one: the owner dropped them with it
     /// (`peer.rs`) and they must be added again; the next call goes through.
     pub(super) fn client(&self) -> io::Result<std::sync::MutexGuard<'_, Option<GateClient>>> {
@@ -571,9 +575,9 @@ impl Queue {
         }
     }
 
-    /// How a wait of this process's consumer goes (what [`Queue::next_batch`] takes):
+    /// How a wait of this process's consumer goes (what [`Instance::next_batch`] takes):
     /// until `deadline` (`None`: for ever; one in the past: only look), spinning first
-    /// as [`Queue::set_spin`] says unless it only looks, returning on explicit wake-ups;
+    /// as [`Instance::set_spin`] says unless it only looks, returning on explicit wake-ups;
     /// `old_uidx` as for `kevent_wait`. The raw calls and the safe API all build their
     /// waits here.
     pub fn wait_spec(&self, old_uidx: Option<u64>, deadline: Option<Deadline>) -> WaitSpec {
@@ -759,7 +763,7 @@ impl Queue {
     }
 }
 
-impl Drop for Queue {
+impl Drop for Instance {
     fn drop(&mut self) {
         if self.is_local() {
             self.close();
@@ -779,9 +783,9 @@ impl Drop for Queue {
     }
 }
 
-impl std::fmt::Debug for Queue {
+impl std::fmt::Debug for Instance {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Queue")
+        f.debug_struct("Instance")
             .field("handle", &self.handle())
             .field("ring", &self.ring)
             .field("consumer", &self.me)

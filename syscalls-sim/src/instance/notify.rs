@@ -1,4 +1,4 @@
-//! The notify fd of a consumer in another process ([`Queue::notify_fd`]): what an event
+//! The notify fd of a consumer in another process ([`Instance::notify_fd`]): what an event
 //! loop of that process watches to learn that entries may wait — and that the owner died.
 //!
 //! The handle of such a queue is an epoll fd of its own holding:
@@ -10,7 +10,7 @@
 //!   it ends — nobody would ring the channel then (and if a child the owner forked still
 //!   holds the channel's ringing end, it never even hangs up);
 //! * a private eventfd, the *kick*: the consumer rings it itself when it leaves entries
-//!   behind after taking a notification off the channel (`Queue::next_batch`).
+//!   behind after taking a notification off the channel (`Instance::next_batch`).
 //!
 //! An epoll fd is readable while any member is: so the loop wakes for either, calls
 //! `wait` with a zero timeout, and gets entries or the owner's death (`EPIPE`).
@@ -22,7 +22,7 @@ use std::sync::{Mutex, MutexGuard};
 use kevent_ring::WakeFd;
 use rustix::event::epoll;
 
-use super::Queue;
+use super::Instance;
 
 /// epoll tokens of the handle's members.
 const INBOX: u64 = 1;
@@ -132,7 +132,7 @@ fn add(epoll_fd: BorrowedFd<'_>, fd: BorrowedFd<'_>, token: u64) -> io::Result<(
     Ok(())
 }
 
-impl Queue {
+impl Instance {
     /// The pid of the queue's owner, as this process knows it: the gate's (checked with
     /// `SO_PEERCRED` when connecting), else the one the ring's header names.
     pub(super) fn owner_pid(&self) -> u32 {
