@@ -77,7 +77,7 @@ pub struct WakeLine {
     /// `IORING_SQ_NEED_WAKEUP`): it has a backlog or level-triggered kevents to re-arm.
     pub need_doorbell: AtomicU32,
     /// How many consumers of the owning process are (about to be) blocked on the queue's
-    /// sources instead of on `seq` (the poller, see `poller.rs`): a waker that woke fewer
+    /// sources instead of on `seq` (the poller, see `wake/poller.rs`): a waker that woke fewer
     /// futex sleepers than it meant to rings the bell for them.
     pub pollers: AtomicU32,
     /// Explicit wake-ups (`kevent_ctl(READY)` with no events, `WAKEUP_ALL`, close): a
@@ -92,7 +92,7 @@ pub struct WakeLine {
     pub park: AtomicU32,
     /// The owner's liveness word: a robust futex held by the producer thread (its tid;
     /// `FUTEX_WAITERS` once someone sleeps on it). When that thread ends, however it
-    /// ends, the kernel sets `FUTEX_OWNER_DIED` and wakes one sleeper (see `owner.rs`).
+    /// ends, the kernel sets `FUTEX_OWNER_DIED` and wakes one sleeper (see `wake/owner.rs`).
     /// 0 until the producer thread runs.
     pub owner: AtomicU32,
 }

@@ -42,42 +42,34 @@
 
 mod consumer;
 mod consumers;
-mod doorbell;
 mod error;
-mod futex;
 pub mod layout;
 #[cfg(not(loom))]
 mod memfd;
-mod notify;
-mod owner;
-mod poller;
 mod producer;
 mod ring;
 mod state;
 mod sync;
-mod ticket;
 mod ukevent;
-mod wait;
-#[cfg(not(loom))]
-mod wakefd;
+mod wake;
 
 pub use consumer::{Claim, ConsumerId};
 #[cfg(not(loom))]
 pub use consumers::Liveness;
 pub use consumers::RecordState;
 pub use error::{AttachError, Broken};
-pub use futex::Deadline;
 pub use layout::check_capacity;
-pub use notify::NotifyMe;
-#[cfg(not(loom))]
-pub use owner::OwnerLock;
 pub use producer::{Producer, PushError};
 pub use ring::Ring;
 pub use state::{SlotState, Status, RECLAIMED};
-pub use ticket::TicketLock;
 pub use ukevent::Ukevent;
+pub use wake::notify::NotifyMe;
 #[cfg(not(loom))]
-pub use wait::{deadline_passed, monotonic_now, realtime_now};
-pub use wait::{WaitOutcome, WaitSpec};
+pub use wake::owner::OwnerLock;
+pub use wake::ticket::TicketLock;
+pub use wake::time::Deadline;
 #[cfg(not(loom))]
-pub use wakefd::{Reset, WakeFd};
+pub use wake::time::{deadline_passed, monotonic_now, realtime_now, timespec};
+pub use wake::wait::{WaitOutcome, WaitSpec};
+#[cfg(not(loom))]
+pub use wake::wakefd::{Reset, WakeFd};

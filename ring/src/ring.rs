@@ -43,13 +43,13 @@ pub struct Ring {
     // Keeps `header` and `slots` alive; dropped last. (Under loom nothing reads it.)
     #[cfg_attr(loom, allow(dead_code))]
     backing: Backing,
-    /// How [`Ring::wake`] reaches a poller (see `poller.rs`).
-    pub(crate) bell: crate::poller::Bell,
+    /// How [`Ring::wake`] reaches a poller (see `wake/poller.rs`).
+    pub(crate) bell: crate::wake::poller::Bell,
     #[cfg(loom)]
-    pub(crate) parking: crate::futex::Parking,
+    pub(crate) parking: crate::wake::futex::Parking,
     /// The loom model of the producer's `park` futex.
     #[cfg(loom)]
-    pub(crate) park_parking: crate::futex::Parking,
+    pub(crate) park_parking: crate::wake::futex::Parking,
 }
 
 // SAFETY: the pointers point into `backing`, which the Ring owns and which lives as long
@@ -125,11 +125,11 @@ impl Ring {
             capacity: u64::from(capacity),
             shift: capacity.trailing_zeros(),
             backing,
-            bell: crate::poller::Bell::new(),
+            bell: crate::wake::poller::Bell::new(),
             #[cfg(loom)]
-            parking: crate::futex::Parking::new(),
+            parking: crate::wake::futex::Parking::new(),
             #[cfg(loom)]
-            park_parking: crate::futex::Parking::new(),
+            park_parking: crate::wake::futex::Parking::new(),
         }
     }
 
@@ -235,7 +235,7 @@ impl Ring {
         // A ring closed because its owner died stays closed for that reason.
         let _ = self.header().identity.closed.compare_exchange(
             0,
-            crate::owner::CLOSED_BY_OWNER,
+            crate::wake::owner::CLOSED_BY_OWNER,
             Ordering::AcqRel,
             Ordering::Acquire,
         );

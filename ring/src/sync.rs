@@ -1,7 +1,7 @@
 //! The one place the ring takes its atomics from.
 //!
 //! Under `--cfg loom` every atomic, fence and spin hint comes from `loom`, so the
-//! protocol (`producer.rs`, `consumer.rs`, `wait.rs`, `poller.rs`, `notify.rs`) is model-checked
+//! protocol (`producer.rs`, `consumer.rs`, `wake/`) is model-checked
 //! exactly as it is compiled for real use. Loom atomics cannot live in mmap'd memory, so
 //! under loom only the heap-backed ring (`Ring::heap`) exists: `memfd.rs` is not
 //! compiled.

@@ -34,14 +34,15 @@
 
 pub mod abi;
 mod calls;
+mod epoll;
 mod gate;
+mod harvesters;
 mod instance;
 mod kernel;
 mod outbox;
 mod peer;
 mod pid;
 mod pidfd;
-mod poller;
 mod reaper;
 mod registration;
 mod source;

@@ -4,7 +4,7 @@
 //! nothing is written to such an fd while a lock is held).
 //!
 //! The kernel, under its lock, only *notes* that a notification is due (an atomic flag);
-//! the guard of the lock ([`crate::kernel::KernelGuard`]) sends what is due when it
+//! the guard of the lock (`KernelGuard` in `kernel/lock.rs`) sends what is due when it
 //! drops, after unlocking. Every send is non-blocking per call (`WakeFd::ring`: a socket
 //! with `MSG_DONTWAIT`, or a private eventfd), so even then a peer that clears
 //! `O_NONBLOCK` or fills a buffer delays nobody, and a full buffer loses no wake-up (the

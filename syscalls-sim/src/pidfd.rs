@@ -34,10 +34,7 @@ pub(crate) fn of_peer(sock: BorrowedFd<'_>, pid: u32) -> Option<OwnedFd> {
         &sock,
         rustix::event::PollFlags::RDHUP,
     )];
-    let zero = rustix::time::Timespec {
-        tv_sec: 0,
-        tv_nsec: 0,
-    };
+    let zero = kevent_ring::timespec(0);
     match rustix::event::poll(&mut pfd, Some(&zero)) {
         Ok(0) => Some(pidfd),
         _ => None,

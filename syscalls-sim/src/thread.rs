@@ -11,8 +11,9 @@ use std::sync::Arc;
 
 use kevent_ring::Ring;
 
+use crate::epoll::Reports;
+use crate::harvesters::Harvesters;
 use crate::kernel::{Kernel, KernelLock};
-use crate::poller::Reports;
 use crate::source::signal;
 
 /// Called once per loop with the kernel locked (the reaper); returns how long the loop
@@ -38,39 +39,6 @@ pub(crate) struct ProducerThread {
 /// batch and went on to other work harvests no more; see ARCHITECTURE.md §3, W4).
 pub(crate) const PARK_MAX: std::time::Duration = std::time::Duration::from_millis(5);
 
-/// The producer thread's view of the consumers of this process that harvest for
-/// themselves (`Instance::next_batch`): while they do, or while one of them blocks on the
-/// sources as the poller, and nobody sleeps on the ring's futex, the producer thread
-/// parks instead of sitting in `epoll_wait`, where every readiness edge would wake it (a
-/// cross-core wake-up, 27–49 µs here) only to hand over an event a consumer would have
-/// found itself. The park handshake with futex sleepers is the ring's (`poller.rs` in
-/// kevent-ring): a sleeper unparks it, so no sleeper waits on unwatched sources.
-#[derive(Debug, Default)]
-pub(crate) struct Harvesters {
-    /// A consumer is the poller: blocked on the sources on everyone's behalf.
-    pub(crate) blocker: AtomicBool,
-    /// Harvest rounds done by consumers: the producer parks only while this moves (a
-    /// thread that harvested once and then went to do something else must not keep the
-    /// producer parked).
-    pub(crate) rounds: std::sync::atomic::AtomicU64,
-    /// Set when the queue's notify fd is armed: consumers may be asleep in another event
-    /// loop, so the producer thread must keep publishing by itself.
-    pub(crate) never_park: AtomicBool,
-}
-
-impl Harvesters {
-    /// Producer thread: whether parking is worth it and allowed: no event loop relies on
-    /// the producer, and a consumer polls the sources (publishing for the futex
-    /// sleepers too), or consumers harvested since `seen` (the producer's last look) and
-    /// nobody sleeps on the ring. `Ring::park_begin` makes the final, race-free check.
-    fn should_park(&self, ring: &Ring, seen: &mut u64) -> bool {
-        let rounds = self.rounds.load(Ordering::Relaxed);
-        let progress = std::mem::replace(seen, rounds) != rounds;
-        !self.never_park.load(Ordering::Relaxed)
-            && (self.blocker.load(Ordering::Relaxed) || (progress && ring.sleepers() == 0))
-    }
-}
-
 impl ProducerThread {
     /// Runs until `stop` is set (and the doorbell rung), then closes the ring so that
     /// sleeping consumers return.
@@ -82,10 +50,7 @@ impl ProducerThread {
         let _owner = self.ring.hold_owner_lock().ok();
         let _closer = CloseOnDrop(self.ring.clone());
         let mut reports = Reports::new();
-        let zero = rustix::time::Timespec {
-            tv_sec: 0,
-            tv_nsec: 0,
-        };
+        let zero = kevent_ring::timespec(0);
         let mut seen_rounds = 0;
         let mut must_watch = false;
         loop {
@@ -100,10 +65,7 @@ impl ProducerThread {
                         k.service(0);
                     }
                 }
-                let tick = tick_left.map(|d| rustix::time::Timespec {
-                    tv_sec: d.as_secs() as i64,
-                    tv_nsec: i64::from(d.subsec_nanos()),
-                });
+                let tick = tick_left.map(|d| kevent_ring::timespec(d.as_nanos() as u64));
                 if !std::mem::take(&mut must_watch)
                     && !self.stop.load(Ordering::Acquire)
                     && self.harvesters.should_park(&self.ring, &mut seen_rounds)

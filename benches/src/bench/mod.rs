@@ -62,6 +62,7 @@ pub mod backend;
 pub mod busy;
 pub mod consumer;
 pub mod epoll;
+pub mod json;
 pub mod kevent_queue;
 pub mod metrics;
 pub mod pingpong;
@@ -69,6 +70,7 @@ pub mod report;
 pub mod runner;
 pub mod settings;
 pub mod shm;
+pub mod spawn;
 pub mod streams;
 pub mod svg;
 pub mod sysinfo;
@@ -107,24 +109,24 @@ pub fn backends() -> Vec<Box<dyn Backend>> {
 pub fn main<I: IntoIterator<Item = String>>(args: I) -> ExitCode {
     let cfg = match args::parse(args) {
         Ok(c) => c,
-        Err(e) => return crate::cli::usage_error("bench", &e),
+        Err(e) => return crate::cli::out::usage_error("bench", &e),
     };
     if cfg.help {
-        return crate::cli::print_stdout("bench", USAGE);
+        return crate::cli::out::print_stdout("bench", USAGE);
     }
     if let Err(e) = args::check_paths(&cfg) {
-        return crate::cli::usage_error("bench", &e);
+        return crate::cli::out::usage_error("bench", &e);
     }
     let all = backends();
     if cfg.list {
-        return crate::cli::print_stdout("bench", &list(&all));
+        return crate::cli::out::print_stdout("bench", &list(&all));
     }
     let selected: Vec<&dyn Backend> = match &cfg.backends {
         None => all.iter().map(|b| &**b).collect(),
         Some(names) => {
             if let Some(bad) = names.iter().find(|n| !all.iter().any(|b| b.name() == *n)) {
                 let known: Vec<&str> = all.iter().map(|b| b.name()).collect();
-                return crate::cli::usage_error(
+                return crate::cli::out::usage_error(
                     "bench",
                     &format!(
                         "--backends: unknown backend `{bad}` (known: {})",
@@ -141,8 +143,8 @@ pub fn main<I: IntoIterator<Item = String>>(args: I) -> ExitCode {
     };
     // Installed only here, in the command: a library user of `run_once` keeps its own
     // signal dispositions.
-    if let Err(e) = consumer::reap_consumers_on_signal() {
-        return crate::cli::failure("bench", &format!("installing signal handlers: {e}"));
+    if let Err(e) = spawn::reap_consumers_on_signal() {
+        return crate::cli::out::failure("bench", &format!("installing signal handlers: {e}"));
     }
     let nofile = raise_nofile_limit();
     let sys = SysInfo::gather();
@@ -171,15 +173,15 @@ pub fn main<I: IntoIterator<Item = String>>(args: I) -> ExitCode {
         Format::Json => report::json(&header, &reports, ping),
     };
     // A reader that went away (`| head`) does not cost the chart: it is still written.
-    let printed = crate::cli::write_stdout(&out);
+    let printed = crate::cli::out::write_stdout(&out);
     if let Some(path) = &cfg.svg {
         if let Err(e) = std::fs::write(path, svg::chart(&header, &reports)) {
-            return crate::cli::failure("bench", &format!("writing {}: {e}", path.display()));
+            return crate::cli::out::failure("bench", &format!("writing {}: {e}", path.display()));
         }
         progressln!("kevent bench: wrote {}", path.display());
     }
     if let Err(e) = printed {
-        return crate::cli::output_failed("bench", &e);
+        return crate::cli::out::output_failed("bench", &e);
     }
     let ping_entries = ping.iter().flat_map(|p| &p.entries);
     let ran_any = reports.iter().flat_map(|c| &c.entries).any(|e| {
@@ -197,7 +199,7 @@ pub fn main<I: IntoIterator<Item = String>>(args: I) -> ExitCode {
         .any(|e| matches!(e.outcome, Outcome::Ran { .. }))
         || ping_entries.clone().next().is_some();
     if planned_any && !ran_any {
-        return crate::cli::failure("bench", "every run failed");
+        return crate::cli::out::failure("bench", "every run failed");
     }
     ExitCode::SUCCESS
 }

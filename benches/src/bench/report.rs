@@ -2,6 +2,7 @@
 
 use std::fmt::Write as _;
 
+use super::json::{jn, js};
 use super::metrics::Summary;
 use super::pingpong::{self, PingReport};
 use super::settings::Setting;
@@ -511,36 +512,6 @@ fn ping_csv(o: &mut String, p: &PingReport) {
             ",".repeat(3),
             csv_field(&note)
         );
-    }
-}
-
-/// A JSON string literal.
-pub(super) fn js(s: &str) -> String {
-    let mut o = String::with_capacity(s.len() + 2);
-    o.push('"');
-    for ch in s.chars() {
-        match ch {
-            '"' => o.push_str("\\\""),
-            '\\' => o.push_str("\\\\"),
-            '\n' => o.push_str("\\n"),
-            '\r' => o.push_str("\\r"),
-            '\t' => o.push_str("\\t"),
-            c if (c as u32) < 0x20 => {
-                let _ = write!(o, "\\u{:04x}", c as u32);
-            }
-            c => o.push(c),
-        }
-    }
-    o.push('"');
-    o
-}
-
-/// A JSON number, or `null` for NaN/infinity.
-pub(super) fn jn(x: f64) -> String {
-    if x.is_finite() {
-        format!("{x}")
-    } else {
-        "null".into()
     }
 }
 

@@ -4,11 +4,9 @@ use std::thread;
 use std::time::{Duration, Instant};
 
 use super::backend::{Backend, RunSpec};
-use super::consumer::{
-    consumer_body, fork_consumers, reap, ConsumerMode, ConsumerSetup, RunShared, PHASE_GO,
-    PHASE_STOP,
-};
+use super::consumer::{ConsumerMode, RunShared, PHASE_GO, PHASE_STOP};
 use super::metrics::{RunResult, UsageOf, WriterReport};
+use super::spawn::{consumer_body, fork_consumers, reap, ConsumerSetup};
 use super::streams::Streams;
 use super::workload::{run_writer, Cell, WriterPlan};
 

@@ -6,7 +6,7 @@ use std::fmt;
 use super::args::Config;
 use super::backend::Backend;
 use super::consumer::READ_BUF;
-use super::report::{jn, js};
+use super::json::{jn, js};
 use super::runner::WAIT_TIMEOUT;
 
 /// The unit of a numeric setting: as shown after the number, and as the suffix of its

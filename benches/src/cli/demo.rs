@@ -60,7 +60,7 @@ enum Parsed {
 fn parse(args: &[String]) -> Result<Parsed, String> {
     if args.first().map(String::as_str) == Some("--worker") {
         let socket = args.get(1).ok_or("--worker needs SOCKET PID")?;
-        let owner = super::value("--worker PID", args.get(2))?;
+        let owner = super::out::value("--worker PID", args.get(2))?;
         if args.len() > 3 {
             return Err(format!("unexpected argument {:?}", args[3]));
         }
@@ -80,9 +80,9 @@ fn parse(args: &[String]) -> Result<Parsed, String> {
     while let Some(a) = it.next() {
         match a.as_str() {
             "-h" | "--help" => return Ok(Parsed::Help),
-            "--pipes" => o.pipes = super::value("--pipes", it.next())?,
-            "--workers" => o.workers = super::value("--workers", it.next())?,
-            "--seconds" => o.seconds = super::value("--seconds", it.next())?,
+            "--pipes" => o.pipes = super::out::value("--pipes", it.next())?,
+            "--workers" => o.workers = super::out::value("--workers", it.next())?,
+            "--seconds" => o.seconds = super::out::value("--seconds", it.next())?,
             "--edge" => o.edge = true,
             "--threads" => o.threads = true,
             other => return Err(format!("unexpected argument {other:?}")),
@@ -103,7 +103,7 @@ fn parse(args: &[String]) -> Result<Parsed, String> {
 /// Runs `kevent demo` with `args` (after the word `demo`).
 pub fn run(args: &[String]) -> ExitCode {
     let result = match parse(args) {
-        Ok(Parsed::Help) => return super::print_stdout("demo", USAGE),
+        Ok(Parsed::Help) => return super::out::print_stdout("demo", USAGE),
         Ok(Parsed::Demo(o)) => match stop_on_signal() {
             Ok(()) => demo(&o),
             Err(e) => Err(format!("installing signal handlers: {e}").into()),
@@ -111,7 +111,7 @@ pub fn run(args: &[String]) -> ExitCode {
         Ok(Parsed::Worker { socket, owner }) => {
             worker_process(&socket, owner).map(|()| Ended::Done { ok: true })
         }
-        Err(msg) => return super::usage_error("demo", &msg),
+        Err(msg) => return super::out::usage_error("demo", &msg),
     };
     match result {
         Ok(Ended::Done { ok: true }) => ExitCode::SUCCESS,
@@ -120,15 +120,15 @@ pub fn run(args: &[String]) -> ExitCode {
             let _ = writeln!(
                 std::io::stderr(),
                 "{}",
-                super::error_line(
+                super::out::error_line(
                     "demo",
                     &format!("stopped by signal {sig}; workers stopped, socket removed")
                 )
             );
             ExitCode::from(128u8.saturating_add(sig as u8))
         }
-        Ok(Ended::StdoutClosed(e)) => super::output_failed("demo", &e),
-        Err(e) => super::failure("demo", &e.to_string()),
+        Ok(Ended::StdoutClosed(e)) => super::out::output_failed("demo", &e),
+        Err(e) => super::out::failure("demo", &e.to_string()),
     }
 }
 
@@ -210,7 +210,7 @@ struct Lines {
 impl Lines {
     fn line(&mut self, text: impl std::fmt::Display) {
         if self.failed.is_none() {
-            if let Err(e) = super::write_stdout(&format!("{text}\n")) {
+            if let Err(e) = super::out::write_stdout(&format!("{text}\n")) {
                 self.failed = Some(e);
             }
         }

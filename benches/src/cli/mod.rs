@@ -8,16 +8,14 @@
 //! failure at run time. A closed stdout (`kevent bench --list | head -1`) ends a
 //! command quietly with 0, as there is nobody left to tell.
 
-use std::io::{self, Write as _};
 use std::process::ExitCode;
 
 pub mod demo;
+pub mod out;
 pub mod stat;
 
-/// Exit code of a bad command line.
-pub const EXIT_USAGE: u8 = 2;
-/// Exit code of a failure at run time.
-pub const EXIT_FAILURE: u8 = 1;
+use out::{print_stdout, usage_error};
+pub use out::{EXIT_FAILURE, EXIT_USAGE};
 
 /// The top-level usage text (`kevent --help`).
 pub const USAGE: &str = "\
@@ -89,70 +87,4 @@ pub fn run(args: Vec<String>) -> ExitCode {
 
 fn print_help(command: &str) -> ExitCode {
     print_stdout(command, help_of(command).unwrap_or(USAGE))
-}
-
-/// `kevent: <command>: <message>` (`kevent: <message>` at the top level).
-pub(crate) fn error_line(command: &str, message: &str) -> String {
-    if command.is_empty() {
-        format!("kevent: {message}")
-    } else {
-        format!("kevent: {command}: {message}")
-    }
-}
-
-/// Prints `message` in the error style and where the usage is to stderr; exit code 2.
-pub(crate) fn usage_error(command: &str, message: &str) -> ExitCode {
-    let help = match command {
-        "" | "help" => "kevent --help".to_string(),
-        c => format!("kevent {c} --help"),
-    };
-    let _ = writeln!(
-        io::stderr(),
-        "{}\nRun `{help}` for usage.",
-        error_line(command, message)
-    );
-    ExitCode::from(EXIT_USAGE)
-}
-
-/// Prints `message` in the error style to stderr; exit code 1.
-pub(crate) fn failure(command: &str, message: &str) -> ExitCode {
-    let _ = writeln!(io::stderr(), "{}", error_line(command, message));
-    ExitCode::from(EXIT_FAILURE)
-}
-
-/// Writes `text` to stdout and flushes it.
-pub(crate) fn write_stdout(text: &str) -> io::Result<()> {
-    let mut out = io::stdout().lock();
-    out.write_all(text.as_bytes())?;
-    out.flush()
-}
-
-/// True for the error of writing into a pipe whose reader has gone (`| head -1`).
-pub(crate) fn is_broken_pipe(e: &io::Error) -> bool {
-    e.kind() == io::ErrorKind::BrokenPipe
-}
-
-/// The exit code after writing stdout failed with `e`: a closed pipe is a quiet success
-/// (the reader has all it wanted), anything else a failure of `command`.
-pub(crate) fn output_failed(command: &str, e: &io::Error) -> ExitCode {
-    if is_broken_pipe(e) {
-        ExitCode::SUCCESS
-    } else {
-        failure(command, &format!("writing to stdout: {e}"))
-    }
-}
-
-/// Writes `text` to stdout; the exit code of `command` that printed it.
-pub(crate) fn print_stdout(command: &str, text: &str) -> ExitCode {
-    match write_stdout(text) {
-        Ok(()) => ExitCode::SUCCESS,
-        Err(e) => output_failed(command, &e),
-    }
-}
-
-/// Parses the value of option `name` (the next argument).
-pub(crate) fn value<T: std::str::FromStr>(name: &str, next: Option<&String>) -> Result<T, String> {
-    let v = next.ok_or_else(|| format!("{name} needs a value"))?;
-    v.parse()
-        .map_err(|_| format!("{name}: {v:?} is not a valid value"))
 }

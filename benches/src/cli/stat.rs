@@ -489,14 +489,14 @@ fn seconds(secs: f64) -> Result<Duration, String> {
 pub fn run(args: &[String]) -> ExitCode {
     let opts = match parse(args) {
         Ok(Some(o)) => o,
-        Ok(None) => return super::print_stdout("stat", USAGE),
-        Err(msg) => return super::usage_error("stat", &msg),
+        Ok(None) => return super::out::print_stdout("stat", USAGE),
+        Err(msg) => return super::out::usage_error("stat", &msg),
     };
     // A pid, or the path of a queue's control socket.
     let (label, scan, _attachment) = match opts.target.parse::<u32>() {
         Ok(pid) => match rings_of_pid(pid) {
             Ok(scan) => (pid.to_string(), scan, None),
-            Err(e) => return super::failure("stat", &e.to_string()),
+            Err(e) => return super::out::failure("stat", &e.to_string()),
         },
         Err(_) => {
             let path = PathBuf::from(&opts.target);
@@ -515,7 +515,7 @@ pub fn run(args: &[String]) -> ExitCode {
                     (label, scan, Some(q))
                 }
                 Err(e) => {
-                    return super::failure(
+                    return super::out::failure(
                         "stat",
                         &format!("attaching through {}: {e}", path.display()),
                     )
@@ -529,7 +529,7 @@ pub fn run(args: &[String]) -> ExitCode {
         for (path, why) in &scan.skipped {
             let _ = write!(msg, "\n  {}: {why}", path.display());
         }
-        return super::failure("stat", &msg);
+        return super::out::failure("stat", &msg);
     }
     let shown = match opts.watch {
         None => {
@@ -538,7 +538,7 @@ pub fn run(args: &[String]) -> ExitCode {
             } else {
                 format!("kevent stat {label}\n")
             };
-            super::write_stdout(&head)
+            super::out::write_stdout(&head)
                 .and_then(|()| print_once(&label, &scan, opts.json, None).map(|_| ()))
         }
         Some(every) => {
@@ -548,7 +548,7 @@ pub fn run(args: &[String]) -> ExitCode {
     };
     match shown {
         Ok(()) => ExitCode::SUCCESS,
-        Err(e) => super::output_failed("stat", &e),
+        Err(e) => super::out::output_failed("stat", &e),
     }
 }
 
@@ -608,7 +608,7 @@ fn print_once(
             let _ = writeln!(out, "skipped {}: {why}", path.display());
         }
     }
-    super::write_stdout(&out)?;
+    super::out::write_stdout(&out)?;
     Ok(stats.iter().map(|s| s.stats).collect())
 }
 
@@ -636,7 +636,7 @@ fn watch(label: &str, scan: &Scan, json: bool, every: Duration, screen: bool) ->
                     every.as_secs_f64()
                 )
             };
-            super::write_stdout(&head)?;
+            super::out::write_stdout(&head)?;
         }
         let now = Instant::now();
         let rates = before

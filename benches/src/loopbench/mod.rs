@@ -23,7 +23,7 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 use crate::bench::sysinfo::SysInfo;
-use crate::cli::{failure, print_stdout, usage_error, value};
+use crate::cli::out::{failure, print_stdout, usage_error, value};
 use samples::{median, Quantiles};
 
 /// `kevent loop-bench --help`.

@@ -10,7 +10,7 @@ use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use kevent_ring::{Ukevent, WakeFd};
-use rustix::event::{poll, EventfdFlags, PollFd, PollFlags, Timespec};
+use rustix::event::{poll, PollFd, PollFlags, Timespec};
 use rustix::io::Errno;
 use rustix::net::{self, sockopt, RecvFlags, SendFlags, SocketAddrUnix, SocketFlags};
 
@@ -23,7 +23,7 @@ use crate::peer::PeerId;
 pub(crate) struct GateCtx {
     pub(crate) kernel: Arc<KernelLock>,
     /// To keep the producer thread from parking once a remote event loop relies on it.
-    pub(crate) harvesters: Arc<crate::thread::Harvesters>,
+    pub(crate) harvesters: Arc<crate::harvesters::Harvesters>,
     pub(crate) memfd: Arc<OwnedFd>,
     /// The doorbell's ringing end, which every attached process receives.
     pub(crate) doorbell: Arc<WakeFd>,
@@ -34,7 +34,7 @@ struct Shared {
     ctx: GateCtx,
     listeners: Mutex<Vec<Arc<OwnedFd>>>,
     /// Written to wake the gate thread (a new listener, or the close).
-    wake: OwnedFd,
+    wake: WakeFd,
     stop: AtomicBool,
 }
 
@@ -67,7 +67,7 @@ impl Gate {
             shared: Arc::new(Shared {
                 ctx,
                 listeners: Mutex::new(vec![Arc::new(listener)]),
-                wake: rustix::event::eventfd(0, EventfdFlags::CLOEXEC | EventfdFlags::NONBLOCK)?,
+                wake: WakeFd::private()?,
                 stop: AtomicBool::new(false),
             }),
             addr: GateAddr {
@@ -109,7 +109,7 @@ impl Gate {
     }
 
     fn wake(&self) {
-        let _ = rustix::io::write(&self.shared.wake, &1u64.to_ne_bytes());
+        let _ = self.shared.wake.ring();
     }
 
     /// Ends the gate thread (its connections close: clients see `BrokenPipe`), shuts the
@@ -200,8 +200,7 @@ fn run(shared: &Shared) {
             pfds.iter().map(|p| !p.revents().is_empty()).collect()
         };
         if ready[0] {
-            let mut b = [0u8; 8];
-            let _ = rustix::io::read(&shared.wake, &mut b);
+            shared.wake.reset();
         }
         if shared.stop.load(Ordering::Acquire) {
             break;

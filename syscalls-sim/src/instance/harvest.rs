@@ -14,7 +14,7 @@
 //! The producer thread parks while consumers harvest or poll (it would only be woken by
 //! every edge to hand over events they find themselves), and watches the sources whenever
 //! a futex sleeper needs it. The handshakes that make this race-free — the futex's, the
-//! poller's bell, the park word — are the ring's (`wait.rs` and `poller.rs` in
+//! poller's bell, the park word — are the ring's (`wake/wait.rs` and `wake/poller.rs` in
 //! kevent-ring, loom-checked); the rules they give (ARCHITECTURE.md §3):
 //!
 //! | waker | futex sleepers | the poller | notify-fd loop |
@@ -37,10 +37,10 @@ use std::time::Duration;
 use kevent_ring::{Claim, Deadline, WaitOutcome, WaitSpec};
 
 use super::{errno, Instance};
+use crate::epoll::Reports;
+use crate::harvesters::Harvesters;
 use crate::kernel::TOKEN_BELL;
 use crate::peer::PeerId;
-use crate::poller::Reports;
-use crate::thread::Harvesters;
 
 impl Instance {
     /// Whether consumers in the owning process harvest ready sources themselves when
@@ -89,7 +89,7 @@ impl Instance {
     /// Becomes the poller if nobody is: blocks in `epoll_wait` on the queue's sources
     /// (the kernel's epoll fd, with the bell in its set) until a source or the bell is
     /// ready or the deadline passes, then turns the reports into entries, claiming
-    /// `reserve` itself (see `poller.rs` here and in kevent-ring for the handshake that
+    /// `reserve` itself (see `epoll.rs` here and `wake/poller.rs` in kevent-ring for the handshake that
     /// makes every waker reach it). `None` if another consumer is the poller (the caller
     /// sleeps on the ring instead); `Some(Ok(()))` to look again; `Some(Err(outcome))`
     /// when the wait is over without entries.

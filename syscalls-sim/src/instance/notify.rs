@@ -16,11 +16,11 @@
 //! `wait` with a zero timeout, and gets entries or the owner's death (`EPIPE`).
 
 use std::io;
-use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd};
 use std::sync::{Mutex, MutexGuard};
 
+use crate::epoll;
 use kevent_ring::WakeFd;
-use rustix::event::epoll;
 
 use super::Instance;
 
@@ -46,7 +46,7 @@ struct State {
 impl PeerNotify {
     /// The handle (an epoll fd) and what it watches; only the kick until armed.
     pub(super) fn new() -> io::Result<(OwnedFd, PeerNotify)> {
-        let handle = epoll::create(epoll::CreateFlags::CLOEXEC)?;
+        let handle = rustix::event::epoll::create(rustix::event::epoll::CreateFlags::CLOEXEC)?;
         let kick = WakeFd::private()?;
         add(handle.as_fd(), kick.as_fd(), KICK)?;
         Ok((
@@ -81,7 +81,7 @@ impl PeerNotify {
         let inbox = WakeFd::from_fd(inbox)?;
         let mut state = self.state();
         if let Some(old) = state.inbox.take() {
-            let _ = epoll::delete(epoll_fd, old.as_fd());
+            let _ = epoll::delete(epoll_fd, old.as_raw_fd());
         }
         add(epoll_fd, inbox.as_fd(), INBOX)?;
         // Readable already if entries wait: the owner rang it when it armed it.
@@ -106,7 +106,7 @@ impl PeerNotify {
             let r = inbox.reset();
             was_set |= r.was_set;
             if r.hung_up {
-                let _ = epoll::delete(epoll_fd, inbox.as_fd());
+                let _ = epoll::delete(epoll_fd, inbox.as_raw_fd());
                 state.inbox = None;
                 // Wake whoever sleeps on the handle to look once more (it finds the
                 // ring closed, or entries).
@@ -123,13 +123,7 @@ impl PeerNotify {
 }
 
 fn add(epoll_fd: BorrowedFd<'_>, fd: BorrowedFd<'_>, token: u64) -> io::Result<()> {
-    epoll::add(
-        epoll_fd,
-        fd,
-        epoll::EventData::new_u64(token),
-        epoll::EventFlags::IN,
-    )?;
-    Ok(())
+    epoll::add(epoll_fd, fd.as_raw_fd(), token, libc::EPOLLIN as u32).map_err(super::errno)
 }
 
 impl Instance {

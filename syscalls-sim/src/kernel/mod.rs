@@ -36,19 +36,19 @@ pub(crate) use lock::KernelLock;
 pub(crate) use release::Completions;
 
 use crate::abi::*;
+use crate::epoll::Reports;
+use crate::harvesters::Harvesters;
 use crate::outbox::Outbox;
 use crate::peer::{PeerId, PeerLimits, Peers};
-use crate::poller::Reports;
 use crate::registration::{Pending, Registration};
 use crate::source::inode::Inodes;
 use crate::source::signal::Signals;
 use crate::source::{fd, timer, Source};
-use crate::thread::Harvesters;
 use tables::{Backlog, Published, SideTable};
 
 /// epoll token of the doorbell eventfd.
 pub(crate) const TOKEN_DOORBELL: u64 = u64::MAX;
-/// epoll token of the poller's bell (edge-triggered; see `poller.rs`).
+/// epoll token of the poller's bell (edge-triggered; see `epoll.rs`, and `wake/poller.rs` in kevent-ring).
 pub(crate) const TOKEN_BELL: u64 = u64::MAX - 1;
 const TOKEN_SIGHANDLER: u64 = u64::MAX - 2;
 const TOKEN_INOTIFY: u64 = u64::MAX - 3;
@@ -118,6 +118,7 @@ impl Kernel {
         epoll: Arc<OwnedFd>,
         doorbell: WakeFd,
         outbox: Arc<Outbox>,
+        lease: std::time::Duration,
     ) -> Kernel {
         let released = producer.position();
         Kernel {
@@ -128,7 +129,7 @@ impl Kernel {
             outbox,
             epoch: Arc::new(std::sync::atomic::AtomicU64::new(0)),
             remote_signals: false,
-            lease: crate::reaper::DEFAULT_LEASE,
+            lease,
             regs: Vec::new(),
             free: Vec::new(),
             index: HashMap::new(),
@@ -577,10 +578,7 @@ impl Kernel {
         }
         REPORTS.with(|reports| {
             let mut reports = reports.borrow_mut();
-            let zero = rustix::time::Timespec {
-                tv_sec: 0,
-                tv_nsec: 0,
-            };
+            let zero = kevent_ring::timespec(0);
             if reports
                 .take(self.epoll.as_fd(), Some(&zero), &self.epoch)
                 .is_ok()

@@ -15,6 +15,10 @@ use std::io;
 use std::os::fd::{AsRawFd, BorrowedFd, FromRawFd, OwnedFd, RawFd};
 
 use crate::abi::*;
+use crate::epoll;
+
+/// Every fd source is in the epoll set edge-triggered (see the module docs).
+const EPOLLET: u32 = libc::EPOLLET as u32;
 
 /// The `poll(2)` bits a `KEVENT_POLL` kevent may ask for.
 const POLL_ASKABLE: u32 =
@@ -128,29 +132,6 @@ impl Watched {
     }
 }
 
-fn epoll_ctl(
-    epoll_fd: BorrowedFd<'_>,
-    op: i32,
-    raw: RawFd,
-    interest: u32,
-    token: u64,
-) -> Result<(), i32> {
-    let mut ev = libc::epoll_event {
-        events: interest | libc::EPOLLET as u32,
-        u64: token,
-    };
-    // SAFETY: `ev` is a valid epoll_event we own for the call; the fd number is only
-    // looked up by the kernel (EBADF if it is not open), never read or written here.
-    let r = unsafe { libc::epoll_ctl(epoll_fd.as_raw_fd(), op, raw, &mut ev) };
-    if r == 0 {
-        Ok(())
-    } else {
-        Err(io::Error::last_os_error()
-            .raw_os_error()
-            .unwrap_or(libc::EINVAL))
-    }
-}
-
 /// Adds the caller's fd `raw` to `epoll`, edge-triggered, with `token`. Errors are the
 /// entry's errno (`EBADF` for a bad fd, `EPERM` for a file epoll cannot watch).
 pub(crate) fn register(
@@ -160,7 +141,7 @@ pub(crate) fn register(
     token: u64,
 ) -> Result<Watched, i32> {
     let file = identity(raw).ok_or(libc::EBADF)?;
-    match epoll_ctl(epoll_fd, libc::EPOLL_CTL_ADD, raw, interest, token) {
+    match epoll::add(epoll_fd, raw, token, interest | EPOLLET) {
         Ok(()) => Ok(Watched::Yours { raw, file }),
         // The same fd is registered under another kevent type: watch a duplicate.
         Err(libc::EEXIST) => register_dup(epoll_fd, raw, interest, token),
@@ -188,13 +169,7 @@ pub(crate) fn register_dup(
     }
     // SAFETY: `dup` is a new fd nobody else owns.
     let dup = unsafe { OwnedFd::from_raw_fd(dup) };
-    epoll_ctl(
-        epoll_fd,
-        libc::EPOLL_CTL_ADD,
-        dup.as_raw_fd(),
-        interest,
-        token,
-    )?;
+    epoll::add(epoll_fd, dup.as_raw_fd(), token, interest | EPOLLET)?;
     Ok(Watched::Ours(dup))
 }
 
@@ -208,14 +183,14 @@ pub(crate) fn modify(
     if !w.is_current() {
         return Err(libc::EBADF); // closed (or reused) without REMOVE
     }
-    epoll_ctl(epoll_fd, libc::EPOLL_CTL_MOD, w.raw(), interest, token)
+    epoll::modify(epoll_fd, w.raw(), token, interest | EPOLLET)
 }
 
 /// Takes a registered fd out of `epoll` (nothing to do if its number no longer names
 /// the registered file: epoll dropped it when the file closed).
 pub(crate) fn delete(epoll_fd: BorrowedFd<'_>, w: &Watched) {
     if w.is_current() {
-        let _ = epoll_ctl(epoll_fd, libc::EPOLL_CTL_DEL, w.raw(), 0, 0);
+        let _ = epoll::delete(epoll_fd, w.raw());
     }
 }
 

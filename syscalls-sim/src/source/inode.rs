@@ -3,10 +3,10 @@
 
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd};
 
-use rustix::event::epoll;
 use rustix::fs::inotify;
 
 use crate::abi::*;
+use crate::epoll;
 
 /// The queue's inotify instance.
 #[derive(Debug, Default)]
@@ -36,13 +36,7 @@ impl Inodes {
         if self.fd.is_none() {
             let fd = inotify::init(inotify::CreateFlags::NONBLOCK | inotify::CreateFlags::CLOEXEC)
                 .map_err(|e| e.raw_os_error())?;
-            epoll::add(
-                epoll_fd,
-                &fd,
-                epoll::EventData::new_u64(token),
-                epoll::EventFlags::IN,
-            )
-            .map_err(|e| e.raw_os_error())?;
+            epoll::add(epoll_fd, fd.as_raw_fd(), token, libc::EPOLLIN as u32)?;
             self.fd = Some(fd);
         }
         let ino = self.fd.as_ref().expect("created above");

@@ -28,7 +28,7 @@ use std::os::fd::BorrowedFd;
 use std::sync::atomic::{AtomicBool, AtomicI32, AtomicU32, AtomicU64, AtomicUsize, Ordering};
 use std::sync::Mutex;
 
-use rustix::event::epoll;
+use crate::epoll;
 
 const NSIG: usize = 65;
 
@@ -66,6 +66,8 @@ extern "C" fn on_signal(sig: libc::c_int, info: *mut libc::siginfo_t, ctx: *mut 
     COUNTS[s].fetch_add(1, Ordering::Relaxed);
     let fd = WAKE_FD.load(Ordering::Relaxed);
     if fd >= 0 {
+        // Not `WakeFd::ring`: in a signal handler only async-signal-safe calls, and the fd
+        // is a plain number in a static (an eventfd private to this process).
         let one = 1u64.to_ne_bytes();
         // SAFETY: write(2) is async-signal-safe; the buffer is on our stack.
         let _ = unsafe { libc::write(fd, one.as_ptr().cast(), 8) };
@@ -147,16 +149,14 @@ impl Signals {
             None => self.users.push((signo, 1)),
         }
         if !self.watching_handler {
+            // WAKE_FD is set once by install_handler and never closed.
             let fd = WAKE_FD.load(Ordering::Acquire);
-            // SAFETY: WAKE_FD is set once by install_handler and never closed.
-            let wake = unsafe { BorrowedFd::borrow_raw(fd) };
             epoll::add(
                 epoll_fd,
-                wake,
-                epoll::EventData::new_u64(handler_token),
-                epoll::EventFlags::IN | epoll::EventFlags::ET,
-            )
-            .map_err(|e| e.raw_os_error())?;
+                fd,
+                handler_token,
+                (libc::EPOLLIN | libc::EPOLLET) as u32,
+            )?;
             self.watching_handler = true;
         }
         let entry = match self.seen.iter_mut().find(|(s, _, _)| *s == signo) {

@@ -3,19 +3,12 @@
 //! producer's epoll set. Expirations are read from the timerfd and counted into the
 //! kevent (`ret_data` = expirations since the previous entry), never dropped.
 
-use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd};
 
-use rustix::event::epoll;
-use rustix::time::{self, Itimerspec, TimerfdClockId, TimerfdFlags, TimerfdTimerFlags, Timespec};
+use rustix::time::{self, Itimerspec, TimerfdClockId, TimerfdFlags, TimerfdTimerFlags};
 
 use crate::abi::*;
-
-fn timespec(ns: u64) -> Timespec {
-    Timespec {
-        tv_sec: (ns / 1_000_000_000) as i64,
-        tv_nsec: (ns % 1_000_000_000) as i64,
-    }
-}
+use crate::epoll;
 
 /// Creates, arms and registers the timerfd for a timer kevent. Errors are the entry's
 /// errno (`EINVAL` for a zero time or unknown event bits).
@@ -40,9 +33,13 @@ pub(crate) fn register(epoll_fd: BorrowedFd<'_>, ev: &Ukevent, token: u64) -> Re
     };
     let tfd = time::timerfd_create(clock, TimerfdFlags::NONBLOCK | TimerfdFlags::CLOEXEC)
         .map_err(|e| e.raw_os_error())?;
-    let value = timespec(ev.id);
+    let value = kevent_ring::timespec(ev.id);
     let spec = Itimerspec {
-        it_interval: if periodic { value } else { timespec(0) },
+        it_interval: if periodic {
+            value
+        } else {
+            kevent_ring::timespec(0)
+        },
         it_value: value,
     };
     let flags = if abs {
@@ -51,26 +48,16 @@ pub(crate) fn register(epoll_fd: BorrowedFd<'_>, ev: &Ukevent, token: u64) -> Re
         TimerfdTimerFlags::empty()
     };
     time::timerfd_settime(&tfd, flags, &spec).map_err(|e| e.raw_os_error())?;
-    epoll::add(
-        epoll_fd,
-        &tfd,
-        epoll::EventData::new_u64(token),
-        epoll::EventFlags::IN,
-    )
-    .map_err(|e| e.raw_os_error())?;
+    epoll::add(epoll_fd, tfd.as_raw_fd(), token, libc::EPOLLIN as u32)?;
     Ok(tfd)
 }
 
 /// Starts or stops listening to a timer's expirations (they keep being counted by the
 /// timerfd meanwhile; listening again reports them at once, the timerfd being level).
 pub(crate) fn listen(epoll_fd: BorrowedFd<'_>, tfd: &OwnedFd, token: u64, on: bool) {
-    let flags = if on {
-        epoll::EventFlags::IN
-    } else {
-        epoll::EventFlags::empty()
-    };
+    let events = if on { libc::EPOLLIN as u32 } else { 0 };
     // Fails only if the fd left the set, which REMOVE does after dropping the kevent.
-    let _ = epoll::modify(epoll_fd, tfd, epoll::EventData::new_u64(token), flags);
+    let _ = epoll::modify(epoll_fd, tfd.as_raw_fd(), token, events);
 }
 
 /// Reads the expirations since the last read (0 if none: a spurious wake-up).

@@ -36,7 +36,7 @@
 //! time, which bounds how long a source can go unpublished while nobody sleeps at all.)
 
 use crate::sync::{fence, Ordering};
-use crate::wait::WaitSpec;
+use crate::wake::wait::WaitSpec;
 use crate::{Ring, WaitOutcome};
 
 /// How the ring reaches a poller: an eventfd (real use) or a hook (loom models).
@@ -159,7 +159,7 @@ impl Ring {
     /// Producer thread: sleeps while `park` still holds `v`, until `deadline`.
     #[cfg(not(loom))]
     pub fn park_wait(&self, v: u32, deadline: Option<crate::Deadline>) {
-        let _ = crate::futex::wait(&self.header().wake.park, v, deadline);
+        let _ = crate::wake::futex::wait(&self.header().wake.park, v, deadline);
     }
 
     /// Producer thread (loom model): sleeps while `park` still holds `v`.
@@ -198,7 +198,7 @@ impl Ring {
 
     #[cfg(not(loom))]
     fn futex_wake_park(&self) {
-        crate::futex::wake(&self.header().wake.park, 1);
+        crate::wake::futex::wake(&self.header().wake.park, 1);
     }
 
     #[cfg(loom)]

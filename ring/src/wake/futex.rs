@@ -10,16 +10,6 @@ use std::io;
 
 use crate::sync::AtomicU32;
 
-/// An absolute deadline for a futex wait.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Deadline {
-    /// `CLOCK_MONOTONIC` time, in nanoseconds.
-    Monotonic(u64),
-    /// `CLOCK_REALTIME` time, in nanoseconds (kevent's `KEVENT_FLAGS_ABSTIME` with a
-    /// wall-clock deadline).
-    Realtime(u64),
-}
-
 /// What a futex wait ended with.
 // The loom model has no timeouts or signals.
 #[cfg_attr(loom, allow(dead_code))]
@@ -38,12 +28,7 @@ mod imp {
     use super::*;
     use rustix::thread::futex;
 
-    fn timespec(ns: u64) -> rustix::time::Timespec {
-        rustix::time::Timespec {
-            tv_sec: (ns / 1_000_000_000) as i64,
-            tv_nsec: (ns % 1_000_000_000) as i64,
-        }
-    }
+    use crate::wake::time::{timespec, Deadline};
 
     /// Sleeps while `*word == expected`, until woken or `deadline`.
     pub(crate) fn wait(
@@ -160,11 +145,11 @@ mod imp {
         expected: u32,
         deadline: Option<Deadline>,
     ) -> io::Result<FutexWake> {
-        let slice = crate::wait::monotonic_now().saturating_add(OWNER_POLL_NS);
+        let slice = crate::wake::time::monotonic_now().saturating_add(OWNER_POLL_NS);
         let sooner = match deadline {
             Some(Deadline::Monotonic(at)) if at <= slice => return wait(word, expected, deadline),
             Some(Deadline::Realtime(at))
-                if at <= crate::wait::realtime_now().saturating_add(OWNER_POLL_NS) =>
+                if at <= crate::wake::time::realtime_now().saturating_add(OWNER_POLL_NS) =>
             {
                 return wait(word, expected, deadline)
             }
@@ -177,9 +162,10 @@ mod imp {
     }
 
     fn libc_timespec(ns: u64) -> libc::timespec {
+        let t = timespec(ns);
         libc::timespec {
-            tv_sec: (ns / 1_000_000_000) as libc::time_t,
-            tv_nsec: (ns % 1_000_000_000) as libc::c_long,
+            tv_sec: t.tv_sec as libc::time_t,
+            tv_nsec: t.tv_nsec as libc::c_long,
         }
     }
 

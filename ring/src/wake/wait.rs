@@ -26,11 +26,12 @@ use std::time::Duration;
 #[cfg(not(loom))]
 use std::time::Instant;
 
-use crate::futex::{Deadline, FutexWake};
-use crate::owner::{OwnerWatch, FUTEX_OWNER_DIED};
 #[cfg(not(loom))]
 use crate::sync::spin_hint;
 use crate::sync::{fence, Ordering};
+use crate::wake::futex::FutexWake;
+use crate::wake::owner::{OwnerWatch, FUTEX_OWNER_DIED};
+use crate::wake::time::Deadline;
 use crate::Ring;
 
 /// Why [`Ring::wait`] returned.
@@ -116,7 +117,7 @@ impl Ring {
             return Ok(outcome);
         }
         self.spin(spec);
-        if deadline_passed(spec.deadline) {
+        if crate::wake::time::deadline_passed(spec.deadline) {
             // A zero (or past) timeout: answer without registering as a sleeper or
             // entering the futex.
             return Ok(self.check(spec).unwrap_or(WaitOutcome::TimedOut));
@@ -191,7 +192,8 @@ impl Ring {
             // Reading the clock costs ~20 ns; look at it every 64 spins. A spin never
             // outlasts the wait's deadline.
             if i.is_multiple_of(64)
-                && (start.elapsed() >= spec.spin || deadline_passed(spec.deadline))
+                && (start.elapsed() >= spec.spin
+                    || crate::wake::time::deadline_passed(spec.deadline))
             {
                 break;
             }
@@ -203,7 +205,7 @@ impl Ring {
 
     #[cfg(not(loom))]
     fn futex_wait(&self, s: u32, deadline: Option<Deadline>) -> std::io::Result<FutexWake> {
-        crate::futex::wait(&self.header().wake.seq, s, deadline)
+        crate::wake::futex::wait(&self.header().wake.seq, s, deadline)
     }
 
     #[cfg(loom)]
@@ -219,7 +221,7 @@ impl Ring {
         owner: u32,
         deadline: Option<Deadline>,
     ) -> std::io::Result<FutexWake> {
-        crate::futex::wait2(
+        crate::wake::futex::wait2(
             &self.header().wake.seq,
             s,
             self.owner_word(),
@@ -296,40 +298,11 @@ impl Ring {
 
     #[cfg(not(loom))]
     fn futex_wake(&self, n: u32) -> usize {
-        crate::futex::wake(&self.header().wake.seq, n)
+        crate::wake::futex::wake(&self.header().wake.seq, n)
     }
 
     #[cfg(loom)]
     fn futex_wake(&self, n: u32) -> usize {
         self.parking.wake(n)
     }
-}
-
-/// Whether `deadline` lies in the past (under loom, where there is no time: never).
-#[cfg(not(loom))]
-pub fn deadline_passed(deadline: Option<Deadline>) -> bool {
-    match deadline {
-        None => false,
-        Some(Deadline::Monotonic(at)) => monotonic_now() >= at,
-        Some(Deadline::Realtime(at)) => realtime_now() >= at,
-    }
-}
-
-#[cfg(loom)]
-pub fn deadline_passed(_deadline: Option<Deadline>) -> bool {
-    false
-}
-
-/// The current time on `CLOCK_MONOTONIC`, in nanoseconds.
-#[cfg(not(loom))]
-pub fn monotonic_now() -> u64 {
-    let ts = rustix::time::clock_gettime(rustix::time::ClockId::Monotonic);
-    ts.tv_sec as u64 * 1_000_000_000 + ts.tv_nsec as u64
-}
-
-/// The current time on `CLOCK_REALTIME`, in nanoseconds.
-#[cfg(not(loom))]
-pub fn realtime_now() -> u64 {
-    let ts = rustix::time::clock_gettime(rustix::time::ClockId::Realtime);
-    ts.tv_sec as u64 * 1_000_000_000 + ts.tv_nsec as u64
 }

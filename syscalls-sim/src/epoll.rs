@@ -1,8 +1,9 @@
-//! Where the kernel side takes readiness from: the queue's epoll fd, through
-//! [`Reports`] — `epoll_wait(0)` by harvesting consumers, a blocking `epoll_wait` by the
-//! producer thread, and a blocking `epoll_pwait2` with a nanosecond deadline by the
-//! poller (the consumer blocked on the sources, see `queue/harvest.rs` and `poller.rs` in
-//! kevent-ring).
+//! The instance's epoll fd, and every call on an epoll fd: [`add`], [`modify`] and
+//! [`delete`] (`epoll_ctl`, for every source and the instance's own fds), and [`Reports`],
+//! where the kernel side takes readiness from — `epoll_wait(0)` by harvesting consumers, a
+//! blocking `epoll_wait` by the producer thread, and a blocking `epoll_pwait2` with a
+//! nanosecond deadline by the poller (the consumer blocked on the sources, see
+//! `instance/harvest.rs`, and `wake/poller.rs` in kevent-ring).
 //!
 //! The poller sleeps in `epoll_wait` on the kernel's epoll fd itself, with its bell in
 //! that set (edge-triggered, `TOKEN_BELL`), rather than in `ppoll` on the epoll fd and
@@ -20,7 +21,7 @@
 //! the epoll fd, then `epoll_wait(0)`: the same wake-ups, the old cost.
 
 use std::io;
-use std::os::fd::{AsRawFd, BorrowedFd};
+use std::os::fd::{AsRawFd, BorrowedFd, RawFd};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 
 use kevent_ring::Deadline;
@@ -113,11 +114,7 @@ impl Reports {
         }
         let mut pfd = [PollFd::from_borrowed_fd(epoll_fd, PollFlags::IN)];
         rustix::event::poll(&mut pfd, left.as_ref())?;
-        let zero = rustix::time::Timespec {
-            tv_sec: 0,
-            tv_nsec: 0,
-        };
-        self.take(epoll_fd, Some(&zero), epoch)
+        self.take(epoll_fd, Some(&kevent_ring::timespec(0)), epoch)
     }
 
     /// The ctl epoch the reports were taken in.
@@ -140,8 +137,42 @@ fn time_left(deadline: Option<Deadline>) -> Option<rustix::time::Timespec> {
         Deadline::Monotonic(at) => at.saturating_sub(kevent_ring::monotonic_now()),
         Deadline::Realtime(at) => at.saturating_sub(kevent_ring::realtime_now()),
     };
-    Some(rustix::time::Timespec {
-        tv_sec: (left / 1_000_000_000) as i64,
-        tv_nsec: (left % 1_000_000_000) as i64,
-    })
+    Some(kevent_ring::timespec(left))
+}
+
+/// `epoll_ctl(EPOLL_CTL_ADD)` of `fd` with `token`: errors are the errno (`EBADF`, `EEXIST`,
+/// `EPERM` for a file epoll cannot watch...).
+pub(crate) fn add(epoll_fd: BorrowedFd<'_>, fd: RawFd, token: u64, events: u32) -> Result<(), i32> {
+    ctl(epoll_fd, libc::EPOLL_CTL_ADD, fd, token, events)
+}
+
+/// `epoll_ctl(EPOLL_CTL_MOD)` of `fd`.
+pub(crate) fn modify(
+    epoll_fd: BorrowedFd<'_>,
+    fd: RawFd,
+    token: u64,
+    events: u32,
+) -> Result<(), i32> {
+    ctl(epoll_fd, libc::EPOLL_CTL_MOD, fd, token, events)
+}
+
+/// `epoll_ctl(EPOLL_CTL_DEL)` of `fd`.
+pub(crate) fn delete(epoll_fd: BorrowedFd<'_>, fd: RawFd) -> Result<(), i32> {
+    ctl(epoll_fd, libc::EPOLL_CTL_DEL, fd, 0, 0)
+}
+
+/// The one `epoll_ctl` of this crate. `fd` is a number: a caller's fd registered by number
+/// (`source/fd.rs`), or one of ours.
+fn ctl(epoll_fd: BorrowedFd<'_>, op: i32, fd: RawFd, token: u64, events: u32) -> Result<(), i32> {
+    let mut ev = libc::epoll_event { events, u64: token };
+    // SAFETY: `ev` is a valid epoll_event we own for the call; the fd number is only
+    // looked up by the kernel (EBADF if it is not open), never read or written here.
+    let r = unsafe { libc::epoll_ctl(epoll_fd.as_raw_fd(), op, fd, &mut ev) };
+    if r == 0 {
+        Ok(())
+    } else {
+        Err(io::Error::last_os_error()
+            .raw_os_error()
+            .unwrap_or(libc::EINVAL))
+    }
 }

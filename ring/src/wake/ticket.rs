@@ -29,7 +29,7 @@ pub struct TicketLock {
     serving: AtomicU32,
     sleepers: AtomicU32,
     #[cfg(loom)]
-    parking: crate::futex::Parking,
+    parking: crate::wake::futex::Parking,
 }
 
 /// Spins of a waiter before it sleeps: a critical section of the kernel is a few
@@ -54,7 +54,7 @@ impl TicketLock {
             serving: AtomicU32::new(0),
             sleepers: AtomicU32::new(0),
             #[cfg(loom)]
-            parking: crate::futex::Parking::new(),
+            parking: crate::wake::futex::Parking::new(),
         }
     }
 
@@ -112,7 +112,7 @@ impl TicketLock {
 
     #[cfg(not(loom))]
     fn sleep(&self, seen: u32) {
-        let _ = crate::futex::wait_private(&self.serving, seen);
+        let _ = crate::wake::futex::wait_private(&self.serving, seen);
     }
 
     #[cfg(loom)]
@@ -122,7 +122,7 @@ impl TicketLock {
 
     #[cfg(not(loom))]
     fn wake_all(&self) {
-        crate::futex::wake_private(&self.serving, u32::MAX);
+        crate::wake::futex::wake_private(&self.serving, u32::MAX);
     }
 
     #[cfg(loom)]
