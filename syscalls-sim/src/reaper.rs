@@ -14,7 +14,8 @@
 //!   or a zombie — a helper it forked cannot keep its entries hostage.
 //! * **Leases.** A *live* consumer that holds the claim at `uidx` longer than the lease
 //!   (stopped, looping) while the ring is needed (full, a backlog waits, or entries
-//!   committed after it wait for their in-order release) has that entry taken back and
+//!   committed after it wait for their in-order release, their slots not yet free for
+//!   reuse) has that entry taken back and
 //!   delivered again, flagged; its late commit is a no-op. So no single consumer stalls
 //!   the queue. Counted in `stats.expired`.
 //! * **Bounded work.** When nothing changed since the last look (same `uidx`, `cidx` and
@@ -282,7 +283,8 @@ impl Reaper {
         }
         // Needed: the ring is full, events wait for room, or entries committed after this
         // one wait for it to be released (the ring releases in order; until then their
-        // kevents are not re-armed — other consumers would go without their events). Only
+        // slots are not free, and the ring's room shrinks with every commit behind it —
+        // their kevents were already re-armed at their commit, kernel/release.rs). Only
         // looked at once the lease is over: the scan is O(claimed).
         let needed = kernel.backlog_waiting()
             || kernel.producer.room().unwrap_or(1) == 0

@@ -13,7 +13,7 @@
 //!   committer itself, if the lock is free), and a consumer about to sleep does so first
 //!   (W4: a quiet moment leaves nothing unhandled);
 //! * a consumer of another process cannot reach the inbox: it rings the doorbell when
-//!   the producer asked (as for releases, `ring/src/doorbell.rs`), and the kernel then
+//!   the producer asked (as for releases, `ring/src/wake/doorbell.rs`), and the kernel then
 //!   looks at the state of every outstanding entry it watches ([`Kernel::scan_completions`]).
 //!
 //! A completion is believed only if the slot says so: DONE by a consumer (not taken back
