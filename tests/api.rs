@@ -2,17 +2,16 @@
 //! errors keep the errno and say what was wrong (`kevent stat` finding a live ring is
 //! tested with the tool, in `benches/tests/stat.rs`).
 
+mod util;
+
 use std::io::{PipeReader, PipeWriter, Read, Write};
 use std::time::Duration;
 
 use kevent::{Added, Flags, Interest, Kind, Queue, Readiness, Source, Token, Trigger};
+use util::{queue, socket_pair};
 
 const SHORT: Option<Duration> = Some(Duration::from_millis(200));
 const LONG: Option<Duration> = Some(Duration::from_secs(5));
-
-fn queue() -> Queue {
-    Queue::builder().capacity(64).build().expect("a queue")
-}
 
 /// A pipe holding `data`, its read end added level-triggered with `add_ready_now`.
 fn add_ready_pipe(q: &Queue, data: &[u8], token: u64) -> (PipeReader, PipeWriter, Added) {
@@ -464,10 +463,8 @@ fn the_notify_fd_becomes_readable_when_an_event_is_ready() {
 
 #[test]
 fn an_event_tells_a_hang_up_from_data() {
-    use std::os::unix::net::UnixStream;
     let q = queue();
-    let (a, mut b) = UnixStream::pair().unwrap();
-    a.set_nonblocking(true).unwrap();
+    let (a, mut b) = socket_pair();
     let src = Source::socket(&a, Interest::READABLE);
     q.add(&src, Token(1), Trigger::Edge).unwrap();
     // Data: readable, nothing closed.

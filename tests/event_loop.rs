@@ -4,6 +4,8 @@
 //! several threads on one loop, adaptive polling. Time bounds are generous: these tests
 //! must pass on a loaded two-core machine.
 
+mod util;
+
 use std::io::{Read, Write};
 use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, AtomicUsize, Ordering::SeqCst};
 use std::sync::{Arc, Mutex};
@@ -11,19 +13,15 @@ use std::time::{Duration, Instant};
 
 use kevent::{Clock, FdHandler, Loop};
 
-mod loop_util;
-use loop_util::*;
+use util::event_loop::*;
+use util::PATIENCE;
 
 // ---- bottom halves (test-aio: /aio/bh/*) ----
 
 #[test]
 fn a_scheduled_bh_runs_at_the_next_poll_and_only_then() {
     let lp = new_loop();
-    let n = counter();
-    let c = n.clone();
-    let bh = lp.bh(move |_, _| {
-        c.fetch_add(1, SeqCst);
-    });
+    let (bh, n) = counting_bh(&lp);
     assert!(!lp.poll(false), "nothing to do yet");
     bh.schedule();
     assert_eq!(n.load(SeqCst), 0);
@@ -39,11 +37,7 @@ fn a_scheduled_bh_runs_at_the_next_poll_and_only_then() {
 #[test]
 fn a_bh_scheduled_twice_before_it_runs_runs_once() {
     let lp = new_loop();
-    let n = counter();
-    let c = n.clone();
-    let bh = lp.bh(move |_, _| {
-        c.fetch_add(1, SeqCst);
-    });
+    let (bh, n) = counting_bh(&lp);
     bh.schedule();
     bh.schedule();
     assert!(bh.is_scheduled());
@@ -80,11 +74,7 @@ fn a_bh_that_reschedules_itself_runs_once_per_poll() {
 #[test]
 fn a_cancelled_bh_does_not_run() {
     let lp = new_loop();
-    let n = counter();
-    let c = n.clone();
-    let bh = lp.bh(move |_, _| {
-        c.fetch_add(1, SeqCst);
-    });
+    let (bh, n) = counting_bh(&lp);
     bh.schedule();
     bh.cancel();
     assert!(!lp.poll(false));
@@ -98,11 +88,7 @@ fn a_cancelled_bh_does_not_run() {
 #[test]
 fn a_bh_deleted_before_the_poll_does_not_run_and_cannot_be_scheduled() {
     let lp = new_loop();
-    let n = counter();
-    let c = n.clone();
-    let bh = lp.bh(move |_, _| {
-        c.fetch_add(1, SeqCst);
-    });
+    let (bh, n) = counting_bh(&lp);
     bh.schedule();
     bh.delete();
     assert!(!lp.poll(false));
@@ -165,11 +151,7 @@ fn bhs_deleting_themselves_after_different_counts_each_run_their_count() {
 #[test]
 fn a_bh_deleting_another_scheduled_one_keeps_it_from_running() {
     let lp = new_loop();
-    let victim_runs = counter();
-    let v = victim_runs.clone();
-    let victim = lp.bh(move |_, _| {
-        v.fetch_add(1, SeqCst);
-    });
+    let (victim, victim_runs) = counting_bh(&lp);
     let target = victim.clone();
     let killer = lp.bh(move |_, _| target.delete());
     killer.schedule();
@@ -183,11 +165,7 @@ fn a_bh_deleting_another_scheduled_one_keeps_it_from_running() {
 #[test]
 fn an_idle_bh_runs_without_counting_as_progress() {
     let lp = new_loop();
-    let n = counter();
-    let c = n.clone();
-    let bh = lp.bh(move |_, _| {
-        c.fetch_add(1, SeqCst);
-    });
+    let (bh, n) = counting_bh(&lp);
     bh.schedule_idle();
     let timeout = lp.compute_timeout().expect("a bounded timeout");
     assert!(timeout <= Duration::from_millis(10));
@@ -200,11 +178,7 @@ fn an_idle_bh_runs_without_counting_as_progress() {
 #[test]
 fn a_bh_scheduled_from_another_thread_wakes_the_sleeping_loop_and_runs_once() {
     let lp = Arc::new(new_loop());
-    let n = counter();
-    let c = n.clone();
-    let bh = lp.bh(move |_, _| {
-        c.fetch_add(1, SeqCst);
-    });
+    let (bh, n) = counting_bh(&lp);
     // A watchdog timer: if the wake-up were lost, the poll would end here, late.
     let watchdog = lp.timer(Clock::Monotonic, |_, _| {});
     watchdog.arm_after(PATIENCE);
@@ -381,7 +355,7 @@ fn an_external_notifier_waits_for_the_end_of_drained_sections() {
 #[test]
 fn a_handler_sees_its_first_second_and_third_event_exactly_once_each() {
     let lp = new_loop();
-    let (sock, mut peer) = socket_pair();
+    let (sock, mut peer) = shared_socket_pair();
     let (calls, bytes) = (counter(), Arc::new(AtomicU64::new(0)));
     lp.set_fd_handler(
         &*sock,
@@ -402,7 +376,7 @@ fn a_handler_sees_its_first_second_and_third_event_exactly_once_each() {
 #[test]
 fn an_fd_ready_when_its_handler_is_set_is_dispatched_at_the_next_poll() {
     let lp = new_loop();
-    let (sock, mut peer) = socket_pair();
+    let (sock, mut peer) = shared_socket_pair();
     peer.write_all(b"early").unwrap();
     let (calls, bytes) = (counter(), Arc::new(AtomicU64::new(0)));
     lp.set_fd_handler(
@@ -418,7 +392,7 @@ fn an_fd_ready_when_its_handler_is_set_is_dispatched_at_the_next_poll() {
 #[test]
 fn a_handler_can_remove_itself_during_dispatch() {
     let lp = new_loop();
-    let (sock, mut peer) = socket_pair();
+    let (sock, mut peer) = shared_socket_pair();
     let (calls, bytes) = (counter(), Arc::new(AtomicU64::new(0)));
     let read = reading(&sock, &calls, &bytes);
     let me = sock.clone();
@@ -441,8 +415,8 @@ fn a_handler_can_remove_itself_during_dispatch() {
 #[test]
 fn a_handler_removing_another_ready_one_keeps_it_from_running() {
     let lp = new_loop();
-    let (a, mut pa) = socket_pair();
-    let (b, mut pb) = socket_pair();
+    let (a, mut pa) = shared_socket_pair();
+    let (b, mut pb) = shared_socket_pair();
     let calls = counter();
     for (me, other) in [(a.clone(), b.clone()), (b.clone(), a.clone())] {
         let (c, me2) = (calls.clone(), me.clone());
@@ -471,7 +445,7 @@ fn a_handler_removing_another_ready_one_keeps_it_from_running() {
 #[test]
 fn the_read_callback_removing_its_handler_cancels_the_write_callback() {
     let lp = new_loop();
-    let (sock, mut peer) = socket_pair();
+    let (sock, mut peer) = shared_socket_pair();
     let (reads, writes) = (counter(), counter());
     let (r, w, me) = (reads.clone(), writes.clone(), sock.clone());
     peer.write_all(b"x").unwrap(); // readable and writable at once: one event, both bits
@@ -495,7 +469,7 @@ fn the_read_callback_removing_its_handler_cancels_the_write_callback() {
 #[test]
 fn a_write_handler_runs_while_writable_and_stops_when_it_is_replaced() {
     let lp = new_loop();
-    let (sock, _peer) = socket_pair();
+    let (sock, _peer) = shared_socket_pair();
     let (writes, reads, bytes) = (counter(), counter(), Arc::new(AtomicU64::new(0)));
     let w = writes.clone();
     let read = reading(&sock, &reads, &bytes);
@@ -521,7 +495,7 @@ fn a_write_handler_runs_while_writable_and_stops_when_it_is_replaced() {
 #[test]
 fn replacing_a_handler_sends_the_next_events_to_the_new_callback() {
     let lp = new_loop();
-    let (sock, mut peer) = socket_pair();
+    let (sock, mut peer) = shared_socket_pair();
     let (old, new, bytes) = (counter(), counter(), Arc::new(AtomicU64::new(0)));
     lp.set_fd_handler(&*sock, FdHandler::new().read(reading(&sock, &old, &bytes)))
         .unwrap();
@@ -700,8 +674,8 @@ fn arming_an_earlier_timer_from_another_thread_wakes_the_sleeping_loop() {
 #[test]
 fn a_nested_poll_keeps_external_events_and_they_are_dispatched_after_it() {
     let lp = new_loop();
-    let (ext, mut pext) = socket_pair();
-    let (int, mut pint) = socket_pair();
+    let (ext, mut pext) = shared_socket_pair();
+    let (int, mut pint) = shared_socket_pair();
     let (ext_calls, int_calls, bytes) = (counter(), counter(), Arc::new(AtomicU64::new(0)));
     lp.set_fd_handler(
         &*ext,
@@ -772,8 +746,8 @@ fn a_nested_poll_keeps_external_events_and_they_are_dispatched_after_it() {
 #[test]
 fn a_nested_poll_dispatches_what_the_outer_poll_claimed() {
     let lp = new_loop();
-    let (a, mut pa) = socket_pair();
-    let (b, mut pb) = socket_pair();
+    let (a, mut pa) = shared_socket_pair();
+    let (b, mut pb) = shared_socket_pair();
     let (b_calls, bytes) = (counter(), Arc::new(AtomicU64::new(0)));
     let nested_done = Arc::new(AtomicBool::new(false));
     lp.set_fd_handler(&*b, FdHandler::new().read(reading(&b, &b_calls, &bytes)))
@@ -808,7 +782,7 @@ fn a_nested_poll_dispatches_what_the_outer_poll_claimed() {
 #[test]
 fn a_drained_section_keeps_external_fd_events_without_busy_polling() {
     let lp = new_loop();
-    let (sock, mut peer) = socket_pair();
+    let (sock, mut peer) = shared_socket_pair();
     let (calls, bytes) = (counter(), Arc::new(AtomicU64::new(0)));
     lp.set_fd_handler(
         &*sock,
