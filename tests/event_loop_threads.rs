@@ -1,5 +1,5 @@
 //! `kevent::Loop` driven by several threads, an IoThread, and adaptive polling (the rest
-//! of its specification is tests/event_loop.rs).
+//! of its specification is in tests/event_loop_*.rs).
 
 mod util;
 
