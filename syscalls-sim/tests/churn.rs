@@ -18,8 +18,8 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use kevent_syscalls::*;
-use util::proc::bounded;
-use util::{fd_ev, pipe, user_ev, write_bytes};
+use util::proc::{bounded, rss};
+use util::{fd_ev, pipe, ring_report, user_ev, write_bytes};
 
 /// Cycles run before the first measurement.
 const WARMUP: u64 = 50_000;
@@ -37,12 +37,7 @@ fn rss_kb() -> i64 {
     unsafe {
         libc::malloc_trim(0);
     }
-    let status = std::fs::read_to_string("/proc/self/status").expect("/proc/self/status");
-    status
-        .lines()
-        .find_map(|l| l.strip_prefix("VmRSS:"))
-        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
-        .expect("a VmRSS line in /proc/self/status")
+    (rss(None) / 1024) as i64
 }
 
 /// Runs `cycle` [`WARMUP`] times, then [`CYCLES`] times between two looks at the resident
@@ -74,19 +69,6 @@ fn stays_flat(what: &str, mut cycle: impl FnMut(u64), report: impl Fn() -> Strin
     );
 }
 
-fn stats(q: &Instance) -> String {
-    let s = q.ring().stats();
-    let load = |a: &std::sync::atomic::AtomicU64| a.load(std::sync::atomic::Ordering::SeqCst);
-    format!(
-        "posted {} backlogged {} backlog_len {} registered {} lost {}",
-        load(&s.posted),
-        load(&s.backlogged),
-        load(&s.backlog_len),
-        load(&s.registered),
-        load(&s.lost)
-    )
-}
-
 /// A level-triggered pipe that is readable, added and removed again and again: every ADD
 /// returns it ready at once (`KEVENT_RET_DONE`), nobody ever waits on the queue.
 #[test]
@@ -114,7 +96,9 @@ fn adding_and_removing_a_readable_level_pipe_again_and_again_keeps_memory_flat()
                 "cycle {i}"
             );
         };
-        stays_flat("ADD/REMOVE of a readable level pipe", cycle, || stats(&q));
+        stays_flat("ADD/REMOVE of a readable level pipe", cycle, || {
+            ring_report(&q)
+        });
         q.close();
     });
 }
@@ -159,7 +143,7 @@ fn add_ready_remove_of_a_user_kevent_with_the_ring_full_keeps_memory_flat() {
         stays_flat(
             "ADD/READY/REMOVE of a user kevent, ring full",
             cycle,
-            || stats(&q),
+            || ring_report(&q),
         );
         assert_eq!(backlog(), 1, "only the filler waits in the backlog");
         q.close();
@@ -189,7 +173,9 @@ fn add_ready_remove_of_a_user_kevent_keeps_memory_flat() {
                 "cycle {i}"
             );
         };
-        stays_flat("ADD/READY/REMOVE of a user kevent", cycle, || stats(&q));
+        stays_flat("ADD/READY/REMOVE of a user kevent", cycle, || {
+            ring_report(&q)
+        });
         q.close();
     });
 }

@@ -16,29 +16,15 @@ use kevent_ring::{SlotState, Status};
 use kevent_syscalls::*;
 use util::proc::{bounded, within};
 use util::shm::{Shared, OFF_CIDX, OFF_KIDX};
-use util::MS;
-
-fn user(id: u64) -> Ukevent {
-    Ukevent {
-        id,
-        type_: KEVENT_USER,
-        event: KEVENT_USER_READY,
-        user: id,
-        ..Default::default()
-    }
-}
+use util::{ready, user_ev, MS};
 
 /// A queue of 8 slots with user events 1..=8, and the ring mapped for scribbling.
 fn small_queue() -> (Arc<Instance>, Shared) {
     let q = Instance::create_with(8, 0, Duration::from_millis(100)).expect("kevent_init");
-    let mut evs: Vec<Ukevent> = (1..=8).map(user).collect();
+    let mut evs: Vec<Ukevent> = (1..=8).map(|id| user_ev(id, 0)).collect();
     assert_eq!(q.ctl(KEVENT_CTL_ADD, &mut evs).unwrap(), 0);
     let ring = Shared::ring_of(&q);
     (q, ring)
-}
-
-fn ready(q: &Instance, id: u64) {
-    assert_eq!(q.ctl(KEVENT_CTL_READY, &mut [user(id)]).unwrap(), 0);
 }
 
 /// A slot whose state word was overwritten with garbage while it sat at the user index

@@ -24,60 +24,10 @@ use std::time::{Duration, Instant};
 use kevent_syscalls::*;
 use rustix::process::Pid;
 use util::proc::{bounded, child_log, Children, SharedWords, XorShift};
-use util::{assert_only_the_owner_stays_registered, ring_report};
-
-const MS: u64 = 1_000_000;
-
-// --- helpers ---------------------------------------------------------------------------
-
-/// 2,000 pipes, their kernel duplicates and the children's copies need more than the
-/// default 1,024 fds: raise the limit to 65,536, or to the hard limit where a container
-/// withholds `CAP_SYS_RESOURCE` (7,000 is enough).
-fn raise_nofile() {
-    use rustix::process::{getrlimit, setrlimit, Resource, Rlimit};
-    let want = Rlimit {
-        current: Some(65536),
-        maximum: Some(65536),
-    };
-    if setrlimit(Resource::Nofile, want).is_err() {
-        let hard = getrlimit(Resource::Nofile).maximum;
-        let lim = Rlimit {
-            current: hard,
-            maximum: hard,
-        };
-        setrlimit(Resource::Nofile, lim).expect("setrlimit(RLIMIT_NOFILE)");
-    }
-    let now = getrlimit(Resource::Nofile).current.unwrap_or(u64::MAX);
-    assert!(
-        now >= 7_000,
-        "RLIMIT_NOFILE is {now}, the pipe tests need 7,000"
-    );
-}
-
-/// Polls `cond` every millisecond for up to `timeout`.
-fn eventually(timeout: Duration, mut cond: impl FnMut() -> bool) -> bool {
-    let end = Instant::now() + timeout;
-    loop {
-        if cond() {
-            return true;
-        }
-        if Instant::now() >= end {
-            return false;
-        }
-        std::thread::sleep(Duration::from_millis(1));
-    }
-}
-
-fn user_ev(id: u64, req_flags: u32) -> Ukevent {
-    Ukevent {
-        id,
-        type_: KEVENT_USER,
-        event: KEVENT_USER_READY,
-        req_flags,
-        user: 0x5000 + id,
-        ..Default::default()
-    }
-}
+use util::{
+    assert_only_the_owner_stays_registered, drain, fd_ev, nonblocking_pipe, pipes_registered,
+    raise_fd_limit, ring_report, user_ev, wait_until, write_bytes, Pipes, MS,
+};
 
 // --- pipe workers ----------------------------------------------------------------------
 
@@ -225,41 +175,21 @@ fn pipe_worker(
     0
 }
 
-/// Pipes registered level-triggered (the default), `user` = index.
-struct Pipes {
-    read: Vec<OwnedFd>,
-    write: Vec<OwnedFd>,
-}
-
-fn register_pipes(q: &Instance, n: usize) -> Pipes {
-    raise_nofile();
-    let (mut read, mut write) = (Vec::with_capacity(n), Vec::with_capacity(n));
-    for _ in 0..n {
-        let (r, w) = rustix::pipe::pipe_with(
-            rustix::pipe::PipeFlags::NONBLOCK | rustix::pipe::PipeFlags::CLOEXEC,
-        )
-        .expect("pipe2");
-        read.push(r);
-        write.push(w);
-    }
-    let mut evs: Vec<Ukevent> = read
-        .iter()
-        .enumerate()
-        .map(|(i, r)| Ukevent {
-            id: r.as_raw_fd() as u64,
-            type_: KEVENT_PIPE,
-            event: KEVENT_PIPE_READ,
-            user: i as u64,
-            ..Default::default()
-        })
-        .collect();
-    assert_eq!(q.ctl(KEVENT_CTL_ADD, &mut evs).expect("ADD pipes"), 0);
-    Pipes { read, write }
+/// [`PIPES`] pipes registered (level-triggered, `user` = index). They, the kernel's
+/// duplicates and the children's copies need more than the default 1,024 fds.
+fn register_pipes(q: &Instance) -> Pipes {
+    raise_fd_limit(7_000);
+    pipes_registered(q, PIPES)
 }
 
 /// Writes `total` single bytes to pipes chosen at random; with `pace = (n, d)` it sleeps
 /// `d` after every `n` bytes. Returns how many bytes it wrote.
-fn write_bytes(write: &[OwnedFd], total: u64, seed: u64, pace: Option<(u64, Duration)>) -> u64 {
+fn write_bytes_at_random(
+    write: &[OwnedFd],
+    total: u64,
+    seed: u64,
+    pace: Option<(u64, Duration)>,
+) -> u64 {
     let mut rng = XorShift(seed);
     let end = Instant::now() + Duration::from_secs(60);
     let mut written = 0;
@@ -338,18 +268,7 @@ fn wait_until_everything_is_read(q: &Instance, board: &Board, pipes: &Pipes, wri
 
 /// Reads whatever is left in the pipes (there must be nothing).
 fn leftover_bytes(pipes: &Pipes) -> u64 {
-    let mut buf = [0u8; 4096];
-    let mut left = 0;
-    for fd in &pipes.read {
-        loop {
-            match rustix::io::read(fd, &mut buf) {
-                Ok(0) | Err(rustix::io::Errno::AGAIN) => break,
-                Ok(n) => left += n as u64,
-                Err(e) => panic!("read: {e}"),
-            }
-        }
-    }
-    left
+    pipes.read.iter().map(|fd| drain(fd) as u64).sum()
 }
 
 /// Slots CLAIMED by consumer `cid` between `uidx` and `cidx`: entries a dead consumer took
@@ -386,7 +305,7 @@ fn fork_workers(
         .map(|slot| kids.fork(|| pipe_worker(q, board, slot, &pipes.read, work)))
         .collect();
     assert!(
-        eventually(Duration::from_secs(10), || board.sum(Board::attached)
+        wait_until(Duration::from_secs(10), || board.sum(Board::attached)
             == WORKERS as u64),
         "workers did not attach"
     );
@@ -411,12 +330,12 @@ fn four_worker_processes_read_every_byte_of_2000_pipes_exactly_once() {
 fn four_worker_processes_read_every_byte_of_2000_pipes_exactly_once_body() {
     let t0 = Instant::now();
     let q = Instance::create(1024, 0).expect("kevent_init");
-    let pipes = register_pipes(&q, PIPES);
+    let pipes = register_pipes(&q);
     let board = Board::new();
     let mut kids = Children::default();
     let pids = fork_workers(&mut kids, &q, &board, &pipes, Duration::ZERO);
 
-    let written = write_bytes(&pipes.write, BYTES, 0x9e37_79b9_7f4a_7c15, None);
+    let written = write_bytes_at_random(&pipes.write, BYTES, 0x9e37_79b9_7f4a_7c15, None);
     assert_eq!(written, BYTES);
     wait_until_everything_is_read(&q, &board, &pipes, written);
     stop_workers(&mut kids, &board, &pids);
@@ -461,7 +380,7 @@ fn workers_killed_at_random_with_sigkill_lose_no_byte_and_stall_nothing_body() {
     const KILLS: u64 = 60;
     let t0 = Instant::now();
     let q = Instance::create_with(1024, 0, Duration::from_millis(100)).expect("kevent_init");
-    let pipes = register_pipes(&q, PIPES);
+    let pipes = register_pipes(&q);
     let board = Board::new();
     let mut kids = Children::default();
     // Workers spend time on each entry, so that kills often find them holding a batch.
@@ -476,7 +395,7 @@ fn workers_killed_at_random_with_sigkill_lose_no_byte_and_stall_nothing_body() {
     let written = std::thread::scope(|s| {
         // Paced (about 2 s) so that the kills land while events flow.
         let writer = s.spawn(|| {
-            write_bytes(
+            write_bytes_at_random(
                 &pipes.write,
                 BYTES,
                 0x2545_f491_4f6c_dd1d,
@@ -612,7 +531,7 @@ fn sleepers_then(q: &Instance, h: i32, hold: Duration, fire: impl FnOnce()) -> (
         .collect();
     let all_asleep = || q.ring().sleepers() as usize == SLEEPERS;
     assert!(
-        eventually(Duration::from_secs(5), all_asleep),
+        wait_until(Duration::from_secs(5), all_asleep),
         "only {} of {SLEEPERS} children asleep",
         q.ring().sleepers()
     );
@@ -666,7 +585,7 @@ fn one_event_wakes_exactly_one_of_n_sleeping_processes_body() {
     let winners: Vec<&Woke> = woke.iter().filter(|w| w.kind == 1).collect();
     let early = woke.iter().filter(|w| woken_early(fired, w)).count();
     assert_eq!(winners.len(), 1, "{woke:?}");
-    assert_eq!(winners[0].user, 0x5001);
+    assert_eq!(winners[0].user, 1);
     assert!(woken_early(fired, winners[0]), "{woke:?}");
     assert_eq!(
         early, 1,
@@ -699,7 +618,7 @@ fn wakeup_all_case(hold: Duration) {
     });
     let winners: Vec<&Woke> = woke.iter().filter(|w| w.kind == 1).collect();
     assert_eq!(winners.len(), 1, "one entry, one taker: {woke:?}");
-    assert_eq!(winners[0].user, 0x5002);
+    assert_eq!(winners[0].user, 2);
     assert!(
         woke.iter().all(|w| woken_early(fired, w) && w.kind != 3),
         "with KEVENT_REQ_WAKEUP_ALL every sleeper returns before its timeout: {woke:?}"
@@ -771,7 +690,7 @@ fn a_process_killed_asleep_in_kevent_wait_leaves_no_phantom_sleeper_body() {
         let _ = kevent_wait(h, 1, q.ring().uidx(), Some(10_000 * MS), 0);
         0
     });
-    assert!(eventually(Duration::from_secs(5), || q.ring().sleepers() == 1));
+    assert!(wait_until(Duration::from_secs(5), || q.ring().sleepers() == 1));
     std::thread::sleep(Duration::from_millis(20));
     let status = kids.kill(pid);
     assert_eq!(status.terminating_signal(), Some(libc::SIGKILL));
@@ -809,19 +728,15 @@ fn a_level_triggered_pipe_is_reported_again_when_its_slot_is_reused_before_its_r
 /// A nonblocking pipe with one byte in it, and a level-triggered `ALWAYS_QUEUE` kevent
 /// for its read end with cookie `user` (queued at ADD, since it is readable).
 fn readable_pipe_kevent(user: u64) -> (OwnedFd, OwnedFd, Ukevent) {
-    let (r, w) = rustix::pipe::pipe_with(
-        rustix::pipe::PipeFlags::NONBLOCK | rustix::pipe::PipeFlags::CLOEXEC,
-    )
-    .expect("pipe2");
-    rustix::io::write(&w, b"x").expect("write");
-    let ev = Ukevent {
-        id: r.as_raw_fd() as u64,
-        type_: KEVENT_PIPE,
-        event: KEVENT_PIPE_READ,
-        req_flags: KEVENT_REQ_ALWAYS_QUEUE,
+    let (r, w) = nonblocking_pipe();
+    write_bytes(&w, b"x");
+    let ev = fd_ev(
+        KEVENT_PIPE,
+        &r,
+        KEVENT_PIPE_READ,
+        KEVENT_REQ_ALWAYS_QUEUE,
         user,
-        ..Default::default()
-    };
+    );
     (r, w, ev)
 }
 
@@ -939,7 +854,7 @@ fn a_level_pipe_committed_by_a_child_is_reported_again_while_an_owner_thread_pol
         0
     });
     assert!(
-        eventually(Duration::from_secs(5), || board
+        wait_until(Duration::from_secs(5), || board
             .at(0)
             .load(Ordering::SeqCst)
             == 1),
@@ -955,7 +870,7 @@ fn a_level_pipe_committed_by_a_child_is_reported_again_while_an_owner_thread_pol
         (n.map_err(|e| e.to_string()), buf[0].user)
     });
     assert!(
-        eventually(Duration::from_secs(2), || q.ring().pollers() == 1
+        wait_until(Duration::from_secs(2), || q.ring().pollers() == 1
             && q.ring().producer_parked()),
         "the owner's thread polls the sources, the producer thread parks: {}",
         ring_report(&q)

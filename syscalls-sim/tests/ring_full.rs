@@ -8,13 +8,10 @@ use std::os::fd::{AsRawFd, OwnedFd};
 use std::time::{Duration, Instant};
 
 use kevent_syscalls::*;
+use util::proc::serial;
 use util::*;
 
 /// A FIFO opened read-write: one fd that is both ends of a pipe.
-/// The fd-hungry tests take this so they never hold their thousands of fds at once: the
-/// hard RLIMIT_NOFILE here is 20,000 and cannot be raised without CAP_SYS_RESOURCE.
-static FD_HEAVY: std::sync::Mutex<()> = std::sync::Mutex::new(());
-
 fn fifo(dir: &TempDir, i: usize) -> std::fs::File {
     use std::os::unix::fs::OpenOptionsExt;
     let path = dir.0.join(format!("f{i}"));
@@ -41,7 +38,9 @@ fn ten_thousand_ready_pipes_on_a_64_slot_ring_are_each_delivered_exactly_once() 
     // of 20,000 (a pipe pair per registration would need 20,000 and more). The batch
     // number goes into `id.raw[1]` (the fd is `id.raw[0]`), as a test of ids that are
     // more than an fd number.
-    let _fds = FD_HEAVY.lock().unwrap_or_else(|e| e.into_inner());
+    // Fd-hungry: one at a time, so that the tests never hold their thousands of fds at
+    // once (the hard RLIMIT_NOFILE may be 20,000, and not raised without CAP_SYS_RESOURCE).
+    let _fds = serial();
     raise_fd_limit((N + 2 * BATCH + 1_024) as u64);
     let q = Q::new(64);
     let dir = TempDir::new("ring-full");
@@ -101,7 +100,9 @@ fn ten_thousand_ready_pipes_on_a_64_slot_ring_are_each_delivered_exactly_once() 
 fn three_thousand_level_triggered_pipes_read_before_commit_are_each_delivered_once() {
     // The level-triggered sibling: a pipe pair per kevent (3 fds with the duplicate).
     const N: usize = 3_000;
-    let _fds = FD_HEAVY.lock().unwrap_or_else(|e| e.into_inner());
+    // Fd-hungry: one at a time, so that the tests never hold their thousands of fds at
+    // once (the hard RLIMIT_NOFILE may be 20,000, and not raised without CAP_SYS_RESOURCE).
+    let _fds = serial();
     raise_fd_limit((3 * N + 1_024) as u64);
     let q = Q::new(64);
     let pipes: Vec<(OwnedFd, OwnedFd)> = (0..N).map(|_| pipe()).collect();
