@@ -2,7 +2,7 @@
 //! `mod util;`): a queue handle that closes itself, kevent builders, bounded waits,
 //! claim/commit, statistics and temp dirs here; fds in `fds.rs` (re-exported here);
 //! forked children and bounded test bodies in [`proc`]; a ring's pages mapped anew in
-//! [`shm`].
+//! [`shm`]; a peer's requests reported in words in [`peer`].
 //!
 //! Every helper that blocks has a timeout, so a bug fails a test instead of hanging it.
 
@@ -18,6 +18,7 @@ use std::time::{Duration, Instant};
 use kevent_syscalls::*;
 
 mod fds;
+pub mod peer;
 pub mod proc;
 pub mod shm;
 
