@@ -2,8 +2,9 @@
 //! gate with `Instance::connect`, or a forked child calling `kevent_ctl` on the inherited
 //! handle — has registrations of its own. The id of an fd kevent is the caller's fd
 //! number *in the caller's process*, so two processes may use the same number; a peer's
-//! MODIFY/REMOVE/READY reach only its own kevents, the owner's only the owner's, and ids
-//! a peer registered first do not keep the owner from registering its own.
+//! MODIFY/REMOVE/READY reach only its own kevents, the owner's only the owner's, ids a
+//! peer registered first do not keep the owner from registering its own, and an inode
+//! kevent a peer adds through the gate watches the peer's directory.
 //!
 //! Children are forked from the test thread, run a closure and `_exit`; they report
 //! through words of shared memory (`util/peer.rs`) and are killed by a guard if a test
@@ -16,7 +17,7 @@
 mod util;
 
 use std::io;
-use std::os::fd::{AsRawFd, RawFd};
+use std::os::fd::{AsFd, AsRawFd, RawFd};
 use std::sync::atomic::Ordering::SeqCst;
 use std::time::{Duration, Instant};
 
@@ -25,8 +26,11 @@ use util::peer::{
     assert_entry_failed, assert_entry_ok, await_word, child_await, describe, owner_queue, pack,
     pipe_ev, user_kevent, CHILD_PATIENCE, OWNER_COOKIE, PEER_COOKIE,
 };
-use util::proc::{bounded, Children, SharedWords};
-use util::{drain, is_open, nanos, pipe, set_nonblocking, write_bytes, TempDir, PATIENCE, QUIET};
+use util::proc::{bounded, child_log, Children, SharedWords};
+use util::{
+    assert_broken, drain, is_open, nanos, pipe, read_byte, set_nonblocking, wait_until,
+    write_bytes, TempDir, PATIENCE, QUIET,
+};
 
 /// In a child: makes `target` another number of `fd` (`dup2`).
 fn dup_onto(fd: RawFd, target: RawFd) -> bool {
@@ -194,7 +198,7 @@ fn the_owners_remove_leaves_a_peers_kevent_of_the_same_number() {
         // The owner's second REMOVE finds nothing of its own.
         let mut rm = [pipe_ev(n, 0)];
         assert_eq!(kevent_ctl(h.0, KEVENT_CTL_REMOVE, &mut rm).unwrap(), 1);
-        util::assert_broken(&rm[0], libc::ENOENT);
+        assert_broken(&rm[0], libc::ENOENT);
         board.at(1).store(1, SeqCst);
         kids.expect_success(peer, Duration::from_secs(10), "the peer");
     });
@@ -481,5 +485,123 @@ fn a_peers_ready_on_a_user_id_only_the_owner_registered_fails_enoent_and_deliver
         assert!(extra.is_empty(), "{extra:?}");
         board.at(2).store(1, SeqCst);
         kids.expect_success(peer, Duration::from_secs(10), "the peer");
+    });
+}
+
+// --- KEVENT_INODE through the gate -----------------------------------------------------
+
+/// An inode kevent added by another process watches *its* directory — the fd that
+/// travelled with `SCM_RIGHTS` — not whatever the owner has under that number (issue
+/// #10, item 7).
+#[test]
+fn an_inode_kevent_added_through_the_gate_watches_the_peers_directory() {
+    bounded(Duration::from_secs(60), || {
+        let dir = TempDir::new("trust-inode");
+        let path = dir.0.join("gate.sock");
+        let theirs = TempDir::new("trust-inode-theirs");
+        let ours = TempDir::new("trust-inode-ours");
+        let q = Instance::create(64, 0).expect("create");
+        q.listen(&path).expect("listen");
+        // The owner has its own directory under the number the peer will use.
+        let our_dir = std::fs::File::open(&ours.0).expect("open our dir");
+        let number = rustix::io::fcntl_dupfd_cloexec(&our_dir, 900).expect("dupfd");
+        let n = number.as_raw_fd();
+        // The peer's kevents live as long as the peer (`peer_death.rs`): it stays until `done`
+        // closes.
+        let (added_r, added_w) = pipe();
+        let (done_r, done_w) = pipe();
+        let mut kids = Children::default();
+        let peer = kids.fork(|| {
+            // SAFETY: closes this process's copy of the parent's end, so that the parent
+            // closing its own is seen here as end of file; the child `_exit`s without
+            // dropping its `OwnedFd` (no second close).
+            unsafe { libc::close(done_w.as_raw_fd()) };
+            let cq = match Instance::connect(&path) {
+                Ok(cq) => cq,
+                Err(e) => {
+                    child_log(&format!("connect: {e}"));
+                    return 2;
+                }
+            };
+            let their_dir = std::fs::File::open(&theirs.0).expect("open their dir");
+            // SAFETY: dup2 onto a number this process owns (its copy of the parent's
+            // `number`, replaced and never used as that again).
+            if unsafe { libc::dup2(their_dir.as_raw_fd(), n) } != n {
+                return 3;
+            }
+            let mut ev = [util::ev(
+                KEVENT_INODE,
+                n as u64,
+                KEVENT_INODE_CREATE,
+                0,
+                PEER_COOKIE,
+            )];
+            match cq.ctl(KEVENT_CTL_ADD, &mut ev) {
+                Ok(0) => {
+                    write_bytes(&added_w, &[1]);
+                    // Until the test is done (end of file on `done`).
+                    let _ = read_byte(done_r.as_fd(), Duration::from_secs(30));
+                    0
+                }
+                r => {
+                    child_log(&format!("ADD of the inode kevent: {r:?}, {:?}", ev[0]));
+                    4
+                }
+            }
+        });
+        drop(done_r);
+        assert_eq!(
+            read_byte(added_r.as_fd(), Duration::from_secs(10)),
+            Some(1),
+            "the peer's ADD of KEVENT_INODE through the gate failed"
+        );
+        let mut buf = [Ukevent::default(); 8];
+        // A file in the owner's directory under that number: not watched.
+        std::fs::write(ours.0.join("x"), b"x").unwrap();
+        let got = q
+            .get_events(1, 8, Some(300_000_000), &mut buf, 0)
+            .expect("get_events");
+        assert_eq!(
+            got,
+            0,
+            "the owner's own directory is watched: {:?}",
+            &buf[..got]
+        );
+        // A file in the peer's directory: reported.
+        std::fs::write(theirs.0.join("y"), b"y").unwrap();
+        let got = q
+            .get_events(1, 8, Some(3_000_000_000), &mut buf, 0)
+            .expect("get_events");
+        assert_eq!(
+            got, 1,
+            "no event for a file created in the peer's directory"
+        );
+        assert_eq!(
+            (buf[0].type_, buf[0].id, buf[0].event, buf[0].user),
+            (KEVENT_INODE, n as u64, KEVENT_INODE_CREATE, PEER_COOKIE)
+        );
+        // The peer leaves: its kevent goes with it.
+        drop(done_w);
+        assert_eq!(kids.exit_code(peer, Duration::from_secs(10)), Some(0));
+        assert!(
+            wait_until(Duration::from_secs(3), || q
+                .ring()
+                .stats()
+                .registered
+                .load(std::sync::atomic::Ordering::Relaxed)
+                == 0),
+            "the peer's kevent outlived it"
+        );
+        std::fs::write(theirs.0.join("z"), b"z").unwrap();
+        let got = q
+            .get_events(1, 8, Some(300_000_000), &mut buf, 0)
+            .expect("get_events");
+        assert_eq!(
+            got,
+            0,
+            "a gone peer's directory is still watched: {:?}",
+            &buf[..got]
+        );
+        drop(number);
     });
 }

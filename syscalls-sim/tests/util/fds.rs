@@ -1,8 +1,10 @@
-//! Fds of the tests: pipes and sockets, filling and draining them, waiting for one to be
-//! readable, the fd limit, and this process's fd table as `/proc/self/fd` shows it.
+//! Fds of the tests: pipes and sockets (a raw connection to a gate too), filling and
+//! draining them, waiting for one to be readable, the fd limit, and this process's fd
+//! table as `/proc/self/fd` shows it.
 
 use std::io;
 use std::os::fd::{AsFd, OwnedFd, RawFd};
+use std::path::Path;
 use std::sync::Once;
 use std::time::Duration;
 
@@ -111,6 +113,34 @@ pub fn readable_within(fd: impl AsFd, timeout: Duration) -> bool {
         rustix::event::PollFlags::IN,
     )];
     rustix::event::poll(&mut pfd, Some(&ts)).expect("poll") == 1
+}
+
+/// Waits up to `timeout` for `fd` to be readable; then reads one byte.
+pub fn read_byte(fd: impl AsFd, timeout: Duration) -> Option<u8> {
+    if !readable_within(&fd, timeout) {
+        return None;
+    }
+    let mut b = [0u8; 1];
+    match rustix::io::read(fd, &mut b) {
+        Ok(1) => Some(b[0]),
+        _ => None,
+    }
+}
+
+/// A Unix `SOCK_SEQPACKET` socket (close-on-exec), what a queue's gate speaks.
+pub fn seqpacket() -> OwnedFd {
+    rustix::net::socket_with(
+        rustix::net::AddressFamily::UNIX,
+        rustix::net::SocketType::SEQPACKET,
+        rustix::net::SocketFlags::CLOEXEC,
+        None,
+    )
+    .expect("socket")
+}
+
+/// The Unix socket address of `path` (a gate served with `Instance::listen`).
+pub fn path_addr(path: &Path) -> rustix::net::SocketAddrUnix {
+    rustix::net::SocketAddrUnix::new(path).expect("path address")
 }
 
 /// Whether `n` is an open fd of this process.

@@ -1,14 +1,15 @@
-//! Trust boundaries of the queue's gate (ARCHITECTURE.md §5), issue #10: who a forked child
-//! or a connecting process talks to, names another user could take first, what one
-//! `accept` error, a stuck owner, or thousands of idle connections do to the gate, the
-//! fds `KEVENT_INODE` travels with, and `fork` while other threads are inside `kevent_*`
-//! calls.
+//! Who a forked child or a connecting process talks to through a queue's gate
+//! (ARCHITECTURE.md §5, "Trust boundaries"; issue #10, items 1 and 2): a forked child
+//! connects only to its queue's owner — not to a fixed name, not to whoever took the
+//! closed queue's name or path, of another user or of its own —, `Instance::connect`
+//! refuses a server of another user, gate names are not predictable, and the gate drops
+//! a peer of another user unanswered.
 //!
 //! Other users are played by forked children that `setuid(65534)` (the tests run as
 //! root). Children are forked from the test thread, end with `_exit`, are killed by a
 //! guard if a test fails and by `PR_SET_PDEATHSIG` if the test process dies. The tests of
-//! this file run one at a time (they fork, count threads and look for new socket names).
-//! Every wait is bounded, so a hang fails a test instead of hanging the run.
+//! this file run one at a time (they fork and look for new socket names). Every wait is
+//! bounded, so a hang fails a test instead of hanging the run.
 
 #![deny(clippy::undocumented_unsafe_blocks)]
 
@@ -17,11 +18,8 @@ mod util;
 use std::collections::HashSet;
 use std::io;
 use std::mem::MaybeUninit;
-use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd};
+use std::os::fd::{AsFd, OwnedFd};
 use std::os::unix::fs::PermissionsExt;
-use std::path::Path;
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{mpsc, Arc};
 use std::time::{Duration, Instant};
 
 use kevent_syscalls::*;
@@ -32,7 +30,10 @@ use rustix::net::{
 };
 use rustix::process::Pid;
 use util::proc::{bounded, child_log, Children};
-use util::{fd_ev, pipe, raise_fd_limit, user_ev, wait_until, TempDir, Q};
+use util::{
+    fd_ev, path_addr, pipe, raise_fd_limit, read_byte, seqpacket, socketpair, user_ev, wait_until,
+    write_bytes, TempDir,
+};
 
 /// The uid of the other user (`nobody`).
 const NOBODY: u32 = 65534;
@@ -58,41 +59,8 @@ fn become_user(uid: u32) -> bool {
     ok
 }
 
-/// Waits up to `timeout` for `fd` to be readable; then reads one byte.
-fn read_byte(fd: BorrowedFd<'_>, timeout: Duration) -> Option<u8> {
-    let ts = Timespec::try_from(timeout).expect("timeout");
-    let mut pfd = [PollFd::new(&fd, PollFlags::IN)];
-    match poll(&mut pfd, Some(&ts)) {
-        Ok(1) => {}
-        _ => return None,
-    }
-    let mut b = [0u8; 1];
-    match rustix::io::read(fd, &mut b) {
-        Ok(1) => Some(b[0]),
-        _ => None,
-    }
-}
-
-fn write_byte(fd: &OwnedFd, b: u8) {
-    assert_eq!(rustix::io::write(fd, &[b]).expect("write"), 1);
-}
-
-fn seqpacket() -> OwnedFd {
-    net::socket_with(
-        AddressFamily::UNIX,
-        SocketType::SEQPACKET,
-        SocketFlags::CLOEXEC,
-        None,
-    )
-    .expect("socket")
-}
-
 fn abstract_addr(name: &[u8]) -> SocketAddrUnix {
     SocketAddrUnix::new_abstract_name(name).expect("abstract name")
-}
-
-fn path_addr(path: &Path) -> SocketAddrUnix {
-    SocketAddrUnix::new(path).expect("path address")
 }
 
 /// The inodes of this process's sockets.
@@ -158,28 +126,6 @@ fn with_gate_name<T>(make: impl FnOnce() -> T) -> (T, Vec<u8>) {
     (made, new.into_iter().next().expect("one"))
 }
 
-/// Threads of this process named `name`.
-fn threads_named(name: &str) -> usize {
-    std::fs::read_dir("/proc/self/task")
-        .expect("/proc/self/task")
-        .filter_map(|e| e.ok())
-        .filter(|e| {
-            std::fs::read_to_string(e.path().join("comm")).is_ok_and(|c| c.trim_end() == name)
-        })
-        .count()
-}
-
-/// A stream socketpair, non-blocking.
-fn socketpair() -> (OwnedFd, OwnedFd) {
-    net::socketpair(
-        AddressFamily::UNIX,
-        SocketType::STREAM,
-        SocketFlags::CLOEXEC | SocketFlags::NONBLOCK,
-        None,
-    )
-    .expect("socketpair")
-}
-
 /// In a child: ADDs a socket through `q`'s control channel. 0 if it was refused with
 /// `kind`, 1 if it went through, 2 for any other error.
 fn add_a_socket_expecting(q: &Instance, kind: io::ErrorKind) -> i32 {
@@ -231,7 +177,7 @@ impl Squatter {
 
     /// Ends the squatter; what it got.
     fn finish(self, kids: &mut Children) -> i32 {
-        write_byte(&self.done, b'D');
+        write_bytes(&self.done, b"D");
         match kids.exit_code(self.pid, Duration::from_secs(10)) {
             Some(code @ GOT_NOTHING..=GOT_FDS) => code,
             other => panic!("the squatter failed: exit code {other:?}"),
@@ -261,7 +207,7 @@ fn squat(addrs: &[SocketAddrUnix], uid: Option<u32>, ready: &OwnedFd, done: &Own
         }
         listeners.push(s);
     }
-    write_byte(ready, b'R');
+    write_bytes(ready, b"R");
     let mut conns: Vec<OwnedFd> = Vec::new();
     let mut worst = GOT_NOTHING;
     let end = Instant::now() + Duration::from_secs(60);
@@ -333,7 +279,7 @@ fn what(got: i32) -> &'static str {
     }
 }
 
-// --- 1. a forked child talks only to its queue's owner ---------------------------------
+// --- a forked child talks only to its queue's owner -----------------------------------
 
 /// Item 1: the fixed name `@kevent.detached` is gone. A queue attached without a control
 /// channel has no gate address: its forked child's `kevent_ctl` answers `EOPNOTSUPP`
@@ -493,7 +439,7 @@ fn connect_refuses_a_server_of_another_user() {
     });
 }
 
-// --- 2. names nobody can take first; the server checks its peers ----------------------
+// --- names nobody can take first; the server checks its peers ------------------------
 
 /// Item 2: gate names are not predictable. Another user who binds every
 /// `@kevent.<pid>.<n>` of this process first does not stop `Instance::create`.
@@ -561,393 +507,5 @@ fn the_gate_drops_a_peer_of_another_user_unanswered() {
         });
         assert_eq!(kids.exit_code(pid, Duration::from_secs(20)), Some(0));
         drop(q);
-    });
-}
-
-// --- 5. accept errors, and clients that never hang -------------------------------------
-
-/// Item 5: an `accept` that fails with `EMFILE` does not end the gate: once the owner
-/// has fds again, the waiting connection is served.
-#[test]
-fn the_gate_survives_accept_failing_with_emfile() {
-    bounded(Duration::from_secs(60), || {
-        let dir = TempDir::new("trust-emfile");
-        let path = dir.0.join("gate.sock");
-        let (ready_r, ready_w) = pipe();
-        let (go_r, go_w) = pipe();
-        let mut kids = Children::default();
-        let owner = kids.fork(|| {
-            let q = Instance::create(64, 0).expect("create");
-            q.listen(&path).expect("listen");
-            let mut fillers = Vec::new();
-            loop {
-                match rustix::io::fcntl_dupfd_cloexec(&ready_w, 0) {
-                    Ok(fd) => fillers.push(fd),
-                    Err(rustix::io::Errno::MFILE) => break,
-                    Err(e) => {
-                        child_log(&format!("dup: {e}"));
-                        return 3;
-                    }
-                }
-            }
-            // The fd table is full: the gate's accept fails with EMFILE.
-            let last = fillers.pop().expect("at least one filler");
-            write_byte(&last, b'R');
-            if read_byte(go_r.as_fd(), Duration::from_secs(30)) != Some(b'G') {
-                return 4;
-            }
-            drop(fillers);
-            drop(last);
-            // Serve until told to end.
-            if read_byte(go_r.as_fd(), Duration::from_secs(30)) != Some(b'E') {
-                return 5;
-            }
-            drop(q);
-            0
-        });
-        drop(ready_w);
-        assert_eq!(
-            read_byte(ready_r.as_fd(), Duration::from_secs(20)),
-            Some(b'R'),
-            "the owner did not fill its fd table"
-        );
-        let (tx, rx) = mpsc::channel();
-        let p = path.clone();
-        std::thread::spawn(move || {
-            let _ = tx.send(Instance::connect(&p).map(|q| q.consumer()));
-        });
-        // The connection waits in the backlog while accept fails.
-        std::thread::sleep(Duration::from_millis(300));
-        write_byte(&go_w, b'G');
-        let r = rx
-            .recv_timeout(Duration::from_secs(4))
-            .expect("Instance::connect is still waiting 4 s after the owner got its fds back");
-        r.expect("Instance::connect after the gate's accept failed with EMFILE");
-        Instance::connect(&path).expect("a later Instance::connect");
-        write_byte(&go_w, b'E');
-        assert_eq!(kids.exit_code(owner, Duration::from_secs(10)), Some(0));
-    });
-}
-
-/// Item 5: a gate that never answers (a queue made paused and not started) makes
-/// `Instance::connect` fail with `TimedOut` after the client's timeout (5 s), not hang.
-#[test]
-fn connect_to_a_gate_that_never_answers_times_out() {
-    bounded(Duration::from_secs(60), || {
-        let dir = TempDir::new("trust-timeout");
-        let path = dir.0.join("gate.sock");
-        let q = Instance::create_paused(64, 0, DEFAULT_REAP_INTERVAL).expect("create_paused");
-        q.listen(&path).expect("listen");
-        let (tx, rx) = mpsc::channel();
-        let p = path.clone();
-        let t0 = Instant::now();
-        std::thread::spawn(move || {
-            let _ = tx.send(Instance::connect(&p).map(|q| q.consumer()));
-        });
-        let r = rx
-            .recv_timeout(Duration::from_secs(15))
-            .expect("Instance::connect to a gate nobody serves hangs");
-        let took = t0.elapsed();
-        let e = r.expect_err("nobody serves the gate");
-        assert_eq!(e.kind(), io::ErrorKind::TimedOut, "{e}");
-        assert!(
-            took >= Duration::from_secs(4) && took < Duration::from_secs(10),
-            "took {took:?}"
-        );
-        // Once started, the same gate serves.
-        q.start().expect("start");
-        Instance::connect(&path).expect("connect after the start");
-    });
-}
-
-// --- 6. bounded threads, connections and requests --------------------------------------
-
-/// Item 6: 1,000 idle connections cost no thread each; beyond the bound, connections
-/// are refused at once with a clear error; once they are gone, the gate serves again.
-#[test]
-fn a_thousand_idle_connections_cost_no_thread_each_and_the_excess_is_refused() {
-    bounded(Duration::from_secs(120), || {
-        raise_fd_limit(8192);
-        let dir = TempDir::new("trust-many");
-        let path = dir.0.join("gate.sock");
-        let q = Instance::create(64, 0).expect("create");
-        q.listen(&path).expect("listen");
-        let before = threads_named("kevent-gate");
-        let addr = path_addr(&path);
-        let conns: Vec<OwnedFd> = (0..1000)
-            .map(|_| {
-                let s = seqpacket();
-                net::connect(&s, &addr).expect("raw connect");
-                s
-            })
-            .collect();
-        // Let the gate accept them all.
-        std::thread::sleep(Duration::from_millis(500));
-        let during = threads_named("kevent-gate");
-        assert!(
-            during <= before.max(1),
-            "{during} gate threads for 1,000 idle connections (before: {before})"
-        );
-        let t0 = Instant::now();
-        let e = Instance::connect(&path).expect_err("a connection beyond the bound");
-        assert_eq!(e.kind(), io::ErrorKind::ConnectionRefused, "{e}");
-        assert!(e.to_string().contains("maximum"), "{e}");
-        assert!(
-            t0.elapsed() < Duration::from_secs(2),
-            "refused only after {:?}",
-            t0.elapsed()
-        );
-        // The ones beyond the bound were closed by the gate (EOF or the refusal).
-        let closed = conns
-            .iter()
-            .filter(|c| {
-                let mut pfd = [PollFd::new(*c, PollFlags::IN)];
-                poll(&mut pfd, Some(&Timespec::default())).unwrap_or(0) == 1
-            })
-            .count();
-        assert!(
-            closed >= 500,
-            "only {closed} of 1,000 connections were refused"
-        );
-        drop(conns);
-        assert!(
-            wait_until(Duration::from_secs(3), || Instance::connect(&path).is_ok()),
-            "the gate does not serve again once the connections are gone"
-        );
-        q.ctl(KEVENT_CTL_READY, &mut [])
-            .expect("the owner still works");
-    });
-}
-
-/// Item 6: a request longer than a frame is answered `EMSGSIZE`, and the connection
-/// goes on serving.
-#[test]
-fn an_oversized_request_is_answered_emsgsize_and_the_connection_serves_on() {
-    bounded(Duration::from_secs(60), || {
-        let dir = TempDir::new("trust-size");
-        let path = dir.0.join("gate.sock");
-        let q = Instance::create(64, 0).expect("create");
-        q.listen(&path).expect("listen");
-        let s = seqpacket();
-        net::connect(&s, &path_addr(&path)).expect("connect");
-        let status = |req: &[u8]| -> i64 {
-            net::send(&s, req, SendFlags::NOSIGNAL).expect("send");
-            assert!(
-                read_byte_peek(&s, Duration::from_secs(3)),
-                "no reply within 3 s (the gate dropped the connection, or hangs)"
-            );
-            let mut buf = [0u8; 64];
-            let n = net::recv(&s, &mut buf, RecvFlags::DONTWAIT)
-                .expect("recv")
-                .0;
-            assert!(
-                n >= 8,
-                "a reply of {n} bytes: the gate closed the connection"
-            );
-            i64::from_le_bytes(buf[..8].try_into().unwrap())
-        };
-        // CTL READY of 400 entries: more than a frame holds.
-        let mut big = vec![0u8; 16 + 400 * 40];
-        big[0] = 2;
-        big[4..8].copy_from_slice(&KEVENT_CTL_READY.to_le_bytes());
-        big[8..12].copy_from_slice(&400u32.to_le_bytes());
-        assert_eq!(status(&big), -i64::from(libc::EMSGSIZE));
-        // CTL READY with no entries: served.
-        let mut small = [0u8; 16];
-        small[0] = 2;
-        small[4..8].copy_from_slice(&KEVENT_CTL_READY.to_le_bytes());
-        assert_eq!(status(&small), 0);
-        drop(q);
-    });
-}
-
-/// Whether `s` has something to read within `timeout`.
-fn read_byte_peek(s: &OwnedFd, timeout: Duration) -> bool {
-    let ts = Timespec::try_from(timeout).expect("timeout");
-    let mut pfd = [PollFd::new(s, PollFlags::IN)];
-    poll(&mut pfd, Some(&ts)).unwrap_or(0) == 1
-}
-
-// --- 7. KEVENT_INODE through the gate ---------------------------------------------------
-
-/// Item 7: an inode kevent added by another process watches *its* directory — the fd
-/// that travelled with `SCM_RIGHTS` — not whatever the owner has under that number.
-#[test]
-fn an_inode_kevent_added_through_the_gate_watches_the_peers_directory() {
-    bounded(Duration::from_secs(60), || {
-        let dir = TempDir::new("trust-inode");
-        let path = dir.0.join("gate.sock");
-        let theirs = TempDir::new("trust-inode-theirs");
-        let ours = TempDir::new("trust-inode-ours");
-        let q = Instance::create(64, 0).expect("create");
-        q.listen(&path).expect("listen");
-        // The owner has its own directory under the number the peer will use.
-        let our_dir = std::fs::File::open(&ours.0).expect("open our dir");
-        let number = rustix::io::fcntl_dupfd_cloexec(&our_dir, 900).expect("dupfd");
-        let n = number.as_raw_fd();
-        // The peer's kevents live as long as the peer (`peer.rs`): it stays until `done`
-        // closes.
-        let (added_r, added_w) = util::pipe();
-        let (done_r, done_w) = util::pipe();
-        let mut kids = Children::default();
-        let peer = kids.fork(|| {
-            // SAFETY: closes this process's copy of the parent's end, so that the parent
-            // closing its own is seen here as end of file; the child `_exit`s without
-            // dropping its `OwnedFd` (no second close).
-            unsafe { libc::close(done_w.as_raw_fd()) };
-            let cq = match Instance::connect(&path) {
-                Ok(cq) => cq,
-                Err(e) => {
-                    child_log(&format!("connect: {e}"));
-                    return 2;
-                }
-            };
-            let their_dir = std::fs::File::open(&theirs.0).expect("open their dir");
-            // SAFETY: dup2 onto a number this process owns (its copy of the parent's
-            // `number`, replaced and never used as that again).
-            if unsafe { libc::dup2(their_dir.as_raw_fd(), n) } != n {
-                return 3;
-            }
-            let mut ev = [util::ev(
-                KEVENT_INODE,
-                n as u64,
-                KEVENT_INODE_CREATE,
-                0,
-                COOKIE,
-            )];
-            match cq.ctl(KEVENT_CTL_ADD, &mut ev) {
-                Ok(0) => {
-                    write_byte(&added_w, 1);
-                    // Until the test is done (end of file on `done`).
-                    let _ = read_byte(done_r.as_fd(), Duration::from_secs(30));
-                    0
-                }
-                r => {
-                    child_log(&format!("ADD of the inode kevent: {r:?}, {:?}", ev[0]));
-                    4
-                }
-            }
-        });
-        drop(done_r);
-        assert_eq!(
-            read_byte(added_r.as_fd(), Duration::from_secs(10)),
-            Some(1),
-            "the peer's ADD of KEVENT_INODE through the gate failed"
-        );
-        let mut buf = [Ukevent::default(); 8];
-        // A file in the owner's directory under that number: not watched.
-        std::fs::write(ours.0.join("x"), b"x").unwrap();
-        let got = q
-            .get_events(1, 8, Some(300_000_000), &mut buf, 0)
-            .expect("get_events");
-        assert_eq!(
-            got,
-            0,
-            "the owner's own directory is watched: {:?}",
-            &buf[..got]
-        );
-        // A file in the peer's directory: reported.
-        std::fs::write(theirs.0.join("y"), b"y").unwrap();
-        let got = q
-            .get_events(1, 8, Some(3_000_000_000), &mut buf, 0)
-            .expect("get_events");
-        assert_eq!(
-            got, 1,
-            "no event for a file created in the peer's directory"
-        );
-        assert_eq!(
-            (buf[0].type_, buf[0].id, buf[0].event, buf[0].user),
-            (KEVENT_INODE, n as u64, KEVENT_INODE_CREATE, COOKIE)
-        );
-        // The peer leaves: its kevent goes with it.
-        drop(done_w);
-        assert_eq!(kids.exit_code(peer, Duration::from_secs(10)), Some(0));
-        assert!(
-            util::wait_until(Duration::from_secs(3), || q
-                .ring()
-                .stats()
-                .registered
-                .load(std::sync::atomic::Ordering::Relaxed)
-                == 0),
-            "the peer's kevent outlived it"
-        );
-        std::fs::write(theirs.0.join("z"), b"z").unwrap();
-        let got = q
-            .get_events(1, 8, Some(300_000_000), &mut buf, 0)
-            .expect("get_events");
-        assert_eq!(
-            got,
-            0,
-            "a gone peer's directory is still watched: {:?}",
-            &buf[..got]
-        );
-        drop(number);
-    });
-}
-
-// --- 4. fork while other threads are inside kevent_* calls ------------------------------
-
-/// Item 4: 200 forks while three threads hammer the queue with `kevent_*` calls: every
-/// child's first calls return (no lock is copied held across the fork).
-#[test]
-fn two_hundred_forks_while_three_threads_hammer_the_queue_never_hang_a_child() {
-    bounded(Duration::from_secs(300), || {
-        let q = Q::new(64);
-        let fd = q.fd;
-        q.add(&mut [user_ev(1, 0)]);
-        let stop = Arc::new(AtomicBool::new(false));
-        let hammers: Vec<_> = (0..3)
-            .map(|i| {
-                let stop = stop.clone();
-                std::thread::spawn(move || {
-                    let mut buf = [Ukevent::default(); 8];
-                    while !stop.load(Ordering::Relaxed) {
-                        match i {
-                            0 => {
-                                let _ = kevent_ctl(fd, KEVENT_CTL_READY, &mut [user_ev(1, 0)]);
-                            }
-                            1 => {
-                                let _ = kevent_get_events(fd, 0, 8, Some(0), &mut buf, 0);
-                            }
-                            _ => {
-                                let _ = kevent_ctl(fd, KEVENT_CTL_READY, &mut []);
-                                let _ = kevent_get_events(fd, 0, 8, Some(0), &mut buf, 0);
-                            }
-                        }
-                    }
-                })
-            })
-            .collect();
-        let mut kids = Children::default();
-        let mut hung = 0;
-        let mut failed = Vec::new();
-        for _ in 0..200 {
-            let pid = kids.fork(|| {
-                let mut buf = [Ukevent::default(); 8];
-                if let Err(e) = kevent_get_events(fd, 0, 8, Some(0), &mut buf, 0) {
-                    child_log(&format!("kevent_get_events: {e}"));
-                    return 2;
-                }
-                if let Err(e) = kevent_ctl(fd, KEVENT_CTL_READY, &mut []) {
-                    child_log(&format!("kevent_ctl: {e}"));
-                    return 3;
-                }
-                0
-            });
-            match kids.exit_code(pid, Duration::from_secs(10)) {
-                Some(0) => {}
-                Some(code) => failed.push(code),
-                None => hung += 1,
-            }
-            if hung > 0 {
-                break;
-            }
-        }
-        stop.store(true, Ordering::Relaxed);
-        for h in hammers {
-            h.join().expect("hammer");
-        }
-        assert_eq!(hung, 0, "a forked child hung in its first kevent_* call");
-        assert!(failed.is_empty(), "children failed: {failed:?}");
     });
 }
