@@ -2,7 +2,8 @@
 //! `mod util;`): a queue handle that closes itself, kevent builders, bounded waits,
 //! claim/commit, statistics and temp dirs here; fds in `fds.rs` (re-exported here);
 //! forked children and bounded test bodies in [`proc`]; a ring's pages mapped anew in
-//! [`shm`]; a peer's requests reported in words in [`peer`].
+//! [`shm`]; a peer's requests reported in words in [`peer`]; the hostile peer of the
+//! `hostile_*.rs` tests in [`hostile_peer`].
 //!
 //! Every helper that blocks has a timeout, so a bug fails a test instead of hanging it.
 
@@ -18,6 +19,7 @@ use std::time::{Duration, Instant};
 use kevent_syscalls::*;
 
 mod fds;
+pub mod hostile_peer;
 pub mod peer;
 pub mod proc;
 pub mod shm;
