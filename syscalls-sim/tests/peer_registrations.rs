@@ -17,14 +17,15 @@
 mod util;
 
 use std::io;
-use std::os::fd::{AsFd, AsRawFd, RawFd};
+use std::os::fd::{AsFd, AsRawFd, OwnedFd, RawFd};
 use std::sync::atomic::Ordering::SeqCst;
 use std::time::{Duration, Instant};
 
 use kevent_syscalls::*;
+use rustix::process::Pid;
 use util::peer::{
     assert_entry_failed, assert_entry_ok, await_word, child_await, describe, owner_queue, pack,
-    pipe_ev, user_kevent, CHILD_PATIENCE, OWNER_COOKIE, PEER_COOKIE,
+    pipe_ev, report_ctl, user_kevent, Handle, CHILD_PATIENCE, OWNER_COOKIE, PEER_COOKIE,
 };
 use util::proc::{bounded, child_log, Children, SharedWords};
 use util::{
@@ -81,6 +82,37 @@ fn cookies(evs: &[Ukevent]) -> Vec<u64> {
     c
 }
 
+/// The owner's pipe: a non-blocking pipe whose read end — fd number N of this process —
+/// the owner registers through its handle `h` (cookie [`OWNER_COOKIE`]).
+fn owners_pipe(h: &Handle) -> (OwnedFd, OwnedFd) {
+    let (r, w) = pipe();
+    set_nonblocking(&r);
+    let mut ev = [pipe_ev(r.as_raw_fd(), OWNER_COOKIE)];
+    assert_eq!(kevent_ctl(h.0, KEVENT_CTL_ADD, &mut ev).unwrap(), 0);
+    (r, w)
+}
+
+/// Forks a peer that makes fd number `n` (its inherited copy of the owner's read end) the
+/// read end `theirs` of a pipe of its own and registers it through the inherited handle
+/// `h` (cookie [`PEER_COOKIE`]); it reports the ADD in word 0 and stays until word 1.
+fn fork_peer_registering_its_own_fd_at(
+    kids: &mut Children,
+    board: &SharedWords,
+    h: RawFd,
+    theirs: RawFd,
+    n: RawFd,
+) -> Pid {
+    kids.fork(|| {
+        // N is the inherited copy of the owner's read end: give it up, make N ours.
+        if !dup_onto(theirs, n) {
+            return 2;
+        }
+        report_ctl(board, 0, h, KEVENT_CTL_ADD, pipe_ev(n, PEER_COOKIE));
+        child_await(board, 1, CHILD_PATIENCE);
+        0
+    })
+}
+
 /// The owner registers the read end of a pipe at fd number N; a forked child (a peer)
 /// makes its own pipe's read end number N too and registers it. Both registrations
 /// exist; each write delivers exactly one event with the right cookie, round after round.
@@ -89,30 +121,14 @@ fn two_processes_register_the_same_fd_number_and_each_gets_its_own_events() {
     bounded(Duration::from_secs(30), || {
         let dir = TempDir::new("peers-same-number");
         let (q, h, _path) = owner_queue(64, &dir);
-        let (r1, w1) = pipe(); // the owner's: its read end is N
+        let (r1, w1) = owners_pipe(&h); // its read end is N
         let (r2, w2) = pipe(); // the peer's: the child makes it N in its own table
-        set_nonblocking(&r1);
         set_nonblocking(&r2);
         let n = r1.as_raw_fd();
-        assert_eq!(
-            kevent_ctl(h.0, KEVENT_CTL_ADD, &mut [pipe_ev(n, OWNER_COOKIE)]).unwrap(),
-            0
-        );
         // Words: 0 the peer's ADD, 1 the parent is done.
         let board = SharedWords::new(2);
         let mut kids = Children::default();
-        let (h0, m) = (h.0, r2.as_raw_fd());
-        let peer = kids.fork(|| {
-            // N is the inherited copy of the owner's read end: give it up, make N ours.
-            if !dup_onto(m, n) {
-                return 2;
-            }
-            let mut evs = [pipe_ev(n, PEER_COOKIE)];
-            let r = kevent_ctl(h0, KEVENT_CTL_ADD, &mut evs);
-            board.at(0).store(pack(&r, &evs[0]), SeqCst);
-            child_await(&board, 1, CHILD_PATIENCE);
-            0
-        });
+        let peer = fork_peer_registering_its_own_fd_at(&mut kids, &board, h.0, r2.as_raw_fd(), n);
         let added = await_word(&board, 0, Duration::from_secs(10), "the peer's ADD");
         assert_entry_ok(
             added,
@@ -154,28 +170,13 @@ fn the_owners_remove_leaves_a_peers_kevent_of_the_same_number() {
     bounded(Duration::from_secs(30), || {
         let dir = TempDir::new("peers-owner-remove");
         let (q, h, _path) = owner_queue(64, &dir);
-        let (r1, w1) = pipe();
+        let (r1, w1) = owners_pipe(&h);
         let (r2, w2) = pipe();
-        set_nonblocking(&r1);
         set_nonblocking(&r2);
         let n = r1.as_raw_fd();
-        assert_eq!(
-            kevent_ctl(h.0, KEVENT_CTL_ADD, &mut [pipe_ev(n, OWNER_COOKIE)]).unwrap(),
-            0
-        );
         let board = SharedWords::new(2);
         let mut kids = Children::default();
-        let (h0, m) = (h.0, r2.as_raw_fd());
-        let peer = kids.fork(|| {
-            if !dup_onto(m, n) {
-                return 2;
-            }
-            let mut evs = [pipe_ev(n, PEER_COOKIE)];
-            let r = kevent_ctl(h0, KEVENT_CTL_ADD, &mut evs);
-            board.at(0).store(pack(&r, &evs[0]), SeqCst);
-            child_await(&board, 1, CHILD_PATIENCE);
-            0
-        });
+        let peer = fork_peer_registering_its_own_fd_at(&mut kids, &board, h.0, r2.as_raw_fd(), n);
         let added = await_word(&board, 0, Duration::from_secs(10), "the peer's ADD");
         assert_entry_ok(added, &format!("the peer's ADD of its own fd {n}"));
         let mut rm = [pipe_ev(n, 0)];
@@ -212,14 +213,9 @@ fn a_peers_remove_reaches_only_its_own_kevent_not_the_owners_of_the_same_number(
     bounded(Duration::from_secs(30), || {
         let dir = TempDir::new("peers-remove");
         let (q, h, _path) = owner_queue(64, &dir);
-        let (r1, w1) = pipe();
+        let (r1, w1) = owners_pipe(&h);
         let (r2, _w2) = pipe();
-        set_nonblocking(&r1);
         let n = r1.as_raw_fd();
-        assert_eq!(
-            kevent_ctl(h.0, KEVENT_CTL_ADD, &mut [pipe_ev(n, OWNER_COOKIE)]).unwrap(),
-            0
-        );
         // Words: 0 REMOVE of a number it never registered; 1 ADD of its own; 2 REMOVE of
         // its own; 3 the second REMOVE; 4 the parent is done.
         let board = SharedWords::new(5);
@@ -228,19 +224,13 @@ fn a_peers_remove_reaches_only_its_own_kevent_not_the_owners_of_the_same_number(
         let peer = kids.fork(|| {
             // N is still the inherited copy of the owner's pipe: the peer registered
             // nothing there.
-            let mut evs = [pipe_ev(n, 0)];
-            let r = kevent_ctl(h0, KEVENT_CTL_REMOVE, &mut evs);
-            board.at(0).store(pack(&r, &evs[0]), SeqCst);
+            report_ctl(&board, 0, h0, KEVENT_CTL_REMOVE, pipe_ev(n, 0));
             if !dup_onto(m, n) {
                 return 2;
             }
-            let mut evs = [pipe_ev(n, PEER_COOKIE)];
-            let r = kevent_ctl(h0, KEVENT_CTL_ADD, &mut evs);
-            board.at(1).store(pack(&r, &evs[0]), SeqCst);
+            report_ctl(&board, 1, h0, KEVENT_CTL_ADD, pipe_ev(n, PEER_COOKIE));
             for w in 2..=3 {
-                let mut evs = [pipe_ev(n, 0)];
-                let r = kevent_ctl(h0, KEVENT_CTL_REMOVE, &mut evs);
-                board.at(w).store(pack(&r, &evs[0]), SeqCst);
+                report_ctl(&board, w, h0, KEVENT_CTL_REMOVE, pipe_ev(n, 0));
             }
             child_await(&board, 4, CHILD_PATIENCE);
             0
@@ -284,20 +274,13 @@ fn a_peers_modify_of_a_number_only_the_owner_registered_fails_enoent_and_changes
     bounded(Duration::from_secs(30), || {
         let dir = TempDir::new("peers-modify");
         let (q, h, _path) = owner_queue(64, &dir);
-        let (r1, w1) = pipe();
-        set_nonblocking(&r1);
+        let (r1, w1) = owners_pipe(&h);
         let n = r1.as_raw_fd();
-        assert_eq!(
-            kevent_ctl(h.0, KEVENT_CTL_ADD, &mut [pipe_ev(n, OWNER_COOKIE)]).unwrap(),
-            0
-        );
         let board = SharedWords::new(2);
         let mut kids = Children::default();
         let h0 = h.0;
         let peer = kids.fork(|| {
-            let mut evs = [pipe_ev(n, PEER_COOKIE)];
-            let r = kevent_ctl(h0, KEVENT_CTL_MODIFY, &mut evs);
-            board.at(0).store(pack(&r, &evs[0]), SeqCst);
+            report_ctl(&board, 0, h0, KEVENT_CTL_MODIFY, pipe_ev(n, PEER_COOKIE));
             child_await(&board, 1, CHILD_PATIENCE);
             0
         });

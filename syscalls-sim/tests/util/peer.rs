@@ -113,6 +113,14 @@ pub fn assert_entry_failed(w: u64, errno: i32, what: &str) {
     );
 }
 
+/// In a child: `kevent_ctl(h, cmd)` of the one entry `ev`, its outcome [`pack`]ed in word
+/// `i` of `board`.
+pub fn report_ctl(board: &SharedWords, i: usize, h: RawFd, cmd: u32, ev: Ukevent) {
+    let mut evs = [ev];
+    let r = kevent_ctl(h, cmd, &mut evs);
+    board.at(i).store(pack(&r, &evs[0]), SeqCst);
+}
+
 /// A new number of `fd`, the lowest free from `min` up, close-on-exec.
 pub fn dup(fd: &impl AsFd, min: RawFd) -> OwnedFd {
     rustix::io::fcntl_dupfd_cloexec(fd, min).expect("F_DUPFD_CLOEXEC")
