@@ -103,6 +103,25 @@ fn adding_and_removing_a_readable_level_pipe_again_and_again_keeps_memory_flat()
     });
 }
 
+/// One cycle of the user kevent tests: ADD, READY and REMOVE of `ev`, each succeeding.
+fn add_ready_remove(q: &Instance, ev: Ukevent, cycle: u64) {
+    assert_eq!(
+        q.ctl(KEVENT_CTL_ADD, &mut [ev]).expect("ADD"),
+        0,
+        "cycle {cycle}"
+    );
+    assert_eq!(
+        q.ctl(KEVENT_CTL_READY, &mut [ev]).expect("READY"),
+        0,
+        "cycle {cycle}"
+    );
+    assert_eq!(
+        q.ctl(KEVENT_CTL_REMOVE, &mut [ev]).expect("REMOVE"),
+        0,
+        "cycle {cycle}"
+    );
+}
+
 /// The ring is full (64 user kevents made ready, one more waiting in the backlog, nobody
 /// consumes); another user kevent is added, made ready — its entry goes to the backlog —
 /// and removed, again and again.
@@ -123,23 +142,7 @@ fn add_ready_remove_of_a_user_kevent_with_the_ring_full_keeps_memory_flat() {
         };
         assert_eq!(backlog(), 1, "one more waits in the backlog");
         let ev = user_ev(1_000, 0);
-        let cycle = |i: u64| {
-            assert_eq!(
-                q.ctl(KEVENT_CTL_ADD, &mut [ev]).expect("ADD"),
-                0,
-                "cycle {i}"
-            );
-            assert_eq!(
-                q.ctl(KEVENT_CTL_READY, &mut [ev]).expect("READY"),
-                0,
-                "cycle {i}"
-            );
-            assert_eq!(
-                q.ctl(KEVENT_CTL_REMOVE, &mut [ev]).expect("REMOVE"),
-                0,
-                "cycle {i}"
-            );
-        };
+        let cycle = |i: u64| add_ready_remove(&q, ev, i);
         stays_flat(
             "ADD/READY/REMOVE of a user kevent, ring full",
             cycle,
@@ -156,23 +159,7 @@ fn add_ready_remove_of_a_user_kevent_keeps_memory_flat() {
     bounded(Duration::from_secs(120), || {
         let q = Instance::create(64, 0).expect("kevent_init");
         let ev = user_ev(1, 0);
-        let cycle = |i: u64| {
-            assert_eq!(
-                q.ctl(KEVENT_CTL_ADD, &mut [ev]).expect("ADD"),
-                0,
-                "cycle {i}"
-            );
-            assert_eq!(
-                q.ctl(KEVENT_CTL_READY, &mut [ev]).expect("READY"),
-                0,
-                "cycle {i}"
-            );
-            assert_eq!(
-                q.ctl(KEVENT_CTL_REMOVE, &mut [ev]).expect("REMOVE"),
-                0,
-                "cycle {i}"
-            );
-        };
+        let cycle = |i: u64| add_ready_remove(&q, ev, i);
         stays_flat("ADD/READY/REMOVE of a user kevent", cycle, || {
             ring_report(&q)
         });

@@ -27,39 +27,50 @@ fn small_queue() -> (Arc<Instance>, Shared) {
     (q, ring)
 }
 
+/// Claims the entry at the user index (slot 0), overwrites its state word with
+/// `state(me)` (`me`: the claiming consumer's id), takes and commits everything after it
+/// (`uidx` cannot pass slot 0), and asserts that the watchdog marks the ring broken
+/// within a second; `what` names the state word.
+fn the_ring_stalled_at_the_user_index_is_marked_broken(state: impl FnOnce(u16) -> u64, what: &str) {
+    let (q, ring) = small_queue();
+    let me = q.consumer();
+    ready(&q, 1);
+    let c = q.ring().claim(me, 1);
+    assert_eq!((c.start, c.owned), (0, 1));
+    ring.u64_at(HEADER_SIZE)
+        .store(state(me.0), Ordering::SeqCst);
+    assert_eq!(q.ring().complete_range(me, c.start..c.end), 0);
+    // Everything after it is taken and committed, but uidx cannot pass slot 0.
+    for id in 2..=8 {
+        ready(&q, id);
+    }
+    let c = q.ring().claim(me, 8);
+    q.ring().complete_range(me, c.start..c.end);
+    assert_eq!(q.ring().uidx(), 0);
+    let end = Instant::now() + Duration::from_secs(1);
+    while q.ring().broken().is_none() && Instant::now() < end {
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    assert!(
+        q.ring().broken().is_some(),
+        "the ring is stalled at uidx {} by {what} (slot state {:?}), backlog {}, and not \
+         marked broken",
+        q.ring().uidx(),
+        q.ring().slot_state(0),
+        q.ring().header().stats.backlog_len.load(Ordering::SeqCst)
+    );
+}
+
 /// A slot whose state word was overwritten with garbage while it sat at the user index
 /// (claimed, not yet committed) blocks `uidx` for good: nothing is published after the
 /// ring fills. The watchdog must call that corruption what it is.
 #[test]
 fn a_garbage_state_word_at_the_user_index_marks_the_ring_broken_instead_of_stalling_it() {
     bounded(Duration::from_secs(30), || {
-        let (q, ring) = small_queue();
-        let me = q.consumer();
-        ready(&q, 1);
-        let c = q.ring().claim(me, 1);
-        assert_eq!((c.start, c.owned), (0, 1));
-        // Scribble on the claimed slot's state word: a status byte no state has.
-        ring.u64_at(HEADER_SIZE)
-            .store(0xdead_beef_0000_00ff, Ordering::SeqCst);
-        assert_eq!(q.ring().complete_range(me, c.start..c.end), 0);
-        // Everything after it is taken and committed, but uidx cannot pass slot 0.
-        for id in 2..=8 {
-            ready(&q, id);
-        }
-        let c = q.ring().claim(me, 8);
-        q.ring().complete_range(me, c.start..c.end);
-        assert_eq!(q.ring().uidx(), 0);
-        let end = Instant::now() + Duration::from_secs(1);
-        while q.ring().broken().is_none() && Instant::now() < end {
-            std::thread::sleep(Duration::from_millis(5));
-        }
-        assert!(
-            q.ring().broken().is_some(),
-            "the ring is stalled at uidx {} (slot state {:?}), backlog {}, and not marked \
-             broken",
-            q.ring().uidx(),
-            q.ring().slot_state(0),
-            q.ring().header().stats.backlog_len.load(Ordering::SeqCst)
+        // A status byte no state has.
+        the_ring_stalled_at_the_user_index_is_marked_broken(
+            |_| 0xdead_beef_0000_00ff,
+            "a garbage state word",
         );
     });
 }
@@ -69,29 +80,9 @@ fn a_garbage_state_word_at_the_user_index_marks_the_ring_broken_instead_of_stall
 #[test]
 fn a_state_word_of_the_wrong_lap_at_the_user_index_marks_the_ring_broken() {
     bounded(Duration::from_secs(30), || {
-        let (q, ring) = small_queue();
-        let me = q.consumer();
-        ready(&q, 1);
-        let c = q.ring().claim(me, 1);
-        assert_eq!((c.start, c.owned), (0, 1));
-        let wrong = SlotState::new(7, me.0, Status::Claimed).encode();
-        ring.u64_at(HEADER_SIZE).store(wrong, Ordering::SeqCst);
-        assert_eq!(q.ring().complete_range(me, c.start..c.end), 0);
-        for id in 2..=8 {
-            ready(&q, id);
-        }
-        let c = q.ring().claim(me, 8);
-        q.ring().complete_range(me, c.start..c.end);
-        assert_eq!(q.ring().uidx(), 0);
-        let end = Instant::now() + Duration::from_secs(1);
-        while q.ring().broken().is_none() && Instant::now() < end {
-            std::thread::sleep(Duration::from_millis(5));
-        }
-        assert!(
-            q.ring().broken().is_some(),
-            "stalled at uidx {} by a state word of lap 7 ({:?}), and not marked broken",
-            q.ring().uidx(),
-            q.ring().slot_state(0)
+        the_ring_stalled_at_the_user_index_is_marked_broken(
+            |me| SlotState::new(7, me, Status::Claimed).encode(),
+            "a state word of lap 7",
         );
     });
 }

@@ -20,6 +20,7 @@ use std::io;
 use std::mem::MaybeUninit;
 use std::os::fd::{AsFd, OwnedFd};
 use std::os::unix::fs::PermissionsExt;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use kevent_syscalls::*;
@@ -145,6 +146,19 @@ fn add_a_socket_expecting(q: &Instance, kind: io::ErrorKind) -> i32 {
             2
         }
     }
+}
+
+/// Forks a child of this process, attached to `q` (as a forked child is, through its
+/// parent's queue), whose ADD through the queue's control channel must be refused with
+/// `PermissionDenied`: exit code 0 if it was (see [`add_a_socket_expecting`]).
+fn fork_a_child_to_be_refused(kids: &mut Children, q: &Arc<Instance>) -> Pid {
+    kids.fork(|| match q.for_this_process() {
+        Ok(mine) => add_a_socket_expecting(&mine, io::ErrorKind::PermissionDenied),
+        Err(e) => {
+            child_log(&format!("for_this_process: {e}"));
+            10
+        }
+    })
 }
 
 // --- the squatter: a process that binds names before (or after) a queue --------------
@@ -346,13 +360,7 @@ fn a_child_refuses_whoever_took_the_freed_gate_name(uid: Option<u32>) {
     );
     let mut kids = Children::default();
     let squatter = Squatter::start(&mut kids, vec![abstract_addr(&name)], uid);
-    let victim = kids.fork(|| match q.for_this_process() {
-        Ok(mine) => add_a_socket_expecting(&mine, io::ErrorKind::PermissionDenied),
-        Err(e) => {
-            child_log(&format!("for_this_process: {e}"));
-            10
-        }
-    });
+    let victim = fork_a_child_to_be_refused(&mut kids, &q);
     let code = kids.exit_code(victim, Duration::from_secs(8));
     let got = squatter.finish(&mut kids);
     assert!(
@@ -398,13 +406,7 @@ fn a_forked_child_of_a_connected_consumer_refuses_a_new_server_at_the_path() {
         assert!(!path.exists(), "the socket file stays after the close");
         let mut kids = Children::default();
         let squatter = Squatter::start(&mut kids, vec![path_addr(&path)], None);
-        let victim = kids.fork(|| match cq.for_this_process() {
-            Ok(mine) => add_a_socket_expecting(&mine, io::ErrorKind::PermissionDenied),
-            Err(e) => {
-                child_log(&format!("for_this_process: {e}"));
-                10
-            }
-        });
+        let victim = fork_a_child_to_be_refused(&mut kids, &cq);
         let code = kids.exit_code(victim, Duration::from_secs(8));
         let got = squatter.finish(&mut kids);
         assert!(

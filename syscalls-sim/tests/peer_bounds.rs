@@ -62,6 +62,20 @@ fn set_soft_nofile(n: u64) -> bool {
     }
 }
 
+/// A connect's outcome in a word: 1 connected, else 2 + [`kind_code`] of its error.
+fn connect_word<T>(r: &io::Result<T>) -> u64 {
+    match r {
+        Ok(_) => 1,
+        Err(e) => 2 + kind_code(e),
+    }
+}
+
+/// The [`connect_word`] `w` says connected.
+#[track_caller]
+fn assert_connected(w: u64, what: &str) {
+    assert_eq!(w, 1, "{what}: {}", kind_name(w.saturating_sub(2)));
+}
+
 // --- an owner in a child ----------------------------------------------------------------
 
 /// Words of an owner child: it is ready (0); the parent asks it to check itself (1); the
@@ -438,26 +452,16 @@ fn one_process_is_refused_its_ninth_gate_connection_while_another_process_connec
                     r => break r,
                 }
             };
-            board.at(4).store(
-                match again {
-                    Ok(_) => 1,
-                    Err(e) => 2 + kind_code(&e),
-                },
-                SeqCst,
-            );
+            board.at(4).store(connect_word(&again), SeqCst);
             0
         });
         let other = kids.fork(|| {
             if !child_await(&board, 6, CHILD_PATIENCE) {
                 return 2;
             }
-            board.at(5).store(
-                match Instance::connect(&path) {
-                    Ok(_) => 1,
-                    Err(e) => 2 + kind_code(&e),
-                },
-                SeqCst,
-            );
+            board
+                .at(5)
+                .store(connect_word(&Instance::connect(&path)), SeqCst);
             0
         });
         let first = await_word(
@@ -493,12 +497,7 @@ fn one_process_is_refused_its_ninth_gate_connection_while_another_process_connec
             Duration::from_secs(10),
             "the other process's connect",
         );
-        assert_eq!(
-            w,
-            1,
-            "another process is refused: {}",
-            kind_name(w.saturating_sub(2))
-        );
+        assert_connected(w, "another process is refused");
         board.at(3).store(1, SeqCst);
         let w = await_word(
             &board,
@@ -506,12 +505,7 @@ fn one_process_is_refused_its_ninth_gate_connection_while_another_process_connec
             Duration::from_secs(10),
             "a connect after letting one go",
         );
-        assert_eq!(
-            w,
-            1,
-            "after letting one go: {}",
-            kind_name(w.saturating_sub(2))
-        );
+        assert_connected(w, "after letting one go");
         kids.expect_success(greedy, Duration::from_secs(10), "the greedy process");
         kids.expect_success(other, Duration::from_secs(10), "the other process");
         q.ctl(KEVENT_CTL_READY, &mut [])
@@ -546,14 +540,11 @@ fn a_peer_at_its_bounds_leaves_another_peers_adds_unaffected() {
             if !child_await(b, 0, CHILD_PATIENCE) {
                 return 2;
             }
-            let cq = match Instance::connect(&path) {
-                Ok(cq) => cq,
-                Err(e) => {
-                    b.at(1).store(2 + kind_code(&e), SeqCst);
-                    return 3;
-                }
+            let cq = Instance::connect(&path);
+            b.at(1).store(connect_word(&cq), SeqCst);
+            let Ok(cq) = cq else {
+                return 3;
             };
-            b.at(1).store(1, SeqCst);
             let (pr, _pw) = pipe();
             // Numbers the first peer does not use (ids are per peer, but this test is
             // about the bounds).
@@ -602,11 +593,9 @@ fn a_peer_at_its_bounds_leaves_another_peers_adds_unaffected() {
             Duration::from_secs(15),
             "the other peer's connect",
         );
-        assert_eq!(
+        assert_connected(
             conn,
-            1,
-            "another peer cannot connect while one is at its bounds: {}",
-            kind_name(conn.saturating_sub(2))
+            "another peer cannot connect while one is at its bounds",
         );
         let fds = await_word(
             &other_board,

@@ -28,6 +28,40 @@ fn fifo(dir: &TempDir, i: usize) -> std::fs::File {
     f
 }
 
+/// Claims and commits until each of the `n` pipes (cookie = index) was delivered or
+/// `limit` passed, running `handle(i)` for each entry before its commit; then asserts
+/// that each was delivered exactly once.
+fn assert_each_delivered_once(q: &Q, n: usize, limit: Duration, mut handle: impl FnMut(usize)) {
+    let mut seen = vec![0u32; n];
+    let mut delivered = 0;
+    let deadline = Instant::now() + limit;
+    while delivered < n && Instant::now() < deadline {
+        let (claim, got) = q.claim(64, Duration::from_millis(500));
+        for e in &got {
+            let i = e.user as usize;
+            seen[i] += 1;
+            if seen[i] == 1 {
+                delivered += 1;
+            }
+            handle(i);
+        }
+        if !claim.is_empty() {
+            q.commit_to(claim.end);
+        }
+    }
+    // Anything delivered twice would show up now.
+    q.expect_none(QUIET);
+    let missing = seen.iter().filter(|&&n| n == 0).count();
+    let twice: Vec<usize> = (0..n).filter(|&i| seen[i] > 1).collect();
+    assert_eq!(
+        missing,
+        0,
+        "{missing} pipes never delivered; {:?}",
+        q.stats()
+    );
+    assert!(twice.is_empty(), "delivered more than once: {twice:?}");
+}
+
 #[test]
 fn ten_thousand_ready_pipes_on_a_64_slot_ring_are_each_delivered_exactly_once() {
     const N: usize = 10_000;
@@ -62,33 +96,7 @@ fn ten_thousand_ready_pipes_on_a_64_slot_ring_are_each_delivered_exactly_once() 
         open.extend(fifos); // closing an fd ends its registration, as with epoll
     }
     assert_eq!(q.stats().registered, N as u64);
-    let mut seen = vec![0u32; N];
-    let mut delivered = 0;
-    let deadline = Instant::now() + Duration::from_secs(30);
-    while delivered < N && Instant::now() < deadline {
-        let (claim, got) = q.claim(64, Duration::from_millis(500));
-        for e in &got {
-            let i = e.user as usize;
-            seen[i] += 1;
-            if seen[i] == 1 {
-                delivered += 1;
-            }
-        }
-        if !claim.is_empty() {
-            q.commit_to(claim.end);
-        }
-    }
-    // Anything delivered twice would show up now.
-    q.expect_none(QUIET);
-    let missing = seen.iter().filter(|&&n| n == 0).count();
-    let twice: Vec<usize> = (0..N).filter(|&i| seen[i] > 1).collect();
-    assert_eq!(
-        missing,
-        0,
-        "{missing} pipes never delivered; {:?}",
-        q.stats()
-    );
-    assert!(twice.is_empty(), "delivered more than once: {twice:?}");
+    assert_each_delivered_once(&q, N, Duration::from_secs(30), |_| {});
     let s = q.stats();
     assert_eq!(s.lost, 0, "{s:?}");
     assert!(s.backlogged > 0, "the ring never filled: {s:?}");
@@ -116,34 +124,10 @@ fn three_thousand_level_triggered_pipes_read_before_commit_are_each_delivered_on
         set_nonblocking(r);
         write_bytes(w, b"x");
     }
-    let mut seen = vec![0u32; N];
-    let mut delivered = 0;
-    let deadline = Instant::now() + Duration::from_secs(20);
-    while delivered < N && Instant::now() < deadline {
-        let (claim, got) = q.claim(64, Duration::from_millis(500));
-        for e in &got {
-            let i = e.user as usize;
-            seen[i] += 1;
-            if seen[i] == 1 {
-                delivered += 1;
-            }
-            // Handled before the commit, so the level re-check finds it idle.
-            drain(&pipes[i].0);
-        }
-        if !claim.is_empty() {
-            q.commit_to(claim.end);
-        }
-    }
-    q.expect_none(QUIET);
-    let missing = seen.iter().filter(|&&n| n == 0).count();
-    let twice: Vec<usize> = (0..N).filter(|&i| seen[i] > 1).collect();
-    assert_eq!(
-        missing,
-        0,
-        "{missing} pipes never delivered; {:?}",
-        q.stats()
-    );
-    assert!(twice.is_empty(), "delivered more than once: {twice:?}");
+    assert_each_delivered_once(&q, N, Duration::from_secs(20), |i| {
+        // Handled before the commit, so the level re-check finds it idle.
+        drain(&pipes[i].0);
+    });
     let s = q.stats();
     assert_eq!(s.lost, 0, "{s:?}");
     assert!(s.backlogged > 0, "the ring never filled: {s:?}");
