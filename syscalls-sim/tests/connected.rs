@@ -232,10 +232,7 @@ fn a_connected_consumer_asleep_in_its_own_epoll_on_the_notify_fd_gets_every_even
         0
     });
     assert!(
-        wait_until(Duration::from_secs(10), || board
-            .at(0)
-            .load(Ordering::SeqCst)
-            == 1),
+        board.reaches(0, 1, Duration::from_secs(10)),
         "the child did not arm its notify fd"
     );
     let mut rng = XorShift(0x6e6f_7469_6679);

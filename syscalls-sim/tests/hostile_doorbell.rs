@@ -18,7 +18,7 @@ use std::time::{Duration, Instant};
 
 use kevent_syscalls::*;
 use util::hostile_peer::{
-    board, close, owner_queue, start_peer, Attack, Clock, Plan, CALL_LIMIT, ROUNDS,
+    board, close, owner_queue, ready_1, start_peer, Attack, Clock, Plan, CALL_LIMIT, ROUNDS,
 };
 use util::proc::{bounded, Children, SharedWords};
 use util::{fd_ev, pipe, user_ev, wait_until, write_bytes, MS};
@@ -96,17 +96,13 @@ fn doorbell_round(clock: &mut Clock, q: &Arc<Instance>, r: &std::os::fd::OwnedFd
         q2.ctl(KEVENT_CTL_REMOVE, &mut [ev])
     });
     assert_eq!(removed.expect("REMOVE"), 0, "round {round}");
+    ready_1(clock, q, round);
     let q3 = q.clone();
-    let failed = clock.call(&format!("kevent_ctl(READY) #{round}"), move || {
-        q3.ctl(KEVENT_CTL_READY, &mut [user_ev(1, 0)])
-    });
-    assert_eq!(failed.expect("READY"), 0, "round {round}");
-    let q4 = q.clone();
     let got = clock.call(
         &format!("kevent_get_events(timeout 0) #{round}"),
         move || {
             let mut buf = [Ukevent::default(); 64];
-            q4.get_events(0, 64, Some(0), &mut buf, 0)
+            q3.get_events(0, 64, Some(0), &mut buf, 0)
         },
     );
     got.expect("get_events");

@@ -18,7 +18,7 @@ use std::time::Duration;
 
 use kevent_syscalls::*;
 use util::hostile_peer::{
-    board, close, owner_queue, start_peer, Attack, Clock, Plan, CALL_LIMIT, ROUNDS,
+    board, close, owner_queue, ready_1, start_peer, Attack, Clock, Plan, CALL_LIMIT, ROUNDS,
 };
 use util::proc::{bounded, Children, SharedWords};
 use util::{user_ev, wait_until, MS};
@@ -26,15 +26,11 @@ use util::{user_ev, wait_until, MS};
 /// One round of the owner's work on user kevent 1: READY, then take it back with
 /// `kevent_get_events` — exactly one entry, the one made ready.
 fn ready_and_take(clock: &mut Clock, q: &Arc<Instance>, round: u64) {
+    ready_1(clock, q, round);
     let q1 = q.clone();
-    let failed = clock.call(&format!("kevent_ctl(READY) #{round}"), move || {
-        q1.ctl(KEVENT_CTL_READY, &mut [user_ev(1, 0)])
-    });
-    assert_eq!(failed.expect("READY"), 0, "round {round}");
-    let q2 = q.clone();
     let got = clock.call(&format!("kevent_get_events #{round}"), move || {
         let mut buf = [Ukevent::default(); 8];
-        q2.get_events(1, 8, Some(500 * MS), &mut buf, 0)
+        q1.get_events(1, 8, Some(500 * MS), &mut buf, 0)
             .map(|n| buf[..n].to_vec())
     });
     let got = got.expect("get_events");
@@ -128,11 +124,7 @@ fn a_peer_that_filled_its_notify_fd_is_still_told_of_every_new_entry() {
                     "the peer did not fill its fds again"
                 );
             }
-            let q1 = q.clone();
-            let failed = clock.call(&format!("kevent_ctl(READY) #{k}"), move || {
-                q1.ctl(KEVENT_CTL_READY, &mut [user_ev(1, 0)])
-            });
-            assert_eq!(failed.expect("READY"), 0);
+            ready_1(&mut clock, &q, k);
             board.at(board::PUBLISHED).store(k, Ordering::SeqCst);
             assert!(
                 wait_until(CALL_LIMIT, || w(board::TAKEN) == k),

@@ -50,6 +50,7 @@ fn the_notify_fd_stays_readable_when_a_wait_that_reset_it_leaves_entries_behind(
     use std::sync::atomic::{AtomicU64, Ordering::SeqCst};
     use std::sync::Arc;
     use std::time::Instant;
+    use util::proc::XorShift;
 
     const ROUNDS: u64 = 3_000;
     let q = Q::new(64);
@@ -62,7 +63,7 @@ fn the_notify_fd_stays_readable_when_a_wait_that_reset_it_leaves_entries_behind(
     let firer = {
         let (queue, round, fired) = (queue.clone(), round.clone(), fired.clone());
         std::thread::spawn(move || {
-            let mut x: u64 = 0x9e37_79b9_7f4a_7c15;
+            let mut rng = XorShift(0x9e37_79b9_7f4a_7c15);
             let mut done = 0;
             loop {
                 let r = round.load(SeqCst);
@@ -74,10 +75,7 @@ fn the_notify_fd_stays_readable_when_a_wait_that_reset_it_leaves_entries_behind(
                     continue;
                 }
                 // A varying delay spreads the publish over the waiter's loop.
-                x ^= x << 13;
-                x ^= x >> 7;
-                x ^= x << 17;
-                for _ in 0..x % 2_000 {
+                for _ in 0..rng.below(2_000) {
                     std::hint::spin_loop();
                 }
                 queue

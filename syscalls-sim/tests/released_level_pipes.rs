@@ -137,10 +137,7 @@ fn a_level_pipe_committed_by_a_child_is_reported_again_while_an_owner_thread_pol
         0
     });
     assert!(
-        wait_until(Duration::from_secs(5), || board
-            .at(0)
-            .load(Ordering::SeqCst)
-            == 1),
+        board.reaches(0, 1, Duration::from_secs(5)),
         "the child took the pipe's entry"
     );
 

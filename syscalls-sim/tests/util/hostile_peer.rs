@@ -36,7 +36,7 @@ use kevent_syscalls::*;
 use rustix::io::Errno;
 
 use super::proc::{child_log, within, Children, SharedWords};
-use super::{my_fds, wait_until, TempDir, MS};
+use super::{my_fds, user_ev, wait_until, TempDir, MS};
 
 /// The longest any single call of the owner may take here. The contract is < 100 ms;
 /// the bound is generous for a loaded 2-core machine.
@@ -105,6 +105,16 @@ pub fn owner_queue(name: &str) -> (Arc<Instance>, TempDir, PathBuf) {
     let path = dir.0.join("gate");
     q.listen(&path).expect("listen");
     (q, dir, path)
+}
+
+/// READY of user kevent 1 (which the test added), bounded; it must succeed.
+#[track_caller]
+pub fn ready_1(clock: &mut Clock, q: &Arc<Instance>, round: u64) {
+    let q = q.clone();
+    let failed = clock.call(&format!("kevent_ctl(READY) #{round}"), move || {
+        q.ctl(KEVENT_CTL_READY, &mut [user_ev(1, 0)])
+    });
+    assert_eq!(failed.expect("READY"), 0, "round {round}");
 }
 
 /// Closes the queue, bounded.

@@ -3,7 +3,7 @@
 //! process's memory and fds, and a fixed-seed random source.
 
 use std::panic::AssertUnwindSafe;
-use std::sync::atomic::AtomicU64;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{mpsc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
@@ -165,6 +165,11 @@ impl SharedWords {
 
     pub fn at(&self, i: usize) -> &AtomicU64 {
         self.0.word(i)
+    }
+
+    /// Whether word `i` is `value` within `limit` (looked at every millisecond).
+    pub fn reaches(&self, i: usize, value: u64, limit: Duration) -> bool {
+        super::wait_until(limit, || self.at(i).load(Ordering::SeqCst) == value)
     }
 }
 
