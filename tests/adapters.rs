@@ -5,6 +5,8 @@
 //!
 //! Run with `cargo test --features mio,tokio --test adapters`.
 
+mod util;
+
 use std::io::Read;
 use std::os::unix::net::UnixStream;
 use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
@@ -12,15 +14,12 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use kevent::{AsyncQueue, Interest, Queue, Source, Token, Trigger};
+use util::queue;
 
 const ZERO: Option<Duration> = Some(Duration::ZERO);
 /// Events per delivery test: far more than the ring holds (64), so the backlog and the
 /// publishes that follow commits are part of it.
 const N: u64 = 5_000;
-
-fn queue() -> Queue {
-    Queue::builder().capacity(64).build().expect("a queue")
-}
 
 /// Registers user events `0..n` (edge-triggered: each `ready` is one event).
 fn user_events(q: &Queue, n: u64) {

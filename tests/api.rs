@@ -2,16 +2,27 @@
 //! errors keep the errno and say what was wrong (`kevent stat` finding a live ring is
 //! tested with the tool, in `benches/tests/stat.rs`).
 
+mod util;
+
 use std::io::{PipeReader, PipeWriter, Read, Write};
 use std::time::Duration;
 
 use kevent::{Added, Flags, Interest, Kind, Queue, Readiness, Source, Token, Trigger};
+use util::{queue, socket_pair};
 
 const SHORT: Option<Duration> = Some(Duration::from_millis(200));
 const LONG: Option<Duration> = Some(Duration::from_secs(5));
 
-fn queue() -> Queue {
-    Queue::builder().capacity(64).build().expect("a queue")
+/// A pipe, its read end added level-triggered with token `token`.
+fn level_pipe(q: &Queue, token: u64) -> (PipeReader, PipeWriter) {
+    let (r, w) = std::io::pipe().unwrap();
+    q.add(
+        &Source::pipe(&r, Interest::READABLE),
+        Token(token),
+        Trigger::Level,
+    )
+    .unwrap();
+    (r, w)
 }
 
 /// A pipe holding `data`, its read end added level-triggered with `add_ready_now`.
@@ -40,13 +51,7 @@ fn queues_and_events_can_be_shared_between_threads() {
 #[test]
 fn a_level_triggered_pipe_is_redelivered_after_its_batch_drops_unread() {
     let q = queue();
-    let (r, mut w) = std::io::pipe().unwrap();
-    q.add(
-        &Source::pipe(&r, Interest::READABLE),
-        Token(1),
-        Trigger::Level,
-    )
-    .unwrap();
+    let (_r, mut w) = level_pipe(&q, 1);
     w.write_all(b"x").unwrap();
 
     let batch = q.wait(8, LONG).unwrap();
@@ -68,13 +73,7 @@ fn a_level_triggered_pipe_is_redelivered_after_its_batch_drops_unread() {
 #[test]
 fn a_batch_that_is_not_dropped_is_not_committed() {
     let q = queue();
-    let (r, mut w) = std::io::pipe().unwrap();
-    q.add(
-        &Source::pipe(&r, Interest::READABLE),
-        Token(1),
-        Trigger::Level,
-    )
-    .unwrap();
+    let (_r, mut w) = level_pipe(&q, 1);
     w.write_all(b"x").unwrap();
     let batch = q.wait(8, LONG).unwrap();
     let uidx = q.ring().uidx();
@@ -86,13 +85,7 @@ fn a_batch_that_is_not_dropped_is_not_committed() {
 #[test]
 fn a_read_pipe_is_not_reported_again_after_commit() {
     let q = queue();
-    let (mut r, mut w) = std::io::pipe().unwrap();
-    q.add(
-        &Source::pipe(&r, Interest::READABLE),
-        Token(3),
-        Trigger::Level,
-    )
-    .unwrap();
+    let (mut r, mut w) = level_pipe(&q, 3);
     w.write_all(b"abc").unwrap();
     let batch = q.wait(8, LONG).unwrap();
     let mut buf = [0u8; 8];
@@ -464,10 +457,8 @@ fn the_notify_fd_becomes_readable_when_an_event_is_ready() {
 
 #[test]
 fn an_event_tells_a_hang_up_from_data() {
-    use std::os::unix::net::UnixStream;
     let q = queue();
-    let (a, mut b) = UnixStream::pair().unwrap();
-    a.set_nonblocking(true).unwrap();
+    let (a, mut b) = socket_pair();
     let src = Source::socket(&a, Interest::READABLE);
     q.add(&src, Token(1), Trigger::Edge).unwrap();
     // Data: readable, nothing closed.

@@ -16,17 +16,20 @@
 //! a test instead of hanging the run. Signals go to one thread (`pthread_kill`) and the
 //! handler only counts them.
 
+mod util;
+
 use std::io::{ErrorKind, Read, Write};
 use std::os::fd::AsRawFd;
 use std::os::unix::net::{UnixListener, UnixStream};
-use std::panic::AssertUnwindSafe;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering::SeqCst};
-use std::sync::{mpsc, Mutex, MutexGuard};
+use std::sync::mpsc;
 use std::thread;
 use std::time::{Duration, Instant};
 
 use kevent::{Added, Event, Flags, Interest, Queue, Source, Token, Trigger};
 use kevent_syscalls as sys;
+use util::proc::{bounded, Children};
+use util::{queue, socket_pair};
 
 const SEC: Duration = Duration::from_secs(1);
 
@@ -35,29 +38,6 @@ fn ms(n: u64) -> Duration {
 }
 
 // --- harness ----------------------------------------------------------------------------
-
-fn serial() -> MutexGuard<'static, ()> {
-    static SERIAL: Mutex<()> = Mutex::new(());
-    SERIAL.lock().unwrap_or_else(|e| e.into_inner())
-}
-
-/// Runs `body` alone, on a thread of its own; fails if it is not done within `limit`.
-fn bounded(limit: Duration, body: fn()) {
-    let _serial = serial();
-    let (tx, rx) = mpsc::channel();
-    let t = thread::spawn(move || {
-        let _ = tx.send(std::panic::catch_unwind(AssertUnwindSafe(body)));
-    });
-    match rx.recv_timeout(limit) {
-        Ok(Ok(())) => t.join().expect("test body"),
-        Ok(Err(panic)) => std::panic::resume_unwind(panic),
-        Err(_) => panic!("hung: the test body still runs after {limit:?}"),
-    }
-}
-
-fn queue() -> Queue {
-    Queue::builder().capacity(64).build().expect("a queue")
-}
 
 fn tokens(batch: &kevent::Batch<'_>) -> Vec<u64> {
     batch.iter().map(|e| e.token().0).collect()
@@ -119,8 +99,7 @@ fn echo_server_echoes_every_message(mode: Trigger) {
     let mut servers = Vec::new();
     let mut clients = Vec::new();
     for i in 0..CLIENTS {
-        let (s, mut c) = UnixStream::pair().unwrap();
-        s.set_nonblocking(true).unwrap();
+        let (s, mut c) = socket_pair();
         c.set_read_timeout(Some(2 * SEC)).unwrap();
         if i % 2 == 0 {
             c.write_all(&msg(i, 0)).unwrap();
@@ -210,8 +189,7 @@ impl PingPong {
 
 /// One consumer thread echoes a socketpair's bytes; the client times `rounds` round trips.
 fn ping_pong(q: &Queue, rounds: usize) -> PingPong {
-    let (server, mut client) = UnixStream::pair().unwrap();
-    server.set_nonblocking(true).unwrap();
+    let (server, mut client) = socket_pair();
     client.set_read_timeout(Some(5 * SEC)).unwrap();
     let src = Source::socket(&server, Interest::READABLE);
     q.add(&src, Token(1), Trigger::Level).expect("add");
@@ -307,8 +285,7 @@ fn a_ping_pong_round_trip_never_stalls_with_the_notify_fd_armed() {
 fn wakeup_all_returns_both_waiting_threads_promptly() {
     bounded(60 * SEC, || {
         let q = queue();
-        let (a, mut b) = UnixStream::pair().unwrap();
-        a.set_nonblocking(true).unwrap();
+        let (a, mut b) = socket_pair();
         let mode = Trigger::Edge.with(Flags::WAKEUP_ALL);
         q.add(&Source::socket(&a, Interest::READABLE), Token(4), mode)
             .expect("add");
@@ -507,47 +484,28 @@ fn a_killed_consumers_claims_are_redelivered_to_a_waiting_owner_thread() {
         }
         let (mut report, child_end) = UnixStream::pair().unwrap();
         report.set_read_timeout(Some(10 * SEC)).unwrap();
-        // SAFETY: the child only connects, waits, writes one byte and sleeps, then is
-        // killed; it never returns into the harness (it ends with _exit).
-        let pid = unsafe { libc::fork() };
-        assert!(pid >= 0, "fork");
-        if pid == 0 {
-            // SAFETY: sets a property of this process only.
-            unsafe { libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL) };
-            let code = (|| {
-                let Ok(cq) = Queue::connect(&path) else {
-                    return 2;
+        // The child connects, claims the 3 events, says so, and sleeps until it is killed.
+        let mut kids = Children::default();
+        let child = kids.fork(|| {
+            let Ok(cq) = Queue::connect(&path) else {
+                return 2;
+            };
+            let mut got = 0;
+            let end = Instant::now() + 5 * SEC;
+            while got < 3 && Instant::now() < end {
+                let Ok(b) = cq.wait(3 - got, Some(SEC)) else {
+                    return 3;
                 };
-                let mut got = 0;
-                let end = Instant::now() + 5 * SEC;
-                while got < 3 && Instant::now() < end {
-                    let Ok(b) = cq.wait(3 - got, Some(SEC)) else {
-                        return 3;
-                    };
-                    got += b.len();
-                    std::mem::forget(b); // claimed, never committed
-                }
-                if got != 3 || (&child_end).write(b"c").is_err() {
-                    return 4;
-                }
-                loop {
-                    thread::sleep(SEC);
-                }
-            })();
-            // SAFETY: ends the child without running the parent's destructors.
-            unsafe { libc::_exit(code) }
-        }
-        struct Kill(i32);
-        impl Drop for Kill {
-            fn drop(&mut self) {
-                // SAFETY: kill and reap our own child (by pid).
-                unsafe {
-                    libc::kill(self.0, libc::SIGKILL);
-                    libc::waitpid(self.0, std::ptr::null_mut(), 0);
-                }
+                got += b.len();
+                std::mem::forget(b); // claimed, never committed
             }
-        }
-        let child = Kill(pid);
+            if got != 3 || (&child_end).write(b"c").is_err() {
+                return 4;
+            }
+            loop {
+                thread::sleep(SEC);
+            }
+        });
         let mut byte = [0u8; 1];
         report
             .read_exact(&mut byte)
@@ -568,7 +526,7 @@ fn a_killed_consumers_claims_are_redelivered_to_a_waiting_owner_thread() {
             });
             thread::sleep(ms(100)); // the owner thread is asleep
             let killed = Instant::now();
-            drop(child);
+            kids.kill(child);
             let got: Vec<_> = rx.iter().filter(|(evs, _)| !evs.is_empty()).collect();
             let mut ids: Vec<u64> = got
                 .iter()

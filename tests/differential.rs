@@ -25,11 +25,12 @@
 //! again after an ADD that found it ready is reported again (exact counts), with the
 //! queueing `add` and with `add_ready_now`.
 
+mod util;
+
 use std::collections::BTreeSet;
 use std::fs::File;
 use std::io::{self, Read, Write};
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
-use std::os::unix::net::UnixStream;
 use std::time::{Duration, Instant};
 
 use kevent::{Added, Batch, Event, Interest, Kind, Queue, Source, Token, Trigger};
@@ -80,9 +81,9 @@ fn pipe_pair() -> (File, File) {
     unsafe { (File::from_raw_fd(fds[0]), File::from_raw_fd(fds[1])) }
 }
 
+/// [`util::socket_pair`], both ends non-blocking (the model writes and reads either).
 fn socket_pair() -> (File, File) {
-    let (a, b) = UnixStream::pair().expect("socketpair");
-    a.set_nonblocking(true).unwrap();
+    let (a, b) = util::socket_pair();
     b.set_nonblocking(true).unwrap();
     (OwnedFd::from(a).into(), OwnedFd::from(b).into())
 }

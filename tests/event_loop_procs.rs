@@ -2,131 +2,28 @@
 //! drive one shared queue's handlers ([`Loop::attach_queue`]); every event is dispatched
 //! by exactly one of them.
 
+mod util;
+
 use std::io::{ErrorKind, Read, Write};
 use std::net::{TcpListener, TcpStream};
-use std::panic::AssertUnwindSafe;
 use std::sync::atomic::{AtomicU64, Ordering::SeqCst};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use kevent::{Clock, FdHandler, Loop, PollMask, Queue, Source, Token, Trigger};
-
-mod loop_util;
-use loop_util::PATIENCE;
-
-/// Anonymous memory shared with forked children: counters every process adds to.
-struct Shared {
-    words: *mut AtomicU64,
-    len: usize,
-}
-
-// SAFETY: the pointer is to a MAP_SHARED mapping of `len` AtomicU64s that lives until
-// `Drop`; every access is atomic.
-unsafe impl Send for Shared {}
-// SAFETY: as for Send: only atomic accesses through `&self`.
-unsafe impl Sync for Shared {}
-
-impl Shared {
-    fn new(len: usize) -> Shared {
-        let bytes = len * std::mem::size_of::<AtomicU64>();
-        // SAFETY: a fresh anonymous mapping; no existing memory is touched.
-        let p = unsafe {
-            libc::mmap(
-                std::ptr::null_mut(),
-                bytes,
-                libc::PROT_READ | libc::PROT_WRITE,
-                libc::MAP_SHARED | libc::MAP_ANONYMOUS,
-                -1,
-                0,
-            )
-        };
-        assert_ne!(p, libc::MAP_FAILED, "mmap");
-        Shared {
-            words: p.cast(),
-            len,
-        }
-    }
-
-    fn at(&self, i: usize) -> &AtomicU64 {
-        assert!(i < self.len);
-        // SAFETY: in bounds of the mapping (zero-filled, so a valid AtomicU64), which
-        // outlives `&self`.
-        unsafe { &*self.words.add(i) }
-    }
-}
-
-impl Drop for Shared {
-    fn drop(&mut self) {
-        // SAFETY: unmaps exactly the mapping made in `new`; no reference outlives `self`.
-        unsafe {
-            libc::munmap(
-                self.words.cast(),
-                self.len * std::mem::size_of::<AtomicU64>(),
-            )
-        };
-    }
-}
-
-/// Forks a child that runs `f` and exits with its code (101 if it panicked).
-fn fork_child(f: impl FnOnce() -> i32) -> libc::pid_t {
-    // SAFETY: fork() in a process with threads (the queue's producer and gate, the test
-    // harness): the child runs only this test's code and the library's, which take no
-    // lock another thread may have held except malloc's (glibc makes those fork-safe)
-    // and the library's own (released by its atfork handlers), and it never returns
-    // into the harness: it ends with `_exit`.
-    let pid = unsafe { libc::fork() };
-    assert!(pid >= 0, "fork: {}", std::io::Error::last_os_error());
-    if pid == 0 {
-        // SAFETY: only sets a property of this process (killed with its parent).
-        unsafe { libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL) };
-        let code = std::panic::catch_unwind(AssertUnwindSafe(f)).unwrap_or(101);
-        // SAFETY: ends the child without running the parent's destructors.
-        unsafe { libc::_exit(code) }
-    }
-    pid
-}
-
-fn wait_child(pid: libc::pid_t) -> i32 {
-    let mut status = 0;
-    // SAFETY: waits for our own child; `status` is a valid out-pointer.
-    let r = unsafe { libc::waitpid(pid, &mut status, 0) };
-    assert_eq!(r, pid, "waitpid");
-    if libc::WIFEXITED(status) {
-        libc::WEXITSTATUS(status)
-    } else {
-        -libc::WTERMSIG(status)
-    }
-}
-
-/// Polls `lp` until `done`, waking at least every 50 ms; false after [`PATIENCE`].
-fn run_until(lp: &Loop, done: impl Fn() -> bool) -> bool {
-    let deadline = Instant::now() + PATIENCE;
-    let tick = lp.timer(Clock::Monotonic, |_, _| {});
-    while !done() {
-        if Instant::now() >= deadline {
-            return false;
-        }
-        if !tick.is_armed() {
-            tick.arm_after(Duration::from_millis(50));
-        }
-        lp.poll(true);
-    }
-    tick.delete();
-    true
-}
-
-/// Serialises the tests of this file: they fork.
-static SERIAL: Mutex<()> = Mutex::new(());
+use kevent::{FdHandler, Loop, PollMask, Queue, Source, Token, Trigger};
+use util::event_loop::run_until;
+use util::proc::{serial, Children, SharedWords};
+use util::PATIENCE;
 
 const WORKERS: usize = 3; // the parent and two children
 
 #[test]
 fn pre_forked_loops_dispatch_every_shared_user_event_arrival_exactly_once() {
-    let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    let _serial = serial();
     const SOURCES: usize = 64;
     const FIRES: u64 = 50;
     // Words: [done, per-source arrival counts.., per-worker events.., overlaps]
-    let mem = Arc::new(Shared::new(1 + SOURCES + WORKERS + 1));
+    let mem = Arc::new(SharedWords::new(1 + SOURCES + WORKERS + 1));
     let (done, count, by_worker, overlaps) = (
         0,
         |s: usize| 1 + s,
@@ -142,7 +39,7 @@ fn pre_forked_loops_dispatch_every_shared_user_event_arrival_exactly_once() {
     let busy: Vec<AtomicU64> = (0..SOURCES).map(|_| AtomicU64::new(0)).collect();
     let busy = Arc::new(busy);
     // One worker: a loop of its own with the shared queue attached.
-    let worker = move |w: usize, q: Arc<Queue>, mem: Arc<Shared>| -> bool {
+    let worker = move |w: usize, q: Arc<Queue>, mem: Arc<SharedWords>| -> bool {
         let lp = Loop::new().unwrap();
         lp.set_max_events(2);
         let m = mem.clone();
@@ -164,10 +61,11 @@ fn pre_forked_loops_dispatch_every_shared_user_event_arrival_exactly_once() {
         assert!(lp.take_error().is_none());
         finished
     };
+    let mut kids = Children::default();
     let children: Vec<_> = (1..WORKERS)
         .map(|w| {
             let (shared, mem, worker) = (shared.clone(), mem.clone(), worker.clone());
-            fork_child(move || {
+            kids.fork(move || {
                 let q = Arc::new(shared.for_this_process().unwrap());
                 i32::from(!worker(w, q, mem))
             })
@@ -197,7 +95,7 @@ fn pre_forked_loops_dispatch_every_shared_user_event_arrival_exactly_once() {
     );
     firer.join().unwrap();
     for pid in children {
-        assert_eq!(wait_child(pid), 0, "a child worker failed");
+        kids.expect_success(pid, PATIENCE, "a child worker");
     }
     let counts: Vec<u64> = (0..SOURCES)
         .map(|s| mem.at(count(s)).load(SeqCst))
@@ -222,9 +120,9 @@ fn pre_forked_loops_dispatch_every_shared_user_event_arrival_exactly_once() {
 
 #[test]
 fn pre_forked_workers_accept_from_one_listener_each_connection_once_and_serve_it() {
-    let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    let _serial = serial();
     const CLIENTS: usize = 60;
-    let mem = Arc::new(Shared::new(2 + WORKERS));
+    let mem = Arc::new(SharedWords::new(2 + WORKERS));
     let (done, accepted, by_worker) = (0, 1, |w: usize| 2 + w);
     let listener = Arc::new(TcpListener::bind("127.0.0.1:0").unwrap());
     listener.set_nonblocking(true).unwrap();
@@ -235,7 +133,7 @@ fn pre_forked_workers_accept_from_one_listener_each_connection_once_and_serve_it
 
     // A worker: accepts what it claims of the shared listener and serves each connection
     // on its own loop (an fd belongs to the process that accepted it).
-    let worker = move |w: usize, q: Arc<Queue>, mem: Arc<Shared>, l: Arc<TcpListener>| {
+    let worker = move |w: usize, q: Arc<Queue>, mem: Arc<SharedWords>, l: Arc<TcpListener>| {
         let lp = Loop::new().unwrap();
         let m = mem.clone();
         lp.attach_queue(q, move |lp, ev| {
@@ -267,10 +165,11 @@ fn pre_forked_workers_accept_from_one_listener_each_connection_once_and_serve_it
         .unwrap();
         run_until(&lp, || mem.at(done).load(SeqCst) == 1) && lp.take_error().is_none()
     };
+    let mut kids = Children::default();
     let children: Vec<_> = (1..WORKERS)
         .map(|w| {
             let (shared, mem, l) = (shared.clone(), mem.clone(), listener.clone());
-            fork_child(move || {
+            kids.fork(move || {
                 let q = Arc::new(shared.for_this_process().unwrap());
                 i32::from(!worker(w, q, mem, l))
             })
@@ -301,7 +200,7 @@ fn pre_forked_workers_accept_from_one_listener_each_connection_once_and_serve_it
     let parent = worker(0, shared.clone(), mem.clone(), listener.clone());
     clients.join().unwrap();
     for pid in children {
-        assert_eq!(wait_child(pid), 0, "a child worker failed");
+        kids.expect_success(pid, PATIENCE, "a child worker");
     }
     assert!(parent, "the parent's loop timed out or kept an error");
     assert_eq!(
@@ -405,9 +304,9 @@ fn an_fd_handler_of_yours_on_a_queues_fd_is_not_an_attachment() {
 
 #[test]
 fn a_worker_killed_inside_a_batch_loses_nothing_its_batch_is_redelivered_flagged() {
-    let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    let _serial = serial();
     const EVENTS: u64 = 8;
-    let mem = Arc::new(Shared::new(EVENTS as usize));
+    let mem = Arc::new(SharedWords::new(EVENTS as usize));
     let shared = Arc::new(
         Queue::builder()
             .reap_interval(Duration::from_millis(20))
@@ -421,7 +320,8 @@ fn a_worker_killed_inside_a_batch_loses_nothing_its_batch_is_redelivered_flagged
         shared.ready(&Source::user(s)).unwrap();
     }
     let (q, m) = (shared.clone(), mem.clone());
-    let child = fork_child(move || {
+    let mut kids = Children::default();
+    let child = kids.fork(move || {
         let lp = Loop::new().unwrap();
         lp.set_max_events(4);
         let mine = Arc::new(q.for_this_process().unwrap());
@@ -438,8 +338,9 @@ fn a_worker_killed_inside_a_batch_loses_nothing_its_batch_is_redelivered_flagged
         0
     });
     assert_eq!(
-        wait_child(child),
-        -libc::SIGKILL,
+        kids.wait(child, PATIENCE)
+            .and_then(|status| status.terminating_signal()),
+        Some(libc::SIGKILL),
         "the child died in its callback"
     );
     let before: Vec<u64> = (0..EVENTS as usize)

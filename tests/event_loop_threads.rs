@@ -1,5 +1,7 @@
 //! `kevent::Loop` driven by several threads, an IoThread, and adaptive polling (the rest
-//! of its specification is tests/event_loop.rs).
+//! of its specification is in tests/event_loop_*.rs).
+
+mod util;
 
 use std::io::{ErrorKind, Read, Write};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering::SeqCst};
@@ -7,9 +9,8 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use kevent::{Clock, FdHandler, IoThread, PollParams};
-
-mod loop_util;
-use loop_util::*;
+use util::event_loop::*;
+use util::PATIENCE;
 
 // ---- threads ----
 
@@ -23,7 +24,7 @@ fn several_threads_polling_one_loop_dispatch_each_event_once() {
     let overlaps = counter();
     let mut peers = Vec::new();
     for _ in 0..SOCKETS {
-        let (sock, peer) = socket_pair();
+        let (sock, peer) = shared_socket_pair();
         let busy = Arc::new(AtomicBool::new(false));
         let (me, total, overlaps) = (sock.clone(), total.clone(), overlaps.clone());
         lp.set_fd_handler(
@@ -98,7 +99,7 @@ fn an_iothread_runs_its_handlers_timers_and_bottom_halves_in_its_own_thread() {
             .unwrap()
             .push(format!("{what}@{}", current.name().unwrap_or("?")));
     };
-    let (sock, mut peer) = socket_pair();
+    let (sock, mut peer) = shared_socket_pair();
     let (n1, n2, n3) = (names.clone(), names.clone(), names.clone());
     let me = sock.clone();
     lp.set_fd_handler(
@@ -178,11 +179,7 @@ fn a_busy_polling_loop_takes_a_bh_from_another_thread_without_a_wakeup() {
     settle(&lp, Duration::from_millis(50)); // 2 s (the maximum)
     assert_eq!(lp.poll_ns(), Duration::from_secs(2));
 
-    let n = counter();
-    let c = n.clone();
-    let remote = lp.bh(move |_, _| {
-        c.fetch_add(1, SeqCst);
-    });
+    let (remote, n) = counting_bh(&lp);
     let before = lp.stats();
     let r = remote.clone();
     let scheduler = std::thread::spawn(move || {

@@ -9,80 +9,36 @@
 
 #![deny(clippy::undocumented_unsafe_blocks)]
 
-use std::io::{ErrorKind, Read};
-use std::panic::AssertUnwindSafe;
+mod util;
+
+use std::io::{ErrorKind, Read, Write};
 use std::sync::atomic::{AtomicI32, Ordering::SeqCst};
-use std::sync::{mpsc, Arc, Mutex};
+use std::sync::{mpsc, Arc};
 use std::time::{Duration, Instant};
 
 use kevent::{Loop, Queue};
+use rustix::process::Pid;
+use util::proc::{serial, Children};
+use util::wait_until;
 
 /// The bound the test asserts (the contract says 100 ms; the machine is shared).
 const NOTICE: Duration = Duration::from_secs(2);
 /// How long after the kill the loop may still sleep before the test calls it hung.
 const GIVE_UP: Duration = Duration::from_secs(3);
 
-/// Serialises the tests of this file: they fork.
-static SERIAL: Mutex<()> = Mutex::new(());
-
-/// A forked child, killed (and reaped) when dropped.
-struct Child(libc::pid_t);
-
-impl Child {
-    /// SIGKILLs the child and reaps it; returns the signal that ended it.
-    fn kill(&mut self) -> i32 {
-        // SAFETY: our own child, not reaped yet: its pid cannot have been reused.
-        unsafe { libc::kill(self.0, libc::SIGKILL) };
-        let mut status = 0;
-        // SAFETY: waits for our own child; `status` is a valid out-pointer.
-        let r = unsafe { libc::waitpid(self.0, &mut status, 0) };
-        assert_eq!(r, self.0, "waitpid");
-        self.0 = 0;
-        if libc::WIFSIGNALED(status) {
-            libc::WTERMSIG(status)
-        } else {
-            0
-        }
-    }
-}
-
-impl Drop for Child {
-    fn drop(&mut self) {
-        if self.0 > 0 {
-            self.kill();
-        }
-    }
-}
-
 /// Forks the queue's owner: it creates a queue, serves it at `path`, writes one byte to
 /// say so, and sleeps until it is killed (or its parent thread ends: PR_SET_PDEATHSIG).
-fn fork_owner(path: &std::path::Path) -> Child {
+fn fork_owner(kids: &mut Children, path: &std::path::Path) -> Pid {
     let (mut ready_r, ready_w) = std::io::pipe().expect("pipe");
-    // SAFETY: fork() in a process with threads (the test harness): the child runs only
-    // this test's code and the library's, which take no lock another thread may have
-    // held except malloc's (glibc makes those fork-safe) and the library's own (released
-    // by its atfork handlers), and it never returns into the harness: it ends with
-    // `_exit` or is killed.
-    let pid = unsafe { libc::fork() };
-    assert!(pid >= 0, "fork: {}", std::io::Error::last_os_error());
-    if pid == 0 {
-        // SAFETY: only sets a property of this process (killed with its parent thread).
-        unsafe { libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL) };
-        let code = std::panic::catch_unwind(AssertUnwindSafe(|| {
-            let q = Queue::new().expect("the owner's queue");
-            q.listen(path).expect("listen");
-            use std::io::Write;
-            (&ready_w).write_all(b"r").expect("ready");
-            loop {
-                std::thread::sleep(Duration::from_secs(1));
-            }
-        }))
-        .map_or(101, |()| 0);
-        // SAFETY: ends the child without running the parent's destructors.
-        unsafe { libc::_exit(code) }
-    }
+    let pid = kids.fork(|| {
+        let q = Queue::new().expect("the owner's queue");
+        q.listen(path).expect("listen");
+        (&ready_w).write_all(b"r").expect("ready");
+        loop {
+            std::thread::sleep(Duration::from_secs(1));
+        }
+    });
     drop(ready_w);
-    let child = Child(pid);
     let (tx, rx) = mpsc::channel();
     std::thread::spawn(move || {
         let mut b = [0u8; 1];
@@ -93,24 +49,13 @@ fn fork_owner(path: &std::path::Path) -> Child {
         Ok(true),
         "the owner did not start"
     );
-    child
+    pid
 }
 
 /// The scheduler state (`R`, `S`, …) of thread `tid` of this process.
 fn thread_state(tid: i32) -> Option<char> {
     let stat = std::fs::read_to_string(format!("/proc/self/task/{tid}/stat")).ok()?;
     stat.rsplit_once(')')?.1.trim_start().chars().next()
-}
-
-fn wait_until(limit: Duration, mut cond: impl FnMut() -> bool) -> bool {
-    let end = Instant::now() + limit;
-    while !cond() {
-        if Instant::now() >= end {
-            return false;
-        }
-        std::thread::sleep(Duration::from_millis(1));
-    }
-    true
 }
 
 /// What the loop's thread saw once its `poll(true)` returned with an error kept.
@@ -124,12 +69,13 @@ struct Woken {
 
 #[test]
 fn an_attached_queue_whose_owner_is_killed_wakes_the_loop_and_is_detached_with_broken_pipe() {
-    let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    let _serial = serial();
     let dir = std::env::temp_dir().join(format!("kevent-owner-death-loop-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&dir);
     std::fs::create_dir(&dir).expect("temp dir");
     let path = dir.join("gate.sock");
-    let mut owner = fork_owner(&path);
+    let mut kids = Children::default();
+    let owner = fork_owner(&mut kids, &path);
 
     let tid = Arc::new(AtomicI32::new(0));
     let (tx, rx) = mpsc::channel();
@@ -169,7 +115,7 @@ fn an_attached_queue_whose_owner_is_killed_wakes_the_loop_and_is_detached_with_b
         thread_state(tid)
     );
     let killed = Instant::now();
-    assert_eq!(owner.kill(), libc::SIGKILL);
+    assert_eq!(kids.kill(owner).terminating_signal(), Some(libc::SIGKILL));
     let woken = rx.recv_timeout(GIVE_UP).unwrap_or_else(|_| {
         panic!(
             "the loop is still asleep in poll(true) {GIVE_UP:?} after the shared queue's \

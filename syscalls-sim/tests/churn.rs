@@ -18,8 +18,8 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use kevent_syscalls::*;
-use util::proc::bounded;
-use util::{fd_ev, pipe, user_ev, write_bytes};
+use util::proc::{bounded, rss};
+use util::{fd_ev, pipe, ring_report, user_ev, write_bytes};
 
 /// Cycles run before the first measurement.
 const WARMUP: u64 = 50_000;
@@ -37,12 +37,7 @@ fn rss_kb() -> i64 {
     unsafe {
         libc::malloc_trim(0);
     }
-    let status = std::fs::read_to_string("/proc/self/status").expect("/proc/self/status");
-    status
-        .lines()
-        .find_map(|l| l.strip_prefix("VmRSS:"))
-        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
-        .expect("a VmRSS line in /proc/self/status")
+    (rss(None) / 1024) as i64
 }
 
 /// Runs `cycle` [`WARMUP`] times, then [`CYCLES`] times between two looks at the resident
@@ -74,19 +69,6 @@ fn stays_flat(what: &str, mut cycle: impl FnMut(u64), report: impl Fn() -> Strin
     );
 }
 
-fn stats(q: &Instance) -> String {
-    let s = q.ring().stats();
-    let load = |a: &std::sync::atomic::AtomicU64| a.load(std::sync::atomic::Ordering::SeqCst);
-    format!(
-        "posted {} backlogged {} backlog_len {} registered {} lost {}",
-        load(&s.posted),
-        load(&s.backlogged),
-        load(&s.backlog_len),
-        load(&s.registered),
-        load(&s.lost)
-    )
-}
-
 /// A level-triggered pipe that is readable, added and removed again and again: every ADD
 /// returns it ready at once (`KEVENT_RET_DONE`), nobody ever waits on the queue.
 #[test]
@@ -114,9 +96,30 @@ fn adding_and_removing_a_readable_level_pipe_again_and_again_keeps_memory_flat()
                 "cycle {i}"
             );
         };
-        stays_flat("ADD/REMOVE of a readable level pipe", cycle, || stats(&q));
+        stays_flat("ADD/REMOVE of a readable level pipe", cycle, || {
+            ring_report(&q)
+        });
         q.close();
     });
+}
+
+/// One cycle of the user kevent tests: ADD, READY and REMOVE of `ev`, each succeeding.
+fn add_ready_remove(q: &Instance, ev: Ukevent, cycle: u64) {
+    assert_eq!(
+        q.ctl(KEVENT_CTL_ADD, &mut [ev]).expect("ADD"),
+        0,
+        "cycle {cycle}"
+    );
+    assert_eq!(
+        q.ctl(KEVENT_CTL_READY, &mut [ev]).expect("READY"),
+        0,
+        "cycle {cycle}"
+    );
+    assert_eq!(
+        q.ctl(KEVENT_CTL_REMOVE, &mut [ev]).expect("REMOVE"),
+        0,
+        "cycle {cycle}"
+    );
 }
 
 /// The ring is full (64 user kevents made ready, one more waiting in the backlog, nobody
@@ -139,27 +142,11 @@ fn add_ready_remove_of_a_user_kevent_with_the_ring_full_keeps_memory_flat() {
         };
         assert_eq!(backlog(), 1, "one more waits in the backlog");
         let ev = user_ev(1_000, 0);
-        let cycle = |i: u64| {
-            assert_eq!(
-                q.ctl(KEVENT_CTL_ADD, &mut [ev]).expect("ADD"),
-                0,
-                "cycle {i}"
-            );
-            assert_eq!(
-                q.ctl(KEVENT_CTL_READY, &mut [ev]).expect("READY"),
-                0,
-                "cycle {i}"
-            );
-            assert_eq!(
-                q.ctl(KEVENT_CTL_REMOVE, &mut [ev]).expect("REMOVE"),
-                0,
-                "cycle {i}"
-            );
-        };
+        let cycle = |i: u64| add_ready_remove(&q, ev, i);
         stays_flat(
             "ADD/READY/REMOVE of a user kevent, ring full",
             cycle,
-            || stats(&q),
+            || ring_report(&q),
         );
         assert_eq!(backlog(), 1, "only the filler waits in the backlog");
         q.close();
@@ -172,24 +159,10 @@ fn add_ready_remove_of_a_user_kevent_keeps_memory_flat() {
     bounded(Duration::from_secs(120), || {
         let q = Instance::create(64, 0).expect("kevent_init");
         let ev = user_ev(1, 0);
-        let cycle = |i: u64| {
-            assert_eq!(
-                q.ctl(KEVENT_CTL_ADD, &mut [ev]).expect("ADD"),
-                0,
-                "cycle {i}"
-            );
-            assert_eq!(
-                q.ctl(KEVENT_CTL_READY, &mut [ev]).expect("READY"),
-                0,
-                "cycle {i}"
-            );
-            assert_eq!(
-                q.ctl(KEVENT_CTL_REMOVE, &mut [ev]).expect("REMOVE"),
-                0,
-                "cycle {i}"
-            );
-        };
-        stays_flat("ADD/READY/REMOVE of a user kevent", cycle, || stats(&q));
+        let cycle = |i: u64| add_ready_remove(&q, ev, i);
+        stays_flat("ADD/READY/REMOVE of a user kevent", cycle, || {
+            ring_report(&q)
+        });
         q.close();
     });
 }

@@ -13,19 +13,12 @@ use std::time::{Duration, Instant};
 
 use kevent_syscalls::*;
 use util::proc::{bounded, Children, SharedWords, XorShift};
-use util::{assert_only_the_owner_stays_registered, ring_report, user_ev, wait_until, MS};
+use util::{
+    assert_only_the_owner_stays_registered, fd_ev, my_fds_on_socket, ring_report, socketpair,
+    user_ev, wait_until, MS,
+};
 
 // --- control through the socket ----------------------------------------------------------
-
-/// Number of this process's fds that are the socket with inode `ino`.
-fn my_fds_on_socket(ino: u64) -> usize {
-    let want = format!("socket:[{ino}]");
-    std::fs::read_dir("/proc/self/fd")
-        .expect("/proc/self/fd")
-        .filter_map(|e| std::fs::read_link(e.ok()?.path()).ok())
-        .filter(|l| l.to_str() == Some(want.as_str()))
-        .count()
-}
 
 #[test]
 fn a_separate_program_attaches_through_the_socket_and_gets_the_events_of_its_own_fd() {
@@ -125,21 +118,9 @@ fn a_forked_child_adds_its_own_fd_through_the_inherited_handle_body() {
     let board = SharedWords::new(2);
     let mut kids = Children::default();
     let pid = kids.fork(|| {
-        let (a, b) = rustix::net::socketpair(
-            rustix::net::AddressFamily::UNIX,
-            rustix::net::SocketType::STREAM,
-            rustix::net::SocketFlags::CLOEXEC,
-            None,
-        )
-        .expect("socketpair");
+        let (a, b) = socketpair();
         let ino = rustix::fs::fstat(&a).expect("fstat").st_ino;
-        let mut ev = [Ukevent {
-            id: a.as_raw_fd() as u64,
-            type_: KEVENT_SOCKET,
-            event: KEVENT_SOCKET_RECV,
-            user: 0xfeed,
-            ..Default::default()
-        }];
+        let mut ev = [fd_ev(KEVENT_SOCKET, &a, KEVENT_SOCKET_RECV, 0, 0xfeed)];
         assert_eq!(kevent_ctl(h, KEVENT_CTL_ADD, &mut ev).expect("ADD"), 0);
         board.at(0).store(ino, Ordering::SeqCst);
         rustix::io::write(&b, b"ping").expect("write");
@@ -251,10 +232,7 @@ fn a_connected_consumer_asleep_in_its_own_epoll_on_the_notify_fd_gets_every_even
         0
     });
     assert!(
-        wait_until(Duration::from_secs(10), || board
-            .at(0)
-            .load(Ordering::SeqCst)
-            == 1),
+        board.reaches(0, 1, Duration::from_secs(10)),
         "the child did not arm its notify fd"
     );
     let mut rng = XorShift(0x6e6f_7469_6679);

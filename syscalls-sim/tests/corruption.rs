@@ -31,21 +31,13 @@ use kevent_syscalls::*;
 use rustix::event::{eventfd, EventfdFlags};
 use util::proc::{bounded, within, Children, SharedWords, XorShift};
 use util::shm::{Shared, OFF_CIDX, OFF_KIDX, OFF_UIDX};
-use util::{nanos, ring_report, user_ev, wait_until, MS};
+use util::{nanos, ready, ring_report, user_ev, wait_until, MS};
 
 /// The reap interval of every queue here (the default): the reaper looks every 50 ms.
 const REAP: Duration = Duration::from_millis(100);
 
 /// Header offset of the wake line: `seq` (u32) at +0, `waiters` (u32) at +4.
 const OFF_WAKE: usize = 512;
-
-fn ready(q: &Instance, id: u64) {
-    assert_eq!(
-        q.ctl(KEVENT_CTL_READY, &mut [user_ev(id, 0)])
-            .expect("READY"),
-        0
-    );
-}
 
 // --- a READY slot flipped to DONE ------------------------------------------------------
 

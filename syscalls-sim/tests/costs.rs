@@ -7,15 +7,13 @@ mod util;
 use std::time::{Duration, Instant};
 
 use kevent_syscalls::*;
+use util::proc::{rss, serial};
 use util::*;
-
-/// The tests of this file run one at a time: one measures the process's memory.
-static ONE_AT_A_TIME: std::sync::Mutex<()> = std::sync::Mutex::new(());
 
 #[test]
 fn removing_many_backlogged_kevents_takes_time_linear_in_their_number() {
     const N: u64 = 100_000;
-    let _one = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
+    let _one = serial(); // one test measures the process's memory: one at a time
     let q = Instance::create(2, 0).unwrap();
     let mut evs: Vec<Ukevent> = (0..N).map(|i| user_ev(i, 0)).collect();
     for chunk in evs.chunks_mut(KEVENT_MAX_EVENTS) {
@@ -53,25 +51,17 @@ fn removing_many_backlogged_kevents_takes_time_linear_in_their_number() {
     );
 }
 
-/// This process's resident memory, in bytes.
-fn rss() -> u64 {
-    let status = std::fs::read_to_string("/proc/self/status").unwrap();
-    let line = status.lines().find(|l| l.starts_with("VmRSS:")).unwrap();
-    let kb: u64 = line.split_whitespace().nth(1).unwrap().parse().unwrap();
-    kb * 1024
-}
-
 #[test]
 fn a_ring_of_the_largest_capacity_costs_no_private_memory_per_slot() {
-    let _one = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
-    let before = rss();
+    let _one = serial(); // one test measures the process's memory: one at a time
+    let before = rss(None);
     let q = Instance::create(kevent_ring::layout::MAX_CAPACITY, 0).unwrap();
     let mut e = [user_ev(1, 0)];
     q.ctl(KEVENT_CTL_ADD, &mut e).unwrap();
     q.ctl(KEVENT_CTL_READY, &mut e).unwrap();
     let got = q.get_events(1, 1, Some(1_000_000_000), &mut e, 0).unwrap();
     assert_eq!(got, 1);
-    let grew = rss().saturating_sub(before);
+    let grew = rss(None).saturating_sub(before);
     // The slots are shared memory touched only where used; a private table per slot
     // was 1 GiB for 2^24 slots.
     assert!(

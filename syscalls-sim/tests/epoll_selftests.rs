@@ -100,12 +100,11 @@ fn level_triggered_fd_has_one_entry_outstanding_until_its_commit() {
     assert!(last.is_empty(), "reported after it was read: {last:?}");
 }
 
-#[test]
-fn edge_triggered_fd_with_an_entry_out_is_reported_after_the_commit_if_still_unread() {
-    // Unlike epoll, a new edge while the fd's entry is claimed but not committed does not
-    // make a second entry (two consumers would race for the same bytes); the commit
-    // re-checks the fd and reports it if data is still there.
-    let q = Q::new(64);
+/// An edge-triggered socket written once ("x"), its entry claimed (the claim returned),
+/// and written again ("y") while the entry is out.
+fn edge_triggered_socket_written_while_its_entry_is_claimed(
+    q: &Q,
+) -> (UnixStream, UnixStream, Claim) {
     let (r, w) = UnixStream::pair().unwrap();
     q.add(&mut [fd_ev(
         KEVENT_SOCKET,
@@ -118,6 +117,16 @@ fn edge_triggered_fd_with_an_entry_out_is_reported_after_the_commit_if_still_unr
     let (first, evs) = q.claim(8, PATIENCE);
     assert_eq!(evs.len(), 1);
     write_bytes(&w, b"y");
+    (r, w, first)
+}
+
+#[test]
+fn edge_triggered_fd_with_an_entry_out_is_reported_after_the_commit_if_still_unread() {
+    // Unlike epoll, a new edge while the fd's entry is claimed but not committed does not
+    // make a second entry (two consumers would race for the same bytes); the commit
+    // re-checks the fd and reports it if data is still there.
+    let q = Q::new(64);
+    let (_r, _w, first) = edge_triggered_socket_written_while_its_entry_is_claimed(&q);
     q.expect_none(QUIET);
     q.commit_to(first.end);
     let (second, evs) = q.claim(8, PATIENCE);
@@ -133,18 +142,7 @@ fn edge_triggered_fd_with_an_entry_out_is_reported_after_the_commit_if_still_unr
 #[test]
 fn edge_triggered_fd_whose_new_data_was_read_before_the_commit_is_not_reported_again() {
     let q = Q::new(64);
-    let (r, w) = UnixStream::pair().unwrap();
-    q.add(&mut [fd_ev(
-        KEVENT_SOCKET,
-        &r,
-        KEVENT_SOCKET_RECV,
-        KEVENT_REQ_ET,
-        1,
-    )]);
-    write_bytes(&w, b"x");
-    let (first, evs) = q.claim(8, PATIENCE);
-    assert_eq!(evs.len(), 1);
-    write_bytes(&w, b"y");
+    let (r, _w, first) = edge_triggered_socket_written_while_its_entry_is_claimed(&q);
     set_nonblocking(&r);
     assert_eq!(drain(&r), 2);
     q.commit_to(first.end);

@@ -9,34 +9,28 @@ use std::os::fd::{AsRawFd, FromRawFd};
 use std::os::unix::net::UnixStream;
 
 use kevent_syscalls::*;
+use util::proc::serial;
 use util::*;
-
-fn open_fds() -> usize {
-    std::fs::read_dir("/proc/self/fd").unwrap().count()
-}
 
 /// Edge-triggered: one event per write, however long the bytes stay unread.
 fn socket_ev(s: &UnixStream, user: u64) -> Ukevent {
     fd_ev(KEVENT_SOCKET, s, KEVENT_SOCKET_RECV, KEVENT_REQ_ET, user)
 }
 
-/// Tests here count this process's fds: one at a time.
-static ONE_AT_A_TIME: std::sync::Mutex<()> = std::sync::Mutex::new(());
-
 #[test]
 fn a_registration_costs_no_fd_of_its_own() {
-    let _one = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
+    let _one = serial(); // the tests here count this process's fds: one at a time
     let q = Q::new(256);
     let pairs: Vec<(UnixStream, UnixStream)> =
         (0..100).map(|_| UnixStream::pair().unwrap()).collect();
-    let before = open_fds();
+    let before = my_fds().len();
     let mut evs: Vec<Ukevent> = pairs
         .iter()
         .enumerate()
         .map(|(i, (a, _))| socket_ev(a, i as u64))
         .collect();
     assert_eq!(q.add(&mut evs), 0);
-    assert_eq!(open_fds(), before, "100 registrations opened fds");
+    assert_eq!(my_fds().len(), before, "100 registrations opened fds");
     // And they work: the 3rd and the 100th.
     write_bytes(&pairs[2].1, b"x");
     write_bytes(&pairs[99].1, b"y");
@@ -47,7 +41,7 @@ fn a_registration_costs_no_fd_of_its_own() {
 
 #[test]
 fn closing_a_registered_socket_closes_the_connection() {
-    let _one = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
+    let _one = serial(); // the tests here count this process's fds: one at a time
     let q = Q::new(64);
     let (a, mut b) = UnixStream::pair().unwrap();
     assert_eq!(q.add(&mut [socket_ev(&a, 1)]), 0);
@@ -60,7 +54,7 @@ fn closing_a_registered_socket_closes_the_connection() {
 
 #[test]
 fn a_number_closed_and_reused_without_remove_can_be_added_again() {
-    let _one = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
+    let _one = serial(); // the tests here count this process's fds: one at a time
     let q = Q::new(64);
     let (a, _a_peer) = UnixStream::pair().unwrap();
     let n = a.as_raw_fd();
@@ -92,7 +86,7 @@ fn a_number_closed_and_reused_without_remove_can_be_added_again() {
 
 #[test]
 fn one_fd_registered_under_two_kevent_types_reports_to_both() {
-    let _one = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
+    let _one = serial(); // the tests here count this process's fds: one at a time
     let q = Q::new(64);
     let (a, b) = UnixStream::pair().unwrap();
     let mut evs = [

@@ -23,11 +23,11 @@ use std::time::{Duration, Instant};
 use kevent_ring::layout::{HEADER_SIZE, SLOT_SIZE};
 use kevent_ring::{SlotState, Status};
 use kevent_syscalls::*;
-use rustix::process::{Pid, Signal, WaitOptions};
-use util::proc::{child_log, fork_child, within, XorShift};
+use rustix::process::Pid;
+use util::proc::{child_log, within, Children, SharedWords, XorShift};
 use util::shm::{Shared, OFF_CIDX, OFF_KIDX, OFF_UIDX};
+use util::{pipes_registered, Pipes, MS};
 
-const MS: u64 = 1_000_000;
 const CAP: u32 = 256;
 const PIPES: usize = 16;
 /// The pipe written to prove the ring still delivers.
@@ -81,27 +81,6 @@ fn bounded(limit: Duration, body: impl FnOnce() + Send + 'static) {
     });
 }
 
-/// Waits up to `timeout` for `pid`; its exit code (`Some(-signal)` if killed by one).
-fn wait_child(pid: Pid, timeout: Duration) -> Option<i32> {
-    let end = Instant::now() + timeout;
-    loop {
-        match rustix::process::waitpid(Some(pid), WaitOptions::NOHANG).expect("waitpid") {
-            Some((_, st)) => {
-                return Some(
-                    st.exit_status()
-                        .unwrap_or_else(|| -st.terminating_signal().unwrap_or(0)),
-                )
-            }
-            None if Instant::now() >= end => {
-                let _ = rustix::process::kill_process(pid, Signal::KILL);
-                let _ = rustix::process::waitpid(Some(pid), WaitOptions::empty());
-                return None;
-            }
-            None => std::thread::sleep(Duration::from_millis(1)),
-        }
-    }
-}
-
 // --- the rig: a queue with events flowing, two consumers, and reports -------------------
 
 /// Report words: per consumer (0: the thread, 1: the forked process) a block of 8, then
@@ -138,19 +117,17 @@ fn err_code(e: &std::io::Error) -> u64 {
 /// by valid entries (entries come from shared memory: anything else is counted bad),
 /// commits; on an error it notes it and carries on (a broken ring answers every wait with
 /// an error at once), until told to stop.
-fn consume(q: &Instance, pipes: &[OwnedFd], board: &Shared, c: usize, timeout_ns: u64) {
+fn consume(q: &Instance, pipes: &[OwnedFd], board: &SharedWords, c: usize, timeout_ns: u64) {
     let end = Instant::now() + Duration::from_secs(60);
     let mut buf = [0u8; 256];
-    while board.word(w::STOP).load(Ordering::SeqCst) == 0 && Instant::now() < end {
+    while board.at(w::STOP).load(Ordering::SeqCst) == 0 && Instant::now() < end {
         let t = kevent_ring::monotonic_now();
         let r = q.wait(8, q.ring().uidx(), Some(timeout_ns), 0);
         let now = kevent_ring::monotonic_now();
         board
-            .word(field(c, w::MAX_WAIT_NS))
+            .at(field(c, w::MAX_WAIT_NS))
             .fetch_max(now - t, Ordering::SeqCst);
-        board
-            .word(field(c, w::WAITS))
-            .fetch_add(1, Ordering::SeqCst);
+        board.at(field(c, w::WAITS)).fetch_add(1, Ordering::SeqCst);
         match r {
             Ok(claim) => {
                 for pos in claim.start..claim.end {
@@ -159,7 +136,7 @@ fn consume(q: &Instance, pipes: &[OwnedFd], board: &Shared, c: usize, timeout_ns
                         Some(fd) if fd.as_raw_fd() as u64 == ev.id => {
                             while matches!(rustix::io::read(fd, &mut buf), Ok(n) if n > 0) {}
                             if ev.user as usize == PROBE {
-                                let _ = board.word(field(c, w::PROBE_AT)).compare_exchange(
+                                let _ = board.at(field(c, w::PROBE_AT)).compare_exchange(
                                     0,
                                     now,
                                     Ordering::SeqCst,
@@ -168,23 +145,21 @@ fn consume(q: &Instance, pipes: &[OwnedFd], board: &Shared, c: usize, timeout_ns
                             }
                         }
                         _ => {
-                            board.word(field(c, w::BAD)).fetch_add(1, Ordering::SeqCst);
+                            board.at(field(c, w::BAD)).fetch_add(1, Ordering::SeqCst);
                         }
                     }
                 }
                 q.commit_range(claim.start..claim.end);
             }
             Err(e) => {
-                board
-                    .word(field(c, w::ERRORS))
-                    .fetch_add(1, Ordering::SeqCst);
-                let first = board.word(field(c, w::FIRST_ERR));
+                board.at(field(c, w::ERRORS)).fetch_add(1, Ordering::SeqCst);
+                let first = board.at(field(c, w::FIRST_ERR));
                 if first
                     .compare_exchange(0, err_code(&e), Ordering::SeqCst, Ordering::SeqCst)
                     .is_ok()
                 {
                     board
-                        .word(field(c, w::FIRST_ERR_AT))
+                        .at(field(c, w::FIRST_ERR_AT))
                         .store(now, Ordering::SeqCst);
                 }
                 std::thread::sleep(Duration::from_millis(5));
@@ -224,7 +199,7 @@ fn slot_value(rng: &mut XorShift, ring: &Shared, slot: usize) -> u64 {
 
 /// The corrupter (a forked child): `WRITES` writes into the ring's pages, one every
 /// ~100 µs, chosen by a fixed-seed xorshift.
-fn corrupt(q: &Instance, board: &Shared, target: Target, seed: u64) -> i32 {
+fn corrupt(q: &Instance, board: &SharedWords, target: Target, seed: u64) -> i32 {
     let ring = Shared::ring_of(q);
     let cap = q.ring().capacity() as usize;
     let mut rng = XorShift(seed);
@@ -276,10 +251,10 @@ fn corrupt(q: &Instance, board: &Shared, target: Target, seed: u64) -> i32 {
         }
         if i == 0 {
             board
-                .word(w::FIRST_WRITE_AT)
+                .at(w::FIRST_WRITE_AT)
                 .store(kevent_ring::monotonic_now(), Ordering::SeqCst);
         }
-        board.word(w::WRITES).store(i + 1, Ordering::SeqCst);
+        board.at(w::WRITES).store(i + 1, Ordering::SeqCst);
         let _ = rustix::thread::nanosleep(&pause);
     }
     0
@@ -290,11 +265,13 @@ struct Rig {
     /// Kept open for the consumers.
     _read: Arc<Vec<OwnedFd>>,
     write: Arc<Vec<OwnedFd>>,
-    board: Arc<Shared>,
+    board: Arc<SharedWords>,
     writer_stop: Arc<std::sync::atomic::AtomicBool>,
     writer: Option<std::thread::JoinHandle<()>>,
     consumer: Option<std::thread::JoinHandle<()>>,
-    child: Option<Pid>,
+    /// The consumer process (killed with the rig if it is still running).
+    kids: Children,
+    child: Pid,
 }
 
 impl Rig {
@@ -303,44 +280,25 @@ impl Rig {
     /// `timeout_ns`).
     fn start(timeout_ns: u64) -> Rig {
         let q = Instance::create_with(CAP, 0, Duration::from_millis(100)).expect("kevent_init");
-        let (mut read, mut write) = (Vec::new(), Vec::new());
-        for _ in 0..=PIPES {
-            let (r, w) = rustix::pipe::pipe_with(
-                rustix::pipe::PipeFlags::NONBLOCK | rustix::pipe::PipeFlags::CLOEXEC,
-            )
-            .expect("pipe2");
-            read.push(r);
-            write.push(w);
-        }
-        let mut evs: Vec<Ukevent> = read
-            .iter()
-            .enumerate()
-            .map(|(i, r)| Ukevent {
-                id: r.as_raw_fd() as u64,
-                type_: KEVENT_PIPE,
-                event: KEVENT_PIPE_READ,
-                user: i as u64,
-                ..Default::default()
-            })
-            .collect();
-        assert_eq!(q.ctl(KEVENT_CTL_ADD, &mut evs).expect("ADD"), 0);
+        let Pipes { read, write } = pipes_registered(&q, PIPES + 1);
         let (read, write) = (Arc::new(read), Arc::new(write));
-        let board = Arc::new(Shared::words(w::LEN));
+        let board = Arc::new(SharedWords::new(w::LEN));
 
+        let mut kids = Children::default();
         let child = {
             let (q, read, board) = (q.clone(), read.clone(), board.clone());
-            fork_child(move || {
+            kids.fork(move || {
                 let Ok(mine) = q.for_this_process() else {
                     child_log("fuzz consumer: attach failed");
                     return 3;
                 };
-                board.word(field(1, w::ATTACHED)).store(1, Ordering::SeqCst);
+                board.at(field(1, w::ATTACHED)).store(1, Ordering::SeqCst);
                 consume(&mine, &read, &board, 1, timeout_ns);
                 0
             })
         };
         let attached = Instant::now() + Duration::from_secs(5);
-        while board.word(field(1, w::ATTACHED)).load(Ordering::SeqCst) == 0 {
+        while board.at(field(1, w::ATTACHED)).load(Ordering::SeqCst) == 0 {
             assert!(
                 Instant::now() < attached,
                 "the consumer process did not attach"
@@ -381,22 +339,24 @@ impl Rig {
             writer_stop,
             writer: Some(writer),
             consumer: Some(consumer),
-            child: Some(child),
+            kids,
+            child,
         }
     }
 
     /// Runs the corrupter to its end; returns when its first write happened.
     fn corrupt(&self, target: Target, seed: u64) -> u64 {
         let (q, board) = (self.q.clone(), self.board.clone());
-        let pid = fork_child(move || corrupt(&q, &board, target, seed));
-        let code = wait_child(pid, Duration::from_secs(30));
+        let mut kids = Children::default();
+        let pid = kids.fork(move || corrupt(&q, &board, target, seed));
+        let code = kids.exit_code(pid, Duration::from_secs(30));
         assert_eq!(code, Some(0), "the corrupter failed");
-        assert_eq!(self.board.word(w::WRITES).load(Ordering::SeqCst), WRITES);
-        self.board.word(w::FIRST_WRITE_AT).load(Ordering::SeqCst)
+        assert_eq!(self.board.at(w::WRITES).load(Ordering::SeqCst), WRITES);
+        self.board.at(w::FIRST_WRITE_AT).load(Ordering::SeqCst)
     }
 
     fn report(&self, c: usize, f: usize) -> u64 {
-        self.board.word(field(c, f)).load(Ordering::SeqCst)
+        self.board.at(field(c, f)).load(Ordering::SeqCst)
     }
 
     /// Writes the probe pipe; true if a consumer took its entry within `limit`.
@@ -456,15 +416,14 @@ impl Rig {
             Ok(())
         };
 
-        self.board.word(w::STOP).store(1, Ordering::SeqCst);
+        self.board.at(w::STOP).store(1, Ordering::SeqCst);
         self.writer_stop.store(true, Ordering::SeqCst);
         self.q.ring().wake_all();
         let consumer = self.consumer.take().expect("consumer");
         let stopped = within(Duration::from_secs(2), move || consumer.join().is_ok());
         assert_eq!(stopped, Some(true), "the consumer thread is stuck");
-        let child = self.child.take().expect("child");
         assert_eq!(
-            wait_child(child, Duration::from_secs(2)),
+            self.kids.exit_code(self.child, Duration::from_secs(2)),
             Some(0),
             "the consumer process is stuck or failed"
         );
@@ -497,12 +456,9 @@ impl Rig {
 
 impl Drop for Rig {
     fn drop(&mut self) {
-        self.board.word(w::STOP).store(1, Ordering::SeqCst);
+        self.board.at(w::STOP).store(1, Ordering::SeqCst);
         self.writer_stop.store(true, Ordering::SeqCst);
-        if let Some(pid) = self.child.take() {
-            let _ = rustix::process::kill_process(pid, Signal::KILL);
-            let _ = rustix::process::waitpid(Some(pid), WaitOptions::empty());
-        }
+        // `kids` kills the consumer process if it still runs.
     }
 }
 

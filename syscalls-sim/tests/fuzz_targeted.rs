@@ -16,29 +16,49 @@ use kevent_ring::{SlotState, Status};
 use kevent_syscalls::*;
 use util::proc::{bounded, within};
 use util::shm::{Shared, OFF_CIDX, OFF_KIDX};
-use util::MS;
-
-fn user(id: u64) -> Ukevent {
-    Ukevent {
-        id,
-        type_: KEVENT_USER,
-        event: KEVENT_USER_READY,
-        user: id,
-        ..Default::default()
-    }
-}
+use util::{ready, user_ev, MS};
 
 /// A queue of 8 slots with user events 1..=8, and the ring mapped for scribbling.
 fn small_queue() -> (Arc<Instance>, Shared) {
     let q = Instance::create_with(8, 0, Duration::from_millis(100)).expect("kevent_init");
-    let mut evs: Vec<Ukevent> = (1..=8).map(user).collect();
+    let mut evs: Vec<Ukevent> = (1..=8).map(|id| user_ev(id, 0)).collect();
     assert_eq!(q.ctl(KEVENT_CTL_ADD, &mut evs).unwrap(), 0);
     let ring = Shared::ring_of(&q);
     (q, ring)
 }
 
-fn ready(q: &Instance, id: u64) {
-    assert_eq!(q.ctl(KEVENT_CTL_READY, &mut [user(id)]).unwrap(), 0);
+/// Claims the entry at the user index (slot 0), overwrites its state word with
+/// `state(me)` (`me`: the claiming consumer's id), takes and commits everything after it
+/// (`uidx` cannot pass slot 0), and asserts that the watchdog marks the ring broken
+/// within a second; `what` names the state word.
+fn the_ring_stalled_at_the_user_index_is_marked_broken(state: impl FnOnce(u16) -> u64, what: &str) {
+    let (q, ring) = small_queue();
+    let me = q.consumer();
+    ready(&q, 1);
+    let c = q.ring().claim(me, 1);
+    assert_eq!((c.start, c.owned), (0, 1));
+    ring.u64_at(HEADER_SIZE)
+        .store(state(me.0), Ordering::SeqCst);
+    assert_eq!(q.ring().complete_range(me, c.start..c.end), 0);
+    // Everything after it is taken and committed, but uidx cannot pass slot 0.
+    for id in 2..=8 {
+        ready(&q, id);
+    }
+    let c = q.ring().claim(me, 8);
+    q.ring().complete_range(me, c.start..c.end);
+    assert_eq!(q.ring().uidx(), 0);
+    let end = Instant::now() + Duration::from_secs(1);
+    while q.ring().broken().is_none() && Instant::now() < end {
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    assert!(
+        q.ring().broken().is_some(),
+        "the ring is stalled at uidx {} by {what} (slot state {:?}), backlog {}, and not \
+         marked broken",
+        q.ring().uidx(),
+        q.ring().slot_state(0),
+        q.ring().header().stats.backlog_len.load(Ordering::SeqCst)
+    );
 }
 
 /// A slot whose state word was overwritten with garbage while it sat at the user index
@@ -47,33 +67,10 @@ fn ready(q: &Instance, id: u64) {
 #[test]
 fn a_garbage_state_word_at_the_user_index_marks_the_ring_broken_instead_of_stalling_it() {
     bounded(Duration::from_secs(30), || {
-        let (q, ring) = small_queue();
-        let me = q.consumer();
-        ready(&q, 1);
-        let c = q.ring().claim(me, 1);
-        assert_eq!((c.start, c.owned), (0, 1));
-        // Scribble on the claimed slot's state word: a status byte no state has.
-        ring.u64_at(HEADER_SIZE)
-            .store(0xdead_beef_0000_00ff, Ordering::SeqCst);
-        assert_eq!(q.ring().complete_range(me, c.start..c.end), 0);
-        // Everything after it is taken and committed, but uidx cannot pass slot 0.
-        for id in 2..=8 {
-            ready(&q, id);
-        }
-        let c = q.ring().claim(me, 8);
-        q.ring().complete_range(me, c.start..c.end);
-        assert_eq!(q.ring().uidx(), 0);
-        let end = Instant::now() + Duration::from_secs(1);
-        while q.ring().broken().is_none() && Instant::now() < end {
-            std::thread::sleep(Duration::from_millis(5));
-        }
-        assert!(
-            q.ring().broken().is_some(),
-            "the ring is stalled at uidx {} (slot state {:?}), backlog {}, and not marked \
-             broken",
-            q.ring().uidx(),
-            q.ring().slot_state(0),
-            q.ring().header().stats.backlog_len.load(Ordering::SeqCst)
+        // A status byte no state has.
+        the_ring_stalled_at_the_user_index_is_marked_broken(
+            |_| 0xdead_beef_0000_00ff,
+            "a garbage state word",
         );
     });
 }
@@ -83,29 +80,9 @@ fn a_garbage_state_word_at_the_user_index_marks_the_ring_broken_instead_of_stall
 #[test]
 fn a_state_word_of_the_wrong_lap_at_the_user_index_marks_the_ring_broken() {
     bounded(Duration::from_secs(30), || {
-        let (q, ring) = small_queue();
-        let me = q.consumer();
-        ready(&q, 1);
-        let c = q.ring().claim(me, 1);
-        assert_eq!((c.start, c.owned), (0, 1));
-        let wrong = SlotState::new(7, me.0, Status::Claimed).encode();
-        ring.u64_at(HEADER_SIZE).store(wrong, Ordering::SeqCst);
-        assert_eq!(q.ring().complete_range(me, c.start..c.end), 0);
-        for id in 2..=8 {
-            ready(&q, id);
-        }
-        let c = q.ring().claim(me, 8);
-        q.ring().complete_range(me, c.start..c.end);
-        assert_eq!(q.ring().uidx(), 0);
-        let end = Instant::now() + Duration::from_secs(1);
-        while q.ring().broken().is_none() && Instant::now() < end {
-            std::thread::sleep(Duration::from_millis(5));
-        }
-        assert!(
-            q.ring().broken().is_some(),
-            "stalled at uidx {} by a state word of lap 7 ({:?}), and not marked broken",
-            q.ring().uidx(),
-            q.ring().slot_state(0)
+        the_ring_stalled_at_the_user_index_is_marked_broken(
+            |me| SlotState::new(7, me, Status::Claimed).encode(),
+            "a state word of lap 7",
         );
     });
 }

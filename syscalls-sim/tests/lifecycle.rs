@@ -1,5 +1,6 @@
-//! Timing and shutdown: timers are never early, and closing a queue releases every
-//! thread waiting on it (calls.rs `kevent_close`).
+//! Timing and shutdown: timers are never early, closing a queue releases every thread
+//! waiting on it (calls.rs `kevent_close`), and nothing the owner's threads did keeps it
+//! from closing.
 
 mod util;
 
@@ -7,6 +8,7 @@ use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
 use kevent_syscalls::*;
+use util::proc::bounded;
 use util::*;
 
 #[test]
@@ -105,4 +107,25 @@ fn queues_created_and_closed_back_to_back_never_collide_on_their_gate() {
     for t in threads {
         t.join().expect("no queue failed to be created");
     }
+}
+
+/// A thread of the owning process that took entries with `kevent_wait` must not keep the
+/// queue from closing (seen as a hang at the end of a test: `Instance::close` joining a
+/// producer thread that never wakes).
+#[test]
+fn a_queue_closes_after_a_thread_of_its_owner_took_entries() {
+    bounded(Duration::from_secs(10), || {
+        let q = Instance::create(8, 0).expect("kevent_init");
+        assert_eq!(q.ctl(KEVENT_CTL_ADD, &mut [user_ev(1, 0)]).unwrap(), 0);
+        for timeout in [Some(0), Some(1_000 * MS)] {
+            assert_eq!(q.ctl(KEVENT_CTL_READY, &mut [user_ev(1, 0)]).unwrap(), 0);
+            let claim = q.wait(1, q.ring().uidx(), timeout, 0).expect("wait");
+            assert_eq!(claim.owned, 1);
+            q.commit_range(claim.start..claim.end);
+        }
+        // Let the producer thread settle, then close from this very thread (the one that
+        // took the entries); the test's bound turns a hang into a failure.
+        std::thread::sleep(Duration::from_millis(50));
+        q.close();
+    });
 }

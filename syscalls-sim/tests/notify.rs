@@ -2,35 +2,25 @@
 
 mod util;
 
-use std::os::fd::BorrowedFd;
 use std::time::Duration;
 
 use kevent_syscalls::*;
 use util::*;
-
-fn readable(fd: BorrowedFd<'_>, timeout: Duration) -> bool {
-    let mut pfd = [rustix::event::PollFd::new(
-        &fd,
-        rustix::event::PollFlags::IN,
-    )];
-    let ts = rustix::time::Timespec {
-        tv_sec: timeout.as_secs() as i64,
-        tv_nsec: i64::from(timeout.subsec_nanos()),
-    };
-    rustix::event::poll(&mut pfd, Some(&ts)).expect("poll") == 1
-}
 
 #[test]
 fn the_notify_fd_is_readable_exactly_while_entries_wait() {
     let q = Q::new(64);
     let queue = q.queue();
     let fd = queue.notify_fd().expect("owner may arm it");
-    assert!(!readable(fd, Duration::ZERO), "nothing published yet");
+    assert!(
+        !readable_within(fd, Duration::ZERO),
+        "nothing published yet"
+    );
     let (r, w) = pipe();
     q.add(&mut [fd_ev(KEVENT_PIPE, &r, KEVENT_PIPE_READ, KEVENT_REQ_ET, 1)]);
     write_bytes(&w, b"x");
     assert!(
-        readable(fd, Duration::from_secs(2)),
+        readable_within(fd, Duration::from_secs(2)),
         "a published entry must make the fd readable"
     );
     let mut buf = [Ukevent::default(); 8];
@@ -39,12 +29,12 @@ fn the_notify_fd_is_readable_exactly_while_entries_wait() {
     // Finding the ring empty resets it.
     assert_eq!(q.queue().get_events(0, 8, Some(0), &mut buf, 0).unwrap(), 0);
     assert!(
-        !readable(fd, Duration::ZERO),
+        !readable_within(fd, Duration::ZERO),
         "drained ring, fd still readable"
     );
     // And it works again for the next event.
     write_bytes(&w, b"y");
-    assert!(readable(fd, Duration::from_secs(2)));
+    assert!(readable_within(fd, Duration::from_secs(2)));
 }
 
 /// A zero-timeout wait that finds the ring empty resets the notify fd — but entries
@@ -60,6 +50,7 @@ fn the_notify_fd_stays_readable_when_a_wait_that_reset_it_leaves_entries_behind(
     use std::sync::atomic::{AtomicU64, Ordering::SeqCst};
     use std::sync::Arc;
     use std::time::Instant;
+    use util::proc::XorShift;
 
     const ROUNDS: u64 = 3_000;
     let q = Q::new(64);
@@ -72,7 +63,7 @@ fn the_notify_fd_stays_readable_when_a_wait_that_reset_it_leaves_entries_behind(
     let firer = {
         let (queue, round, fired) = (queue.clone(), round.clone(), fired.clone());
         std::thread::spawn(move || {
-            let mut x: u64 = 0x9e37_79b9_7f4a_7c15;
+            let mut rng = XorShift(0x9e37_79b9_7f4a_7c15);
             let mut done = 0;
             loop {
                 let r = round.load(SeqCst);
@@ -84,10 +75,7 @@ fn the_notify_fd_stays_readable_when_a_wait_that_reset_it_leaves_entries_behind(
                     continue;
                 }
                 // A varying delay spreads the publish over the waiter's loop.
-                x ^= x << 13;
-                x ^= x >> 7;
-                x ^= x << 17;
-                for _ in 0..x % 2_000 {
+                for _ in 0..rng.below(2_000) {
                     std::hint::spin_loop();
                 }
                 queue
@@ -118,7 +106,7 @@ fn the_notify_fd_stays_readable_when_a_wait_that_reset_it_leaves_entries_behind(
             std::hint::spin_loop();
         }
         // The other entry waits: the fd must say so.
-        if queue.ring().has_claimable() && !readable(fd, Duration::ZERO) {
+        if queue.ring().has_claimable() && !readable_within(fd, Duration::ZERO) {
             stranded += 1;
         }
         // Take the rest; the ring is empty again, and so is the fd.

@@ -39,15 +39,11 @@ fn queue_with_two_readable_pipes() -> (Arc<Instance>, [(OwnedFd, OwnedFd); 2]) {
 
 /// Claims one entry for `q`'s consumer; its `user`.
 fn claim_one(q: &Instance) -> (Claim, u64) {
-    let spec = q.wait_spec(None, Some(deadline_in(PATIENCE)));
+    let spec = q.wait_spec(None, Some(deadline_after(PATIENCE)));
     let (claim, _) = q.next_batch(1, &spec).expect("next_batch");
     assert_eq!(claim.owned, 1, "no entry within {PATIENCE:?}");
     let ev = q.entry(claim.start).expect("our entry");
     (claim, ev.user)
-}
-
-fn deadline_in(d: Duration) -> kevent_ring::Deadline {
-    kevent_ring::Deadline::Monotonic(kevent_ring::monotonic_now() + d.as_nanos() as u64)
 }
 
 #[test]

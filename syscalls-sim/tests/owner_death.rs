@@ -74,7 +74,7 @@ fn start_owner(kids: &mut Children) -> Owner {
         }
     });
     assert!(
-        wait_until(Duration::from_secs(10), || board.at(0).load(SeqCst) == 1),
+        board.reaches(0, 1, Duration::from_secs(10)),
         "the owner did not start"
     );
     Owner {
@@ -388,8 +388,7 @@ fn every_consumer_process_learns_of_the_owners_death_whatever_it_sleeps_in() {
         for (i, (&how, &pid)) in ways.iter().zip(&pids).enumerate() {
             let what = format!("the consumer process in {how:?}");
             assert!(
-                wait_until(Duration::from_secs(10), || board.at(3 * i).load(SeqCst)
-                    == 1),
+                board.reaches(3 * i, 1, Duration::from_secs(10)),
                 "{what}: did not connect"
             );
             await_process_asleep(pid, &what);

@@ -23,10 +23,6 @@ fn spec(deadline: Deadline) -> WaitSpec {
     }
 }
 
-fn after(d: Duration) -> Deadline {
-    Deadline::Monotonic(kevent_ring::monotonic_now() + nanos(d))
-}
-
 /// An explicit wake-up rings the poller's bell; a second thread harvesting without pause
 /// (zero-timeout waits: `epoll_wait(0)` on the same epoll fd) often takes that edge
 /// before the woken poller does. The taker must ring again, or the poller sleeps on
@@ -55,7 +51,7 @@ fn a_kick_reaches_the_poller_while_another_thread_harvests_the_same_epoll_fd() {
             for _ in 0..300 {
                 let start = Instant::now();
                 let (claim, outcome) = q
-                    .next_batch(1, &spec(after(Duration::from_secs(3))))
+                    .next_batch(1, &spec(deadline_after(Duration::from_secs(3))))
                     .unwrap();
                 assert_eq!(claim.owned, 0);
                 tx.send((outcome, start.elapsed())).unwrap();
@@ -94,7 +90,7 @@ fn a_pollers_deadline_is_neither_early_nor_rounded_up_to_milliseconds() {
     for _ in 0..21 {
         let start = Instant::now();
         let (claim, outcome) = q
-            .next_batch(1, &spec(after(Duration::from_micros(2500))))
+            .next_batch(1, &spec(deadline_after(Duration::from_micros(2500))))
             .unwrap();
         let took = start.elapsed();
         assert_eq!((claim.owned, outcome), (0, WaitOutcome::TimedOut));

@@ -8,13 +8,10 @@ use std::os::fd::{AsRawFd, OwnedFd};
 use std::time::{Duration, Instant};
 
 use kevent_syscalls::*;
+use util::proc::serial;
 use util::*;
 
 /// A FIFO opened read-write: one fd that is both ends of a pipe.
-/// The fd-hungry tests take this so they never hold their thousands of fds at once: the
-/// hard RLIMIT_NOFILE here is 20,000 and cannot be raised without CAP_SYS_RESOURCE.
-static FD_HEAVY: std::sync::Mutex<()> = std::sync::Mutex::new(());
-
 fn fifo(dir: &TempDir, i: usize) -> std::fs::File {
     use std::os::unix::fs::OpenOptionsExt;
     let path = dir.0.join(format!("f{i}"));
@@ -31,6 +28,40 @@ fn fifo(dir: &TempDir, i: usize) -> std::fs::File {
     f
 }
 
+/// Claims and commits until each of the `n` pipes (cookie = index) was delivered or
+/// `limit` passed, running `handle(i)` for each entry before its commit; then asserts
+/// that each was delivered exactly once.
+fn assert_each_delivered_once(q: &Q, n: usize, limit: Duration, mut handle: impl FnMut(usize)) {
+    let mut seen = vec![0u32; n];
+    let mut delivered = 0;
+    let deadline = Instant::now() + limit;
+    while delivered < n && Instant::now() < deadline {
+        let (claim, got) = q.claim(64, Duration::from_millis(500));
+        for e in &got {
+            let i = e.user as usize;
+            seen[i] += 1;
+            if seen[i] == 1 {
+                delivered += 1;
+            }
+            handle(i);
+        }
+        if !claim.is_empty() {
+            q.commit_to(claim.end);
+        }
+    }
+    // Anything delivered twice would show up now.
+    q.expect_none(QUIET);
+    let missing = seen.iter().filter(|&&n| n == 0).count();
+    let twice: Vec<usize> = (0..n).filter(|&i| seen[i] > 1).collect();
+    assert_eq!(
+        missing,
+        0,
+        "{missing} pipes never delivered; {:?}",
+        q.stats()
+    );
+    assert!(twice.is_empty(), "delivered more than once: {twice:?}");
+}
+
 #[test]
 fn ten_thousand_ready_pipes_on_a_64_slot_ring_are_each_delivered_exactly_once() {
     const N: usize = 10_000;
@@ -41,7 +72,9 @@ fn ten_thousand_ready_pipes_on_a_64_slot_ring_are_each_delivered_exactly_once() 
     // of 20,000 (a pipe pair per registration would need 20,000 and more). The batch
     // number goes into `id.raw[1]` (the fd is `id.raw[0]`), as a test of ids that are
     // more than an fd number.
-    let _fds = FD_HEAVY.lock().unwrap_or_else(|e| e.into_inner());
+    // Fd-hungry: one at a time, so that the tests never hold their thousands of fds at
+    // once (the hard RLIMIT_NOFILE may be 20,000, and not raised without CAP_SYS_RESOURCE).
+    let _fds = serial();
     raise_fd_limit((N + 2 * BATCH + 1_024) as u64);
     let q = Q::new(64);
     let dir = TempDir::new("ring-full");
@@ -63,33 +96,7 @@ fn ten_thousand_ready_pipes_on_a_64_slot_ring_are_each_delivered_exactly_once() 
         open.extend(fifos); // closing an fd ends its registration, as with epoll
     }
     assert_eq!(q.stats().registered, N as u64);
-    let mut seen = vec![0u32; N];
-    let mut delivered = 0;
-    let deadline = Instant::now() + Duration::from_secs(30);
-    while delivered < N && Instant::now() < deadline {
-        let (claim, got) = q.claim(64, Duration::from_millis(500));
-        for e in &got {
-            let i = e.user as usize;
-            seen[i] += 1;
-            if seen[i] == 1 {
-                delivered += 1;
-            }
-        }
-        if !claim.is_empty() {
-            q.commit_to(claim.end);
-        }
-    }
-    // Anything delivered twice would show up now.
-    q.expect_none(QUIET);
-    let missing = seen.iter().filter(|&&n| n == 0).count();
-    let twice: Vec<usize> = (0..N).filter(|&i| seen[i] > 1).collect();
-    assert_eq!(
-        missing,
-        0,
-        "{missing} pipes never delivered; {:?}",
-        q.stats()
-    );
-    assert!(twice.is_empty(), "delivered more than once: {twice:?}");
+    assert_each_delivered_once(&q, N, Duration::from_secs(30), |_| {});
     let s = q.stats();
     assert_eq!(s.lost, 0, "{s:?}");
     assert!(s.backlogged > 0, "the ring never filled: {s:?}");
@@ -101,7 +108,9 @@ fn ten_thousand_ready_pipes_on_a_64_slot_ring_are_each_delivered_exactly_once() 
 fn three_thousand_level_triggered_pipes_read_before_commit_are_each_delivered_once() {
     // The level-triggered sibling: a pipe pair per kevent (3 fds with the duplicate).
     const N: usize = 3_000;
-    let _fds = FD_HEAVY.lock().unwrap_or_else(|e| e.into_inner());
+    // Fd-hungry: one at a time, so that the tests never hold their thousands of fds at
+    // once (the hard RLIMIT_NOFILE may be 20,000, and not raised without CAP_SYS_RESOURCE).
+    let _fds = serial();
     raise_fd_limit((3 * N + 1_024) as u64);
     let q = Q::new(64);
     let pipes: Vec<(OwnedFd, OwnedFd)> = (0..N).map(|_| pipe()).collect();
@@ -115,34 +124,10 @@ fn three_thousand_level_triggered_pipes_read_before_commit_are_each_delivered_on
         set_nonblocking(r);
         write_bytes(w, b"x");
     }
-    let mut seen = vec![0u32; N];
-    let mut delivered = 0;
-    let deadline = Instant::now() + Duration::from_secs(20);
-    while delivered < N && Instant::now() < deadline {
-        let (claim, got) = q.claim(64, Duration::from_millis(500));
-        for e in &got {
-            let i = e.user as usize;
-            seen[i] += 1;
-            if seen[i] == 1 {
-                delivered += 1;
-            }
-            // Handled before the commit, so the level re-check finds it idle.
-            drain(&pipes[i].0);
-        }
-        if !claim.is_empty() {
-            q.commit_to(claim.end);
-        }
-    }
-    q.expect_none(QUIET);
-    let missing = seen.iter().filter(|&&n| n == 0).count();
-    let twice: Vec<usize> = (0..N).filter(|&i| seen[i] > 1).collect();
-    assert_eq!(
-        missing,
-        0,
-        "{missing} pipes never delivered; {:?}",
-        q.stats()
-    );
-    assert!(twice.is_empty(), "delivered more than once: {twice:?}");
+    assert_each_delivered_once(&q, N, Duration::from_secs(20), |i| {
+        // Handled before the commit, so the level re-check finds it idle.
+        drain(&pipes[i].0);
+    });
     let s = q.stats();
     assert_eq!(s.lost, 0, "{s:?}");
     assert!(s.backlogged > 0, "the ring never filled: {s:?}");

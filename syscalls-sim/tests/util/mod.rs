@@ -1,5 +1,9 @@
-//! Shared helpers of the integration tests: a queue handle that closes itself, kevent
-//! builders, bounded waits, claim/commit, statistics, fds and temp dirs.
+//! Shared helpers of the integration tests of `kevent-syscalls` (each test file says
+//! `mod util;`): a queue handle that closes itself, kevent builders, bounded waits,
+//! claim/commit, statistics and temp dirs here; fds in `fds.rs` (re-exported here);
+//! forked children and bounded test bodies in [`proc`]; a ring's pages mapped anew in
+//! [`shm`]; a peer's requests reported in words in [`peer`]; the hostile peer of the
+//! `hostile_*.rs` tests in [`hostile_peer`].
 //!
 //! Every helper that blocks has a timeout, so a bug fails a test instead of hanging it.
 
@@ -7,16 +11,20 @@
 #![allow(dead_code)]
 
 use std::io;
-use std::os::fd::{AsFd, AsRawFd, OwnedFd, RawFd};
+use std::os::fd::{AsRawFd, OwnedFd, RawFd};
 use std::path::PathBuf;
 use std::sync::atomic::Ordering;
-use std::sync::Once;
 use std::time::{Duration, Instant};
 
 use kevent_syscalls::*;
 
+mod fds;
+pub mod hostile_peer;
+pub mod peer;
 pub mod proc;
 pub mod shm;
+
+pub use fds::*;
 
 /// Nanoseconds in a millisecond and in a second (kevent timeouts are nanoseconds).
 pub const MS: u64 = 1_000_000;
@@ -185,6 +193,40 @@ pub fn user_ev(id: u64, req_flags: u32) -> Ukevent {
     ev(KEVENT_USER, id, KEVENT_USER_READY, req_flags, id)
 }
 
+/// READY of user kevent `id` (through `q`'s `kevent_ctl`), which must succeed.
+#[track_caller]
+pub fn ready(q: &Instance, id: u64) {
+    assert_eq!(
+        q.ctl(KEVENT_CTL_READY, &mut [user_ev(id, 0)])
+            .expect("READY"),
+        0
+    );
+}
+
+/// Pipes whose read ends a queue watches: see [`pipes_registered`].
+pub struct Pipes {
+    pub read: Vec<OwnedFd>,
+    pub write: Vec<OwnedFd>,
+}
+
+/// `n` non-blocking pipes, their read ends added to `q` in one `kevent_ctl(ADD)`
+/// (`KEVENT_PIPE_READ`, level-triggered, `user` = the pipe's index).
+pub fn pipes_registered(q: &Instance, n: usize) -> Pipes {
+    let (read, write): (Vec<OwnedFd>, Vec<OwnedFd>) = (0..n).map(|_| nonblocking_pipe()).unzip();
+    let mut evs: Vec<Ukevent> = read
+        .iter()
+        .enumerate()
+        .map(|(i, r)| fd_ev(KEVENT_PIPE, r, KEVENT_PIPE_READ, 0, i as u64))
+        .collect();
+    assert_eq!(q.ctl(KEVENT_CTL_ADD, &mut evs).expect("ADD pipes"), 0);
+    Pipes { read, write }
+}
+
+/// A monotonic deadline `d` from now.
+pub fn deadline_after(d: Duration) -> kevent_ring::Deadline {
+    kevent_ring::Deadline::Monotonic(kevent_ring::monotonic_now() + nanos(d))
+}
+
 /// The errno of a failed call.
 #[track_caller]
 pub fn assert_errno<T: std::fmt::Debug>(r: io::Result<T>, errno: i32) {
@@ -217,88 +259,6 @@ pub fn wait_until(timeout: Duration, mut cond: impl FnMut() -> bool) -> bool {
         }
         std::thread::sleep(Duration::from_millis(1));
     }
-}
-
-// --- fds ------------------------------------------------------------------------------
-
-/// A pipe: `(read end, write end)`.
-pub fn pipe() -> (OwnedFd, OwnedFd) {
-    let (r, w) = std::io::pipe().expect("pipe");
-    (OwnedFd::from(r), OwnedFd::from(w))
-}
-
-pub fn set_nonblocking(fd: &impl AsFd) {
-    let fd = fd.as_fd();
-    let fl = rustix::fs::fcntl_getfl(fd).expect("F_GETFL");
-    rustix::fs::fcntl_setfl(fd, fl | rustix::fs::OFlags::NONBLOCK).expect("F_SETFL");
-}
-
-pub fn write_bytes(fd: &impl AsFd, bytes: &[u8]) {
-    assert_eq!(rustix::io::write(fd, bytes).expect("write"), bytes.len());
-}
-
-/// Writes into a non-blocking fd until it would block; returns how much it wrote.
-pub fn fill(fd: &impl AsFd) -> usize {
-    let buf = [0u8; 4096];
-    let mut total = 0;
-    loop {
-        match rustix::io::write(fd, &buf) {
-            Ok(n) => total += n,
-            Err(rustix::io::Errno::AGAIN) => return total,
-            Err(e) => panic!("write: {e}"),
-        }
-    }
-}
-
-/// Reads a non-blocking fd until it would block; returns how much it read.
-pub fn drain(fd: &impl AsFd) -> usize {
-    let mut buf = [0u8; 4096];
-    let mut total = 0;
-    loop {
-        match rustix::io::read(fd, &mut buf) {
-            Ok(0) => return total,
-            Ok(n) => total += n,
-            Err(rustix::io::Errno::AGAIN) => return total,
-            Err(e) => panic!("read: {e}"),
-        }
-    }
-}
-
-/// Raises `RLIMIT_NOFILE` (soft and hard) to at least `n` for the whole process. The
-/// tests run as root, so the hard limit may be raised.
-pub fn raise_fd_limit(n: u64) {
-    static ONCE: Once = Once::new();
-    ONCE.call_once(|| {
-        let mut lim = libc::rlimit {
-            rlim_cur: 0,
-            rlim_max: 0,
-        };
-        // SAFETY: getrlimit writes into the struct we own.
-        let r = unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim) };
-        assert_eq!(
-            r,
-            0,
-            "getrlimit(RLIMIT_NOFILE): {}",
-            io::Error::last_os_error()
-        );
-        if lim.rlim_cur >= n && lim.rlim_max >= n {
-            return;
-        }
-        let new = libc::rlimit {
-            rlim_cur: lim.rlim_cur.max(n),
-            rlim_max: lim.rlim_max.max(n),
-        };
-        // SAFETY: setrlimit reads the struct we own.
-        if unsafe { libc::setrlimit(libc::RLIMIT_NOFILE, &new) } != 0 {
-            panic!(
-                "cannot raise RLIMIT_NOFILE from {}/{} to {n} (this test needs root or \
-                 CAP_SYS_RESOURCE): {}",
-                lim.rlim_cur,
-                lim.rlim_max,
-                io::Error::last_os_error()
-            );
-        }
-    });
 }
 
 /// A fresh empty directory under the system temp dir, removed on drop.

@@ -1,14 +1,15 @@
 //! Helpers of the tests that fork: children that run a closure and `_exit`, a guard that
-//! kills what a test leaves running, words shared with children, bounded test bodies, and
-//! a fixed-seed random source.
+//! kills what a test leaves running, words shared with children, bounded test bodies, a
+//! process's memory and fds, and a fixed-seed random source.
 
 use std::panic::AssertUnwindSafe;
-use std::ptr::NonNull;
-use std::sync::atomic::AtomicU64;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{mpsc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
 use rustix::process::{Pid, Signal, WaitOptions, WaitStatus};
+
+use super::shm::Shared;
 
 /// The tests of a file that forks run one at a time: a child forked while another test's
 /// threads hold locks (the allocator's excepted) could inherit them held.
@@ -155,57 +156,44 @@ impl Drop for Children {
 
 /// `len` 64-bit words in an anonymous `MAP_SHARED` mapping: written by forked children,
 /// read by the parent (and the other way round).
-pub struct SharedWords {
-    ptr: NonNull<AtomicU64>,
-    len: usize,
-}
-
-// SAFETY: the words are only ever accessed atomically (see `at`), from any thread.
-unsafe impl Send for SharedWords {}
-// SAFETY: as above.
-unsafe impl Sync for SharedWords {}
+pub struct SharedWords(Shared);
 
 impl SharedWords {
     pub fn new(len: usize) -> SharedWords {
-        // SAFETY: a new anonymous mapping (no fd, no address hint): it affects no memory
-        // we already use; the result is checked below.
-        let p = unsafe {
-            libc::mmap(
-                std::ptr::null_mut(),
-                len * 8,
-                libc::PROT_READ | libc::PROT_WRITE,
-                libc::MAP_SHARED | libc::MAP_ANONYMOUS,
-                -1,
-                0,
-            )
-        };
-        assert_ne!(
-            p,
-            libc::MAP_FAILED,
-            "mmap: {}",
-            std::io::Error::last_os_error()
-        );
-        SharedWords {
-            ptr: NonNull::new(p.cast()).expect("mmap never returns null"),
-            len,
-        }
+        SharedWords(Shared::map(len * 8, None))
     }
 
     pub fn at(&self, i: usize) -> &AtomicU64 {
-        assert!(i < self.len, "shared word {i} out of {}", self.len);
-        // SAFETY: the mapping holds `len` page-aligned, zero-filled 8-byte words that live
-        // as long as `self`; every bit pattern is a valid AtomicU64, and all access is
-        // atomic, so children writing the same page concurrently cause no data race.
-        unsafe { &*self.ptr.as_ptr().add(i) }
+        self.0.word(i)
+    }
+
+    /// Whether word `i` is `value` within `limit` (looked at every millisecond).
+    pub fn reaches(&self, i: usize, value: u64, limit: Duration) -> bool {
+        super::wait_until(limit, || self.at(i).load(Ordering::SeqCst) == value)
     }
 }
 
-impl Drop for SharedWords {
-    fn drop(&mut self) {
-        // SAFETY: unmaps exactly the mapping made in `new`; no reference into it outlives
-        // `self` (they all borrow it).
-        unsafe { libc::munmap(self.ptr.as_ptr().cast(), self.len * 8) };
-    }
+/// `VmRSS` of process `pid` (`None`: this process), in bytes.
+pub fn rss(pid: Option<Pid>) -> u64 {
+    let status = match pid {
+        Some(pid) => format!("/proc/{}/status", pid.as_raw_nonzero()),
+        None => "/proc/self/status".to_string(),
+    };
+    let status = std::fs::read_to_string(&status).unwrap_or_else(|e| panic!("{status}: {e}"));
+    let kb: u64 = status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.trim().strip_suffix("kB"))
+        .and_then(|v| v.trim().parse().ok())
+        .expect("a VmRSS line in /proc/<pid>/status");
+    kb * 1024
+}
+
+/// Number of open fds of process `pid` (0 if it is gone).
+pub fn fds_of(pid: Pid) -> usize {
+    std::fs::read_dir(format!("/proc/{}/fd", pid.as_raw_nonzero()))
+        .map(|d| d.count())
+        .unwrap_or(0)
 }
 
 /// A fixed-seed xorshift64: reproducible "random" choices (print the seed on failure).

@@ -1,5 +1,5 @@
-//! A ring's pages mapped anew, to scribble on them as a hostile peer would (or to share
-//! report words with forked children), and the header offsets of the positions.
+//! A ring's pages mapped anew, to scribble on them as a hostile peer would (or anonymous
+//! memory, for [`super::proc::SharedWords`]), and the header offsets of the positions.
 
 use std::os::fd::AsRawFd;
 use std::ptr::NonNull;
@@ -12,8 +12,8 @@ pub const OFF_KIDX: usize = 128;
 pub const OFF_CIDX: usize = 256;
 pub const OFF_UIDX: usize = 384;
 
-/// A `MAP_SHARED` mapping: anonymous (report words shared with forked children) or of a
-/// ring's memfd (to scribble on it). Accessed only atomically.
+/// A `MAP_SHARED` mapping: anonymous (words shared with forked children) or of a ring's
+/// memfd (to scribble on it). Accessed only atomically.
 pub struct Shared {
     ptr: NonNull<u8>,
     pub len: usize,
@@ -52,11 +52,6 @@ impl Shared {
             ptr: NonNull::new(p.cast()).expect("mmap never returns null"),
             len,
         }
-    }
-
-    /// Report words shared with forked children.
-    pub fn words(n: usize) -> Shared {
-        Shared::map(n * 8, None)
     }
 
     /// The whole ring of `q`, mapped anew.

@@ -1,4 +1,5 @@
-//! No call of the queue's owner ever blocks on an fd a peer can reach (ARCHITECTURE.md §5,
+//! The hostile peer of the `hostile_*.rs` tests, and the owner's calls bounded against it:
+//! no call of the queue's owner ever blocks on an fd a peer can reach (ARCHITECTURE.md §5,
 //! "Trust boundaries": "a peer can clear `O_NONBLOCK` on a shared eventfd and fill its
 //! counter, and nothing is written to such an fd while a lock is held").
 //!
@@ -24,28 +25,24 @@
 //! [`CALL_LIMIT`] (they take well under 100 ms when nothing blocks; the slowest is
 //! printed). A call that blocks fails the test at once with its name; the queue is never
 //! closed by a drop, so a failed test unwinds without hanging in a close.
-//!
-//! Every blocking call has a timeout, every test body is bounded, and the tests of this
-//! file run one at a time (they fork).
-
-mod util;
 
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd, RawFd};
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use kevent_syscalls::*;
 use rustix::io::Errno;
-use util::proc::{bounded, child_log, within, Children, SharedWords};
-use util::{fd_ev, pipe, user_ev, wait_until, write_bytes, TempDir, MS};
+
+use super::proc::{child_log, within, Children, SharedWords};
+use super::{my_fds, user_ev, wait_until, TempDir, MS};
 
 /// The longest any single call of the owner may take here. The contract is < 100 ms;
 /// the bound is generous for a loaded 2-core machine.
-const CALL_LIMIT: Duration = Duration::from_secs(1);
+pub const CALL_LIMIT: Duration = Duration::from_secs(1);
 /// Rounds of owner calls before the peer is killed, and again after.
-const ROUNDS: u64 = 100;
+pub const ROUNDS: u64 = 100;
 /// The largest value an eventfd's counter holds.
 const EVENTFD_MAX: u64 = 0xffff_ffff_ffff_fffe;
 
@@ -54,7 +51,7 @@ const EVENTFD_MAX: u64 = 0xffff_ffff_ffff_fffe;
 /// Runs the owner's calls on helper threads, each bounded by [`CALL_LIMIT`], and keeps
 /// the slowest.
 #[derive(Default)]
-struct Clock {
+pub struct Clock {
     calls: u64,
     slowest: Duration,
     slowest_call: String,
@@ -62,7 +59,11 @@ struct Clock {
 
 impl Clock {
     #[track_caller]
-    fn call<T: Send + 'static>(&mut self, what: &str, f: impl FnOnce() -> T + Send + 'static) -> T {
+    pub fn call<T: Send + 'static>(
+        &mut self,
+        what: &str,
+        f: impl FnOnce() -> T + Send + 'static,
+    ) -> T {
         let t = Instant::now();
         let Some(v) = within(CALL_LIMIT, f) else {
             let before = if self.calls == 0 {
@@ -87,7 +88,7 @@ impl Clock {
         v
     }
 
-    fn report(&self, test: &str) {
+    pub fn report(&self, test: &str) {
         println!(
             "{test}: {} owner calls, the slowest {} in {:?}",
             self.calls, self.slowest_call, self.slowest
@@ -97,7 +98,7 @@ impl Clock {
 
 /// A queue served at a path in a fresh directory. One reference is leaked on purpose: a
 /// failed test must not hang in the close a drop would do (the test closes it itself).
-fn owner_queue(name: &str) -> (Arc<Instance>, TempDir, PathBuf) {
+pub fn owner_queue(name: &str) -> (Arc<Instance>, TempDir, PathBuf) {
     let q = Instance::create(64, 0).expect("kevent_init");
     std::mem::forget(q.clone());
     let dir = TempDir::new(name);
@@ -106,17 +107,27 @@ fn owner_queue(name: &str) -> (Arc<Instance>, TempDir, PathBuf) {
     (q, dir, path)
 }
 
+/// READY of user kevent 1 (which the test added), bounded; it must succeed.
+#[track_caller]
+pub fn ready_1(clock: &mut Clock, q: &Arc<Instance>, round: u64) {
+    let q = q.clone();
+    let failed = clock.call(&format!("kevent_ctl(READY) #{round}"), move || {
+        q.ctl(KEVENT_CTL_READY, &mut [user_ev(1, 0)])
+    });
+    assert_eq!(failed.expect("READY"), 0, "round {round}");
+}
+
 /// Closes the queue, bounded.
-fn close(clock: &mut Clock, q: &Arc<Instance>) {
+pub fn close(clock: &mut Clock, q: &Arc<Instance>) {
     let q = q.clone();
     clock.call("close", move || q.close());
 }
 
-// --- the peer ------------------------------------------------------------------------
+// --- the peer ----------------------------------------------------------------------------
 
 /// What the peer does to the fds it holds.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Attack {
+pub enum Attack {
     BlockingAndFull,
     BlockingAndDrained,
     /// `O_NONBLOCK` cleared on every fd, nothing else.
@@ -126,19 +137,19 @@ enum Attack {
 
 /// What the peer does besides.
 #[derive(Debug, Clone, Copy)]
-struct Plan {
-    attack: Attack,
+pub struct Plan {
+    pub attack: Attack,
     /// Arm the notify fd (`Instance::notify_fd`) before the attack.
-    notify: bool,
+    pub notify: bool,
     /// A thread of the peer sleeps in `kevent_get_events` (a consumer asleep on the ring).
-    sleeper: bool,
+    pub sleeper: bool,
     /// The peer's main thread runs an event loop on its notify fd (see
     /// [`notify_loop`]) instead of idling.
-    event_loop: bool,
+    pub event_loop: bool,
 }
 
 /// The words the peer and the owner share.
-mod board {
+pub mod board {
     /// 1 once the peer has attacked (and started its threads), 99 if it failed.
     pub const PHASE: usize = 0;
     /// Fds attacked, by kind.
@@ -164,19 +175,9 @@ mod board {
     pub const WORDS: usize = 12;
 }
 
-/// The fds of this process.
-fn open_fds() -> Vec<RawFd> {
-    std::fs::read_dir("/proc/self/fd")
-        .map(|dir| {
-            dir.filter_map(|e| e.ok()?.file_name().to_str()?.parse().ok())
-                .collect()
-        })
-        .unwrap_or_default()
-}
-
 /// Closes every fd above stderr (a forked child's copies of its parent's).
 fn close_inherited_fds() {
-    for fd in open_fds() {
+    for fd in my_fds() {
         if fd > 2 {
             // SAFETY: closes a number of this (forked, single-threaded) process; nothing
             // in it uses the parent's fds, and an fd already closed (the directory
@@ -359,7 +360,7 @@ fn fill_leaving_flags(fd: RawFd, kind: Kind) {
 /// loop as `plan` says until killed (or told to stop).
 fn peer(gate: &Path, b: &Arc<SharedWords>, plan: Plan) -> i32 {
     close_inherited_fds();
-    let before = open_fds();
+    let before = my_fds();
     let cq = match Instance::connect(gate) {
         Ok(q) => q,
         Err(e) => {
@@ -383,7 +384,7 @@ fn peer(gate: &Path, b: &Arc<SharedWords>, plan: Plan) -> i32 {
     let mine = notify.as_ref().map(|fd| fd.as_raw_fd());
     // Every fd attaching gave us (our duplicate of the notify fd excepted: the queue's
     // own is in the list).
-    let held: Held = open_fds()
+    let held: Held = my_fds()
         .into_iter()
         .filter(|fd| !before.contains(fd) && Some(*fd) != mine)
         .filter_map(|fd| Some((fd, kind(fd, gate)?)))
@@ -475,7 +476,7 @@ fn notify_loop(cq: &Instance, nfd: BorrowedFd<'_>, held: &Held, b: &SharedWords)
 }
 
 /// Forks the peer and waits until it has attacked; returns its pid.
-fn start_peer(
+pub fn start_peer(
     kids: &mut Children,
     gate: &Path,
     board: &Arc<SharedWords>,
@@ -509,315 +510,4 @@ fn start_peer(
         "attaching gave the peer no fd it could fill or drain"
     );
     pid
-}
-
-// --- A. the notify fd -----------------------------------------------------------------
-
-/// One round of the owner's work on user kevent 1: READY, then take it back with
-/// `kevent_get_events` — exactly one entry, the one made ready.
-fn ready_and_take(clock: &mut Clock, q: &Arc<Instance>, round: u64) {
-    let q1 = q.clone();
-    let failed = clock.call(&format!("kevent_ctl(READY) #{round}"), move || {
-        q1.ctl(KEVENT_CTL_READY, &mut [user_ev(1, 0)])
-    });
-    assert_eq!(failed.expect("READY"), 0, "round {round}");
-    let q2 = q.clone();
-    let got = clock.call(&format!("kevent_get_events #{round}"), move || {
-        let mut buf = [Ukevent::default(); 8];
-        q2.get_events(1, 8, Some(500 * MS), &mut buf, 0)
-            .map(|n| buf[..n].to_vec())
-    });
-    let got = got.expect("get_events");
-    assert_eq!(got.len(), 1, "round {round}: {got:?}");
-    assert_eq!(got[0].user, 1, "round {round}: {got:?}");
-}
-
-/// A peer arms its notify fd, makes it blocking and full (and every other fd it got),
-/// and keeps it so: the owner's READY and `kevent_get_events` of a user kevent go on —
-/// 100 rounds, each call bounded — and go on after the peer is killed; then the owner's
-/// close returns.
-#[test]
-fn the_owner_keeps_working_when_a_peer_makes_its_notify_fd_blocking_and_full() {
-    bounded(Duration::from_secs(120), || {
-        let (q, _dir, gate) = owner_queue("notify-full");
-        assert_eq!(q.ctl(KEVENT_CTL_ADD, &mut [user_ev(1, 0)]).expect("ADD"), 0);
-        let board = Arc::new(SharedWords::new(board::WORDS));
-        let mut kids = Children::default();
-        let plan = Plan {
-            attack: Attack::BlockingAndFull,
-            notify: true,
-            sleeper: false,
-            event_loop: false,
-        };
-        let peer = start_peer(&mut kids, &gate, &board, plan);
-        let mut clock = Clock::default();
-        for round in 0..ROUNDS {
-            ready_and_take(&mut clock, &q, round);
-        }
-        kids.kill(peer);
-        for round in ROUNDS..2 * ROUNDS {
-            ready_and_take(&mut clock, &q, round);
-        }
-        close(&mut clock, &q);
-        clock.report("notify fd blocking and full");
-    });
-}
-
-/// The same peer, alive and at it, with a consumer asleep on the ring: the owner's close
-/// returns (and wakes that consumer, which is the peer's business).
-#[test]
-fn the_owner_closes_its_queue_while_a_peer_keeps_its_fds_blocking_and_full() {
-    bounded(Duration::from_secs(60), || {
-        let (q, _dir, gate) = owner_queue("close-full");
-        let board = Arc::new(SharedWords::new(board::WORDS));
-        let mut kids = Children::default();
-        let plan = Plan {
-            attack: Attack::BlockingAndFull,
-            notify: true,
-            sleeper: true,
-            event_loop: false,
-        };
-        let _peer = start_peer(&mut kids, &gate, &board, plan);
-        assert!(
-            wait_until(Duration::from_secs(5), || q.ring().sleepers() >= 1),
-            "the peer's consumer does not sleep on the ring: {}",
-            util::ring_report(&q)
-        );
-        let mut clock = Clock::default();
-        close(&mut clock, &q);
-        clock.report("close with a hostile peer");
-    });
-}
-
-/// A full counter loses no wake-up: a peer whose notify fd (and every other fd it got)
-/// was filled — `O_NONBLOCK` left alone — and that sleeps in an event loop on its notify
-/// fd is still told of every new entry: 50 entries, one at a time, every fifth published
-/// right after the peer filled its fds again; each reaches it within a second.
-#[test]
-fn a_peer_that_filled_its_notify_fd_is_still_told_of_every_new_entry() {
-    bounded(Duration::from_secs(120), || {
-        const EVENTS: u64 = 50;
-        let (q, _dir, gate) = owner_queue("notify-wakeups");
-        assert_eq!(q.ctl(KEVENT_CTL_ADD, &mut [user_ev(1, 0)]).expect("ADD"), 0);
-        let board = Arc::new(SharedWords::new(board::WORDS));
-        let mut kids = Children::default();
-        let plan = Plan {
-            attack: Attack::Full,
-            notify: true,
-            sleeper: false,
-            event_loop: true,
-        };
-        let peer = start_peer(&mut kids, &gate, &board, plan);
-        let mut clock = Clock::default();
-        let w = |i| board.at(i).load(Ordering::SeqCst);
-        for k in 1..=EVENTS {
-            if k % 5 == 1 {
-                board.at(board::REFILL_ASKED).store(k, Ordering::SeqCst);
-                assert!(
-                    wait_until(Duration::from_secs(5), || w(board::REFILL_DONE) == k),
-                    "the peer did not fill its fds again"
-                );
-            }
-            let q1 = q.clone();
-            let failed = clock.call(&format!("kevent_ctl(READY) #{k}"), move || {
-                q1.ctl(KEVENT_CTL_READY, &mut [user_ev(1, 0)])
-            });
-            assert_eq!(failed.expect("READY"), 0);
-            board.at(board::PUBLISHED).store(k, Ordering::SeqCst);
-            assert!(
-                wait_until(CALL_LIMIT, || w(board::TAKEN) == k),
-                "entry {k} (published {}) did not reach the peer's event loop on its \
-                 notify fd within {CALL_LIMIT:?}: it took {} entries after {} wake-ups; \
-                 {}",
-                if k % 5 == 1 {
-                    "onto a full notify fd"
-                } else {
-                    "after it had drained the fd"
-                },
-                w(board::TAKEN),
-                w(board::WAKEUPS),
-                util::ring_report(&q)
-            );
-        }
-        board.at(board::STOP).store(1, Ordering::SeqCst);
-        kids.expect_success(peer, Duration::from_secs(10), "the peer's event loop");
-        assert_eq!(w(board::TAKEN), EVENTS);
-        println!(
-            "{} wake-ups for {EVENTS} entries; the notify fd was an eventfd at its maximum \
-             after {} of {} refills",
-            w(board::WAKEUPS),
-            w(board::NOTIFY_FULL),
-            EVENTS.div_ceil(5)
-        );
-        close(&mut clock, &q);
-        clock.report("notify fd full");
-    });
-}
-
-// --- A. the doorbell ------------------------------------------------------------------
-
-/// The owner's consumer thread: `kevent_get_events` with 100 ms timeouts in a loop (it
-/// sleeps on the ring's futex: the queue's consumers do not harvest), each call's end
-/// stamped, until told to stop.
-struct OwnerConsumer {
-    stop: Arc<AtomicBool>,
-    /// Milliseconds since `start` at the last return.
-    beat: Arc<AtomicU64>,
-    start: Instant,
-}
-
-impl OwnerConsumer {
-    fn start(q: &Arc<Instance>) -> OwnerConsumer {
-        let me = OwnerConsumer {
-            stop: Arc::new(AtomicBool::new(false)),
-            beat: Arc::new(AtomicU64::new(0)),
-            start: Instant::now(),
-        };
-        let (q, stop, beat, start) = (q.clone(), me.stop.clone(), me.beat.clone(), me.start);
-        std::thread::spawn(move || {
-            let mut buf = [Ukevent::default(); 64];
-            while !stop.load(Ordering::SeqCst) {
-                if q.get_events(1, 64, Some(100 * MS), &mut buf, 0).is_err() {
-                    return;
-                }
-                beat.store(start.elapsed().as_millis() as u64, Ordering::SeqCst);
-            }
-        });
-        me
-    }
-
-    /// Fails the test if the consumer's current call has run past its timeout plus
-    /// [`CALL_LIMIT`].
-    #[track_caller]
-    fn check(&self, when: &str) {
-        let since = self.start.elapsed().as_millis() as u64 - self.beat.load(Ordering::SeqCst);
-        assert!(
-            since < (CALL_LIMIT + Duration::from_millis(100)).as_millis() as u64,
-            "{when}: the owner's consumer thread has been in kevent_get_events (100 ms \
-             timeout) for {since} ms: it blocks on an fd the peer can reach"
-        );
-    }
-}
-
-impl Drop for OwnerConsumer {
-    fn drop(&mut self) {
-        self.stop.store(true, Ordering::SeqCst);
-    }
-}
-
-/// The owner's doorbell rounds: ADD of a readable level pipe (returned ready at once,
-/// `DONE`: the consumer asleep must be woken to re-check it), REMOVE, READY of a user
-/// kevent and a zero-timeout `kevent_get_events` (a commit), each bounded.
-fn doorbell_round(clock: &mut Clock, q: &Arc<Instance>, r: &std::os::fd::OwnedFd, round: u64) {
-    let ev = fd_ev(KEVENT_PIPE, r, KEVENT_PIPE_READ, 0, 7);
-    let q1 = q.clone();
-    let added = clock.call(
-        &format!("kevent_ctl(ADD) of a readable pipe #{round}"),
-        move || {
-            let mut add = [ev];
-            q1.ctl(KEVENT_CTL_ADD, &mut add).map(|n| (n, add[0]))
-        },
-    );
-    let (n, back) = added.expect("ADD");
-    assert_eq!(
-        (n, back.ret_flags),
-        (1, KEVENT_RET_DONE),
-        "round {round}: {back:?}"
-    );
-    let q2 = q.clone();
-    let removed = clock.call(&format!("kevent_ctl(REMOVE) #{round}"), move || {
-        q2.ctl(KEVENT_CTL_REMOVE, &mut [ev])
-    });
-    assert_eq!(removed.expect("REMOVE"), 0, "round {round}");
-    let q3 = q.clone();
-    let failed = clock.call(&format!("kevent_ctl(READY) #{round}"), move || {
-        q3.ctl(KEVENT_CTL_READY, &mut [user_ev(1, 0)])
-    });
-    assert_eq!(failed.expect("READY"), 0, "round {round}");
-    let q4 = q.clone();
-    let got = clock.call(
-        &format!("kevent_get_events(timeout 0) #{round}"),
-        move || {
-            let mut buf = [Ukevent::default(); 64];
-            q4.get_events(0, 64, Some(0), &mut buf, 0)
-        },
-    );
-    got.expect("get_events");
-}
-
-/// A peer makes the doorbell (and every other fd it got) blocking, and keeps it full or
-/// keeps it drained, while a consumer of the peer and one of the owner sleep on the ring
-/// (the owner's consumers do not harvest, so they sleep on the futex too). The owner adds
-/// readable pipes (each ADD returns it at once, and the consumers asleep must be woken to
-/// re-check it), removes them, publishes and commits — 100 rounds, each call bounded —
-/// then the same after the peer is killed (`kill_first`: killed before the first round);
-/// then closes.
-fn the_owner_keeps_working_with_a_hostile_doorbell(attack: Attack, kill_first: bool) {
-    let (q, _dir, gate) = owner_queue("doorbell");
-    q.set_harvest(false);
-    assert_eq!(q.ctl(KEVENT_CTL_ADD, &mut [user_ev(1, 0)]).expect("ADD"), 0);
-    let (r, w) = pipe();
-    write_bytes(&w, b"x");
-    let board = Arc::new(SharedWords::new(board::WORDS));
-    let mut kids = Children::default();
-    let plan = Plan {
-        attack,
-        notify: false,
-        sleeper: !kill_first,
-        event_loop: false,
-    };
-    let peer = start_peer(&mut kids, &gate, &board, plan);
-    if kill_first {
-        kids.kill(peer);
-    }
-    let consumer = OwnerConsumer::start(&q);
-    let sleepers = if kill_first { 1 } else { 2 };
-    assert!(
-        wait_until(Duration::from_secs(5), || q.ring().sleepers() >= sleepers),
-        "the consumers do not sleep on the ring: {}",
-        util::ring_report(&q)
-    );
-    let mut clock = Clock::default();
-    // The owner alone against the flags the peer left takes more rounds to meet its own
-    // race (two readers of one readiness of the doorbell: ~1 round in 400 here).
-    let rounds = if kill_first { 10 * ROUNDS } else { ROUNDS };
-    for round in 0..rounds {
-        doorbell_round(&mut clock, &q, &r, round);
-        consumer.check(&format!("round {round}"));
-    }
-    if !kill_first {
-        kids.kill(peer);
-    }
-    for round in rounds..2 * rounds {
-        doorbell_round(&mut clock, &q, &r, round);
-        consumer.check(&format!("round {round}, the peer killed"));
-    }
-    drop(consumer); // it ends with its current call (100 ms at most), or at the close
-    close(&mut clock, &q);
-    clock.report(&format!("doorbell {attack:?}"));
-    drop(w);
-}
-
-#[test]
-fn adds_commits_and_close_never_block_on_a_doorbell_a_peer_keeps_blocking_and_full() {
-    bounded(Duration::from_secs(120), || {
-        the_owner_keeps_working_with_a_hostile_doorbell(Attack::BlockingAndFull, false)
-    });
-}
-
-#[test]
-fn adds_commits_and_close_never_block_on_a_doorbell_a_peer_keeps_blocking_and_drained() {
-    bounded(Duration::from_secs(120), || {
-        the_owner_keeps_working_with_a_hostile_doorbell(Attack::BlockingAndDrained, false)
-    });
-}
-
-/// The peer only clears `O_NONBLOCK` on the doorbell (and its other fds), and is gone
-/// before the owner's first call: the owner's own reads of the doorbell (the producer
-/// thread's, and a `kevent_ctl`'s harvest of the same readiness) must not block.
-#[test]
-fn adds_commits_and_close_never_block_on_a_doorbell_a_peer_left_blocking() {
-    bounded(Duration::from_secs(120), || {
-        the_owner_keeps_working_with_a_hostile_doorbell(Attack::Blocking, true)
-    });
 }

@@ -1,7 +1,5 @@
-//! Helpers of the `kevent::Loop` tests (tests/event_loop.rs, tests/event_loop_threads.rs).
-
-// Each test file uses a different part of it.
-#![allow(dead_code)]
+//! Helpers of the `kevent::Loop` tests (tests/event_loop*.rs): polling until something
+//! happened, letting a loop run for a while, counting callbacks, a socket a handler reads.
 
 use std::io::{ErrorKind, Read};
 use std::os::unix::net::UnixStream;
@@ -9,28 +7,38 @@ use std::sync::atomic::{AtomicU32, AtomicU64, Ordering::SeqCst};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use kevent::{Clock, Loop};
+use kevent::{Bh, Clock, Loop};
 
-/// How long a test may wait for something that should take microseconds.
-pub const PATIENCE: Duration = Duration::from_secs(10);
+use super::PATIENCE;
 
 pub fn new_loop() -> Loop {
     Loop::new().expect("a loop")
 }
 
-/// Polls until `done`, waking at least every 100 ms (a timer), failing after
-/// [`PATIENCE`].
-pub fn poll_until(lp: &Loop, what: &str, mut done: impl FnMut() -> bool) {
+/// Polls `lp` until `done`, waking at least every 100 ms (a timer: `done` may change in
+/// another process, which wakes nobody); false if it does not hold within [`PATIENCE`].
+pub fn run_until(lp: &Loop, mut done: impl FnMut() -> bool) -> bool {
     let deadline = Instant::now() + PATIENCE;
     let tick = lp.timer(Clock::Monotonic, |_, _| {});
+    let mut held = true;
     while !done() {
-        assert!(Instant::now() < deadline, "timed out waiting for {what}");
+        if Instant::now() >= deadline {
+            held = false;
+            break;
+        }
         if !tick.is_armed() {
             tick.arm_after(Duration::from_millis(100));
         }
         lp.poll(true);
     }
     tick.delete();
+    held
+}
+
+/// [`run_until`], failing the test (waiting for `what`) if `done` does not hold in time.
+#[track_caller]
+pub fn poll_until(lp: &Loop, what: &str, done: impl FnMut() -> bool) {
+    assert!(run_until(lp, done), "timed out waiting for {what}");
 }
 
 /// Lets the loop run for `d` (blocking polls until a timer fires): whatever was going to
@@ -47,10 +55,19 @@ pub fn counter() -> Arc<AtomicU32> {
     Arc::new(AtomicU32::new(0))
 }
 
-/// A socket pair: the first end non-blocking, for a handler that reads all there is.
-pub fn socket_pair() -> (Arc<UnixStream>, UnixStream) {
-    let (ours, theirs) = UnixStream::pair().expect("a socket pair");
-    ours.set_nonblocking(true).unwrap();
+/// A bottom half of `lp` that counts its runs (test-aio's `bh_test_cb`).
+pub fn counting_bh(lp: &Loop) -> (Bh, Arc<AtomicU32>) {
+    let n = counter();
+    let c = n.clone();
+    let bh = lp.bh(move |_, _| {
+        c.fetch_add(1, SeqCst);
+    });
+    (bh, n)
+}
+
+/// [`super::socket_pair`] with the non-blocking end shared, for a handler that reads it.
+pub fn shared_socket_pair() -> (Arc<UnixStream>, UnixStream) {
+    let (ours, theirs) = super::socket_pair();
     (Arc::new(ours), theirs)
 }
 
