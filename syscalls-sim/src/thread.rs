@@ -76,7 +76,7 @@ impl ProducerThread {
                     // entries nobody here would hear of while a poller sleeps in
                     // `epoll_wait` and this thread parks again and again. A level kevent
                     // released that way was never re-checked (still readable, never
-                    // reported again: tests/multiprocess.rs, `a_level_pipe_committed_by_
+                    // reported again: tests/released_level_pipes.rs, `a_level_pipe_committed_by_
                     // a_child_…`). So while commits matter, keep asking for the doorbell:
                     // it is in the sources' epoll, so a commit wakes the poller (which
                     // harvests, servicing the release); an owner thread's commit services

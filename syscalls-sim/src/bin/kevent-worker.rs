@@ -1,5 +1,5 @@
 //! `kevent-worker`: a helper program for the multi-process tests of `kevent-syscalls`
-//! (`tests/multiprocess.rs`, found there with `env!("CARGO_BIN_EXE_kevent-worker")`).
+//! (`tests/connected.rs` and `tests/liveness.rs`, found there with `env!("CARGO_BIN_EXE_kevent-worker")`).
 //!
 //! It is a separate program, not a `fork`ed copy of the test: it shares nothing with the
 //! queue's owner but what comes through the queue's socket.
