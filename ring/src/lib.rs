@@ -15,8 +15,9 @@
 //! * **no lost wake-ups** — waiters and wakers meet in a SeqCst handshake over a shared
 //!   futex, and no system call is made when nobody sleeps ([`wait`](crate::Ring::wait)).
 //!
-//! Every race here is model-checked with loom (`ring/tests/loom.rs` and
-//! `ring/tests/loom_sleep.rs`, run with `RUSTFLAGS="--cfg loom"`): the models run on a heap-backed ring through the one
+//! Every race here is model-checked with loom (`ring/tests/loom.rs`, `loom_sleep.rs`,
+//! `loom_loop.rs` and `loom_lock.rs`, run with `RUSTFLAGS="--cfg loom"`): the models run
+//! on a heap-backed ring through the one
 //! internal `sync` shim, because loom's atomics cannot live in mmap'd memory.
 //!
 //! ```

@@ -4,7 +4,8 @@
 //!
 //! ```text
 //! RUSTFLAGS="--cfg loom" LOOM_MAX_PREEMPTIONS=2 \
-//!     cargo test -p kevent-ring --release --test loom --test loom_sleep
+//!     cargo test -p kevent-ring --release --test loom --test loom_sleep \
+//!         --test loom_loop --test loom_lock
 //! ```
 //!
 //! Each model runs on a heap-backed ring (`Ring::heap`), whose atomics come from loom
@@ -23,8 +24,10 @@
 //! completed entry below `kidx` with `uidx` stuck in front of it), fixed by the SeqCst
 //! re-check on `advance`'s give-up path.
 //!
-//! The other places a consumer sleeps (`poller.rs`: the poller blocked on its sources and
-//! bell, the parked producer thread) are modelled in `loom_sleep.rs`.
+//! Sections a–h are here. The other places a consumer sleeps (`poller.rs`: the poller
+//! blocked on its sources and bell, the parked producer thread; the owner's death) are
+//! modelled in `loom_sleep.rs` (i, j), an event loop's sleep in `loom_loop.rs` (k, l),
+//! the kernel's lock in `loom_lock.rs` (m, n).
 
 #![cfg(loom)]
 

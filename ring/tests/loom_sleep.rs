@@ -1,8 +1,10 @@
 //! Loom models of the other places a consumer sleeps (ARCHITECTURE.md §3 W1/W3, `poller.rs`):
-//! the poller blocked on its sources and bell (whose edge another thread may take), the
-//! parked producer thread, and an event loop's own sleep (`NotifyMe`, section i) —
-//! beside the ring's futex, whose models are in `loom.rs` (run both the same way,
-//! `--test loom --test loom_sleep`).
+//! the poller blocked on its sources and bell (whose edge another thread may take) and
+//! the parked producer thread (section i), and a sleeper of another process woken by the
+//! owner's death (section j) — beside the ring's futex, whose models are in `loom.rs`
+//! (sections a–h). An event loop's own sleep is in `loom_loop.rs` (k, l), the kernel's
+//! lock in `loom_lock.rs` (m, n). Run them all the same way:
+//! `--test loom --test loom_sleep --test loom_loop --test loom_lock`.
 //!
 //! Two of them (`wakeup_all_delivers_its_entry_to_one_of_the_woken`,
 //! `a_wait_takes_the_entries_published_before_the_close`) found a real hole: `Ring::check`
@@ -15,13 +17,13 @@ mod loom_util;
 
 use std::sync::Arc;
 
-use kevent_ring::{ConsumerId, NotifyMe, Producer, Ring, WaitOutcome, WaitSpec};
+use kevent_ring::{ConsumerId, Producer, Ring, WaitOutcome, WaitSpec};
 use loom::sync::{Condvar, Mutex};
 use loom::thread;
 use loom_util::*;
 
 // ---------------------------------------------------------------------------------------
-// h. the poller, the bell and the parked producer (ARCHITECTURE.md §3 W1/W3, `poller.rs`)
+// i. the poller, the bell and the parked producer (ARCHITECTURE.md §3 W1/W3, `poller.rs`)
 // ---------------------------------------------------------------------------------------
 //
 // A poller blocks in `epoll_wait` on the queue's sources (the kernel's epoll fd), its
@@ -31,52 +33,6 @@ use loom_util::*;
 // bell hook (`Ring::set_bell_hook`); a source becoming ready is a ring of the same
 // counter by another thread. A lost wake-up shows as a loom deadlock, a needless or
 // missing one as a failed assertion.
-
-/// An eventfd: what the poller blocks on (its sources and its bell), or what a model's
-/// main thread waits for.
-struct Eventfd {
-    state: Mutex<EventfdState>,
-    cond: Condvar,
-}
-
-#[derive(Default)]
-struct EventfdState {
-    /// The eventfd's counter (readable while non-zero).
-    pending: u64,
-    /// Writes so far (never reset).
-    rings: u64,
-}
-
-impl Eventfd {
-    fn new() -> Arc<Eventfd> {
-        Arc::new(Eventfd {
-            state: Mutex::new(EventfdState::default()),
-            cond: Condvar::new(),
-        })
-    }
-
-    /// `write(fd, 1)`.
-    fn ring(&self) {
-        let mut s = self.state.lock().expect("loom mutex");
-        s.pending += 1;
-        s.rings += 1;
-        self.cond.notify_all();
-    }
-
-    /// `poll` until readable, then `read` (resets the counter).
-    fn wait(&self) {
-        let mut s = self.state.lock().expect("loom mutex");
-        while s.pending == 0 {
-            s = self.cond.wait(s).expect("loom condvar");
-        }
-        s.pending = 0;
-    }
-
-    /// How many times it was written to.
-    fn rings(&self) -> u64 {
-        self.state.lock().expect("loom mutex").rings
-    }
-}
 
 /// A heap ring as [`ring_with`], whose bell rings the returned eventfd (the poller's).
 fn ring_with_bell(
@@ -604,113 +560,6 @@ fn a_bell_edge_another_thread_takes_is_rung_again_for_the_poller() {
 }
 
 // ---------------------------------------------------------------------------------------
-// i. an event loop's own work: `NotifyMe` (QEMU's notify_me / notified, `notify.rs`)
-// ---------------------------------------------------------------------------------------
-//
-// `kevent::Loop` keeps bottom halves, notifiers and timers outside the ring; whoever
-// gives it work publishes it, then `notify()`s, and wakes the loop only if that says so.
-// The loop announces a sleep with `sleep_begin()`, waits only if that allows it, and
-// `accept()`s before it looks at its work. The wake-up (a user kevent made ready) is
-// remembered until the loop waits: an `Eventfd` here. A loop asleep with work given and
-// no wake-up coming shows as a loom deadlock; work given but not seen after the accept
-// that read its notification, as a failed assertion.
-
-/// What a loop and its wakers share: the handshake, the loop's remembered wake-up, and
-/// the work bits given so far.
-#[derive(Clone)]
-struct LoopSide {
-    gate: Arc<NotifyMe>,
-    wake: Arc<Eventfd>,
-    work: Arc<loom::sync::atomic::AtomicU32>,
-}
-
-impl LoopSide {
-    fn new() -> LoopSide {
-        LoopSide {
-            gate: Arc::new(NotifyMe::new()),
-            wake: Eventfd::new(),
-            work: Arc::new(loom::sync::atomic::AtomicU32::new(0)),
-        }
-    }
-
-    /// One blocking poll: announce, wait if allowed, accept; the work bits it sees.
-    fn iteration(&self) -> u32 {
-        if self.gate.sleep_begin() {
-            self.wake.wait();
-        }
-        self.gate.sleep_end();
-        self.gate.accept();
-        self.work.load(loom::sync::atomic::Ordering::Relaxed)
-    }
-
-    /// A waker on another thread: publishes its bit, then notifies (waking the loop if
-    /// told to).
-    fn give_work(&self, bit: u32) -> thread::JoinHandle<()> {
-        let me = self.clone();
-        thread::spawn(move || {
-            me.work.fetch_or(bit, loom::sync::atomic::Ordering::Relaxed);
-            if me.gate.notify() {
-                me.wake.ring();
-            }
-        })
-    }
-}
-
-#[test]
-fn a_loop_about_to_sleep_never_misses_work_given_by_another_thread() {
-    model(|| {
-        let side = LoopSide::new();
-        let waker = side.give_work(1);
-        // Blocking polls until the work is seen: a poll that sleeps with the work given
-        // and no wake-up coming deadlocks the model.
-        while side.iteration() == 0 {}
-        waker.join().expect("waker");
-    });
-}
-
-#[test]
-fn two_wakers_one_wake_up_and_the_loop_sees_both_works() {
-    model(|| {
-        let side = LoopSide::new();
-        let wakers = [side.give_work(1), side.give_work(2)];
-        let mut seen = 0;
-        let mut polls = 0;
-        while seen != 3 {
-            seen |= side.iteration();
-            polls += 1;
-        }
-        for w in wakers {
-            w.join().expect("waker");
-        }
-        // Only a waker that flipped `notified` while a poll was announced rings; each
-        // poll accepts once, so there are never more wake-ups than polls.
-        let rings = side.wake.rings();
-        assert!(rings <= polls, "{rings} wake-ups for {polls} polls");
-    });
-}
-
-#[test]
-fn an_awake_loop_costs_its_waker_no_wake_up() {
-    model(|| {
-        let side = LoopSide::new();
-        let waker = side.give_work(1);
-        // Non-blocking polls only (no sleep announced): nobody must be woken.
-        while {
-            side.gate.accept();
-            side.work.load(loom::sync::atomic::Ordering::Relaxed) == 0
-        } {
-            thread::yield_now();
-        }
-        waker.join().expect("waker");
-        assert_eq!(
-            side.wake.rings(),
-            0,
-            "a wake-up for a loop that never slept"
-        );
-    });
-}
-
-// ---------------------------------------------------------------------------------------
 // j. the owner's death (`owner.rs`): a robust futex the kernel marks and wakes
 // ---------------------------------------------------------------------------------------
 //
@@ -760,164 +609,5 @@ fn the_one_sleeper_the_kernel_wakes_wakes_the_others() {
         for s in sleepers {
             assert_eq!(s.join().expect("sleeper"), WaitOutcome::Closed);
         }
-    });
-}
-
-// ---------------------------------------------------------------------------------------
-// k. the kernel's lock (`ticket.rs`): first come, first served, no lost wake-up
-// ---------------------------------------------------------------------------------------
-//
-// Whoever acts as the kernel holds a `TicketLock`. Its waiters sleep on a futex word
-// (`serving`) after announcing themselves (`sleepers`); an unlock moves `serving`, then
-// wakes them if it sees any. A waiter left asleep with the lock free shows as a loom
-// deadlock; two holders at once, as a torn counter.
-
-/// A counter only the lock's holder touches, as a load and a store (not an atomic
-/// increment): two holders at once would lose an increment.
-fn locked_increment(lock: &kevent_ring::TicketLock, count: &loom::sync::atomic::AtomicU32) {
-    lock.lock();
-    let n = count.load(loom::sync::atomic::Ordering::Relaxed);
-    count.store(n + 1, loom::sync::atomic::Ordering::Relaxed);
-    lock.unlock();
-}
-
-#[test]
-fn the_kernel_lock_admits_one_holder_and_wakes_every_waiter() {
-    model(|| {
-        let lock = Arc::new(kevent_ring::TicketLock::new());
-        let count = Arc::new(loom::sync::atomic::AtomicU32::new(0));
-        let others: Vec<_> = (0..2)
-            .map(|_| {
-                let (lock, count) = (lock.clone(), count.clone());
-                thread::spawn(move || locked_increment(&lock, &count))
-            })
-            .collect();
-        locked_increment(&lock, &count);
-        for t in others {
-            t.join().expect("locker");
-        }
-        assert_eq!(count.load(loom::sync::atomic::Ordering::Relaxed), 3);
-    });
-}
-
-#[test]
-fn try_lock_never_takes_a_held_or_awaited_lock() {
-    model(|| {
-        let lock = Arc::new(kevent_ring::TicketLock::new());
-        let count = Arc::new(loom::sync::atomic::AtomicU32::new(0));
-        let (l, c) = (lock.clone(), count.clone());
-        let locker = thread::spawn(move || locked_increment(&l, &c));
-        if lock.try_lock() {
-            let n = count.load(loom::sync::atomic::Ordering::Relaxed);
-            count.store(n + 1, loom::sync::atomic::Ordering::Relaxed);
-            lock.unlock();
-        } else {
-            locked_increment(&lock, &count);
-        }
-        locker.join().expect("locker");
-        assert_eq!(count.load(loom::sync::atomic::Ordering::Relaxed), 2);
-    });
-}
-
-// ---------------------------------------------------------------------------------------
-// l. work left for the lock's holder: a commit's completions (`kernel/release.rs`)
-// ---------------------------------------------------------------------------------------
-//
-// A consumer that committed lists its positions, then (SeqCst fence) tries the kernel's
-// lock; whoever holds it, as it unlocks (the unlock ends with a SeqCst fence), looks for
-// listed work and, if any, tries the lock again to do it. This replays
-// `KernelLock::completed` and `Drop for KernelGuard` over the real `TicketLock`: work
-// listed while the lock is held must be done by somebody — left undone, it would be a
-// level kevent never re-checked (W4).
-
-fn unlock_and_do_listed(
-    lock: &kevent_ring::TicketLock,
-    listed: &loom::sync::atomic::AtomicBool,
-    done: &loom::sync::atomic::AtomicU32,
-) {
-    use loom::sync::atomic::Ordering::{Acquire, Relaxed, Release};
-    lock.unlock();
-    if listed.load(Acquire) && lock.try_lock() {
-        if listed.swap(false, Relaxed) {
-            done.fetch_add(1, Release);
-        }
-        unlock_and_do_listed(lock, listed, done);
-    }
-}
-
-#[test]
-fn work_listed_while_the_kernel_lock_is_held_is_done_by_somebody() {
-    use loom::sync::atomic::{fence, AtomicBool, AtomicU32, Ordering};
-    model(|| {
-        let lock = Arc::new(kevent_ring::TicketLock::new());
-        let listed = Arc::new(AtomicBool::new(false));
-        let done = Arc::new(AtomicU32::new(0));
-        let (l, w, d) = (lock.clone(), listed.clone(), done.clone());
-        // A thread acting as the kernel (a ctl, the poller): lock, work, unlock.
-        let holder = thread::spawn(move || {
-            l.lock();
-            unlock_and_do_listed(&l, &w, &d);
-        });
-        // The committer: lists its completions, fence, tries the lock.
-        listed.store(true, Ordering::Release);
-        fence(Ordering::SeqCst);
-        if lock.try_lock() {
-            if listed.swap(false, Ordering::Relaxed) {
-                done.fetch_add(1, Ordering::Release);
-            }
-            unlock_and_do_listed(&lock, &listed, &done);
-        }
-        holder.join().expect("holder");
-        assert_eq!(
-            done.load(Ordering::Acquire),
-            1,
-            "the listed work was left undone"
-        );
-    });
-}
-
-// ---------------------------------------------------------------------------------------
-// m. an event loop woken by the queue's explicit wake-up (`kevent::Loop`, `wake.rs`)
-// ---------------------------------------------------------------------------------------
-//
-// The loop's sleeping threads are woken with `Ring::kick` (no entry in the ring), which
-// is not remembered for a wait that begins later. So a poll reads `kicks` before it
-// announces its sleep (`NotifyMe::sleep_begin`) and waits for a change of it: a waker
-// that saw the announcement kicks after that read. A poll asleep with work given and no
-// kick coming shows as a loom deadlock.
-
-/// One blocking poll of the loop: read the kick count, announce, wait on the ring for a
-/// kick if allowed, accept; the work bits it sees.
-fn kicked_iteration(ring: &Ring, gate: &NotifyMe, work: &loom::sync::atomic::AtomicU32) -> u32 {
-    let kicks = ring.kicks();
-    if gate.sleep_begin() {
-        let spec = WaitSpec {
-            return_on_wake: true,
-            kicks,
-            ..WaitSpec::default()
-        };
-        let outcome = ring.wait(&spec).expect("a futex wait does not fail");
-        assert_eq!(outcome, WaitOutcome::Woken, "nothing else ends this wait");
-    }
-    gate.sleep_end();
-    gate.accept();
-    work.load(loom::sync::atomic::Ordering::Relaxed)
-}
-
-#[test]
-fn a_loop_woken_by_a_kick_never_misses_work_given_by_another_thread() {
-    model(|| {
-        let (ring, _producer, _ids) = ring_with(4, 1);
-        let gate = Arc::new(NotifyMe::new());
-        let work = Arc::new(loom::sync::atomic::AtomicU32::new(0));
-        let (r, g, w) = (ring.clone(), gate.clone(), work.clone());
-        let waker = thread::spawn(move || {
-            w.fetch_or(1, loom::sync::atomic::Ordering::Relaxed);
-            if g.notify() {
-                r.kick(1);
-            }
-        });
-        while kicked_iteration(&ring, &gate, &work) == 0 {}
-        waker.join().expect("waker");
     });
 }

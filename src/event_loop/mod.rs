@@ -39,8 +39,8 @@
 //! a waker one atomic swap and a fence: no system call.
 //!
 //! The handshake is [`kevent_ring::NotifyMe`], model-checked with loom beside the ring's
-//! own handshakes (`ring/tests/loom_sleep.rs`, section i: a loop about to sleep never
-//! misses work; two wakers cost one wake-up; an awake loop costs none; section m: the
+//! own handshakes (`ring/tests/loom_loop.rs`, section k: a loop about to sleep never
+//! misses work; two wakers cost one wake-up; an awake loop costs none; section l: the
 //! wake-up count read before the announcement — the model deadlocks if it is read after).
 //!
 //! ## Bottom halves (bh.rs)

@@ -4,7 +4,7 @@
 //! doorbell.
 //!
 //! The handshake itself is [`kevent_ring::NotifyMe`] (its docs draw it; the loom models
-//! in `ring/tests/loom_sleep.rs` check it): a loop that is awake costs a waker one atomic
+//! in `ring/tests/loom_loop.rs` check it): a loop that is awake costs a waker one atomic
 //! swap and a fence, no system call. The wake-up of a sleeping loop is the queue's
 //! explicit wake-up (`kevent_syscalls::Instance::wake_one`: a counter moved, one sleeper
 //! woken — no kernel lock, no entry in the ring to publish, claim and commit, as QEMU's

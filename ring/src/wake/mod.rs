@@ -13,7 +13,8 @@
 //! | `wakefd.rs` | the fds a waker rings (bell, doorbell, notify fds), never blocking |
 //! | `time.rs` | deadlines and the kernel's `timespec`s |
 //!
-//! Every handshake here has a loom model (`ring/tests/loom_sleep.rs` and `loom.rs`).
+//! Every handshake here has a loom model (`ring/tests/loom.rs`, `loom_sleep.rs`,
+//! `loom_loop.rs`, `loom_lock.rs`).
 
 pub(crate) mod doorbell;
 pub(crate) mod futex;

@@ -2,7 +2,7 @@
 //! the ring — QEMU's `notify_me` / `notified` pair (`aio_poll`, `aio_notify`,
 //! `aio_notify_accept`). `kevent::Loop` uses it for bottom halves, notifiers and timers;
 //! it lives here, beside the ring's own handshakes, so that the loom models check it as
-//! compiled (`ring/tests/loom_sleep.rs`, section i).
+//! compiled (`ring/tests/loom_loop.rs`, section k).
 //!
 //! ```text
 //!  loop (before a wait with a timeout)      waker (any thread)

@@ -19,7 +19,7 @@
 //! still holds the value the sleeper saw. All sleepers are woken (only the next ticket
 //! proceeds; the others sleep again): the kernel lock has a handful of contenders.
 //! `try_lock` takes the lock only if nobody holds it or waits for it. A loom model is in
-//! `ring/tests/loom_sleep.rs`, section k.
+//! `ring/tests/loom_lock.rs`, section m.
 
 use crate::sync::{fence, spin_hint, AtomicU32, Ordering};
 

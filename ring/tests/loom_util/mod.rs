@@ -1,4 +1,4 @@
-//! Helpers of the loom models (ring/tests/loom.rs, ring/tests/loom_sleep.rs).
+//! Helpers of the loom models (`ring/tests/loom*.rs`).
 
 // Each model file uses a different part of it.
 #![allow(dead_code)]
@@ -6,6 +6,7 @@
 use std::sync::Arc;
 
 use kevent_ring::{ConsumerId, Producer, PushError, Ring, Ukevent};
+use loom::sync::{Condvar, Mutex};
 use loom::thread;
 
 /// Runs `f` under loom with at most two preemptions per execution (unless
@@ -64,4 +65,50 @@ pub fn take_all(ring: &Ring, me: ConsumerId, start: u64, end: u64) -> Vec<u64> {
             ev.id
         })
         .collect()
+}
+
+/// An eventfd: what the poller blocks on (its sources and its bell), or what a model's
+/// main thread waits for.
+pub struct Eventfd {
+    state: Mutex<EventfdState>,
+    cond: Condvar,
+}
+
+#[derive(Default)]
+struct EventfdState {
+    /// The eventfd's counter (readable while non-zero).
+    pending: u64,
+    /// Writes so far (never reset).
+    rings: u64,
+}
+
+impl Eventfd {
+    pub fn new() -> Arc<Eventfd> {
+        Arc::new(Eventfd {
+            state: Mutex::new(EventfdState::default()),
+            cond: Condvar::new(),
+        })
+    }
+
+    /// `write(fd, 1)`.
+    pub fn ring(&self) {
+        let mut s = self.state.lock().expect("loom mutex");
+        s.pending += 1;
+        s.rings += 1;
+        self.cond.notify_all();
+    }
+
+    /// `poll` until readable, then `read` (resets the counter).
+    pub fn wait(&self) {
+        let mut s = self.state.lock().expect("loom mutex");
+        while s.pending == 0 {
+            s = self.cond.wait(s).expect("loom condvar");
+        }
+        s.pending = 0;
+    }
+
+    /// How many times it was written to.
+    pub fn rings(&self) -> u64 {
+        self.state.lock().expect("loom mutex").rings
+    }
 }
