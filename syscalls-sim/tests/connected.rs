@@ -6,7 +6,7 @@ mod util;
 
 use std::io::{BufRead, BufReader, Write};
 use std::os::fd::AsRawFd;
-use std::process::{Command, Stdio};
+use std::process::Stdio;
 use std::sync::atomic::Ordering;
 use std::sync::{mpsc, Arc};
 use std::time::{Duration, Instant};
@@ -17,6 +17,12 @@ use util::{
     assert_only_the_owner_stays_registered, fd_ev, my_fds_on_socket, ring_report, socketpair,
     user_ev, wait_until, MS,
 };
+
+/// Not a test: the entry point of the worker program this file runs (`util::worker`).
+#[test]
+fn kevent_worker_entry() {
+    util::worker::entry()
+}
 
 // --- control through the socket ----------------------------------------------------------
 
@@ -34,14 +40,12 @@ fn a_separate_program_attaches_through_the_socket_and_gets_the_events_of_its_own
     let _ = std::fs::remove_file(&path);
     q.listen(&path).expect("listen");
 
-    let mut child = Command::new(env!("CARGO_BIN_EXE_kevent-worker"))
-        .arg("connect")
-        .arg(&path)
+    let mut child = util::worker::command(&["connect", path.to_str().expect("utf-8 path")])
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
         .stderr(Stdio::inherit())
         .spawn()
-        .expect("spawn kevent-worker");
+        .expect("spawn the kevent worker");
     struct Kill(std::process::Child);
     impl Drop for Kill {
         fn drop(&mut self) {
@@ -54,15 +58,19 @@ fn a_separate_program_attaches_through_the_socket_and_gets_the_events_of_its_own
     let mut child = Kill(child);
     let (tx, rx) = mpsc::channel();
     std::thread::spawn(move || {
-        for line in BufReader::new(stdout).lines() {
-            if tx.send(line.unwrap_or_default()).is_err() {
+        let mut lines = BufReader::new(stdout).lines().map_while(Result::ok);
+        for what in ["added ", "ok "] {
+            let Some(line) = util::worker::protocol_line(&mut lines, what) else {
+                break;
+            };
+            if tx.send(line).is_err() {
                 break;
             }
         }
     });
     let line = |what: &str| {
         rx.recv_timeout(Duration::from_secs(10))
-            .unwrap_or_else(|_| panic!("kevent-worker: no `{what}` line"))
+            .unwrap_or_else(|_| panic!("kevent worker: no `{what}` line"))
     };
 
     // The program made a socketpair after attaching and added one end through the
@@ -85,11 +93,11 @@ fn a_separate_program_attaches_through_the_socket_and_gets_the_events_of_its_own
             if let Some(st) = child.0.try_wait().expect("try_wait") {
                 return st;
             }
-            assert!(Instant::now() < end, "kevent-worker does not exit");
+            assert!(Instant::now() < end, "the kevent worker does not exit");
             std::thread::sleep(Duration::from_millis(1));
         }
     })();
-    assert!(status.success(), "kevent-worker: {status}");
+    assert!(status.success(), "kevent worker: {status}");
     // REMOVE went through the socket too and closed the kernel's copy.
     assert_eq!(my_fds_on_socket(ino), 0);
     assert_eq!(stats.registered.load(Ordering::SeqCst), 0);

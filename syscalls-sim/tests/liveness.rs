@@ -6,11 +6,17 @@
 mod util;
 
 use std::io::{BufRead, BufReader};
-use std::process::{Command, Stdio};
+use std::process::Stdio;
 use std::time::{Duration, Instant};
 
 use kevent_syscalls::*;
 use util::*;
+
+/// Not a test: the entry point of the worker program this file runs (`util::worker`).
+#[test]
+fn kevent_worker_entry() {
+    util::worker::entry()
+}
 
 fn user_ready(q: &Instance, ids: std::ops::Range<u64>) {
     let mut evs: Vec<Ukevent> = ids.clone().map(|i| user_ev(i, 0)).collect();
@@ -39,16 +45,15 @@ fn a_dead_consumers_entries_come_back_although_a_helper_it_forked_lives_on() {
     let q = Instance::create_with(64, 0, Duration::from_millis(20)).unwrap();
     q.listen(&path).unwrap();
     user_ready(&q, 1..4);
-    let mut worker = Command::new(env!("CARGO_BIN_EXE_kevent-worker"))
-        .args(["hold", path.to_str().unwrap(), "3"])
+    let mut worker = util::worker::command(&["hold", path.to_str().unwrap(), "3"])
         .stdout(Stdio::piped())
         .stderr(Stdio::inherit())
         .spawn()
-        .expect("spawn kevent-worker");
-    let mut line = String::new();
-    BufReader::new(worker.stdout.take().unwrap())
-        .read_line(&mut line)
-        .unwrap();
+        .expect("spawn the kevent worker");
+    let mut lines = BufReader::new(worker.stdout.take().unwrap())
+        .lines()
+        .map_while(Result::ok);
+    let line = util::worker::protocol_line(&mut lines, "held ").unwrap_or_default();
     let helper: i32 = line
         .trim()
         .strip_prefix("held 3 helper=")

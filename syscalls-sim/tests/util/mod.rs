@@ -3,7 +3,7 @@
 //! claim/commit, statistics and temp dirs here; fds in `fds.rs` (re-exported here);
 //! forked children and bounded test bodies in [`proc`]; a ring's pages mapped anew in
 //! [`shm`]; a peer's requests reported in words in [`peer`]; the hostile peer of the
-//! `hostile_*.rs` tests in [`hostile_peer`].
+//! `hostile_*.rs` tests in [`hostile_peer`]; a separate worker program in [`worker`].
 //!
 //! Every helper that blocks has a timeout, so a bug fails a test instead of hanging it.
 
@@ -23,6 +23,7 @@ pub mod hostile_peer;
 pub mod peer;
 pub mod proc;
 pub mod shm;
+pub mod worker;
 
 pub use fds::*;
 
