@@ -92,6 +92,8 @@
 
 #![deny(unsafe_op_in_unsafe_fn)]
 #![warn(clippy::undocumented_unsafe_blocks, missing_docs)]
+// docs.rs (`--cfg docsrs`, nightly) marks each adapter with the feature it needs.
+#![cfg_attr(docsrs, feature(doc_cfg))]
 
 #[cfg(any(feature = "mio", feature = "tokio"))]
 mod adapters;
@@ -109,6 +111,7 @@ mod stats;
 mod token;
 
 #[cfg(feature = "tokio")]
+#[cfg_attr(docsrs, doc(cfg(feature = "tokio")))]
 pub use adapters::AsyncQueue;
 pub use batch::{Batch, Iter};
 pub use builder::Builder;

@@ -51,6 +51,7 @@ use crate::Queue;
 /// poll.registry().deregister(&mut queue)?;
 /// # Ok::<(), std::io::Error>(())
 /// ```
+#[cfg_attr(docsrs, doc(cfg(feature = "mio")))]
 impl Source for Queue {
     fn register(
         &mut self,

@@ -34,6 +34,7 @@ use crate::{Batch, Error, Queue, Result};
 /// })
 /// # }
 /// ```
+#[cfg_attr(docsrs, doc(cfg(feature = "tokio")))]
 pub struct AsyncQueue {
     fd: AsyncFd<Queue>,
 }
