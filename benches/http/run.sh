@@ -60,10 +60,13 @@ fi
 
 echo "building kevent-httpd (release)" >&2
 nice -n 10 cargo build --release -q -p kevent-bench --bin kevent-httpd
-BIN="$ROOT/target/release/kevent-httpd"
+# Cargo's target dir: CARGO_TARGET_DIR (relative to the repository's top), else target/.
+TDIR="${CARGO_TARGET_DIR:-$ROOT/target}"
+[[ $TDIR == /* ]] || TDIR="$ROOT/$TDIR"
+BIN="$TDIR/release/kevent-httpd"
 
 STAMP=$(date -u +%Y%m%dT%H%M%SZ)
-RESULTS="$ROOT/target/http-bench/$STAMP"
+RESULTS="$TDIR/http-bench/$STAMP"
 RAW="$RESULTS/raw"
 mkdir -p "$RAW"
 TMP=$(mktemp -d /tmp/kevent-http-bench.XXXXXX)

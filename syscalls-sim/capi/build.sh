@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Builds libkevent for C: the shared and static libraries, the header and kevent.pc, into
-# one directory (default: target/capi at the top of the repository):
+# one directory (default: capi/ in the target dir — CARGO_TARGET_DIR, relative to the
+# repository's top, else target/ there):
 #
 #   DIR/lib/libkevent.so.0, DIR/lib/libkevent.so -> libkevent.so.0, DIR/lib/libkevent.a
 #   DIR/include/kevent.h
@@ -13,7 +14,9 @@
 set -euo pipefail
 here="$(cd "$(dirname "$0")" && pwd)"
 root="$(cd "$here/../.." && pwd)"
-prefix="$root/target/capi"
+tdir="${CARGO_TARGET_DIR:-$root/target}"
+[[ $tdir == /* ]] || tdir="$root/$tdir"
+prefix="$tdir/capi"
 profile=release
 while [[ $# -gt 0 ]]; do
     case "$1" in
@@ -32,8 +35,7 @@ if [[ $profile == release ]]; then
 else
     cargo build -p kevent-capi --lib
 fi
-out="${CARGO_TARGET_DIR:-$root/target}/$profile"
-[[ $out == /* ]] || out="$root/$out"
+out="$tdir/$profile"
 
 version="$(sed -n 's/^version = "\(.*\)"/\1/p' "$here/Cargo.toml" | head -1)"
 mkdir -p "$prefix/lib/pkgconfig" "$prefix/include"

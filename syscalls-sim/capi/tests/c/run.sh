@@ -6,7 +6,8 @@
 #   - each test program, compiled the way a C user would (pkg-config), run with a time
 #     limit; it exits 0 only if its accounting was exact.
 # With --valgrind, the library is built with --cfg rustix_use_libc (valgrind cannot
-# follow rustix's raw system calls) in target/valgrind, and the programs named by
+# follow rustix's raw system calls) in valgrind/ of the target dir (CARGO_TARGET_DIR,
+# relative to the repository's top, else target/), and the programs named by
 # VALGRIND_PROGRAMS (default: ring_reader fork_share) run under valgrind's memcheck,
 # which must report 0 errors.
 set -euo pipefail
@@ -17,12 +18,14 @@ cd "$root"
 valgrind=0
 [[ ${1:-} == --valgrind ]] && valgrind=1
 
+tdir="${CARGO_TARGET_DIR:-$root/target}"
+[[ $tdir == /* ]] || tdir="$root/$tdir"
 if [[ $valgrind == 1 ]]; then
-    prefix="$root/target/capi-valgrind"
-    RUSTFLAGS="--cfg rustix_use_libc" CARGO_TARGET_DIR="$root/target/valgrind" \
+    prefix="$tdir/capi-valgrind"
+    RUSTFLAGS="--cfg rustix_use_libc" CARGO_TARGET_DIR="$tdir/valgrind" \
         bash syscalls-sim/capi/build.sh --prefix "$prefix" >/dev/null
 else
-    prefix="$root/target/capi"
+    prefix="$tdir/capi"
     bash syscalls-sim/capi/build.sh --prefix "$prefix" >/dev/null
 fi
 export PKG_CONFIG_PATH="$prefix/lib/pkgconfig"
