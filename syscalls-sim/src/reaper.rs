@@ -201,7 +201,7 @@ impl Reaper {
             && ring.slot_state(u) == Some(SlotState::new(u / cap, 0, Status::Done))
             && ring.reclaim(ConsumerId(0), u)
         {
-            kernel.redeliver(u);
+            kernel.redeliver(&[u]);
             ring.advance();
             kernel.service(0);
         }
@@ -223,6 +223,7 @@ impl Reaper {
             return Some(half);
         }
         let mut suspects = Vec::new();
+        let mut again = Vec::new();
         for pos in u..c.min(u.saturating_add(cap)) {
             let Some(st) = ring.slot_state(pos) else {
                 continue;
@@ -236,12 +237,12 @@ impl Reaper {
                         && !self.registered_since(&ring, ConsumerId(st.owner))
                         && ring.reclaim(ConsumerId(st.owner), pos) =>
                 {
-                    kernel.redeliver(pos);
+                    again.push(pos);
                 }
                 Status::Ready if !dead.is_empty() || self.suspects.contains(&pos) => {
                     if self.suspects.contains(&pos) {
                         if ring.reclaim(ConsumerId(0), pos) {
-                            kernel.redeliver(pos);
+                            again.push(pos);
                         }
                     } else {
                         suspects.push(pos);
@@ -250,6 +251,7 @@ impl Reaper {
                 _ => {}
             }
         }
+        kernel.redeliver(&again);
         self.suspects = suspects;
         for id in dead {
             ring.free_record(id);
@@ -297,7 +299,7 @@ impl Reaper {
             ring.stats()
                 .expired
                 .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-            kernel.redeliver(u);
+            kernel.redeliver(&[u]);
             ring.advance();
             kernel.service(0);
         }

@@ -639,39 +639,50 @@ impl Kernel {
         any
     }
 
-    /// Re-delivers the entry at `pos` (reclaimed from a dead consumer), flagged
-    /// `REDELIVERED`, ahead of the backlog. If the kevent has a newer entry already, the
-    /// old entry's readiness and counts are merged into it instead: nothing is lost.
-    pub(crate) fn redeliver(&mut self, pos: u64) {
-        let Some(&Published {
-            idx, gen, entry, ..
-        }) = self.side.get(pos)
-        else {
-            return;
-        };
-        let Some(reg) = self.regs.get_mut(idx).and_then(Option::as_mut) else {
-            return;
-        };
-        if reg.gen != gen {
-            return;
-        }
-        self.producer
-            .ring()
-            .stats()
-            .redelivered
-            .fetch_add(1, Ordering::Relaxed);
-        if reg.pending == Pending::InRing(pos) {
-            reg.redeliver = Some(entry);
-            reg.pending = Pending::Backlog;
-            self.backlog.push_front(idx, gen);
-            self.publish_backlog_len();
-        } else {
-            let count = u64::from(entry.ret_data[0]) | u64::from(entry.ret_data[1]) << 32;
-            let was_disabled = std::mem::replace(&mut reg.disabled, false);
-            self.mark_ready(idx, entry.event, count);
-            if let Some(reg) = self.reg(idx) {
-                reg.disabled |= was_disabled;
+    /// Re-delivers the entries at `positions` (reclaimed from a dead or stalled consumer,
+    /// in ascending ring order), flagged `REDELIVERED`, ahead of the backlog and in that
+    /// order — a batch promises ring order (`kevent::Batch::iter`), and one consumer's
+    /// claims come back as one run. If a kevent has a newer entry already, the old entry's
+    /// readiness and counts are merged into it instead: nothing is lost.
+    pub(crate) fn redeliver(&mut self, positions: &[u64]) {
+        let mut ahead = Vec::new();
+        for &pos in positions {
+            let Some(&Published {
+                idx, gen, entry, ..
+            }) = self.side.get(pos)
+            else {
+                continue;
+            };
+            let Some(reg) = self.regs.get_mut(idx).and_then(Option::as_mut) else {
+                continue;
+            };
+            if reg.gen != gen {
+                continue;
             }
+            self.producer
+                .ring()
+                .stats()
+                .redelivered
+                .fetch_add(1, Ordering::Relaxed);
+            if reg.pending == Pending::InRing(pos) {
+                reg.redeliver = Some(entry);
+                reg.pending = Pending::Backlog;
+                ahead.push((idx, gen));
+            } else {
+                let count = u64::from(entry.ret_data[0]) | u64::from(entry.ret_data[1]) << 32;
+                let was_disabled = std::mem::replace(&mut reg.disabled, false);
+                self.mark_ready(idx, entry.event, count);
+                if let Some(reg) = self.reg(idx) {
+                    reg.disabled |= was_disabled;
+                }
+            }
+        }
+        // Pushed to the front last one first, so that the first comes out first.
+        for &(idx, gen) in ahead.iter().rev() {
+            self.backlog.push_front(idx, gen);
+        }
+        if !ahead.is_empty() {
+            self.publish_backlog_len();
         }
     }
 }
