@@ -7,102 +7,47 @@
 //!
 //! Guaranteed: a child forked at any moment — also while other threads of the parent are
 //! inside `kevent_*` calls — can make `kevent_*` calls, which do not deadlock on state
-//! copied mid-operation. The table of handles is the only lock these calls take in the
-//! child before it has an attachment of its own, and it is never copied held: fork
-//! handlers (`pthread_atfork`, installed with the table) take it for writing in the
-//! forking thread before the fork — so no other thread is inside it — and release it on
-//! both sides after. The child's first call on an inherited handle then builds its own
+//! copied mid-operation. The table of handles (a [`HandleTable`], whose docs say how it
+//! is never copied held) is the only lock these calls take in the child before it has an
+//! attachment of its own. The child's first call on an inherited handle builds its own
 //! attachment ([`crate::Instance::for_this_process`]: no lock, fresh state; its gate
 //! connection is made on the first `kevent_ctl` and is bounded by a timeout), replacing
-//! the parent's entry under the same handle number. Forks made without the C library's
-//! `fork` (`vfork`, `clone`, `posix_spawn`) run no handlers; the child must `exec` (or
-//! `_exit`) without calling `kevent_*`.
+//! the parent's entry under the same handle number.
 
-use std::cell::RefCell;
-use std::collections::HashMap;
 use std::io;
 use std::os::fd::RawFd;
-use std::sync::{Arc, LazyLock, RwLock, RwLockWriteGuard};
+use std::sync::{Arc, LazyLock};
 
 use kevent_ring::Claim;
 
 use crate::abi::*;
+use crate::handles::{HandleTable, PerProcess};
 use crate::Instance;
 
-type Table = HashMap<RawFd, Arc<Instance>>;
+/// Every queue of this process, by handle.
+static QUEUES: LazyLock<HandleTable<Instance>> = LazyLock::new(HandleTable::new);
 
-static QUEUES: LazyLock<RwLock<Table>> = LazyLock::new(|| {
-    // SAFETY: registers three `extern "C"` functions that never unwind; pthread_atfork
-    // has no other precondition. Run once, with the table's creation.
-    let r = unsafe { libc::pthread_atfork(Some(before_fork), Some(after_fork), Some(after_fork)) };
-    // Without the handlers a child forked mid-call could hang: fail loudly instead.
-    assert_eq!(r, 0, "kevent: pthread_atfork failed ({r})");
-    RwLock::new(HashMap::new())
-});
+impl PerProcess for Instance {
+    fn made_here(&self) -> bool {
+        self.is_local()
+    }
 
-thread_local! {
-    /// The table's write guard, held by the forking thread from `before_fork` until
-    /// `after_fork` (in the parent, and in the child, whose only thread is this one).
-    static HELD_FOR_FORK: RefCell<Option<RwLockWriteGuard<'static, Table>>> =
-        const { RefCell::new(None) };
-}
-
-/// `pthread_atfork` prepare handler: no other thread may hold the table across the fork.
-extern "C" fn before_fork() {
-    let guard = QUEUES.write().unwrap_or_else(|e| e.into_inner());
-    let _ = HELD_FOR_FORK.try_with(|held| {
-        if let Ok(mut held) = held.try_borrow_mut() {
-            *held = Some(guard);
-        }
-    });
-}
-
-/// `pthread_atfork` parent and child handler: releases what `before_fork` took.
-extern "C" fn after_fork() {
-    let _ = HELD_FOR_FORK.try_with(|held| {
-        if let Ok(mut held) = held.try_borrow_mut() {
-            held.take();
-        }
-    });
+    fn own_copy(inherited: &Arc<Instance>, _fd: RawFd) -> io::Result<Arc<Instance>> {
+        inherited.for_this_process()
+    }
 }
 
 /// The queue behind handle `fd`, or `EBADF`. In a `fork`ed child the inherited queue is
 /// replaced, on first use, by this process's own attachment (same handle number; see
 /// the module docs for why this cannot deadlock after a fork).
 pub fn instance(fd: RawFd) -> io::Result<Arc<Instance>> {
-    let q = QUEUES
-        .read()
-        .unwrap_or_else(|e| e.into_inner())
-        .get(&fd)
-        .cloned()
-        .ok_or_else(|| io::Error::from_raw_os_error(libc::EBADF))?;
-    if q.is_local() {
-        return Ok(q);
-    }
-    let mut map = QUEUES.write().unwrap_or_else(|e| e.into_inner());
-    let current = map
-        .get(&fd)
-        .cloned()
-        .ok_or_else(|| io::Error::from_raw_os_error(libc::EBADF))?;
-    if current.is_local() {
-        return Ok(current);
-    }
-    let mine = current.for_this_process()?;
-    if let Some(inherited) = map.insert(fd, mine.clone()) {
-        // The parent's value: dropping it here is harmless (its Drop knows it is not
-        // local), but keep its fds open for any copy the program still holds.
-        std::mem::forget(inherited);
-    }
-    Ok(mine)
+    QUEUES.get(fd)
 }
 
 /// Makes `queue` reachable through its handle; returns the handle.
 pub fn register(queue: Arc<Instance>) -> RawFd {
     let fd = queue.handle();
-    QUEUES
-        .write()
-        .unwrap_or_else(|e| e.into_inner())
-        .insert(fd, queue);
+    QUEUES.insert(fd, queue);
     fd
 }
 
@@ -200,11 +145,8 @@ pub fn kevent_commit(fd: RawFd, new_uidx: u32, over: u32) -> io::Result<u64> {
 /// # Errors
 /// `EBADF`: not a queue.
 pub fn kevent_close(fd: RawFd) -> io::Result<()> {
-    let q = QUEUES
-        .write()
-        .unwrap_or_else(|e| e.into_inner())
-        .remove(&fd)
-        .ok_or_else(|| io::Error::from_raw_os_error(libc::EBADF))?;
-    q.close();
+    // A parent's queue in a child closes nothing shared and is dropped harmlessly (its
+    // Drop knows it is not local).
+    QUEUES.remove(fd)?.close();
     Ok(())
 }

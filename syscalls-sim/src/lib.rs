@@ -36,6 +36,7 @@ pub mod abi;
 mod calls;
 mod epoll;
 mod gate;
+mod handles;
 mod harvesters;
 mod instance;
 mod kernel;
@@ -53,7 +54,9 @@ pub use calls::{
     instance, kevent_close, kevent_commit, kevent_ctl, kevent_get_events, kevent_init, kevent_wait,
     register,
 };
+pub use handles::{HandleTable, PerProcess};
 pub use instance::{Instance, DEFAULT_SPIN};
 pub use kevent_ring::{Claim, Ring};
 pub use peer::PeerLimits;
+pub use pid::current as current_pid;
 pub use reaper::{DEFAULT_LEASE, DEFAULT_REAP_INTERVAL, MIN_REAP_INTERVAL};

@@ -16,8 +16,8 @@ extern "C" fn forget() {
     PID.store(0, Ordering::Relaxed);
 }
 
-/// This process's id.
-pub(crate) fn current() -> u32 {
+/// This process's id (`getpid`), cached, and never a parent's in a `fork`ed child.
+pub fn current() -> u32 {
     let pid = PID.load(Ordering::Relaxed);
     if pid != 0 {
         return pid;

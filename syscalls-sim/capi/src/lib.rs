@@ -13,7 +13,7 @@
 //! | `boundary.rs` | -1 and `errno`; a panic becomes `EIO`, never an unwind into C |
 //! | `usermem.rs` | `EFAULT`: pointers checked before use |
 //! | `view.rs` | `struct kevent_ring`, the caller's ring, and its map onto the shared ring |
-//! | `handles.rs`, `pid.rs` | handle → queue and view, per process, across `fork` |
+//! | `handles.rs` | handle → queue and view, per process, across `fork` (a `kevent_syscalls::HandleTable`) |
 //! | `timeout.rs` | `struct timespec` timeouts |
 //! | `abi.rs` | `kevent_abi()`: the constants and layouts the header is checked against |
 //!
@@ -27,7 +27,6 @@ pub mod abi;
 mod boundary;
 pub mod calls;
 mod handles;
-mod pid;
 mod timeout;
 mod usermem;
 pub mod view;
