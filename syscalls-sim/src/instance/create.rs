@@ -188,15 +188,7 @@ impl Instance {
     /// # Errors
     /// `EOPNOTSUPP` in a process that does not own the queue.
     pub fn allow_remote_signals(&self, allow: bool) -> io::Result<()> {
-        let owner = self
-            .owner
-            .as_ref()
-            .filter(|_| self.is_local())
-            .ok_or_else(|| errno(libc::EOPNOTSUPP))?;
-        if let Some(k) = owner.kernel.lock().as_mut() {
-            k.remote_signals = allow;
-        }
-        Ok(())
+        self.set_in_kernel(|k| k.remote_signals = allow)
     }
 
     /// How long a live consumer may hold the entry at the release position while the
@@ -207,15 +199,7 @@ impl Instance {
     /// # Errors
     /// `EOPNOTSUPP` in a process that does not own the queue.
     pub fn set_lease(&self, lease: Duration) -> io::Result<()> {
-        let owner = self
-            .owner
-            .as_ref()
-            .filter(|_| self.is_local())
-            .ok_or_else(|| errno(libc::EOPNOTSUPP))?;
-        if let Some(k) = owner.kernel.lock().as_mut() {
-            k.lease = lease;
-        }
-        Ok(())
+        self.set_in_kernel(|k| k.lease = lease)
     }
 
     /// What the owner holds, at most, for each process attached through the gate — its
@@ -227,13 +211,18 @@ impl Instance {
     /// # Errors
     /// `EOPNOTSUPP` in a process that does not own the queue.
     pub fn set_peer_limits(&self, limits: crate::PeerLimits) -> io::Result<()> {
+        self.set_in_kernel(|k| k.peer_limits = limits)
+    }
+
+    /// Runs `set` on the kernel's settings, if this process owns the queue.
+    fn set_in_kernel(&self, set: impl FnOnce(&mut crate::kernel::Kernel)) -> io::Result<()> {
         let owner = self
             .owner
             .as_ref()
             .filter(|_| self.is_local())
             .ok_or_else(|| errno(libc::EOPNOTSUPP))?;
         if let Some(k) = owner.kernel.lock().as_mut() {
-            k.peer_limits = limits;
+            set(k);
         }
         Ok(())
     }
