@@ -189,13 +189,58 @@ fn version_names_the_tool_and_its_version() {
 }
 
 #[test]
+fn version_takes_no_argument() {
+    for args in [
+        &["--version", "extra"][..],
+        &["-V", "stat"],
+        &["--version", "--frob"],
+    ] {
+        let o = run(args);
+        assert_eq!(o.status.code(), Some(2), "kevent {args:?}");
+        assert_eq!(o.stdout, b"", "kevent {args:?}: printed the version");
+        let err = stderr_of(&o);
+        assert!(err.starts_with("kevent: "), "kevent {args:?}: {err}");
+        assert!(
+            err.contains("Run `kevent --help`"),
+            "kevent {args:?}: {err}"
+        );
+    }
+}
+
+#[test]
+fn completions_are_a_script_for_the_shell_asked_for() {
+    let bash = run(&["completions", "bash"]);
+    assert_eq!(bash.status.code(), Some(0), "{}", stderr_of(&bash));
+    let script = String::from_utf8(bash.stdout).unwrap();
+    // Every command and the options of one.
+    for word in [
+        "_kevent()",
+        "loop-bench",
+        "completions",
+        "--pingpong",
+        "--watch",
+    ] {
+        assert!(script.contains(word), "no {word} in the bash script");
+    }
+    let zsh = String::from_utf8(run(&["completions", "zsh"]).stdout).unwrap();
+    assert!(zsh.starts_with("#compdef kevent"), "{zsh}");
+    let o = run(&["completions", "tcsh"]);
+    assert_eq!(o.status.code(), Some(2));
+    assert!(
+        stderr_of(&o).starts_with("kevent: completions: "),
+        "{}",
+        stderr_of(&o)
+    );
+}
+
+#[test]
 fn help_command_shows_that_commands_help() {
-    let cases = [
-        ("stat", kevent_bench::cli::stat::USAGE),
-        ("demo", kevent_bench::cli::demo::USAGE),
-        ("bench", kevent_bench::bench::args::USAGE),
-    ];
-    for (command, usage) in cases {
+    for command in ["stat", "demo", "bench", "loop-bench", "completions"] {
+        let usage = kevent_bench::cli::help_of(command).unwrap();
+        assert!(
+            usage.contains(&format!("Usage: kevent {command} ")),
+            "{usage}"
+        );
         let o = run(&["help", command]);
         assert_eq!(o.status.code(), Some(0), "help {command}");
         assert_eq!(String::from_utf8_lossy(&o.stdout), usage, "help {command}");
@@ -207,7 +252,39 @@ fn help_command_shows_that_commands_help() {
         );
     }
     let o = run(&["help"]);
-    assert_eq!(String::from_utf8_lossy(&o.stdout), kevent_bench::cli::USAGE);
+    assert_eq!(
+        String::from_utf8_lossy(&o.stdout),
+        kevent_bench::cli::help_of("").unwrap()
+    );
+    assert_eq!(run(&["--help"]).stdout, o.stdout);
+    // Every option of `kevent bench`, with its text.
+    let bench = String::from_utf8_lossy(&run(&["bench", "--help"]).stdout).into_owned();
+    for option in [
+        "--quick ",
+        "--seconds <SECS>",
+        "--rounds <N>",
+        "--warmup <SECS>",
+        "--seed <N>",
+        "--paced <RATE>",
+        "--streams <LIST>",
+        "--kinds <LIST>",
+        "--pingpong <N>",
+        "--consumers <LIST>",
+        "--mode <LIST>",
+        "--backends <LIST>",
+        "--batch <N>",
+        "--format <FMT>",
+        "--svg <PATH>",
+        "--list ",
+        "-h, --help ",
+    ] {
+        assert!(bench.contains(option), "no {option} in {bench}");
+    }
+    assert!(bench.contains("measured seconds per run (default 2; quick 0.5)"));
+    assert!(
+        !bench.contains("--bench"),
+        "cargo bench's flag is not shown"
+    );
     let o = run(&["help", "frob"]);
     assert_eq!(o.status.code(), Some(2));
     assert!(
@@ -228,12 +305,21 @@ fn errors_have_one_style_exit_2_for_usage_and_1_at_run_time() {
         ),
         (
             &["demo", "--frob"],
-            "kevent: demo: unexpected argument \"--frob\"",
+            "kevent: demo: unknown option \"--frob\"",
+        ),
+        (
+            &["demo", "extra"],
+            "kevent: demo: unexpected argument \"extra\"",
         ),
         (
             &["bench", "--frob"],
-            "kevent: bench: unknown option `--frob`",
+            "kevent: bench: unknown option \"--frob\"",
         ),
+        (
+            &["bench", "--seconds", "-1"],
+            "kevent: bench: --seconds: `-1` is out of range",
+        ),
+        (&["--version", "extra"], "kevent: unknown command \"extra\""),
         (
             &["bench", "--backends", "nope"],
             "kevent: bench: --backends: unknown backend `nope`",

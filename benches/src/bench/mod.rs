@@ -80,7 +80,7 @@ pub mod xorshift;
 
 use std::process::ExitCode;
 
-use args::{Config, Format, USAGE};
+use args::{BenchArgs, Config, Format};
 use backend::Backend;
 use consumer::ConsumerMode;
 use metrics::{RunResult, Summary};
@@ -104,16 +104,19 @@ pub fn backends() -> Vec<Box<dyn Backend>> {
     list
 }
 
-/// Runs `kevent bench` with the arguments that follow `bench`; returns the exit code
-/// (2 for bad arguments).
+/// Runs `kevent bench` with the arguments that follow `bench` (as `cargo bench` does);
+/// returns the exit code (2 for bad arguments).
 pub fn main<I: IntoIterator<Item = String>>(args: I) -> ExitCode {
-    let cfg = match args::parse(args) {
+    crate::cli::run(std::iter::once("bench".to_string()).chain(args).collect())
+}
+
+/// Runs `kevent bench` with the options `args`; returns the exit code (2 for bad
+/// arguments).
+pub fn run(args: BenchArgs) -> ExitCode {
+    let cfg = match Config::from_args(args) {
         Ok(c) => c,
         Err(e) => return crate::cli::out::usage_error("bench", &e),
     };
-    if cfg.help {
-        return crate::cli::out::print_stdout("bench", USAGE);
-    }
     if let Err(e) = args::check_paths(&cfg) {
         return crate::cli::out::usage_error("bench", &e);
     }

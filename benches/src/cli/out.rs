@@ -1,5 +1,5 @@
 //! What every command of the `kevent` tool shares: its error style and exit codes, its
-//! writes to stdout, its option parsing. No command's code depends on another's through
+//! writes to stdout. No command's code depends on another's through
 //! here.
 
 use std::io::{self, Write};
@@ -67,11 +67,4 @@ pub(crate) fn print_stdout(command: &str, text: &str) -> ExitCode {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => output_failed(command, &e),
     }
-}
-
-/// Parses the value of option `name` (the next argument).
-pub(crate) fn value<T: std::str::FromStr>(name: &str, next: Option<&String>) -> Result<T, String> {
-    let v = next.ok_or_else(|| format!("{name} needs a value"))?;
-    v.parse()
-        .map_err(|_| format!("{name}: {v:?} is not a valid value"))
 }

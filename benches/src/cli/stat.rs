@@ -25,21 +25,36 @@ use kevent_ring::{RecordState, Ring, Status};
 
 use kevent::Stats;
 
-/// Usage of `kevent stat`.
-pub const USAGE: &str = "\
-usage: kevent stat <pid|socket-path> [--watch [SECS]] [--json]
-
+/// What `kevent stat --help` says above the options.
+pub const LONG_ABOUT: &str = "\
 Shows the rings of kevent queues: capacity; the positions kidx (published), cidx
 (claimed) and uidx (released) with their kevent (index, over) views; the producer's
-backlog; sleeping waiters; the consumer table; the counters; broken/closed flags.
+backlog; sleeping waiters; the consumer table; the counters; broken/closed flags.";
 
-  <pid>            a process that created or attached a queue (same user, or root)
-  <socket-path>    a queue's control socket (Queue::listen); this process then
-                   shows in the consumer table as an idle consumer
-  --watch [SECS]   refresh every SECS seconds (default 1) until Ctrl-C
-  --json           one JSON object (per refresh with --watch)
-  -h, --help       this text
-";
+/// The options of `kevent stat`, as given ([`StatArgs::options`] makes sense of them).
+#[derive(Debug, Clone, Default, clap::Args)]
+pub struct StatArgs {
+    #[arg(
+        value_name = "pid|socket-path",
+        help = "a process that created or attached a queue (same user, or root),
+or a queue's control socket (Queue::listen): this process then
+shows in the consumer table as an idle consumer"
+    )]
+    target: Option<String>,
+    #[arg(
+        long,
+        value_name = "SECS",
+        num_args = 0..=1,
+        allow_negative_numbers = true,
+        help = "refresh every SECS seconds (default 1) until Ctrl-C"
+    )]
+    watch: Option<Option<String>>,
+    #[arg(long, help = "one JSON object (per refresh with --watch)")]
+    json: bool,
+    /// The interval was given as `--watch=SECS`, so it is one (not the target).
+    #[arg(skip)]
+    pub(crate) watch_inline: bool,
+}
 
 /// The memfd link prefix of a ring (`Ring::create("kevent", …)` names it).
 const MEMFD_PREFIX: &str = "/memfd:kevent";
@@ -431,48 +446,32 @@ struct Options {
     json: bool,
 }
 
-fn parse(args: &[String]) -> Result<Option<Options>, String> {
-    let mut target = None;
-    let mut watch = None;
-    let mut json = false;
-    let mut i = 0;
-    while i < args.len() {
-        let a = args[i].as_str();
-        match a {
-            "-h" | "--help" => return Ok(None),
-            "--json" => json = true,
-            "--watch" => {
-                // The interval is optional: take the next argument only if it is a number
-                // and a target is still to come (or was given before).
-                let next = args.get(i + 1).and_then(|s| s.parse::<f64>().ok());
-                let target_follows = target.is_some() || i + 2 < args.len();
-                watch = Some(match next {
-                    Some(secs) if target_follows => {
-                        i += 1;
-                        seconds(secs)?
-                    }
-                    _ => Duration::from_secs(1),
-                });
-            }
-            _ if a.starts_with("--watch=") => {
-                let v = &a["--watch=".len()..];
-                let secs: f64 = v
-                    .parse()
-                    .map_err(|_| format!("--watch: {v:?} is not a number of seconds"))?;
-                watch = Some(seconds(secs)?);
-            }
-            _ if a.starts_with('-') => return Err(format!("unknown option {a:?}")),
-            _ if target.is_some() => return Err(format!("unexpected argument {a:?}")),
-            _ => target = Some(a.to_string()),
-        }
-        i += 1;
+impl StatArgs {
+    /// The options: the target, the interval of `--watch` (default 1 s), `--json`.
+    ///
+    /// The interval is optional: `--watch 2 123` watches process 123 every 2 s, while
+    /// `--watch 123` alone watches process 123 every second (the only argument after
+    /// `--watch` is the target, as it always was).
+    fn options(self) -> Result<Options, String> {
+        let every = |v: &str| {
+            v.parse::<f64>()
+                .map_err(|_| format!("--watch: {v:?} is not a number of seconds"))
+                .and_then(seconds)
+        };
+        let (target, watch) = match (self.target, self.watch) {
+            (target, None) => (target, None),
+            (target, Some(None)) => (target, Some(Duration::from_secs(1))),
+            (Some(target), Some(Some(v))) => (Some(target), Some(every(&v)?)),
+            (None, Some(Some(v))) if self.watch_inline => (None, Some(every(&v)?)),
+            (None, Some(Some(v))) => (Some(v), Some(Duration::from_secs(1))),
+        };
+        let target = target.ok_or("missing <pid|socket-path>")?;
+        Ok(Options {
+            target,
+            watch,
+            json: self.json,
+        })
     }
-    let target = target.ok_or("missing <pid|socket-path>")?;
-    Ok(Some(Options {
-        target,
-        watch,
-        json,
-    }))
 }
 
 fn seconds(secs: f64) -> Result<Duration, String> {
@@ -485,11 +484,10 @@ fn seconds(secs: f64) -> Result<Duration, String> {
     }
 }
 
-/// Runs `kevent stat` with `args` (after the word `stat`).
-pub fn run(args: &[String]) -> ExitCode {
-    let opts = match parse(args) {
-        Ok(Some(o)) => o,
-        Ok(None) => return super::out::print_stdout("stat", USAGE),
+/// Runs `kevent stat` with `args`.
+pub fn run(args: StatArgs) -> ExitCode {
+    let opts = match args.options() {
+        Ok(o) => o,
         Err(msg) => return super::out::usage_error("stat", &msg),
     };
     // A pid, or the path of a queue's control socket.
@@ -656,6 +654,16 @@ mod tests {
         s.iter().map(|a| a.to_string()).collect()
     }
 
+    /// `kevent stat ARGS` as the command line parses it.
+    fn parse(args: &[String]) -> Result<Option<Options>, String> {
+        let line = std::iter::once("stat".to_string()).chain(args.iter().cloned());
+        match crate::cli::parse(line) {
+            Ok(crate::cli::Parsed::Run(crate::cli::Command::Stat(a))) => a.options().map(Some),
+            Ok(_) => Ok(None),
+            Err(e) => Err(e.message),
+        }
+    }
+
     #[test]
     fn watch_takes_an_optional_interval() {
         let o = parse(&args(&["--watch", "2", "123"])).unwrap().unwrap();
@@ -686,6 +694,15 @@ mod tests {
             .unwrap_err()
             .contains("--frob"));
         assert!(parse(&args(&["--watch=-1", "1"])).is_err());
+        assert!(parse(&args(&["--watch", "-1", "1"])).is_err());
+        assert!(parse(&args(&["1", "--watch", "x"]))
+            .unwrap_err()
+            .contains("not a number"));
+        // An interval given as one is not taken for the target.
+        assert!(parse(&args(&["--watch=5"]))
+            .unwrap_err()
+            .contains("missing"));
+        assert!(parse(&args(&["--help"])).unwrap().is_none());
     }
 
     #[test]
