@@ -455,6 +455,11 @@ fn stat_watch_into_a_pipe_has_no_escape_codes_and_ends_quietly_when_the_reader_g
 /// `kevent bench` with two consumer processes, long enough to be killed while running;
 /// a process group of its own, so that every process it forked can be found.
 fn bench_with_consumer_processes() -> (Child, Vec<u32>) {
+    bench_with_consumer_processes_into(Stdio::null())
+}
+
+/// [`bench_with_consumer_processes`], its report into `stdout`.
+fn bench_with_consumer_processes_into(stdout: Stdio) -> (Child, Vec<u32>) {
     let mut child = kevent(&[
         "bench",
         "--kinds",
@@ -476,7 +481,7 @@ fn bench_with_consumer_processes() -> (Child, Vec<u32>) {
         "--backends",
         "epoll-et",
     ])
-    .stdout(Stdio::null())
+    .stdout(stdout)
     .stderr(Stdio::null())
     .process_group(0)
     .spawn()
@@ -512,6 +517,103 @@ fn sigint_and_sigterm_to_bench_kill_and_reap_its_consumer_processes() {
             "signal {sig}: consumers {consumers:?} left behind"
         );
     }
+}
+
+/// Reads `n` lines of `child`'s stdout, then closes it (the reader goes, as `head -n`
+/// does); returns the lines.
+fn read_lines_and_close(child: &mut Child, n: usize) -> Vec<String> {
+    let mut out = BufReader::new(child.stdout.take().unwrap());
+    let mut lines = Vec::new();
+    for _ in 0..n {
+        let mut line = String::new();
+        assert!(out.read_line(&mut line).unwrap() > 0, "stdout ended");
+        lines.push(line);
+    }
+    lines
+}
+
+#[test]
+fn bench_into_a_reader_that_goes_after_3_lines_stops_at_once_and_exits_0() {
+    // `kevent bench --quick | head -3`: the header comes before the run, and the run
+    // (about a minute) stops when head has gone, not at its next write.
+    let started = Instant::now();
+    let mut child = kevent(&["bench", "--quick"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .process_group(0)
+        .spawn()
+        .unwrap();
+    let pgrp = child.id();
+    let _guard = KillOnDrop(vec![pgrp], None);
+    let lines = read_lines_and_close(&mut child, 3);
+    assert!(lines[0].starts_with("kevent bench: "), "{lines:?}");
+    assert!(lines[2].starts_with("kernel: "), "{lines:?}");
+    // Before the run, not after it (a minute).
+    assert!(
+        started.elapsed() < Duration::from_secs(10),
+        "{:?}",
+        started.elapsed()
+    );
+    let closed = Instant::now();
+    let status = wait_for(&mut child, Duration::from_secs(5)).expect("bench runs on");
+    let mut err = String::new();
+    child
+        .stderr
+        .take()
+        .unwrap()
+        .read_to_string(&mut err)
+        .unwrap();
+    assert_eq!(status.code(), Some(0), "{status}: {err}");
+    assert!(closed.elapsed() < Duration::from_secs(5));
+    assert!(
+        err.ends_with("kevent: bench: the reader of stdout has gone: stopped (exit code 0)\n"),
+        "{err}"
+    );
+    assert_eq!(group_members(pgrp), vec![], "left behind");
+}
+
+#[test]
+fn bench_whose_reader_goes_kills_and_reaps_its_consumer_processes_and_exits_0() {
+    let started = Instant::now();
+    let (mut child, consumers) = bench_with_consumer_processes_into(Stdio::piped());
+    let pgrp = child.id();
+    let _guard = KillOnDrop(consumers.iter().copied().chain([pgrp]).collect(), None);
+    // The 20 s run is under way, its consumers forked: the reader goes.
+    read_lines_and_close(&mut child, 3);
+    let status = wait_for(&mut child, Duration::from_secs(5)).expect("bench runs on");
+    assert!(
+        started.elapsed() < Duration::from_secs(15),
+        "ended with its run: {:?}",
+        started.elapsed()
+    );
+    assert_eq!(status.code(), Some(0), "{status}");
+    // Killed and reaped before it ended, as on SIGINT: not even a zombie is left.
+    assert_eq!(
+        group_members(pgrp),
+        vec![],
+        "consumers {consumers:?} left behind"
+    );
+}
+
+#[test]
+fn loop_bench_into_a_reader_that_goes_after_3_lines_stops_at_once_and_exits_0() {
+    let started = Instant::now();
+    let mut child = kevent(&["loop-bench", "--quick"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let _guard = KillOnDrop(vec![child.id()], None);
+    let lines = read_lines_and_close(&mut child, 3);
+    assert!(lines[0].starts_with("kevent loop-bench: "), "{lines:?}");
+    let status = wait_for(&mut child, Duration::from_secs(5)).expect("loop-bench runs on");
+    // The quick run takes 20 to 30 s.
+    assert!(
+        started.elapsed() < Duration::from_secs(10),
+        "ended with its run: {:?}",
+        started.elapsed()
+    );
+    assert_eq!(status.code(), Some(0), "{status}");
 }
 
 #[test]

@@ -117,15 +117,27 @@ fn ns(x: f64) -> String {
 
 /// Renders the header, one table per cell, and the ping-pong cell if it ran.
 pub fn table(h: &Header, cells: &[CellReport], ping: Option<&PingReport>) -> String {
+    let mut o = table_head(h, !cells.is_empty());
+    for c in cells {
+        o.push_str(&table_cell(h, c));
+    }
+    if let Some(p) = ping {
+        o.push_str(&table_ping(p));
+    }
+    o
+}
+
+/// The text above the tables: machine, settings and, if there are `throughput` cells,
+/// their backends and columns (known before the run, so written before it).
+pub fn table_head(h: &Header, throughput: bool) -> String {
     let mut o = String::new();
-    let paced = h.settings.iter().any(|s| s.name == "paced" && s.is_on());
     let _ = writeln!(
         o,
         "kevent bench: {}",
-        if cells.is_empty() {
-            "ping-pong latency cell"
-        } else {
+        if throughput {
             "epoll_bench workload, every backend in rotation"
+        } else {
+            "ping-pong latency cell"
         }
     );
     let _ = writeln!(o, "machine:  {} ({} CPUs)", h.sys.cpu, h.sys.nproc);
@@ -137,11 +149,8 @@ pub fn table(h: &Header, cells: &[CellReport], ping: Option<&PingReport>) -> Str
         .map(|s| format!("{}={s}", s.name))
         .collect();
     let _ = writeln!(o, "settings: {}", settings.join(" "));
-    if cells.is_empty() {
+    if !throughput {
         // Only the ping-pong cell: it describes its own backends and columns.
-        if let Some(p) = ping {
-            ping_table(&mut o, p);
-        }
         return o;
     }
     let _ = writeln!(o, "backends:");
@@ -155,120 +164,122 @@ pub fn table(h: &Header, cells: &[CellReport], ping: Option<&PingReport>) -> Str
          consumers' (plus helper threads'), from getrusage; wake/ev = voluntary context \
          switches per event; empty = reads that found nothing; spread = (max-min)/median of ev/s"
     );
-    for c in cells {
-        let _ = writeln!(o, "\n== {} ==", c.cell);
-        if let Some(why) = &c.skipped {
-            let _ = writeln!(o, "skipped: {why}");
-            continue;
+    o
+}
+
+/// The table of one throughput cell.
+pub fn table_cell(h: &Header, c: &CellReport) -> String {
+    let mut o = String::new();
+    let paced = h.settings.iter().any(|s| s.name == "paced" && s.is_on());
+    let _ = writeln!(o, "\n== {} ==", c.cell);
+    if let Some(why) = &c.skipped {
+        let _ = writeln!(o, "skipped: {why}");
+        return o;
+    }
+    let reference = c.reference();
+    let mut head = format!(
+        "{:<15} {:>9} {:>6} {:>9} {:>6} {:>8} {:>6} {:>7} {:>7} {:>6} {:>7} {:>6}",
+        "backend",
+        "ev/s",
+        "×ET",
+        "writes/s",
+        "wrCPU",
+        "CPU/ev",
+        "×ET",
+        "csw/ev",
+        "wake/ev",
+        "empty",
+        "ev/wait",
+        "spread"
+    );
+    if paced {
+        let _ = write!(head, " {:>9} {:>9}", "p50", "p99");
+    }
+    head.push_str("  notes");
+    let _ = writeln!(o, "{head}");
+    let mut any_writer_bound = false;
+    let mut footnotes = Vec::new();
+    for e in &c.entries {
+        let (s, failures) = match &e.outcome {
+            Outcome::Skipped(why) => {
+                footnotes.push(format!("{} skipped: {why}", e.backend));
+                continue;
+            }
+            Outcome::Ran { summary, failures } => (summary, failures),
+        };
+        for f in failures {
+            footnotes.push(format!("{} failed: {f}", e.backend));
         }
-        let reference = c.reference();
-        let mut head = format!(
-            "{:<15} {:>9} {:>6} {:>9} {:>6} {:>8} {:>6} {:>7} {:>7} {:>6} {:>7} {:>6}",
-            "backend",
-            "ev/s",
-            "×ET",
-            "writes/s",
-            "wrCPU",
-            "CPU/ev",
-            "×ET",
-            "csw/ev",
-            "wake/ev",
-            "empty",
-            "ev/wait",
-            "spread"
+        let Some(s) = s else {
+            let _ = writeln!(o, "{:<15} all rounds failed", e.backend);
+            continue;
+        };
+        let m = &s.median;
+        let mut notes = Vec::new();
+        if writer_bound(s) {
+            any_writer_bound = true;
+            notes.push("W".to_string());
+        }
+        if s.lost_total > 0 {
+            notes.push(format!("lost {}", s.lost_total));
+        }
+        if m.rearms_per_s > 0.0 {
+            notes.push(format!("rearm {}/s", si(m.rearms_per_s)));
+        }
+        if !failures.is_empty() {
+            notes.push(format!("{} run(s) failed", failures.len()));
+        }
+        let spread = if m.events_per_s > 0.0 {
+            (s.events_max - s.events_min) / m.events_per_s
+        } else {
+            f64::NAN
+        };
+        let mut line = format!(
+            "{:<15} {:>9} {:>6} {:>9} {:>6} {:>8} {:>6} {:>7.3} {:>7.3} {:>6} {:>7} {:>6}",
+            e.backend,
+            si(m.events_per_s),
+            fmt_opt(
+                ratio(m.events_per_s, reference.map(|r| r.median.events_per_s)),
+                |x| format!("{x:.2}")
+            ),
+            si(m.writes_per_s),
+            format!("{:.0}%", m.writer_cpu * 100.0),
+            fmt_opt(Some(m.cpu_per_event_ns), ns),
+            fmt_opt(
+                ratio(
+                    m.cpu_per_event_ns,
+                    reference.map(|r| r.median.cpu_per_event_ns)
+                ),
+                |x| format!("{x:.2}")
+            ),
+            m.csw_per_event,
+            m.wakeups_per_event,
+            fmt_opt(Some(m.empty_share), |x| format!("{:.1}%", x * 100.0)),
+            fmt_opt(Some(m.events_per_wait), si),
+            fmt_opt(Some(spread), |x| format!("{:.0}%", x * 100.0)),
         );
         if paced {
-            let _ = write!(head, " {:>9} {:>9}", "p50", "p99");
-        }
-        head.push_str("  notes");
-        let _ = writeln!(o, "{head}");
-        let mut any_writer_bound = false;
-        let mut footnotes = Vec::new();
-        for e in &c.entries {
-            let (s, failures) = match &e.outcome {
-                Outcome::Skipped(why) => {
-                    footnotes.push(format!("{} skipped: {why}", e.backend));
-                    continue;
-                }
-                Outcome::Ran { summary, failures } => (summary, failures),
-            };
-            for f in failures {
-                footnotes.push(format!("{} failed: {f}", e.backend));
-            }
-            let Some(s) = s else {
-                let _ = writeln!(o, "{:<15} all rounds failed", e.backend);
-                continue;
-            };
-            let m = &s.median;
-            let mut notes = Vec::new();
-            if writer_bound(s) {
-                any_writer_bound = true;
-                notes.push("W".to_string());
-            }
-            if s.lost_total > 0 {
-                notes.push(format!("lost {}", s.lost_total));
-            }
-            if m.rearms_per_s > 0.0 {
-                notes.push(format!("rearm {}/s", si(m.rearms_per_s)));
-            }
-            if !failures.is_empty() {
-                notes.push(format!("{} run(s) failed", failures.len()));
-            }
-            let spread = if m.events_per_s > 0.0 {
-                (s.events_max - s.events_min) / m.events_per_s
-            } else {
-                f64::NAN
-            };
-            let mut line = format!(
-                "{:<15} {:>9} {:>6} {:>9} {:>6} {:>8} {:>6} {:>7.3} {:>7.3} {:>6} {:>7} {:>6}",
-                e.backend,
-                si(m.events_per_s),
-                fmt_opt(
-                    ratio(m.events_per_s, reference.map(|r| r.median.events_per_s)),
-                    |x| format!("{x:.2}")
-                ),
-                si(m.writes_per_s),
-                format!("{:.0}%", m.writer_cpu * 100.0),
-                fmt_opt(Some(m.cpu_per_event_ns), ns),
-                fmt_opt(
-                    ratio(
-                        m.cpu_per_event_ns,
-                        reference.map(|r| r.median.cpu_per_event_ns)
-                    ),
-                    |x| format!("{x:.2}")
-                ),
-                m.csw_per_event,
-                m.wakeups_per_event,
-                fmt_opt(Some(m.empty_share), |x| format!("{:.1}%", x * 100.0)),
-                fmt_opt(Some(m.events_per_wait), si),
-                fmt_opt(Some(spread), |x| format!("{:.0}%", x * 100.0)),
-            );
-            if paced {
-                let _ = write!(
-                    line,
-                    " {:>9} {:>9}",
-                    fmt_opt(m.p50_ns, ns),
-                    fmt_opt(m.p99_ns, ns)
-                );
-            }
-            if !notes.is_empty() {
-                let _ = write!(line, "  {}", notes.join(", "));
-            }
-            let _ = writeln!(o, "{line}");
-        }
-        if any_writer_bound {
-            let _ = writeln!(
-                o,
-                "W: writer-bound (events/s ≥ 90% of writes/s, writer ≥ 90% CPU): events/s \
-                 cannot separate these backends; compare CPU/ev and csw/ev."
+            let _ = write!(
+                line,
+                " {:>9} {:>9}",
+                fmt_opt(m.p50_ns, ns),
+                fmt_opt(m.p99_ns, ns)
             );
         }
-        for f in footnotes {
-            let _ = writeln!(o, "{f}");
+        if !notes.is_empty() {
+            let _ = write!(line, "  {}", notes.join(", "));
         }
+        let _ = writeln!(o, "{line}");
     }
-    if let Some(p) = ping {
-        ping_table(&mut o, p);
+    if any_writer_bound {
+        let _ = writeln!(
+            o,
+            "W: writer-bound (events/s ≥ 90% of writes/s, writer ≥ 90% CPU): events/s \
+             cannot separate these backends; compare CPU/ev and csw/ev."
+        );
+    }
+    for f in footnotes {
+        let _ = writeln!(o, "{f}");
     }
     o
 }
@@ -283,6 +294,12 @@ fn us(x: f64) -> String {
 }
 
 /// The ping-pong cell's table.
+pub fn table_ping(p: &PingReport) -> String {
+    let mut o = String::new();
+    ping_table(&mut o, p);
+    o
+}
+
 fn ping_table(o: &mut String, p: &PingReport) {
     let _ = writeln!(
         o,
@@ -377,6 +394,18 @@ fn num(x: f64) -> String {
 /// per ping-pong backend: kind `pingpong`, one stream, one consumer, `p50_ns` and
 /// `p99_ns` filled, and `max_ns`, `worst_ns`, `p99_vs_epoll` and `slow` in the note.
 pub fn csv(h: &Header, cells: &[CellReport], ping: Option<&PingReport>) -> String {
+    let mut o = csv_head(h);
+    for c in cells {
+        o.push_str(&csv_cell(c));
+    }
+    if let Some(p) = ping {
+        ping_csv(&mut o, p);
+    }
+    o
+}
+
+/// The `# key: value` lines and the column names (written before the run).
+pub fn csv_head(h: &Header) -> String {
     let mut o = String::new();
     let _ = writeln!(o, "# machine: {} ({} CPUs)", h.sys.cpu, h.sys.nproc);
     let _ = writeln!(o, "# kernel: {}", h.sys.kernel);
@@ -386,81 +415,89 @@ pub fn csv(h: &Header, cells: &[CellReport], ping: Option<&PingReport>) -> Strin
         let _ = writeln!(o, "# {}: {s}", s.name);
     }
     let _ = writeln!(o, "{CSV_COLUMNS}");
-    for c in cells {
-        let reference = c.reference();
-        let prefix = format!(
-            "{},{},{},{}",
-            c.cell.kind,
-            c.cell.streams,
-            c.cell.consumers,
-            c.cell.mode.name()
+    o
+}
+
+/// The rows of one throughput cell.
+pub fn csv_cell(c: &CellReport) -> String {
+    let mut o = String::new();
+    let reference = c.reference();
+    let prefix = format!(
+        "{},{},{},{}",
+        c.cell.kind,
+        c.cell.streams,
+        c.cell.consumers,
+        c.cell.mode.name()
+    );
+    if let Some(why) = &c.skipped {
+        let _ = writeln!(
+            o,
+            "{prefix},,skipped,0{},{}",
+            ",".repeat(17),
+            csv_field(why)
         );
-        if let Some(why) = &c.skipped {
+        return o;
+    }
+    for e in &c.entries {
+        let (status, note, s) = match &e.outcome {
+            Outcome::Skipped(why) => ("skipped", why.clone(), None),
+            Outcome::Ran { summary, failures } => (
+                if summary.is_some() { "ok" } else { "failed" },
+                failures.join("; "),
+                summary.as_ref(),
+            ),
+        };
+        let Some(s) = s else {
             let _ = writeln!(
                 o,
-                "{prefix},,skipped,0{},{}",
-                ",".repeat(17),
-                csv_field(why)
-            );
-            continue;
-        }
-        for e in &c.entries {
-            let (status, note, s) = match &e.outcome {
-                Outcome::Skipped(why) => ("skipped", why.clone(), None),
-                Outcome::Ran { summary, failures } => (
-                    if summary.is_some() { "ok" } else { "failed" },
-                    failures.join("; "),
-                    summary.as_ref(),
-                ),
-            };
-            let Some(s) = s else {
-                let _ = writeln!(
-                    o,
-                    "{prefix},{},{status},0{},{}",
-                    csv_field(&e.backend),
-                    ",".repeat(17),
-                    csv_field(&note)
-                );
-                continue;
-            };
-            let m = &s.median;
-            let fields = [
-                num(m.events_per_s),
-                ratio(m.events_per_s, reference.map(|r| r.median.events_per_s))
-                    .map_or(String::new(), num),
-                num(m.writes_per_s),
-                num(m.writer_cpu),
-                num(m.cpu_per_event_ns),
-                ratio(
-                    m.cpu_per_event_ns,
-                    reference.map(|r| r.median.cpu_per_event_ns),
-                )
-                .map_or(String::new(), num),
-                num(m.csw_per_event),
-                num(m.wakeups_per_event),
-                num(m.empty_share),
-                num(m.events_per_wait),
-                s.lost_total.to_string(),
-                num(m.rearms_per_s),
-                m.p50_ns.map_or(String::new(), num),
-                m.p99_ns.map_or(String::new(), num),
-                num(s.events_min),
-                num(s.events_max),
-                writer_bound(s).to_string(),
-            ];
-            let _ = writeln!(
-                o,
-                "{prefix},{},{status},{},{},{}",
+                "{prefix},{},{status},0{},{}",
                 csv_field(&e.backend),
-                s.rounds,
-                fields.join(","),
+                ",".repeat(17),
                 csv_field(&note)
             );
-        }
+            continue;
+        };
+        let m = &s.median;
+        let fields = [
+            num(m.events_per_s),
+            ratio(m.events_per_s, reference.map(|r| r.median.events_per_s))
+                .map_or(String::new(), num),
+            num(m.writes_per_s),
+            num(m.writer_cpu),
+            num(m.cpu_per_event_ns),
+            ratio(
+                m.cpu_per_event_ns,
+                reference.map(|r| r.median.cpu_per_event_ns),
+            )
+            .map_or(String::new(), num),
+            num(m.csw_per_event),
+            num(m.wakeups_per_event),
+            num(m.empty_share),
+            num(m.events_per_wait),
+            s.lost_total.to_string(),
+            num(m.rearms_per_s),
+            m.p50_ns.map_or(String::new(), num),
+            m.p99_ns.map_or(String::new(), num),
+            num(s.events_min),
+            num(s.events_max),
+            writer_bound(s).to_string(),
+        ];
+        let _ = writeln!(
+            o,
+            "{prefix},{},{status},{},{},{}",
+            csv_field(&e.backend),
+            s.rounds,
+            fields.join(","),
+            csv_field(&note)
+        );
     }
-    if let Some(p) = ping {
-        ping_csv(&mut o, p);
-    }
+    o
+}
+
+/// The ping-pong rows.
+pub fn csv_ping(p: &PingReport) -> String {
+    let mut o = String::new();
+    ping_csv(&mut o, p);
     o
 }
 

@@ -108,6 +108,19 @@ fn unregister_live(pid: libc::pid_t) -> bool {
 ///
 /// Only async-signal-safe work: lock-free atomics, `kill`, `waitpid`, `signal`, `raise`.
 extern "C" fn kill_consumers_and_die(sig: libc::c_int) {
+    kill_and_reap_consumers();
+    // SAFETY: `signal` and `raise` are async-signal-safe. `sig` is blocked while this
+    // handler runs: it is delivered, with its default action (terminate), on return.
+    unsafe {
+        libc::signal(sig, libc::SIG_DFL);
+        libc::raise(sig);
+    }
+}
+
+/// Kills and reaps every consumer process alive now, for a harness about to end (the
+/// signal handler above, or `kevent bench` whose stdout reader has gone). Only
+/// async-signal-safe work: lock-free atomics, `kill`, `waitpid`.
+pub fn kill_and_reap_consumers() {
     for slot in &LIVE {
         let pid = slot.swap(0, Ordering::SeqCst);
         if pid > 0 {
@@ -119,12 +132,6 @@ extern "C" fn kill_consumers_and_die(sig: libc::c_int) {
                 libc::waitpid(pid, std::ptr::null_mut(), 0);
             }
         }
-    }
-    // SAFETY: `signal` and `raise` are async-signal-safe. `sig` is blocked while this
-    // handler runs: it is delivered, with its default action (terminate), on return.
-    unsafe {
-        libc::signal(sig, libc::SIG_DFL);
-        libc::raise(sig);
     }
 }
 
@@ -190,7 +197,8 @@ fn child_signal_setup(parent: libc::pid_t) {
 
 /// Forks one child process per consumer; each runs [`consumer_body`] and `_exit`s.
 ///
-/// Must be called while the harness is single-threaded (see the module docs). Each child
+/// Must be called while the harness is single-threaded (but for threads that hold no
+/// lock, such as the stdout watch of `kevent bench`). Each child
 /// gets SIGKILL when the thread that forked it ends (`PR_SET_PDEATHSIG`): call this from
 /// the thread that lives as long as the run (the harness calls it from the main thread),
 /// and no consumer outlives a harness that was killed. The children are on the list that
@@ -204,8 +212,9 @@ pub fn fork_consumers(setup: &ConsumerSetup<'_>) -> io::Result<Vec<libc::pid_t>>
     let mut pids = Vec::with_capacity(setup.consumers);
     for index in 0..setup.consumers {
         // SAFETY: the harness is single-threaded here (writer and helper threads start
-        // later), so the child inherits no lock held by another thread; it runs only the
-        // consumer body and leaves with `_exit`.
+        // later; `kevent bench`'s stdout watch, `cli::out::ReaderWatch`, waits in
+        // `poll` holding no lock), so the child inherits no lock held by another thread;
+        // it runs only the consumer body and leaves with `_exit`.
         let pid = unsafe { libc::fork() };
         if pid < 0 {
             let err = io::Error::last_os_error();

@@ -23,7 +23,7 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 use crate::bench::sysinfo::SysInfo;
-use crate::cli::out::{failure, print_stdout};
+use crate::cli::out::{failure, output_failed, print_stdout, write_stdout, ReaderWatch};
 use samples::{median, Quantiles};
 
 /// What `kevent loop-bench --help` says above the options.
@@ -238,6 +238,11 @@ fn us(ns: f64) -> String {
 
 /// The report as text tables (medians over rounds; ratios to the QEMU-style rival).
 pub fn render(cfg: &Config, r: &Report, sys: &SysInfo) -> String {
+    render_head(cfg, sys) + &render_results(cfg, r)
+}
+
+/// The lines above the tables: machine, commit, settings (known before the run).
+pub fn render_head(cfg: &Config, sys: &SysInfo) -> String {
     let mut o = String::new();
     let _ = writeln!(
         o,
@@ -260,6 +265,12 @@ pub fn render(cfg: &Config, r: &Report, sys: &SysInfo) -> String {
         IDLE_FDS,
         cfg.queue_timers
     );
+    o
+}
+
+/// The tables of the experiments that ran.
+pub fn render_results(cfg: &Config, r: &Report) -> String {
+    let mut o = String::new();
     if cfg.runs("bh") {
         let bh_medians = |runs: &[bh::BhRun]| {
             let lat: Vec<Quantiles> = runs
@@ -388,8 +399,18 @@ pub fn render(cfg: &Config, r: &Report, sys: &SysInfo) -> String {
 /// `kevent loop-bench ARGS`.
 pub fn run(args: LoopBenchArgs) -> ExitCode {
     let cfg = args.config();
-    match measure(&cfg) {
-        Ok(report) => print_stdout("loop-bench", &render(&cfg, &report, &SysInfo::gather())),
+    // The header before the run; a reader that goes meanwhile (`kevent loop-bench |
+    // head -3`) stops it at once (exit code 0), not at the end.
+    let watch = ReaderWatch::start("loop-bench", || {});
+    if let Err(e) = write_stdout(&render_head(&cfg, &SysInfo::gather())) {
+        return output_failed("loop-bench", &e);
+    }
+    let measured = measure(&cfg);
+    if let Some(watch) = watch {
+        watch.disarm();
+    }
+    match measured {
+        Ok(report) => print_stdout("loop-bench", &render_results(&cfg, &report)),
         Err(e) => failure("loop-bench", &e),
     }
 }
