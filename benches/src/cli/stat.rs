@@ -31,7 +31,7 @@ Shows the rings of kevent queues: capacity; the positions kidx (published), cidx
 (claimed) and uidx (released) with their kevent (index, over) views; the producer's
 backlog; sleeping waiters; the consumer table; the counters; broken/closed flags.";
 
-/// The options of `kevent stat`, as given ([`StatArgs::options`] makes sense of them).
+/// The options of `kevent stat`, as given (`StatArgs::options` makes sense of them).
 #[derive(Debug, Clone, Default, clap::Args)]
 pub struct StatArgs {
     #[arg(
