@@ -93,9 +93,9 @@ static STOP_LINE: std::sync::OnceLock<String> = std::sync::OnceLock::new();
 /// the exit code of a closed stdout. Stdout that is not a pipe or a socket (a terminal,
 /// a file) is not watched.
 ///
-/// The thread is started, and waiting in `poll`, before `start` returns: it holds no
-/// lock from then on, so that the command may still `fork` (its children do not
-/// inherit the thread). Once the command writes its final output, [`disarm`] it: a
+/// The thread is started, and about to wait in `poll`, before `start` returns: it
+/// takes no lock and allocates nothing from then on, so that the command may still
+/// `fork` (its children do not inherit the thread). Once the command writes its final output, [`disarm`] it: a
 /// reader that goes after reading it must not cut the writing of files short.
 ///
 /// [`disarm`]: ReaderWatch::disarm
@@ -130,16 +130,19 @@ impl ReaderWatch {
                 "the reader of stdout has gone: stopped (exit code 0)"
             )
         ));
-        let (polling, ready) = std::sync::mpsc::channel();
+        // Not a channel: its last user frees it, and a `free` on the watch's thread
+        // could hold the allocator's lock just when the command forks.
+        static POLLING: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
         std::thread::Builder::new()
             .name("stdout-watch".into())
-            .spawn(move || {
-                let _ = polling.send(());
-                drop(polling);
+            .spawn(|| {
+                POLLING.store(true, Ordering::SeqCst);
                 watch_stdout();
             })
             .ok()?;
-        ready.recv().ok()?;
+        while !POLLING.load(Ordering::SeqCst) {
+            std::thread::yield_now();
+        }
         Some(ReaderWatch(()))
     }
 
