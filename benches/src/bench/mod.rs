@@ -171,7 +171,7 @@ pub fn run(args: BenchArgs) -> ExitCode {
     // run (consumer processes killed and reaped, exit code 0) instead of letting it run
     // on for minutes until its next write.
     let mut out = Stdout {
-        watch: crate::cli::out::ReaderWatch::start("bench", spawn::kill_and_reap_consumers),
+        watch: crate::cli::out::ReaderWatch::start("bench", spawn::stop_consumers),
         failed: None,
     };
     match cfg.format {

@@ -123,8 +123,9 @@ impl ReaderWatch {
             return None;
         }
         let _ = BEFORE_EXIT.set(before_exit);
+        // On a line of its own: progress may have written half a line.
         let _ = STOP_LINE.set(format!(
-            "{}\n",
+            "\n{}\n",
             error_line(
                 command,
                 "the reader of stdout has gone: stopped (exit code 0)"
@@ -136,6 +137,19 @@ impl ReaderWatch {
         std::thread::Builder::new()
             .name("stdout-watch".into())
             .spawn(|| {
+                // Signals are for the command's threads: SIGINT and SIGTERM handlers
+                // (`kevent bench`'s) must not run here while the command holds them
+                // back around a fork.
+                // SAFETY: a zeroed `sigset_t` is valid to initialise with
+                // `sigemptyset`; the set and the null old-set pointer are valid
+                // arguments of `pthread_sigmask`.
+                unsafe {
+                    let mut set: libc::sigset_t = std::mem::zeroed();
+                    libc::sigemptyset(&mut set);
+                    libc::sigaddset(&mut set, libc::SIGINT);
+                    libc::sigaddset(&mut set, libc::SIGTERM);
+                    libc::pthread_sigmask(libc::SIG_BLOCK, &set, std::ptr::null_mut());
+                }
                 POLLING.store(true, Ordering::SeqCst);
                 watch_stdout();
             })
