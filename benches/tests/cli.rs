@@ -189,13 +189,58 @@ fn version_names_the_tool_and_its_version() {
 }
 
 #[test]
+fn version_takes_no_argument() {
+    for args in [
+        &["--version", "extra"][..],
+        &["-V", "stat"],
+        &["--version", "--frob"],
+    ] {
+        let o = run(args);
+        assert_eq!(o.status.code(), Some(2), "kevent {args:?}");
+        assert_eq!(o.stdout, b"", "kevent {args:?}: printed the version");
+        let err = stderr_of(&o);
+        assert!(err.starts_with("kevent: "), "kevent {args:?}: {err}");
+        assert!(
+            err.contains("Run `kevent --help`"),
+            "kevent {args:?}: {err}"
+        );
+    }
+}
+
+#[test]
+fn completions_are_a_script_for_the_shell_asked_for() {
+    let bash = run(&["completions", "bash"]);
+    assert_eq!(bash.status.code(), Some(0), "{}", stderr_of(&bash));
+    let script = String::from_utf8(bash.stdout).unwrap();
+    // Every command and the options of one.
+    for word in [
+        "_kevent()",
+        "loop-bench",
+        "completions",
+        "--pingpong",
+        "--watch",
+    ] {
+        assert!(script.contains(word), "no {word} in the bash script");
+    }
+    let zsh = String::from_utf8(run(&["completions", "zsh"]).stdout).unwrap();
+    assert!(zsh.starts_with("#compdef kevent"), "{zsh}");
+    let o = run(&["completions", "tcsh"]);
+    assert_eq!(o.status.code(), Some(2));
+    assert!(
+        stderr_of(&o).starts_with("kevent: completions: "),
+        "{}",
+        stderr_of(&o)
+    );
+}
+
+#[test]
 fn help_command_shows_that_commands_help() {
-    let cases = [
-        ("stat", kevent_bench::cli::stat::USAGE),
-        ("demo", kevent_bench::cli::demo::USAGE),
-        ("bench", kevent_bench::bench::args::USAGE),
-    ];
-    for (command, usage) in cases {
+    for command in ["stat", "demo", "bench", "loop-bench", "completions"] {
+        let usage = kevent_bench::cli::help_of(command).unwrap();
+        assert!(
+            usage.contains(&format!("Usage: kevent {command} ")),
+            "{usage}"
+        );
         let o = run(&["help", command]);
         assert_eq!(o.status.code(), Some(0), "help {command}");
         assert_eq!(String::from_utf8_lossy(&o.stdout), usage, "help {command}");
@@ -207,7 +252,39 @@ fn help_command_shows_that_commands_help() {
         );
     }
     let o = run(&["help"]);
-    assert_eq!(String::from_utf8_lossy(&o.stdout), kevent_bench::cli::USAGE);
+    assert_eq!(
+        String::from_utf8_lossy(&o.stdout),
+        kevent_bench::cli::help_of("").unwrap()
+    );
+    assert_eq!(run(&["--help"]).stdout, o.stdout);
+    // Every option of `kevent bench`, with its text.
+    let bench = String::from_utf8_lossy(&run(&["bench", "--help"]).stdout).into_owned();
+    for option in [
+        "--quick ",
+        "--seconds <SECS>",
+        "--rounds <N>",
+        "--warmup <SECS>",
+        "--seed <N>",
+        "--paced <RATE>",
+        "--streams <LIST>",
+        "--kinds <LIST>",
+        "--pingpong <N>",
+        "--consumers <LIST>",
+        "--mode <LIST>",
+        "--backends <LIST>",
+        "--batch <N>",
+        "--format <FMT>",
+        "--svg <PATH>",
+        "--list ",
+        "-h, --help ",
+    ] {
+        assert!(bench.contains(option), "no {option} in {bench}");
+    }
+    assert!(bench.contains("measured seconds per run (default 2; quick 0.5)"));
+    assert!(
+        !bench.contains("--bench"),
+        "cargo bench's flag is not shown"
+    );
     let o = run(&["help", "frob"]);
     assert_eq!(o.status.code(), Some(2));
     assert!(
@@ -228,12 +305,21 @@ fn errors_have_one_style_exit_2_for_usage_and_1_at_run_time() {
         ),
         (
             &["demo", "--frob"],
-            "kevent: demo: unexpected argument \"--frob\"",
+            "kevent: demo: unknown option \"--frob\"",
+        ),
+        (
+            &["demo", "extra"],
+            "kevent: demo: unexpected argument \"extra\"",
         ),
         (
             &["bench", "--frob"],
-            "kevent: bench: unknown option `--frob`",
+            "kevent: bench: unknown option \"--frob\"",
         ),
+        (
+            &["bench", "--seconds", "-1"],
+            "kevent: bench: --seconds: `-1` is out of range",
+        ),
+        (&["--version", "extra"], "kevent: unknown command \"extra\""),
         (
             &["bench", "--backends", "nope"],
             "kevent: bench: --backends: unknown backend `nope`",
@@ -369,6 +455,11 @@ fn stat_watch_into_a_pipe_has_no_escape_codes_and_ends_quietly_when_the_reader_g
 /// `kevent bench` with two consumer processes, long enough to be killed while running;
 /// a process group of its own, so that every process it forked can be found.
 fn bench_with_consumer_processes() -> (Child, Vec<u32>) {
+    bench_with_consumer_processes_into(Stdio::null())
+}
+
+/// [`bench_with_consumer_processes`], its report into `stdout`.
+fn bench_with_consumer_processes_into(stdout: Stdio) -> (Child, Vec<u32>) {
     let mut child = kevent(&[
         "bench",
         "--kinds",
@@ -390,7 +481,7 @@ fn bench_with_consumer_processes() -> (Child, Vec<u32>) {
         "--backends",
         "epoll-et",
     ])
-    .stdout(Stdio::null())
+    .stdout(stdout)
     .stderr(Stdio::null())
     .process_group(0)
     .spawn()
@@ -426,6 +517,104 @@ fn sigint_and_sigterm_to_bench_kill_and_reap_its_consumer_processes() {
             "signal {sig}: consumers {consumers:?} left behind"
         );
     }
+}
+
+/// Reads `n` lines of `child`'s stdout, then closes it (the reader goes, as `head -n`
+/// does); returns the lines.
+fn read_lines_and_close(child: &mut Child, n: usize) -> Vec<String> {
+    let mut out = BufReader::new(child.stdout.take().unwrap());
+    let mut lines = Vec::new();
+    for _ in 0..n {
+        let mut line = String::new();
+        assert!(out.read_line(&mut line).unwrap() > 0, "stdout ended");
+        lines.push(line);
+    }
+    lines
+}
+
+#[test]
+fn bench_into_a_reader_that_goes_after_3_lines_stops_at_once_and_exits_0() {
+    // `kevent bench --quick | head -3`: the header comes before the run, and the run
+    // (about a minute) stops when head has gone, not at its next write.
+    let started = Instant::now();
+    let mut child = kevent(&["bench", "--quick"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .process_group(0)
+        .spawn()
+        .unwrap();
+    let pgrp = child.id();
+    let _guard = KillOnDrop(vec![pgrp], None);
+    let lines = read_lines_and_close(&mut child, 3);
+    assert!(lines[0].starts_with("kevent bench: "), "{lines:?}");
+    assert!(lines[2].starts_with("kernel: "), "{lines:?}");
+    // Before the run, not after it (a minute).
+    assert!(
+        started.elapsed() < Duration::from_secs(10),
+        "{:?}",
+        started.elapsed()
+    );
+    let closed = Instant::now();
+    let status = wait_for(&mut child, Duration::from_secs(5)).expect("bench runs on");
+    let mut err = String::new();
+    child
+        .stderr
+        .take()
+        .unwrap()
+        .read_to_string(&mut err)
+        .unwrap();
+    assert_eq!(status.code(), Some(0), "{status}: {err}");
+    assert!(closed.elapsed() < Duration::from_secs(5));
+    // (Progress lines may still follow it for a moment, until the process has ended.)
+    assert!(
+        err.contains("\nkevent: bench: the reader of stdout has gone: stopped (exit code 0)\n"),
+        "{err}"
+    );
+    assert_eq!(group_members(pgrp), vec![], "left behind");
+}
+
+#[test]
+fn bench_whose_reader_goes_kills_and_reaps_its_consumer_processes_and_exits_0() {
+    let started = Instant::now();
+    let (mut child, consumers) = bench_with_consumer_processes_into(Stdio::piped());
+    let pgrp = child.id();
+    let _guard = KillOnDrop(consumers.iter().copied().chain([pgrp]).collect(), None);
+    // The 20 s run is under way, its consumers forked: the reader goes.
+    read_lines_and_close(&mut child, 3);
+    let status = wait_for(&mut child, Duration::from_secs(5)).expect("bench runs on");
+    assert!(
+        started.elapsed() < Duration::from_secs(15),
+        "ended with its run: {:?}",
+        started.elapsed()
+    );
+    assert_eq!(status.code(), Some(0), "{status}");
+    // Killed and reaped before it ended, as on SIGINT: not even a zombie is left.
+    assert_eq!(
+        group_members(pgrp),
+        vec![],
+        "consumers {consumers:?} left behind"
+    );
+}
+
+#[test]
+fn loop_bench_into_a_reader_that_goes_after_3_lines_stops_at_once_and_exits_0() {
+    let started = Instant::now();
+    let mut child = kevent(&["loop-bench", "--quick"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let _guard = KillOnDrop(vec![child.id()], None);
+    let lines = read_lines_and_close(&mut child, 3);
+    assert!(lines[0].starts_with("kevent loop-bench: "), "{lines:?}");
+    let status = wait_for(&mut child, Duration::from_secs(5)).expect("loop-bench runs on");
+    // The quick run takes 20 to 30 s.
+    assert!(
+        started.elapsed() < Duration::from_secs(10),
+        "ended with its run: {:?}",
+        started.elapsed()
+    );
+    assert_eq!(status.code(), Some(0), "{status}");
 }
 
 #[test]

@@ -6,67 +6,171 @@ use super::consumer::ConsumerMode;
 use super::pingpong::{DEFAULT_ROUND_TRIPS, QUICK_ROUND_TRIPS};
 use super::streams::StreamKind;
 
-/// Usage text of `kevent bench --help`.
-pub const USAGE: &str = "\
-Usage: kevent bench [OPTIONS]
+/// The first line of `kevent bench --help`, and its line in `kevent --help`.
+pub const ABOUT: &str = "the benchmark harness: every notification backend in rotation";
 
+/// What `kevent bench --help` says above the options.
+pub const LONG_ABOUT: &str = "\
 Eric Dumazet's epoll_bench workload (one writer thread writes one byte to a random
 stream, consumers read once per notification), run for every notification backend in
 rotation, with fresh streams per run; medians over rounds are reported. Then the
 ping-pong latency cell: one AF_UNIX socket pair, one consumer thread blocked in its
 backend's wait, a driver doing N one-byte round trips; p50/p99/max round-trip time of
-epoll-lt, kevent-lt and kevent-et.
+epoll-lt, kevent-lt and kevent-et.";
 
-Options:
-  --quick               only the reference cells: pipes, 2000 streams, 1 and 4 consumers
-                        (threads, and processes for 4), 0.5 s runs, 3 rounds, and the
-                        ping-pong cell with 2000 round trips; about a minute
-  --seconds SECS        measured seconds per run (default 2; quick 0.5)
-  --rounds N            rounds of the rotation A B C ... (default 3)
-  --warmup SECS         length of the discarded warm-up run of each backend in each cell,
-                        0 = none (default 0.5; quick 0.2); the ping-pong warm-up run is a
-                        tenth of --pingpong round trips (none if 0)
-  --seed N              seed of the writer's xorshift stream picker (default 1)
-  --paced RATE          writer writes RATE bytes/s instead of flat out, and p50/p99
-                        write-to-read latency is reported
-  --streams LIST        stream counts, e.g. 100,2000,9000 (default: those three)
-  --kinds LIST          pipe,unix,tcp,pingpong (default: all; quick: pipe,pingpong);
-                        pingpong is the latency cell, e.g. `--kinds pingpong` runs it alone
-  --pingpong N          round trips per ping-pong run (default 10000; quick 2000);
-                        0 = no ping-pong cell
-  --consumers LIST      consumer counts, e.g. 1,2,4 (default: those three)
-  --mode LIST           threads,processes (default: both; process cells are run for
-                        2 or more consumers unless processes is the only mode)
-  --backends LIST       backend names (default: all; see --list)
-  --batch N             notifications taken per wait, for every backend (default 1024)
-  --format FMT          table, csv or json (default table)
-  --svg PATH            also write an SVG bar chart of the throughput cells: events/s and
-                        CPU per event (consumers + helper threads), medians with min–max
-                        whiskers, one scale per metric for every cell, the settings; the
-                        directory is checked before anything runs
-  --list                list the backends and the workloads, and exit
-  -h, --help            this text
+/// What `kevent bench --help` says below the options.
+pub const AFTER_HELP: &str = "\
+Progress and the time estimate go to stderr; the report to stdout, the header before
+the run and each cell as it ends (a table or CSV; JSON is one document at the end). A
+reader of stdout that goes away (`kevent bench | head -3`) stops the run: the consumer
+processes are killed and reaped, and the exit code is 0.";
 
-Progress and the time estimate go to stderr; the report to stdout.
-";
+/// A list option's value: one argument, comma-separated (`--streams 100,2000`), not
+/// clap's repeated values (a plain `Vec` would be).
+type List<T> = Vec<T>;
 
-/// Options that take a value.
-const VALUE_FLAGS: [&str; 14] = [
-    "--seconds",
-    "--rounds",
-    "--warmup",
-    "--seed",
-    "--paced",
-    "--streams",
-    "--kinds",
-    "--consumers",
-    "--mode",
-    "--backends",
-    "--batch",
-    "--format",
-    "--svg",
-    "--pingpong",
-];
+/// The options of `kevent bench`, as given: `None` where the default (which `--quick`
+/// changes) applies. [`Config::from_args`] checks and completes them.
+#[derive(Debug, Clone, Default, clap::Args)]
+pub struct BenchArgs {
+    #[arg(
+        long,
+        help = "only the reference cells: pipes, 2000 streams, 1 and 4 consumers
+(threads, and processes for 4), 0.5 s runs, 3 rounds, and the
+ping-pong cell with 2000 round trips; about a minute"
+    )]
+    quick: bool,
+    #[arg(
+        long,
+        value_name = "SECS",
+        allow_negative_numbers = true,
+        value_parser = |v: &str| positive_f64(v, false),
+        help = "measured seconds per run (default 2; quick 0.5)"
+    )]
+    seconds: Option<f64>,
+    #[arg(
+        long,
+        value_name = "N",
+        allow_negative_numbers = true,
+        value_parser = rounds,
+        help = "rounds of the rotation A B C ... (default 3)"
+    )]
+    rounds: Option<usize>,
+    #[arg(
+        long,
+        value_name = "SECS",
+        allow_negative_numbers = true,
+        value_parser = |v: &str| positive_f64(v, true),
+        help = "length of the discarded warm-up run of each backend in each cell,
+0 = none (default 0.5; quick 0.2); the ping-pong warm-up run is a
+tenth of --pingpong round trips (none if 0)"
+    )]
+    warmup: Option<f64>,
+    #[arg(
+        long,
+        value_name = "N",
+        allow_negative_numbers = true,
+        value_parser = number::<u64>,
+        help = "seed of the writer's xorshift stream picker (default 1)"
+    )]
+    seed: Option<u64>,
+    #[arg(
+        long,
+        value_name = "RATE",
+        allow_negative_numbers = true,
+        value_parser = paced,
+        help = "writer writes RATE bytes/s instead of flat out, and p50/p99
+write-to-read latency is reported"
+    )]
+    paced: Option<f64>,
+    #[arg(
+        long,
+        value_name = "LIST",
+        value_parser = |v: &str| list(v, |s| {
+            s.parse().ok().filter(|&n: &usize| (1..=1_000_000).contains(&n))
+        }),
+        help = "stream counts, e.g. 100,2000,9000 (default: those three)"
+    )]
+    streams: Option<List<usize>>,
+    #[arg(
+        long,
+        value_name = "LIST",
+        // `pingpong` is not a stream kind: it selects the latency cell (`None` here).
+        value_parser = |v: &str| list(v, |s| match s {
+            "pingpong" => Some(None),
+            _ => StreamKind::parse(s).map(Some),
+        }),
+        help = "pipe,unix,tcp,pingpong (default: all; quick: pipe,pingpong);
+pingpong is the latency cell, e.g. `--kinds pingpong` runs it alone"
+    )]
+    kinds: Option<List<Option<StreamKind>>>,
+    #[arg(
+        long,
+        value_name = "N",
+        allow_negative_numbers = true,
+        value_parser = pingpong,
+        help = "round trips per ping-pong run (default 10000; quick 2000);
+0 = no ping-pong cell"
+    )]
+    pingpong: Option<usize>,
+    #[arg(
+        long,
+        value_name = "LIST",
+        value_parser = |v: &str| list(v, |s| {
+            s.parse().ok().filter(|&n: &usize| (1..=256).contains(&n))
+        }),
+        help = "consumer counts, e.g. 1,2,4 (default: those three)"
+    )]
+    consumers: Option<List<usize>>,
+    #[arg(
+        long,
+        value_name = "LIST",
+        value_parser = |v: &str| list(v, |s| match s {
+            "threads" => Some(ConsumerMode::Threads),
+            "processes" => Some(ConsumerMode::Processes),
+            _ => None,
+        }),
+        help = "threads,processes (default: both; process cells are run for
+2 or more consumers unless processes is the only mode)"
+    )]
+    mode: Option<List<ConsumerMode>>,
+    #[arg(
+        long,
+        value_name = "LIST",
+        value_parser = |v: &str| list(v, |s| Some(s.to_string())),
+        help = "backend names (default: all; see --list)"
+    )]
+    backends: Option<List<String>>,
+    #[arg(
+        long,
+        value_name = "N",
+        allow_negative_numbers = true,
+        value_parser = batch,
+        help = "notifications taken per wait, for every backend (default 1024)"
+    )]
+    batch: Option<usize>,
+    #[arg(
+        long,
+        value_name = "FMT",
+        value_parser = format,
+        help = "table, csv or json (default table)"
+    )]
+    format: Option<Format>,
+    #[arg(
+        long,
+        value_name = "PATH",
+        help = "also write an SVG bar chart of the throughput cells: events/s and
+CPU per event (consumers + helper threads), medians with min–max
+whiskers, one scale per metric for every cell, the settings; the
+directory is checked before anything runs"
+    )]
+    svg: Option<PathBuf>,
+    #[arg(long, help = "list the backends and the workloads, and exit")]
+    list: bool,
+    /// Passed by `cargo bench`; ignored.
+    #[arg(long, hide = true)]
+    bench: bool,
+}
 
 /// Output format of the report.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -115,8 +219,6 @@ pub struct Config {
     pub svg: Option<PathBuf>,
     /// `--list` was given.
     pub list: bool,
-    /// `--help` was given.
-    pub help: bool,
 }
 
 impl Config {
@@ -150,156 +252,128 @@ impl Config {
             format: Format::Table,
             svg: None,
             list: false,
-            help: false,
         }
+    }
+
+    /// The settings of `args`: the defaults (of `--quick` if given) where an option is
+    /// not given. `Err` for options that contradict each other (a bad command line).
+    pub fn from_args(args: BenchArgs) -> Result<Config, String> {
+        let mut c = Config::defaults(args.quick);
+        c.list = args.list;
+        let set = |slot: &mut f64, v: Option<f64>| *slot = v.unwrap_or(*slot);
+        set(&mut c.seconds, args.seconds);
+        set(&mut c.warmup, args.warmup);
+        c.rounds = args.rounds.unwrap_or(c.rounds);
+        c.seed = args.seed.unwrap_or(c.seed);
+        c.paced = args.paced.or(c.paced);
+        c.streams = args.streams.unwrap_or(c.streams);
+        c.pingpong = args.pingpong.unwrap_or(c.pingpong);
+        c.consumers = args.consumers.unwrap_or(c.consumers);
+        c.modes = args.mode.unwrap_or(c.modes);
+        c.backends = args.backends.or(c.backends);
+        c.batch = args.batch.unwrap_or(c.batch);
+        c.format = args.format.unwrap_or(c.format);
+        c.svg = args.svg.or(c.svg);
+        if let Some(kinds) = args.kinds {
+            // Without `pingpong` among the kinds, no ping-pong cell.
+            if !kinds.iter().any(Option::is_none) {
+                c.pingpong = 0;
+            }
+            c.kinds = kinds.into_iter().flatten().collect();
+        }
+        if c.kinds.is_empty() && c.pingpong == 0 && !c.list {
+            return Err("--kinds pingpong with --pingpong 0: nothing to run".into());
+        }
+        dedup(&mut c.streams);
+        dedup(&mut c.consumers);
+        dedup(&mut c.kinds);
+        dedup(&mut c.modes);
+        Ok(c)
     }
 }
 
-fn list<T>(flag: &str, v: &str, f: impl Fn(&str) -> Option<T>) -> Result<Vec<T>, String> {
-    let items: Result<Vec<T>, String> = v
+// The value parsers: each `Err` is shown after the option's name (`--rounds: must be
+// 1..=1000`, see `cli::usage_message`).
+
+fn list<T>(v: &str, f: impl Fn(&str) -> Option<T>) -> Result<Vec<T>, String> {
+    let items: Vec<T> = v
         .split(',')
         .map(str::trim)
         .filter(|s| !s.is_empty())
-        .map(|s| f(s).ok_or_else(|| format!("{flag}: invalid value `{s}`")))
-        .collect();
-    let items = items?;
+        .map(|s| f(s).ok_or_else(|| format!("invalid value `{s}`")))
+        .collect::<Result<_, _>>()?;
     if items.is_empty() {
-        return Err(format!("{flag}: empty list"));
+        return Err("empty list".into());
     }
     Ok(items)
 }
 
-fn number<T: std::str::FromStr>(flag: &str, v: &str) -> Result<T, String> {
+fn number<T: std::str::FromStr>(v: &str) -> Result<T, String> {
     v.trim()
         .parse()
-        .map_err(|_| format!("{flag}: `{v}` is not a valid number"))
+        .map_err(|_| format!("`{v}` is not a valid number"))
 }
 
-fn positive_f64(flag: &str, v: &str, allow_zero: bool) -> Result<f64, String> {
-    let x: f64 = number(flag, v)?;
+fn positive_f64(v: &str, allow_zero: bool) -> Result<f64, String> {
+    let x: f64 = number(v)?;
     if !x.is_finite() || x < 0.0 || (!allow_zero && x == 0.0) || x > 3600.0 * 24.0 {
-        return Err(format!("{flag}: `{v}` is out of range"));
+        return Err(format!("`{v}` is out of range"));
     }
     Ok(x)
 }
 
-/// Parses the arguments after `bench`. `Err` carries a message for the user (exit code 2).
+fn rounds(v: &str) -> Result<usize, String> {
+    number(v)
+        .ok()
+        .filter(|n| (1..=1000).contains(n))
+        .ok_or_else(|| "must be 1..=1000".into())
+}
+
+fn paced(v: &str) -> Result<f64, String> {
+    // Not positive_f64: its ceiling is a day's worth of seconds.
+    let r: f64 = number(v)?;
+    if !(r.is_finite() && r > 0.0 && r <= 10_000_000.0) {
+        return Err(format!(
+            "`{v}` is out of range (more than 0, at most 10000000 writes/s)"
+        ));
+    }
+    Ok(r)
+}
+
+fn pingpong(v: &str) -> Result<usize, String> {
+    let n = number(v)?;
+    if n > 10_000_000 {
+        return Err("at most 10000000 round trips".into());
+    }
+    Ok(n)
+}
+
+fn batch(v: &str) -> Result<usize, String> {
+    number(v)
+        .ok()
+        .filter(|n| (1..=65536).contains(n))
+        .ok_or_else(|| "must be 1..=65536".into())
+}
+
+fn format(v: &str) -> Result<Format, String> {
+    match v {
+        "table" => Ok(Format::Table),
+        "csv" => Ok(Format::Csv),
+        "json" => Ok(Format::Json),
+        _ => Err(format!("`{v}` is not table, csv or json")),
+    }
+}
+
+/// Parses the arguments after `bench` (as `kevent bench ARGS` does). `Err` carries a
+/// message for the user (exit code 2); `--help` is an `Err` too (the command line
+/// shows it).
 pub fn parse<I: IntoIterator<Item = String>>(args: I) -> Result<Config, String> {
-    let args: Vec<String> = args.into_iter().collect();
-    let quick = args.iter().any(|a| a == "--quick");
-    let mut c = Config::defaults(quick);
-    // `None` until `--kinds` is given: then whether it named `pingpong`.
-    let mut pingpong_kind: Option<bool> = None;
-    let mut it = args.into_iter();
-    while let Some(arg) = it.next() {
-        let (flag, inline) = match arg.split_once('=') {
-            Some((f, v)) if f.starts_with("--") => (f.to_string(), Some(v.to_string())),
-            _ => (arg.clone(), None),
-        };
-        let takes_value = match flag.as_str() {
-            "--quick" | "--list" | "-h" | "--help" | "--bench" => false,
-            f if VALUE_FLAGS.contains(&f) => true,
-            _ => return Err(format!("unknown option `{arg}`")),
-        };
-        let value = if takes_value {
-            match inline {
-                Some(v) => v,
-                None => it.next().ok_or_else(|| format!("{flag} needs a value"))?,
-            }
-        } else {
-            if inline.is_some() {
-                return Err(format!("{flag} takes no value"));
-            }
-            String::new()
-        };
-        let v = value.as_str();
-        match flag.as_str() {
-            "--quick" | "--bench" => {}
-            "--list" => c.list = true,
-            "-h" | "--help" => c.help = true,
-            "--seconds" => c.seconds = positive_f64("--seconds", v, false)?,
-            "--warmup" => c.warmup = positive_f64("--warmup", v, true)?,
-            "--rounds" => {
-                c.rounds = number("--rounds", v)?;
-                if c.rounds == 0 || c.rounds > 1000 {
-                    return Err("--rounds: must be 1..=1000".into());
-                }
-            }
-            "--seed" => c.seed = number("--seed", v)?,
-            "--paced" => {
-                // Not positive_f64: its ceiling is a day's worth of seconds.
-                let r: f64 = number("--paced", v)?;
-                if !(r.is_finite() && r > 0.0 && r <= 10_000_000.0) {
-                    return Err(format!(
-                        "--paced: `{v}` is out of range (more than 0, at most 10000000 writes/s)"
-                    ));
-                }
-                c.paced = Some(r);
-            }
-            "--streams" => {
-                c.streams = list("--streams", v, |s| {
-                    s.parse()
-                        .ok()
-                        .filter(|&n: &usize| (1..=1_000_000).contains(&n))
-                })?
-            }
-            "--kinds" => {
-                // `pingpong` is not a stream kind: it selects the latency cell.
-                let kinds = list("--kinds", v, |s| match s {
-                    "pingpong" => Some(None),
-                    _ => StreamKind::parse(s).map(Some),
-                })?;
-                pingpong_kind = Some(kinds.iter().any(Option::is_none));
-                c.kinds = kinds.into_iter().flatten().collect();
-            }
-            "--pingpong" => {
-                c.pingpong = number("--pingpong", v)?;
-                if c.pingpong > 10_000_000 {
-                    return Err("--pingpong: at most 10000000 round trips".into());
-                }
-            }
-            "--consumers" => {
-                c.consumers = list("--consumers", v, |s| {
-                    s.parse().ok().filter(|&n: &usize| (1..=256).contains(&n))
-                })?
-            }
-            "--mode" => {
-                c.modes = list("--mode", v, |s| match s {
-                    "threads" => Some(ConsumerMode::Threads),
-                    "processes" => Some(ConsumerMode::Processes),
-                    _ => None,
-                })?
-            }
-            "--backends" => c.backends = Some(list("--backends", v, |s| Some(s.to_string()))?),
-            "--batch" => {
-                c.batch = number("--batch", v)?;
-                if !(1..=65536).contains(&c.batch) {
-                    return Err("--batch: must be 1..=65536".into());
-                }
-            }
-            "--format" => {
-                c.format = match v {
-                    "table" => Format::Table,
-                    "csv" => Format::Csv,
-                    "json" => Format::Json,
-                    _ => return Err(format!("--format: `{v}` is not table, csv or json")),
-                }
-            }
-            "--svg" => c.svg = Some(PathBuf::from(v)),
-            _ => unreachable!("every flag in VALUE_FLAGS is handled"),
-        }
+    let args = std::iter::once("bench".to_string()).chain(args);
+    match crate::cli::parse(args) {
+        Ok(crate::cli::Parsed::Run(crate::cli::Command::Bench(a))) => Config::from_args(*a),
+        Ok(other) => Err(format!("not a bench command line: {other:?}")),
+        Err(e) => Err(e.message),
     }
-    if pingpong_kind == Some(false) {
-        c.pingpong = 0;
-    }
-    if c.kinds.is_empty() && c.pingpong == 0 && !c.list && !c.help {
-        return Err("--kinds pingpong with --pingpong 0: nothing to run".into());
-    }
-    dedup(&mut c.streams);
-    dedup(&mut c.consumers);
-    dedup(&mut c.kinds);
-    dedup(&mut c.modes);
-    Ok(c)
 }
 
 /// Checks, before anything is run, that the paths of `cfg` can be written: the `--svg`

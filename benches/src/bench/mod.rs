@@ -80,7 +80,7 @@ pub mod xorshift;
 
 use std::process::ExitCode;
 
-use args::{Config, Format, USAGE};
+use args::{BenchArgs, Config, Format};
 use backend::Backend;
 use consumer::ConsumerMode;
 use metrics::{RunResult, Summary};
@@ -104,16 +104,19 @@ pub fn backends() -> Vec<Box<dyn Backend>> {
     list
 }
 
-/// Runs `kevent bench` with the arguments that follow `bench`; returns the exit code
-/// (2 for bad arguments).
+/// Runs `kevent bench` with the arguments that follow `bench` (as `cargo bench` does);
+/// returns the exit code (2 for bad arguments).
 pub fn main<I: IntoIterator<Item = String>>(args: I) -> ExitCode {
-    let cfg = match args::parse(args) {
+    crate::cli::run(std::iter::once("bench".to_string()).chain(args).collect())
+}
+
+/// Runs `kevent bench` with the options `args`; returns the exit code (2 for bad
+/// arguments).
+pub fn run(args: BenchArgs) -> ExitCode {
+    let cfg = match Config::from_args(args) {
         Ok(c) => c,
         Err(e) => return crate::cli::out::usage_error("bench", &e),
     };
-    if cfg.help {
-        return crate::cli::out::print_stdout("bench", USAGE);
-    }
     if let Err(e) = args::check_paths(&cfg) {
         return crate::cli::out::usage_error("bench", &e);
     }
@@ -163,24 +166,44 @@ pub fn main<I: IntoIterator<Item = String>>(args: I) -> ExitCode {
         },
     };
 
-    let reports = run_all(&cfg, &selected);
+    // The header now, each cell as it ends: a reader that wants the first lines
+    // (`kevent bench | head -3`) has them at once, and when it goes, the watch stops the
+    // run (consumer processes killed and reaped, exit code 0) instead of letting it run
+    // on for minutes until its next write.
+    let mut out = Stdout {
+        watch: crate::cli::out::ReaderWatch::start("bench", spawn::stop_consumers),
+        failed: None,
+    };
+    match cfg.format {
+        Format::Table => out.write(&report::table_head(&header, throughput)),
+        Format::Csv => out.write(&report::csv_head(&header)),
+        Format::Json => {}
+    }
+    let reports = run_all(&cfg, &selected, &mut |cell| match cfg.format {
+        Format::Table => out.write(&report::table_cell(&header, cell)),
+        Format::Csv => out.write(&report::csv_cell(cell)),
+        Format::Json => {}
+    });
     let ping = (cfg.pingpong > 0).then(|| run_pingpong(&cfg, &selected));
     let ping = ping.as_ref();
 
-    let out = match cfg.format {
-        Format::Table => report::table(&header, &reports, ping),
-        Format::Csv => report::csv(&header, &reports, ping),
+    // The rest of the report, then the chart: from here on a reader that goes (having
+    // read what it wanted) does not cost the chart.
+    if let Some(watch) = out.watch.take() {
+        watch.disarm();
+    }
+    out.write(&match cfg.format {
+        Format::Table => ping.map(report::table_ping).unwrap_or_default(),
+        Format::Csv => ping.map(report::csv_ping).unwrap_or_default(),
         Format::Json => report::json(&header, &reports, ping),
-    };
-    // A reader that went away (`| head`) does not cost the chart: it is still written.
-    let printed = crate::cli::out::write_stdout(&out);
+    });
     if let Some(path) = &cfg.svg {
         if let Err(e) = std::fs::write(path, svg::chart(&header, &reports)) {
             return crate::cli::out::failure("bench", &format!("writing {}: {e}", path.display()));
         }
         progressln!("kevent bench: wrote {}", path.display());
     }
-    if let Err(e) = printed {
+    if let Some(e) = out.failed {
         return crate::cli::out::output_failed("bench", &e);
     }
     let ping_entries = ping.iter().flat_map(|p| &p.entries);
@@ -202,6 +225,30 @@ pub fn main<I: IntoIterator<Item = String>>(args: I) -> ExitCode {
         return crate::cli::out::failure("bench", "every run failed");
     }
     ExitCode::SUCCESS
+}
+
+/// The report's way to stdout during a run.
+struct Stdout {
+    /// Ends the process when the reader goes (`None` once the final output is written,
+    /// or where stdout is not a pipe or a socket).
+    watch: Option<crate::cli::out::ReaderWatch>,
+    /// The first failed write; nothing more is written after it.
+    failed: Option<std::io::Error>,
+}
+
+impl Stdout {
+    fn write(&mut self, text: &str) {
+        if self.failed.is_some() || text.is_empty() {
+            return;
+        }
+        if let Err(e) = crate::cli::out::write_stdout(text) {
+            match &self.watch {
+                // The watch's own way out, in case the write saw it first.
+                Some(watch) if crate::cli::out::is_broken_pipe(&e) => watch.reader_gone(),
+                _ => self.failed = Some(e),
+            }
+        }
+    }
 }
 
 /// The text of `kevent bench --list`: the backends and the workloads.
@@ -273,8 +320,13 @@ type CellPlan<'b> = (
     Result<Vec<(&'b dyn Backend, Result<(), String>)>, String>,
 );
 
-/// Plans, estimates, and runs every cell; progress and the estimate go to stderr.
-fn run_all(cfg: &Config, selected: &[&dyn Backend]) -> Vec<CellReport> {
+/// Plans, estimates, and runs every cell; progress and the estimate go to stderr, and
+/// each cell's report to `done` as the cell ends.
+fn run_all(
+    cfg: &Config,
+    selected: &[&dyn Backend],
+    done: &mut dyn FnMut(&CellReport),
+) -> Vec<CellReport> {
     let plan: Vec<CellPlan<'_>> = cells(cfg)
         .into_iter()
         .map(|cell| {
@@ -326,11 +378,13 @@ fn run_all(cfg: &Config, selected: &[&dyn Backend]) -> Vec<CellReport> {
             Ok(b) => b,
             Err(why) => {
                 progressln!("[cell {}] {cell}: skipped: {why}", ci + 1);
-                reports.push(CellReport {
+                let report = CellReport {
                     cell,
                     skipped: Some(why),
                     entries: Vec::new(),
-                });
+                };
+                done(&report);
+                reports.push(report);
                 continue;
             }
         };
@@ -392,11 +446,13 @@ fn run_all(cfg: &Config, selected: &[&dyn Backend]) -> Vec<CellReport> {
                 outcome,
             });
         }
-        reports.push(CellReport {
+        let report = CellReport {
             cell,
             skipped: None,
             entries,
-        });
+        };
+        done(&report);
+        reports.push(report);
     }
     progressln!(
         "kevent bench: done in {:.1} s",

@@ -1,11 +1,12 @@
-//! The report: a text table per cell, or CSV, or JSON (hand-written, no serde).
+//! The report: a text table per cell, or CSV, or JSON (serde).
 
 use std::fmt::Write as _;
 
-use super::json::{jn, js};
+use serde::Serialize;
+
 use super::metrics::Summary;
 use super::pingpong::{self, PingReport};
-use super::settings::Setting;
+use super::settings::{JsonSettings, Setting};
 use super::sysinfo::SysInfo;
 use super::workload::Cell;
 
@@ -117,15 +118,27 @@ fn ns(x: f64) -> String {
 
 /// Renders the header, one table per cell, and the ping-pong cell if it ran.
 pub fn table(h: &Header, cells: &[CellReport], ping: Option<&PingReport>) -> String {
+    let mut o = table_head(h, !cells.is_empty());
+    for c in cells {
+        o.push_str(&table_cell(h, c));
+    }
+    if let Some(p) = ping {
+        o.push_str(&table_ping(p));
+    }
+    o
+}
+
+/// The text above the tables: machine, settings and, if there are `throughput` cells,
+/// their backends and columns (known before the run, so written before it).
+pub fn table_head(h: &Header, throughput: bool) -> String {
     let mut o = String::new();
-    let paced = h.settings.iter().any(|s| s.name == "paced" && s.is_on());
     let _ = writeln!(
         o,
         "kevent bench: {}",
-        if cells.is_empty() {
-            "ping-pong latency cell"
-        } else {
+        if throughput {
             "epoll_bench workload, every backend in rotation"
+        } else {
+            "ping-pong latency cell"
         }
     );
     let _ = writeln!(o, "machine:  {} ({} CPUs)", h.sys.cpu, h.sys.nproc);
@@ -137,11 +150,8 @@ pub fn table(h: &Header, cells: &[CellReport], ping: Option<&PingReport>) -> Str
         .map(|s| format!("{}={s}", s.name))
         .collect();
     let _ = writeln!(o, "settings: {}", settings.join(" "));
-    if cells.is_empty() {
+    if !throughput {
         // Only the ping-pong cell: it describes its own backends and columns.
-        if let Some(p) = ping {
-            ping_table(&mut o, p);
-        }
         return o;
     }
     let _ = writeln!(o, "backends:");
@@ -155,120 +165,122 @@ pub fn table(h: &Header, cells: &[CellReport], ping: Option<&PingReport>) -> Str
          consumers' (plus helper threads'), from getrusage; wake/ev = voluntary context \
          switches per event; empty = reads that found nothing; spread = (max-min)/median of ev/s"
     );
-    for c in cells {
-        let _ = writeln!(o, "\n== {} ==", c.cell);
-        if let Some(why) = &c.skipped {
-            let _ = writeln!(o, "skipped: {why}");
-            continue;
+    o
+}
+
+/// The table of one throughput cell.
+pub fn table_cell(h: &Header, c: &CellReport) -> String {
+    let mut o = String::new();
+    let paced = h.settings.iter().any(|s| s.name == "paced" && s.is_on());
+    let _ = writeln!(o, "\n== {} ==", c.cell);
+    if let Some(why) = &c.skipped {
+        let _ = writeln!(o, "skipped: {why}");
+        return o;
+    }
+    let reference = c.reference();
+    let mut head = format!(
+        "{:<15} {:>9} {:>6} {:>9} {:>6} {:>8} {:>6} {:>7} {:>7} {:>6} {:>7} {:>6}",
+        "backend",
+        "ev/s",
+        "×ET",
+        "writes/s",
+        "wrCPU",
+        "CPU/ev",
+        "×ET",
+        "csw/ev",
+        "wake/ev",
+        "empty",
+        "ev/wait",
+        "spread"
+    );
+    if paced {
+        let _ = write!(head, " {:>9} {:>9}", "p50", "p99");
+    }
+    head.push_str("  notes");
+    let _ = writeln!(o, "{head}");
+    let mut any_writer_bound = false;
+    let mut footnotes = Vec::new();
+    for e in &c.entries {
+        let (s, failures) = match &e.outcome {
+            Outcome::Skipped(why) => {
+                footnotes.push(format!("{} skipped: {why}", e.backend));
+                continue;
+            }
+            Outcome::Ran { summary, failures } => (summary, failures),
+        };
+        for f in failures {
+            footnotes.push(format!("{} failed: {f}", e.backend));
         }
-        let reference = c.reference();
-        let mut head = format!(
-            "{:<15} {:>9} {:>6} {:>9} {:>6} {:>8} {:>6} {:>7} {:>7} {:>6} {:>7} {:>6}",
-            "backend",
-            "ev/s",
-            "×ET",
-            "writes/s",
-            "wrCPU",
-            "CPU/ev",
-            "×ET",
-            "csw/ev",
-            "wake/ev",
-            "empty",
-            "ev/wait",
-            "spread"
+        let Some(s) = s else {
+            let _ = writeln!(o, "{:<15} all rounds failed", e.backend);
+            continue;
+        };
+        let m = &s.median;
+        let mut notes = Vec::new();
+        if writer_bound(s) {
+            any_writer_bound = true;
+            notes.push("W".to_string());
+        }
+        if s.lost_total > 0 {
+            notes.push(format!("lost {}", s.lost_total));
+        }
+        if m.rearms_per_s > 0.0 {
+            notes.push(format!("rearm {}/s", si(m.rearms_per_s)));
+        }
+        if !failures.is_empty() {
+            notes.push(format!("{} run(s) failed", failures.len()));
+        }
+        let spread = if m.events_per_s > 0.0 {
+            (s.events_max - s.events_min) / m.events_per_s
+        } else {
+            f64::NAN
+        };
+        let mut line = format!(
+            "{:<15} {:>9} {:>6} {:>9} {:>6} {:>8} {:>6} {:>7.3} {:>7.3} {:>6} {:>7} {:>6}",
+            e.backend,
+            si(m.events_per_s),
+            fmt_opt(
+                ratio(m.events_per_s, reference.map(|r| r.median.events_per_s)),
+                |x| format!("{x:.2}")
+            ),
+            si(m.writes_per_s),
+            format!("{:.0}%", m.writer_cpu * 100.0),
+            fmt_opt(Some(m.cpu_per_event_ns), ns),
+            fmt_opt(
+                ratio(
+                    m.cpu_per_event_ns,
+                    reference.map(|r| r.median.cpu_per_event_ns)
+                ),
+                |x| format!("{x:.2}")
+            ),
+            m.csw_per_event,
+            m.wakeups_per_event,
+            fmt_opt(Some(m.empty_share), |x| format!("{:.1}%", x * 100.0)),
+            fmt_opt(Some(m.events_per_wait), si),
+            fmt_opt(Some(spread), |x| format!("{:.0}%", x * 100.0)),
         );
         if paced {
-            let _ = write!(head, " {:>9} {:>9}", "p50", "p99");
-        }
-        head.push_str("  notes");
-        let _ = writeln!(o, "{head}");
-        let mut any_writer_bound = false;
-        let mut footnotes = Vec::new();
-        for e in &c.entries {
-            let (s, failures) = match &e.outcome {
-                Outcome::Skipped(why) => {
-                    footnotes.push(format!("{} skipped: {why}", e.backend));
-                    continue;
-                }
-                Outcome::Ran { summary, failures } => (summary, failures),
-            };
-            for f in failures {
-                footnotes.push(format!("{} failed: {f}", e.backend));
-            }
-            let Some(s) = s else {
-                let _ = writeln!(o, "{:<15} all rounds failed", e.backend);
-                continue;
-            };
-            let m = &s.median;
-            let mut notes = Vec::new();
-            if writer_bound(s) {
-                any_writer_bound = true;
-                notes.push("W".to_string());
-            }
-            if s.lost_total > 0 {
-                notes.push(format!("lost {}", s.lost_total));
-            }
-            if m.rearms_per_s > 0.0 {
-                notes.push(format!("rearm {}/s", si(m.rearms_per_s)));
-            }
-            if !failures.is_empty() {
-                notes.push(format!("{} run(s) failed", failures.len()));
-            }
-            let spread = if m.events_per_s > 0.0 {
-                (s.events_max - s.events_min) / m.events_per_s
-            } else {
-                f64::NAN
-            };
-            let mut line = format!(
-                "{:<15} {:>9} {:>6} {:>9} {:>6} {:>8} {:>6} {:>7.3} {:>7.3} {:>6} {:>7} {:>6}",
-                e.backend,
-                si(m.events_per_s),
-                fmt_opt(
-                    ratio(m.events_per_s, reference.map(|r| r.median.events_per_s)),
-                    |x| format!("{x:.2}")
-                ),
-                si(m.writes_per_s),
-                format!("{:.0}%", m.writer_cpu * 100.0),
-                fmt_opt(Some(m.cpu_per_event_ns), ns),
-                fmt_opt(
-                    ratio(
-                        m.cpu_per_event_ns,
-                        reference.map(|r| r.median.cpu_per_event_ns)
-                    ),
-                    |x| format!("{x:.2}")
-                ),
-                m.csw_per_event,
-                m.wakeups_per_event,
-                fmt_opt(Some(m.empty_share), |x| format!("{:.1}%", x * 100.0)),
-                fmt_opt(Some(m.events_per_wait), si),
-                fmt_opt(Some(spread), |x| format!("{:.0}%", x * 100.0)),
-            );
-            if paced {
-                let _ = write!(
-                    line,
-                    " {:>9} {:>9}",
-                    fmt_opt(m.p50_ns, ns),
-                    fmt_opt(m.p99_ns, ns)
-                );
-            }
-            if !notes.is_empty() {
-                let _ = write!(line, "  {}", notes.join(", "));
-            }
-            let _ = writeln!(o, "{line}");
-        }
-        if any_writer_bound {
-            let _ = writeln!(
-                o,
-                "W: writer-bound (events/s ≥ 90% of writes/s, writer ≥ 90% CPU): events/s \
-                 cannot separate these backends; compare CPU/ev and csw/ev."
+            let _ = write!(
+                line,
+                " {:>9} {:>9}",
+                fmt_opt(m.p50_ns, ns),
+                fmt_opt(m.p99_ns, ns)
             );
         }
-        for f in footnotes {
-            let _ = writeln!(o, "{f}");
+        if !notes.is_empty() {
+            let _ = write!(line, "  {}", notes.join(", "));
         }
+        let _ = writeln!(o, "{line}");
     }
-    if let Some(p) = ping {
-        ping_table(&mut o, p);
+    if any_writer_bound {
+        let _ = writeln!(
+            o,
+            "W: writer-bound (events/s ≥ 90% of writes/s, writer ≥ 90% CPU): events/s \
+             cannot separate these backends; compare CPU/ev and csw/ev."
+        );
+    }
+    for f in footnotes {
+        let _ = writeln!(o, "{f}");
     }
     o
 }
@@ -283,6 +295,12 @@ fn us(x: f64) -> String {
 }
 
 /// The ping-pong cell's table.
+pub fn table_ping(p: &PingReport) -> String {
+    let mut o = String::new();
+    ping_table(&mut o, p);
+    o
+}
+
 fn ping_table(o: &mut String, p: &PingReport) {
     let _ = writeln!(
         o,
@@ -377,6 +395,18 @@ fn num(x: f64) -> String {
 /// per ping-pong backend: kind `pingpong`, one stream, one consumer, `p50_ns` and
 /// `p99_ns` filled, and `max_ns`, `worst_ns`, `p99_vs_epoll` and `slow` in the note.
 pub fn csv(h: &Header, cells: &[CellReport], ping: Option<&PingReport>) -> String {
+    let mut o = csv_head(h);
+    for c in cells {
+        o.push_str(&csv_cell(c));
+    }
+    if let Some(p) = ping {
+        ping_csv(&mut o, p);
+    }
+    o
+}
+
+/// The `# key: value` lines and the column names (written before the run).
+pub fn csv_head(h: &Header) -> String {
     let mut o = String::new();
     let _ = writeln!(o, "# machine: {} ({} CPUs)", h.sys.cpu, h.sys.nproc);
     let _ = writeln!(o, "# kernel: {}", h.sys.kernel);
@@ -386,81 +416,89 @@ pub fn csv(h: &Header, cells: &[CellReport], ping: Option<&PingReport>) -> Strin
         let _ = writeln!(o, "# {}: {s}", s.name);
     }
     let _ = writeln!(o, "{CSV_COLUMNS}");
-    for c in cells {
-        let reference = c.reference();
-        let prefix = format!(
-            "{},{},{},{}",
-            c.cell.kind,
-            c.cell.streams,
-            c.cell.consumers,
-            c.cell.mode.name()
+    o
+}
+
+/// The rows of one throughput cell.
+pub fn csv_cell(c: &CellReport) -> String {
+    let mut o = String::new();
+    let reference = c.reference();
+    let prefix = format!(
+        "{},{},{},{}",
+        c.cell.kind,
+        c.cell.streams,
+        c.cell.consumers,
+        c.cell.mode.name()
+    );
+    if let Some(why) = &c.skipped {
+        let _ = writeln!(
+            o,
+            "{prefix},,skipped,0{},{}",
+            ",".repeat(17),
+            csv_field(why)
         );
-        if let Some(why) = &c.skipped {
+        return o;
+    }
+    for e in &c.entries {
+        let (status, note, s) = match &e.outcome {
+            Outcome::Skipped(why) => ("skipped", why.clone(), None),
+            Outcome::Ran { summary, failures } => (
+                if summary.is_some() { "ok" } else { "failed" },
+                failures.join("; "),
+                summary.as_ref(),
+            ),
+        };
+        let Some(s) = s else {
             let _ = writeln!(
                 o,
-                "{prefix},,skipped,0{},{}",
-                ",".repeat(17),
-                csv_field(why)
-            );
-            continue;
-        }
-        for e in &c.entries {
-            let (status, note, s) = match &e.outcome {
-                Outcome::Skipped(why) => ("skipped", why.clone(), None),
-                Outcome::Ran { summary, failures } => (
-                    if summary.is_some() { "ok" } else { "failed" },
-                    failures.join("; "),
-                    summary.as_ref(),
-                ),
-            };
-            let Some(s) = s else {
-                let _ = writeln!(
-                    o,
-                    "{prefix},{},{status},0{},{}",
-                    csv_field(&e.backend),
-                    ",".repeat(17),
-                    csv_field(&note)
-                );
-                continue;
-            };
-            let m = &s.median;
-            let fields = [
-                num(m.events_per_s),
-                ratio(m.events_per_s, reference.map(|r| r.median.events_per_s))
-                    .map_or(String::new(), num),
-                num(m.writes_per_s),
-                num(m.writer_cpu),
-                num(m.cpu_per_event_ns),
-                ratio(
-                    m.cpu_per_event_ns,
-                    reference.map(|r| r.median.cpu_per_event_ns),
-                )
-                .map_or(String::new(), num),
-                num(m.csw_per_event),
-                num(m.wakeups_per_event),
-                num(m.empty_share),
-                num(m.events_per_wait),
-                s.lost_total.to_string(),
-                num(m.rearms_per_s),
-                m.p50_ns.map_or(String::new(), num),
-                m.p99_ns.map_or(String::new(), num),
-                num(s.events_min),
-                num(s.events_max),
-                writer_bound(s).to_string(),
-            ];
-            let _ = writeln!(
-                o,
-                "{prefix},{},{status},{},{},{}",
+                "{prefix},{},{status},0{},{}",
                 csv_field(&e.backend),
-                s.rounds,
-                fields.join(","),
+                ",".repeat(17),
                 csv_field(&note)
             );
-        }
+            continue;
+        };
+        let m = &s.median;
+        let fields = [
+            num(m.events_per_s),
+            ratio(m.events_per_s, reference.map(|r| r.median.events_per_s))
+                .map_or(String::new(), num),
+            num(m.writes_per_s),
+            num(m.writer_cpu),
+            num(m.cpu_per_event_ns),
+            ratio(
+                m.cpu_per_event_ns,
+                reference.map(|r| r.median.cpu_per_event_ns),
+            )
+            .map_or(String::new(), num),
+            num(m.csw_per_event),
+            num(m.wakeups_per_event),
+            num(m.empty_share),
+            num(m.events_per_wait),
+            s.lost_total.to_string(),
+            num(m.rearms_per_s),
+            m.p50_ns.map_or(String::new(), num),
+            m.p99_ns.map_or(String::new(), num),
+            num(s.events_min),
+            num(s.events_max),
+            writer_bound(s).to_string(),
+        ];
+        let _ = writeln!(
+            o,
+            "{prefix},{},{status},{},{},{}",
+            csv_field(&e.backend),
+            s.rounds,
+            fields.join(","),
+            csv_field(&note)
+        );
     }
-    if let Some(p) = ping {
-        ping_csv(&mut o, p);
-    }
+    o
+}
+
+/// The ping-pong rows.
+pub fn csv_ping(p: &PingReport) -> String {
+    let mut o = String::new();
+    ping_csv(&mut o, p);
     o
 }
 
@@ -519,173 +557,436 @@ fn ping_csv(o: &mut String, p: &PingReport) {
 /// (`"pingpong": null` when the cell was not run; its latencies are in µs). The
 /// header's `settings` are typed: numbers are numbers, lists are arrays, a unit is the
 /// key's suffix (`"read_buf_bytes": 64`, `"wait_timeout_ms": 50`), and a feature that
-/// is off is `null` (`"paced_writes_per_s": null`).
+/// is off is `null` (`"paced_writes_per_s": null`). A number that is not one (no event
+/// in any round) is `null` too.
 pub fn json(h: &Header, cells: &[CellReport], ping: Option<&PingReport>) -> String {
-    let mut o = String::new();
-    let _ = write!(
-        o,
-        "{{\n  \"header\": {{\n    \"cpu\": {},\n    \"nproc\": {},\n    \"kernel\": {},\n    \
-         \"commit\": {},\n    \"date\": {},\n    \"reference\": {},\n    \"settings\": {{",
-        js(&h.sys.cpu),
-        h.sys.nproc,
-        js(&h.sys.kernel),
-        js(&h.sys.commit),
-        js(&h.sys.date),
-        js(REFERENCE)
-    );
-    let settings: Vec<String> = h
-        .settings
-        .iter()
-        .map(|s| format!("{}: {}", js(&s.json_key()), s.json_value()))
-        .collect();
-    let _ = write!(o, "{}}},\n    \"backends\": {{", settings.join(", "));
-    let backends: Vec<String> = h
-        .backends
-        .iter()
-        .map(|(k, v)| format!("\n      {}: {}", js(k), js(v)))
-        .collect();
-    let _ = write!(o, "{}\n    }}\n  }},\n  \"cells\": [", backends.join(","));
-    for (ci, c) in cells.iter().enumerate() {
-        let _ = write!(
-            o,
-            "{}\n    {{\"kind\": {}, \"streams\": {}, \"consumers\": {}, \"mode\": {}, \
-             \"skipped\": {}, \"results\": [",
-            if ci == 0 { "" } else { "," },
-            js(c.cell.kind.name()),
-            c.cell.streams,
-            c.cell.consumers,
-            js(c.cell.mode.name()),
-            c.skipped.as_deref().map_or("null".into(), js)
-        );
-        let reference = c.reference();
-        for (ei, e) in c.entries.iter().enumerate() {
-            let sep = if ei == 0 { "" } else { "," };
-            let _ = write!(o, "{sep}\n      {{\"backend\": {}, ", js(&e.backend));
-            match &e.outcome {
-                Outcome::Skipped(why) => {
-                    let _ = write!(o, "\"status\": \"skipped\", \"reason\": {}}}", js(why));
-                }
-                Outcome::Ran { summary, failures } => {
-                    let f: Vec<String> = failures.iter().map(|x| js(x)).collect();
-                    let status = if summary.is_some() { "ok" } else { "failed" };
-                    let _ = write!(
-                        o,
-                        "\"status\": \"{status}\", \"failures\": [{}]",
-                        f.join(", ")
-                    );
-                    if let Some(s) = summary {
-                        let m = &s.median;
-                        let opt = |x: Option<f64>| x.map_or("null".into(), jn);
-                        let _ = write!(
-                            o,
-                            ", \"rounds\": {}, \"events_per_s\": {}, \"events_vs_et\": {}, \
-                             \"writes_per_s\": {}, \"writer_cpu\": {}, \"cpu_ns_per_event\": {}, \
-                             \"cpu_vs_et\": {}, \"csw_per_event\": {}, \"wakeups_per_event\": {}, \
-                             \"empty_share\": {}, \"events_per_wait\": {}, \"lost_total\": {}, \
-                             \"rearms_per_s\": {}, \"p50_ns\": {}, \"p99_ns\": {}, \
-                             \"events_min\": {}, \"events_max\": {}, \"cpu_ns_per_event_min\": {}, \
-                             \"cpu_ns_per_event_max\": {}, \"writer_bound\": {}",
-                            s.rounds,
-                            jn(m.events_per_s),
-                            opt(ratio(
-                                m.events_per_s,
-                                reference.map(|r| r.median.events_per_s)
-                            )),
-                            jn(m.writes_per_s),
-                            jn(m.writer_cpu),
-                            jn(m.cpu_per_event_ns),
-                            opt(ratio(
-                                m.cpu_per_event_ns,
-                                reference.map(|r| r.median.cpu_per_event_ns)
-                            )),
-                            jn(m.csw_per_event),
-                            jn(m.wakeups_per_event),
-                            jn(m.empty_share),
-                            jn(m.events_per_wait),
-                            s.lost_total,
-                            jn(m.rearms_per_s),
-                            opt(m.p50_ns),
-                            opt(m.p99_ns),
-                            jn(s.events_min),
-                            jn(s.events_max),
-                            jn(s.cpu_min),
-                            jn(s.cpu_max),
-                            writer_bound(s)
-                        );
-                    }
-                    o.push('}');
-                }
-            }
-        }
-        let _ = write!(o, "\n    ]}}");
-    }
-    let _ = write!(o, "\n  ],\n  \"pingpong\": ");
-    match ping {
-        None => o.push_str("null"),
-        Some(p) => ping_json(&mut o, p),
-    }
-    let _ = writeln!(o, "\n}}");
+    let doc = JsonReport {
+        header: JsonHeader {
+            cpu: &h.sys.cpu,
+            nproc: h.sys.nproc,
+            kernel: &h.sys.kernel,
+            commit: &h.sys.commit,
+            date: &h.sys.date,
+            reference: REFERENCE,
+            settings: JsonSettings(&h.settings),
+            backends: JsonBackends(&h.backends),
+        },
+        cells: cells.iter().map(JsonCell::of).collect(),
+        pingpong: ping.map(JsonPing::of),
+    };
+    // The document, its header and its lists one item per line; each cell, setting,
+    // result on one.
+    let mut o = super::json::to_string(&doc, 2);
+    o.push('\n');
     o
 }
 
-/// The ping-pong object of the JSON document.
-fn ping_json(o: &mut String, p: &PingReport) {
-    let _ = write!(
-        o,
-        "{{\"socket\": \"unix\", \"consumers\": 1, \"round_trips\": {}, \"rounds\": {}, \
-         \"warmup_round_trips\": {}, \"reference\": {}, \"skipped\": {}, \"results\": [",
-        p.round_trips,
-        p.rounds,
-        p.warmup,
-        js(pingpong::REFERENCE),
-        p.skipped.as_deref().map_or("null".into(), js)
-    );
-    let reference = p.reference().map(|r| r.p99_ns);
-    for (i, e) in p.entries.iter().enumerate() {
-        let f: Vec<String> = e.failures.iter().map(|x| js(x)).collect();
-        let _ = write!(
-            o,
-            "{}\n    {{\"backend\": {}, \"description\": {}, \"status\": \"{}\", \
-             \"failures\": [{}]",
-            if i == 0 { "" } else { "," },
-            js(&e.backend),
-            js(&e.description),
-            if e.summary.is_some() { "ok" } else { "failed" },
-            f.join(", ")
-        );
-        if let Some(s) = &e.summary {
-            let _ = write!(
-                o,
-                ", \"rounds\": {}, \"round_trips_total\": {}, \"p50_us\": {}, \
-                 \"p99_us\": {}, \"max_us\": {}, \"worst_us\": {}, \"p99_vs_epoll\": {}, \
-                 \"slow_round_trips\": {}, \"wakeups_per_round_trip\": {}, \
-                 \"empty_reads\": {}",
-                s.rounds,
-                s.round_trips,
-                jn(s.p50_ns / 1e3),
-                jn(s.p99_ns / 1e3),
-                jn(s.max_ns / 1e3),
-                jn(s.worst_ns / 1e3),
-                ratio(s.p99_ns, reference).map_or("null".into(), jn),
-                s.slow,
-                jn(s.waits_per_rt),
-                s.empty_reads
-            );
-        }
-        o.push('}');
+/// The document of [`json`].
+#[derive(Serialize)]
+struct JsonReport<'a> {
+    header: JsonHeader<'a>,
+    cells: Vec<JsonCell<'a>>,
+    pingpong: Option<JsonPing<'a>>,
+}
+
+#[derive(Serialize)]
+struct JsonHeader<'a> {
+    cpu: &'a str,
+    nproc: usize,
+    kernel: &'a str,
+    commit: &'a str,
+    date: &'a str,
+    reference: &'static str,
+    settings: JsonSettings<'a>,
+    backends: JsonBackends<'a>,
+}
+
+/// The backends as one object: name → description, in rotation order.
+struct JsonBackends<'a>(&'a [(String, String)]);
+
+impl Serialize for JsonBackends<'_> {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.collect_map(self.0.iter().map(|(name, d)| (name, d)))
     }
-    o.push_str("\n  ]}");
+}
+
+#[derive(Serialize)]
+struct JsonCell<'a> {
+    kind: &'static str,
+    streams: usize,
+    consumers: usize,
+    mode: &'static str,
+    skipped: Option<&'a str>,
+    results: Vec<JsonEntry<'a>>,
+}
+
+impl<'a> JsonCell<'a> {
+    fn of(c: &'a CellReport) -> JsonCell<'a> {
+        let reference = c.reference();
+        JsonCell {
+            kind: c.cell.kind.name(),
+            streams: c.cell.streams,
+            consumers: c.cell.consumers,
+            mode: c.cell.mode.name(),
+            skipped: c.skipped.as_deref(),
+            results: c
+                .entries
+                .iter()
+                .map(|e| JsonEntry::of(e, reference))
+                .collect(),
+        }
+    }
+}
+
+/// One backend in one cell: `reason` if it was skipped, else `failures` and, if a round
+/// succeeded, the medians.
+#[derive(Serialize)]
+struct JsonEntry<'a> {
+    backend: &'a str,
+    status: &'static str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    reason: Option<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    failures: Option<&'a [String]>,
+    #[serde(flatten)]
+    summary: Option<JsonSummary>,
+}
+
+impl<'a> JsonEntry<'a> {
+    fn of(e: &'a Entry, reference: Option<&Summary>) -> JsonEntry<'a> {
+        let (status, reason, failures, summary) = match &e.outcome {
+            Outcome::Skipped(why) => ("skipped", Some(why.as_str()), None, None),
+            Outcome::Ran { summary, failures } => (
+                if summary.is_some() { "ok" } else { "failed" },
+                None,
+                Some(failures.as_slice()),
+                summary.as_ref().map(|s| JsonSummary::of(s, reference)),
+            ),
+        };
+        JsonEntry {
+            backend: &e.backend,
+            status,
+            reason,
+            failures,
+            summary,
+        }
+    }
+}
+
+#[derive(Serialize)]
+struct JsonSummary {
+    rounds: usize,
+    events_per_s: f64,
+    events_vs_et: Option<f64>,
+    writes_per_s: f64,
+    writer_cpu: f64,
+    cpu_ns_per_event: f64,
+    cpu_vs_et: Option<f64>,
+    csw_per_event: f64,
+    wakeups_per_event: f64,
+    empty_share: f64,
+    events_per_wait: f64,
+    lost_total: u64,
+    rearms_per_s: f64,
+    p50_ns: Option<f64>,
+    p99_ns: Option<f64>,
+    events_min: f64,
+    events_max: f64,
+    cpu_ns_per_event_min: f64,
+    cpu_ns_per_event_max: f64,
+    writer_bound: bool,
+}
+
+impl JsonSummary {
+    fn of(s: &Summary, reference: Option<&Summary>) -> JsonSummary {
+        let m = &s.median;
+        JsonSummary {
+            rounds: s.rounds,
+            events_per_s: m.events_per_s,
+            events_vs_et: ratio(m.events_per_s, reference.map(|r| r.median.events_per_s)),
+            writes_per_s: m.writes_per_s,
+            writer_cpu: m.writer_cpu,
+            cpu_ns_per_event: m.cpu_per_event_ns,
+            cpu_vs_et: ratio(
+                m.cpu_per_event_ns,
+                reference.map(|r| r.median.cpu_per_event_ns),
+            ),
+            csw_per_event: m.csw_per_event,
+            wakeups_per_event: m.wakeups_per_event,
+            empty_share: m.empty_share,
+            events_per_wait: m.events_per_wait,
+            lost_total: s.lost_total,
+            rearms_per_s: m.rearms_per_s,
+            p50_ns: m.p50_ns,
+            p99_ns: m.p99_ns,
+            events_min: s.events_min,
+            events_max: s.events_max,
+            cpu_ns_per_event_min: s.cpu_min,
+            cpu_ns_per_event_max: s.cpu_max,
+            writer_bound: writer_bound(s),
+        }
+    }
+}
+
+/// The ping-pong cell of the JSON document.
+#[derive(Serialize)]
+struct JsonPing<'a> {
+    socket: &'static str,
+    consumers: usize,
+    round_trips: usize,
+    rounds: usize,
+    warmup_round_trips: usize,
+    reference: &'static str,
+    skipped: Option<&'a str>,
+    results: Vec<JsonPingEntry<'a>>,
+}
+
+impl<'a> JsonPing<'a> {
+    fn of(p: &'a PingReport) -> JsonPing<'a> {
+        let reference = p.reference().map(|r| r.p99_ns);
+        JsonPing {
+            socket: "unix",
+            consumers: 1,
+            round_trips: p.round_trips,
+            rounds: p.rounds,
+            warmup_round_trips: p.warmup,
+            reference: pingpong::REFERENCE,
+            skipped: p.skipped.as_deref(),
+            results: p
+                .entries
+                .iter()
+                .map(|e| JsonPingEntry {
+                    backend: &e.backend,
+                    description: &e.description,
+                    status: if e.summary.is_some() { "ok" } else { "failed" },
+                    failures: &e.failures,
+                    summary: e.summary.as_ref().map(|s| JsonPingSummary {
+                        rounds: s.rounds,
+                        round_trips_total: s.round_trips,
+                        p50_us: s.p50_ns / 1e3,
+                        p99_us: s.p99_ns / 1e3,
+                        max_us: s.max_ns / 1e3,
+                        worst_us: s.worst_ns / 1e3,
+                        p99_vs_epoll: ratio(s.p99_ns, reference),
+                        slow_round_trips: s.slow,
+                        wakeups_per_round_trip: s.waits_per_rt,
+                        empty_reads: s.empty_reads,
+                    }),
+                })
+                .collect(),
+        }
+    }
+}
+
+#[derive(Serialize)]
+struct JsonPingEntry<'a> {
+    backend: &'a str,
+    description: &'a str,
+    status: &'static str,
+    failures: &'a [String],
+    #[serde(flatten)]
+    summary: Option<JsonPingSummary>,
+}
+
+#[derive(Serialize)]
+struct JsonPingSummary {
+    rounds: usize,
+    round_trips_total: usize,
+    p50_us: f64,
+    p99_us: f64,
+    max_us: f64,
+    worst_us: f64,
+    p99_vs_epoll: Option<f64>,
+    slow_round_trips: usize,
+    wakeups_per_round_trip: f64,
+    empty_reads: u64,
 }
 
 #[cfg(test)]
 mod tests {
-    use super::{jn, js, si};
+    use super::*;
+    use crate::bench::consumer::ConsumerMode;
+    use crate::bench::metrics::Derived;
+    use crate::bench::pingpong::{PingEntry, PingSummary};
+    use crate::bench::settings::Value;
+    use crate::bench::streams::StreamKind;
+    use crate::bench::sysinfo::SysInfo;
+
+    fn summary(events_per_s: f64) -> Summary {
+        Summary {
+            rounds: 2,
+            median: Derived {
+                events_per_s,
+                cpu_per_event_ns: 500.0,
+                ..Derived::default()
+            },
+            events_min: events_per_s,
+            events_max: events_per_s,
+            cpu_min: f64::NAN,
+            cpu_max: f64::NAN,
+            lost_total: 3,
+            seconds_total: 1.0,
+        }
+    }
+
+    /// A report with every kind of entry: ran, failed, skipped; a skipped cell; a
+    /// ping-pong cell with a failed backend.
+    fn report() -> (Header, Vec<CellReport>, PingReport) {
+        let header = Header {
+            sys: SysInfo {
+                cpu: "cpu \"x\"".into(),
+                nproc: 2,
+                kernel: "Linux".into(),
+                commit: "abc1234".into(),
+                date: "2026-12-07 00:00:00 UTC".into(),
+            },
+            settings: vec![
+                Setting::new("seconds", Value::Float(0.5)),
+                Setting::with_unit("paced", Value::Off, " writes/s", "writes_per_s"),
+                Setting::new("streams", Value::Ints(vec![100, 2000])),
+            ],
+            backends: vec![("epoll-et".into(), "edge".into())],
+        };
+        let cell = |skipped: Option<&str>, entries| CellReport {
+            cell: Cell {
+                kind: StreamKind::Pipe,
+                streams: 100,
+                consumers: 1,
+                mode: ConsumerMode::Threads,
+            },
+            skipped: skipped.map(String::from),
+            entries,
+        };
+        let ran = |backend: &str, summary, failures: Vec<String>| Entry {
+            backend: backend.into(),
+            outcome: Outcome::Ran { summary, failures },
+        };
+        let cells = vec![
+            cell(
+                None,
+                vec![
+                    ran(REFERENCE, Some(summary(2e6)), vec![]),
+                    ran("kevent-et", Some(summary(3e6)), vec!["round 1: x".into()]),
+                    ran(
+                        "uring",
+                        None,
+                        vec!["round 1: y".into(), "round 2: z".into()],
+                    ),
+                    Entry {
+                        backend: "busy".into(),
+                        outcome: Outcome::Skipped("not here".into()),
+                    },
+                ],
+            ),
+            cell(Some("not enough fds"), vec![]),
+        ];
+        let ping_summary = PingSummary {
+            rounds: 3,
+            round_trips: 300,
+            p50_ns: 5_000.0,
+            p99_ns: 9_000.0,
+            max_ns: 20_000.0,
+            worst_ns: 25_000.0,
+            slow: 0,
+            waits_per_rt: 1.0,
+            empty_reads: 0,
+        };
+        let ping = PingReport {
+            round_trips: 100,
+            rounds: 3,
+            warmup: 10,
+            skipped: None,
+            entries: vec![
+                PingEntry {
+                    backend: pingpong::REFERENCE.into(),
+                    description: "epoll".into(),
+                    summary: Some(ping_summary),
+                    failures: vec![],
+                },
+                PingEntry {
+                    backend: "kevent-lt".into(),
+                    description: "kevent".into(),
+                    summary: None,
+                    failures: vec!["round 1: timed out".into()],
+                },
+            ],
+        };
+        (header, cells, ping)
+    }
+
+    fn keys(v: &serde_json::Value) -> Vec<&str> {
+        v.as_object().unwrap().keys().map(String::as_str).collect()
+    }
 
     #[test]
-    fn json_strings_are_escaped_and_non_finite_numbers_are_null() {
-        assert_eq!(js("a\"b\\c\n"), "\"a\\\"b\\\\c\\n\"");
-        assert_eq!(jn(f64::NAN), "null");
-        assert_eq!(jn(1.5), "1.5");
+    fn the_json_document_has_its_keys_and_types() {
+        let (header, cells, ping) = report();
+        let text = json(&header, &cells, Some(&ping));
+        let doc: serde_json::Value = serde_json::from_str(&text).expect("valid JSON");
+        let mut top = keys(&doc);
+        top.sort_unstable();
+        assert_eq!(top, ["cells", "header", "pingpong"]);
+        let h = &doc["header"];
+        assert_eq!(h["cpu"], "cpu \"x\"");
+        assert_eq!(h["nproc"], 2);
+        assert_eq!(h["reference"], REFERENCE);
+        assert_eq!(h["settings"]["seconds"], 0.5);
+        assert!(h["settings"]["paced_writes_per_s"].is_null());
+        assert_eq!(h["settings"]["streams"], serde_json::json!([100, 2000]));
+        assert_eq!(h["backends"]["epoll-et"], "edge");
+
+        let results = doc["cells"][0]["results"].as_array().unwrap();
+        assert!(doc["cells"][0]["skipped"].is_null());
+        assert_eq!(doc["cells"][0]["kind"], "pipe");
+        assert_eq!(doc["cells"][0]["streams"], 100);
+        let ok = &results[1];
+        assert_eq!(keys(ok).len(), 23, "{:?}", keys(ok));
+        // In the order they always had (serde_json's `Value` sorts them).
+        assert!(
+            text.contains(
+                r#"{"backend": "kevent-et", "status": "ok", "failures": ["round 1: x"], "rounds": 2, "events_per_s": 3000000.0, "events_vs_et": 1.5, "#
+            ),
+            "{text}"
+        );
+        assert_eq!(ok["status"], "ok");
+        assert_eq!(ok["rounds"], 2);
+        assert_eq!(ok["events_per_s"], 3e6);
+        assert_eq!(ok["events_vs_et"], 1.5);
+        assert_eq!(ok["lost_total"], 3);
+        assert_eq!(ok["writer_bound"], false);
+        assert_eq!(ok["failures"], serde_json::json!(["round 1: x"]));
+        // Not a number (no round had an event), not paced: null.
+        assert!(ok["cpu_ns_per_event_min"].is_null());
+        assert!(ok["p50_ns"].is_null());
+        assert_eq!(keys(&results[2]), ["backend", "failures", "status"]);
+        assert_eq!(results[2]["status"], "failed");
+        assert_eq!(keys(&results[3]), ["backend", "reason", "status"]);
+        assert_eq!(results[3]["reason"], "not here");
+        assert_eq!(doc["cells"][1]["skipped"], "not enough fds");
+        assert_eq!(doc["cells"][1]["results"], serde_json::json!([]));
+
+        let p = &doc["pingpong"];
+        assert_eq!(p["socket"], "unix");
+        assert_eq!(p["warmup_round_trips"], 10);
+        assert!(p["skipped"].is_null());
+        assert_eq!(p["results"][0]["p99_us"], 9.0);
+        assert_eq!(p["results"][0]["p99_vs_epoll"], 1.0);
+        assert_eq!(p["results"][0]["round_trips_total"], 300);
+        assert_eq!(p["results"][1]["status"], "failed");
+        assert!(p["results"][1].get("p50_us").is_none());
+
+        // The layout: the settings on one line, each cell on one.
+        assert!(
+            text.contains(r#""settings": {"seconds": 0.5, "paced_writes_per_s": null, "streams": [100, 2000]}"#),
+            "{text}"
+        );
+        assert!(text
+            .lines()
+            .any(|l| l.trim_start().starts_with(r#"{"kind": "pipe""#)));
+        assert!(text.ends_with("}\n"));
+        let without: serde_json::Value =
+            serde_json::from_str(&json(&header, &cells, None)).unwrap();
+        assert!(without["pingpong"].is_null());
     }
 
     #[test]

@@ -6,7 +6,6 @@ use std::fmt;
 use super::args::Config;
 use super::backend::Backend;
 use super::consumer::READ_BUF;
-use super::json::{jn, js};
 use super::runner::WAIT_TIMEOUT;
 
 /// The unit of a numeric setting: as shown after the number, and as the suffix of its
@@ -56,7 +55,7 @@ pub struct Setting {
 }
 
 impl Setting {
-    fn new(name: &'static str, value: Value) -> Setting {
+    pub(crate) fn new(name: &'static str, value: Value) -> Setting {
         Setting {
             name,
             value,
@@ -64,7 +63,7 @@ impl Setting {
         }
     }
 
-    fn with_unit(
+    pub(crate) fn with_unit(
         name: &'static str,
         value: Value,
         shown: &'static str,
@@ -88,21 +87,36 @@ impl Setting {
 
     /// The JSON value: a number, an array, a string, a boolean or `null` (off).
     pub fn json_value(&self) -> String {
-        let join = |v: Vec<String>| format!("[{}]", v.join(", "));
-        match &self.value {
-            Value::Int(n) => n.to_string(),
-            Value::Float(x) => jn(*x),
-            Value::Ints(v) => join(v.iter().map(u64::to_string).collect()),
-            Value::Text(s) => js(s),
-            Value::Texts(v) => join(v.iter().map(|s| js(s)).collect()),
-            Value::Bool(b) => b.to_string(),
-            Value::Off => "null".to_string(),
-        }
+        super::json::to_string(&self.value, 0)
     }
 
     /// True unless the value is [`Value::Off`].
     pub fn is_on(&self) -> bool {
         self.value != Value::Off
+    }
+}
+
+/// In JSON: a number, an array, a string, a boolean, or `null` for [`Value::Off`].
+impl serde::Serialize for Value {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        match self {
+            Value::Int(n) => s.serialize_u64(*n),
+            Value::Float(x) => s.serialize_f64(*x),
+            Value::Ints(v) => v.serialize(s),
+            Value::Text(t) => s.serialize_str(t),
+            Value::Texts(v) => v.serialize(s),
+            Value::Bool(b) => s.serialize_bool(*b),
+            Value::Off => s.serialize_none(),
+        }
+    }
+}
+
+/// Settings as one JSON object: each [`Setting::json_key`] with its value, in order.
+pub struct JsonSettings<'a>(pub &'a [Setting]);
+
+impl serde::Serialize for JsonSettings<'_> {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.collect_map(self.0.iter().map(|x| (x.json_key(), &x.value)))
     }
 }
 
@@ -229,5 +243,7 @@ mod tests {
             (s.to_string(), s.json_value()),
             ("0.5".into(), "0.5".into())
         );
+        let s = Setting::new("nofile", Value::Text("unchanged (\"x\")".into()));
+        assert_eq!(s.json_value(), r#""unchanged (\"x\")""#);
     }
 }

@@ -108,6 +108,19 @@ fn unregister_live(pid: libc::pid_t) -> bool {
 ///
 /// Only async-signal-safe work: lock-free atomics, `kill`, `waitpid`, `signal`, `raise`.
 extern "C" fn kill_consumers_and_die(sig: libc::c_int) {
+    kill_and_reap_consumers();
+    // SAFETY: `signal` and `raise` are async-signal-safe. `sig` is blocked while this
+    // handler runs: it is delivered, with its default action (terminate), on return.
+    unsafe {
+        libc::signal(sig, libc::SIG_DFL);
+        libc::raise(sig);
+    }
+}
+
+/// Kills and reaps every consumer process alive now, for a harness about to end (the
+/// signal handler above; see also [`stop_consumers`]). Only async-signal-safe work:
+/// lock-free atomics, `kill`, `waitpid`.
+fn kill_and_reap_consumers() {
     for slot in &LIVE {
         let pid = slot.swap(0, Ordering::SeqCst);
         if pid > 0 {
@@ -119,12 +132,6 @@ extern "C" fn kill_consumers_and_die(sig: libc::c_int) {
                 libc::waitpid(pid, std::ptr::null_mut(), 0);
             }
         }
-    }
-    // SAFETY: `signal` and `raise` are async-signal-safe. `sig` is blocked while this
-    // handler runs: it is delivered, with its default action (terminate), on return.
-    unsafe {
-        libc::signal(sig, libc::SIG_DFL);
-        libc::raise(sig);
     }
 }
 
@@ -177,6 +184,9 @@ fn child_signal_setup(parent: libc::pid_t) {
             unsafe { libc::signal(sig, libc::SIG_DFL) };
         }
     }
+    // Blocked by the parent around the fork (a child has no pending signals of its
+    // parent's).
+    block_cleanup_signals(false);
     // SAFETY: PR_SET_PDEATHSIG takes a signal number; `getppid` and `_exit` are always
     // sound. If the parent died before the prctl, the child was already re-parented and
     // leaves at once, as the death signal would have made it.
@@ -190,7 +200,8 @@ fn child_signal_setup(parent: libc::pid_t) {
 
 /// Forks one child process per consumer; each runs [`consumer_body`] and `_exit`s.
 ///
-/// Must be called while the harness is single-threaded (see the module docs). Each child
+/// Must be called while the harness is single-threaded (but for threads that hold no
+/// lock, such as the stdout watch of `kevent bench`). Each child
 /// gets SIGKILL when the thread that forked it ends (`PR_SET_PDEATHSIG`): call this from
 /// the thread that lives as long as the run (the harness calls it from the main thread),
 /// and no consumer outlives a harness that was killed. The children are on the list that
@@ -203,16 +214,20 @@ pub fn fork_consumers(setup: &ConsumerSetup<'_>) -> io::Result<Vec<libc::pid_t>>
     let parent = unsafe { libc::getpid() };
     let mut pids = Vec::with_capacity(setup.consumers);
     for index in 0..setup.consumers {
-        // SAFETY: the harness is single-threaded here (writer and helper threads start
-        // later), so the child inherits no lock held by another thread; it runs only the
-        // consumer body and leaves with `_exit`.
-        let pid = unsafe { libc::fork() };
-        if pid < 0 {
-            let err = io::Error::last_os_error();
-            setup.shared.set_phase(PHASE_STOP);
-            let _ = reap(&pids, Duration::from_secs(5));
-            return Err(err);
-        }
+        // From the fork until the child is on the list, a clean-up would miss it: the
+        // signals wait (delivered when unblocked, the child listed), and so does
+        // `stop_consumers` (or, if it came first, no child is forked).
+        block_cleanup_signals(true);
+        FORKING.store(true, Ordering::SeqCst);
+        let pid = if STOPPING.load(Ordering::SeqCst) {
+            -2
+        } else {
+            // SAFETY: the harness is single-threaded here (writer and helper threads
+            // start later; `kevent bench`'s stdout watch, `cli::out::ReaderWatch`, waits
+            // in `poll` holding no lock), so the child inherits no lock held by another
+            // thread; it runs only the consumer body and leaves with `_exit`.
+            unsafe { libc::fork() }
+        };
         if pid == 0 {
             child_signal_setup(parent);
             consumer_body(setup, index, UsageOf::Process);
@@ -220,12 +235,60 @@ pub fn fork_consumers(setup: &ConsumerSetup<'_>) -> io::Result<Vec<libc::pid_t>>
             // or destructors; always sound to call.
             unsafe { libc::_exit(0) };
         }
-        pids.push(pid);
-        // With more than MAX_LIVE at once, a child off the list is still reaped by
-        // `reap` and dies with the harness; only the signal handler does not know it.
-        let _ = register_live(pid);
+        if pid > 0 {
+            pids.push(pid);
+            // With more than MAX_LIVE at once, a child off the list is still reaped by
+            // `reap` and dies with the harness; only the signal handler does not know it.
+            let _ = register_live(pid);
+        }
+        let err = (pid < 0).then(|| match pid {
+            -2 => io::Error::other("the harness is stopping"),
+            _ => io::Error::last_os_error(),
+        });
+        FORKING.store(false, Ordering::SeqCst);
+        block_cleanup_signals(false);
+        if let Some(err) = err {
+            setup.shared.set_phase(PHASE_STOP);
+            let _ = reap(&pids, Duration::from_secs(5));
+            return Err(err);
+        }
     }
     Ok(pids)
+}
+
+/// Set while [`fork_consumers`] forks a child and lists it.
+static FORKING: AtomicBool = AtomicBool::new(false);
+/// Set by [`stop_consumers`]: no more children are forked.
+static STOPPING: AtomicBool = AtomicBool::new(false);
+
+/// Blocks (or unblocks) SIGINT and SIGTERM in the calling thread.
+fn block_cleanup_signals(block: bool) {
+    // SAFETY: a zeroed `sigset_t` is valid to initialise with `sigemptyset`; the set and
+    // the null old-set pointer are valid arguments of `pthread_sigmask`.
+    unsafe {
+        let mut set: libc::sigset_t = std::mem::zeroed();
+        libc::sigemptyset(&mut set);
+        for sig in CLEANUP_SIGNALS {
+            libc::sigaddset(&mut set, sig);
+        }
+        let how = if block {
+            libc::SIG_BLOCK
+        } else {
+            libc::SIG_UNBLOCK
+        };
+        libc::pthread_sigmask(how, &set, std::ptr::null_mut());
+    }
+}
+
+/// For a harness about to end, from a thread other than the one that forks (`kevent
+/// bench`'s stdout watch): no consumer process is forked from now on, and every one
+/// alive is killed and reaped, a child being forked right now included. Lock-free.
+pub fn stop_consumers() {
+    STOPPING.store(true, Ordering::SeqCst);
+    while FORKING.load(Ordering::SeqCst) {
+        std::hint::spin_loop();
+    }
+    kill_and_reap_consumers();
 }
 
 /// Waits for the children (bounded by `timeout`, then `SIGKILL`); `Err` if any did not exit

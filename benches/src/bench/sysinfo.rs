@@ -1,7 +1,6 @@
 //! The machine, kernel and source version printed with every result.
 
 use std::ffi::CStr;
-use std::process::Command;
 use std::time::{SystemTime, UNIX_EPOCH};
 
 /// Where and on what a benchmark ran.
@@ -13,7 +12,8 @@ pub struct SysInfo {
     pub nproc: usize,
     /// `uname -srvm`.
     pub kernel: String,
-    /// `git rev-parse --short HEAD`, or "unknown".
+    /// The commit the tool was built from (`git rev-parse --short HEAD` at build time,
+    /// `-dirty` if its sources differed from it), or `unknown (why)`: see `build.rs`.
     pub commit: String,
     /// Start time, UTC, ISO 8601.
     pub date: String,
@@ -26,7 +26,7 @@ impl SysInfo {
             cpu: cpu_model().unwrap_or_else(|| "unknown".into()),
             nproc: std::thread::available_parallelism().map_or(0, |n| n.get()),
             kernel: kernel().unwrap_or_else(|| "unknown".into()),
-            commit: git_commit().unwrap_or_else(|| "unknown".into()),
+            commit: COMMIT.to_string(),
             date: utc_now(),
         }
     }
@@ -62,18 +62,8 @@ fn kernel() -> Option<String> {
     ))
 }
 
-/// Read-only: `git rev-parse` never writes to the repository.
-fn git_commit() -> Option<String> {
-    let try_in = |dir: &str| {
-        let out = Command::new("git")
-            .args(["-C", dir, "rev-parse", "--short", "HEAD"])
-            .output()
-            .ok()?;
-        let s = String::from_utf8(out.stdout).ok()?.trim().to_string();
-        (out.status.success() && !s.is_empty()).then_some(s)
-    };
-    try_in(".").or_else(|| try_in(env!("CARGO_MANIFEST_DIR")))
-}
+/// The commit of the build (`build.rs`).
+pub const COMMIT: &str = env!("KEVENT_COMMIT");
 
 /// Now as `YYYY-MM-DD hh:mm:ss UTC` (civil-from-days, H. Hinnant's algorithm).
 fn utc_now() -> String {
@@ -100,6 +90,17 @@ fn utc_now() -> String {
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn the_commit_is_a_hash_or_says_why_it_is_unknown() {
+        let c = super::COMMIT;
+        let hash = c.strip_suffix("-dirty").unwrap_or(c);
+        assert!(
+            (hash.len() >= 7 && hash.chars().all(|x| x.is_ascii_hexdigit()))
+                || (c.starts_with("unknown (") && c.ends_with(')')),
+            "{c}"
+        );
+    }
+
     #[test]
     fn utc_date_has_iso_shape() {
         let d = super::utc_now();

@@ -23,24 +23,82 @@ use rustix::pipe::{pipe_with, PipeFlags};
 
 use kevent::{Interest, Queue, Source, Token, Trigger};
 
-/// Usage of `kevent demo`.
-pub const USAGE: &str = "\
-usage: kevent demo [--pipes N] [--workers N] [--seconds S] [--threads] [--edge]
-
+/// What `kevent demo --help` says above the options.
+pub const LONG_ABOUT: &str = "\
 Registers N pipes in one queue, writes to them at random from a writer thread for S
 seconds while workers wait on the queue and drain the pipes they are told about, prints
 per-worker event counts every second, then checks that every byte written was read.
 
 Workers are processes (this executable, run as `kevent demo --worker SOCKET PID`) that
-attach to the queue through its Unix socket; with --threads, threads of this process.
+attach to the queue through its Unix socket; with --threads, threads of this process.";
 
-  --pipes N      pipes to register (default 64, 1..=4096)
-  --workers N    workers (default 4, 1..=64)
-  --seconds S    how long the writer runs (default 3, at most 3600)
-  --threads      worker threads instead of worker processes
-  --edge         register edge-triggered (default: level-triggered)
-  -h, --help     this text
-";
+/// The options of `kevent demo`.
+#[derive(Debug, Clone, clap::Args)]
+pub struct DemoArgs {
+    #[arg(
+        long,
+        value_name = "N",
+        default_value_t = 64,
+        hide_default_value = true,
+        allow_negative_numbers = true,
+        value_parser = |v: &str| in_range(v, 1..=4096),
+        help = "pipes to register (default 64, 1..=4096)"
+    )]
+    pipes: usize,
+    #[arg(
+        long,
+        value_name = "N",
+        default_value_t = 4,
+        hide_default_value = true,
+        allow_negative_numbers = true,
+        value_parser = |v: &str| in_range(v, 1..=64),
+        help = "workers (default 4, 1..=64)"
+    )]
+    workers: usize,
+    #[arg(
+        long,
+        value_name = "S",
+        default_value_t = 3.0,
+        hide_default_value = true,
+        allow_negative_numbers = true,
+        value_parser = seconds,
+        help = "how long the writer runs (default 3, at most 3600)"
+    )]
+    seconds: f64,
+    #[arg(long, help = "worker threads instead of worker processes")]
+    threads: bool,
+    #[arg(long, help = "register edge-triggered (default: level-triggered)")]
+    edge: bool,
+    /// A worker process of a demo: `--worker SOCKET PID`, alone.
+    #[arg(
+        long,
+        hide = true,
+        exclusive = true,
+        num_args = 2,
+        value_names = ["SOCKET", "PID"]
+    )]
+    worker: Option<Vec<String>>,
+}
+
+fn in_range(v: &str, range: std::ops::RangeInclusive<usize>) -> Result<usize, String> {
+    let n: usize = v
+        .parse()
+        .map_err(|_| format!("{v:?} is not a valid value"))?;
+    if !range.contains(&n) {
+        return Err(format!("{n} is not in {range:?}"));
+    }
+    Ok(n)
+}
+
+fn seconds(v: &str) -> Result<f64, String> {
+    let s: f64 = v
+        .parse()
+        .map_err(|_| format!("{v:?} is not a valid value"))?;
+    if !(s.is_finite() && s > 0.0 && s <= 3600.0) {
+        return Err(format!("{s} is not in (0, 3600]"));
+    }
+    Ok(s)
+}
 
 #[derive(Debug)]
 struct Options {
@@ -52,58 +110,34 @@ struct Options {
 }
 
 enum Parsed {
-    Help,
     Demo(Options),
     Worker { socket: PathBuf, owner: u32 },
 }
 
-fn parse(args: &[String]) -> Result<Parsed, String> {
-    if args.first().map(String::as_str) == Some("--worker") {
-        let socket = args.get(1).ok_or("--worker needs SOCKET PID")?;
-        let owner = super::out::value("--worker PID", args.get(2))?;
-        if args.len() > 3 {
-            return Err(format!("unexpected argument {:?}", args[3]));
+impl DemoArgs {
+    fn parsed(self) -> Result<Parsed, String> {
+        if let Some(w) = self.worker {
+            let owner = w[1]
+                .parse()
+                .map_err(|_| format!("--worker PID: {:?} is not a valid value", w[1]))?;
+            return Ok(Parsed::Worker {
+                socket: PathBuf::from(&w[0]),
+                owner,
+            });
         }
-        return Ok(Parsed::Worker {
-            socket: PathBuf::from(socket),
-            owner,
-        });
+        Ok(Parsed::Demo(Options {
+            pipes: self.pipes,
+            workers: self.workers,
+            seconds: self.seconds,
+            edge: self.edge,
+            threads: self.threads,
+        }))
     }
-    let mut o = Options {
-        pipes: 64,
-        workers: 4,
-        seconds: 3.0,
-        edge: false,
-        threads: false,
-    };
-    let mut it = args.iter();
-    while let Some(a) = it.next() {
-        match a.as_str() {
-            "-h" | "--help" => return Ok(Parsed::Help),
-            "--pipes" => o.pipes = super::out::value("--pipes", it.next())?,
-            "--workers" => o.workers = super::out::value("--workers", it.next())?,
-            "--seconds" => o.seconds = super::out::value("--seconds", it.next())?,
-            "--edge" => o.edge = true,
-            "--threads" => o.threads = true,
-            other => return Err(format!("unexpected argument {other:?}")),
-        }
-    }
-    if !(1..=4096).contains(&o.pipes) {
-        return Err(format!("--pipes {} is not in 1..=4096", o.pipes));
-    }
-    if !(1..=64).contains(&o.workers) {
-        return Err(format!("--workers {} is not in 1..=64", o.workers));
-    }
-    if !(o.seconds.is_finite() && o.seconds > 0.0 && o.seconds <= 3600.0) {
-        return Err(format!("--seconds {} is not in (0, 3600]", o.seconds));
-    }
-    Ok(Parsed::Demo(o))
 }
 
-/// Runs `kevent demo` with `args` (after the word `demo`).
-pub fn run(args: &[String]) -> ExitCode {
-    let result = match parse(args) {
-        Ok(Parsed::Help) => return super::out::print_stdout("demo", USAGE),
+/// Runs `kevent demo` with `args`.
+pub fn run(args: DemoArgs) -> ExitCode {
+    let result = match args.parsed() {
         Ok(Parsed::Demo(o)) => match stop_on_signal() {
             Ok(()) => demo(&o),
             Err(e) => Err(format!("installing signal handlers: {e}").into()),
@@ -626,6 +660,16 @@ mod tests {
         s.iter().map(|a| a.to_string()).collect()
     }
 
+    /// `kevent demo ARGS` as the command line parses it.
+    fn parse(args: &[String]) -> Result<Parsed, String> {
+        let line = std::iter::once("demo".to_string()).chain(args.iter().cloned());
+        match crate::cli::parse(line) {
+            Ok(crate::cli::Parsed::Run(crate::cli::Command::Demo(a))) => a.parsed(),
+            Ok(other) => Err(format!("not a demo: {other:?}")),
+            Err(e) => Err(e.message),
+        }
+    }
+
     #[test]
     fn options_are_checked() {
         let Ok(Parsed::Demo(o)) = parse(&args(&[
@@ -655,6 +699,8 @@ mod tests {
             Ok(Parsed::Worker { owner: 12, .. })
         ));
         assert!(parse(&args(&["--worker", "/tmp/s"])).is_err());
+        assert!(parse(&args(&["--worker", "/tmp/s", "12", "--edge"])).is_err());
+        assert!(parse(&args(&["--worker", "/tmp/s", "x"])).is_err());
     }
 
     #[test]

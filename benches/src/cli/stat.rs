@@ -25,21 +25,36 @@ use kevent_ring::{RecordState, Ring, Status};
 
 use kevent::Stats;
 
-/// Usage of `kevent stat`.
-pub const USAGE: &str = "\
-usage: kevent stat <pid|socket-path> [--watch [SECS]] [--json]
-
+/// What `kevent stat --help` says above the options.
+pub const LONG_ABOUT: &str = "\
 Shows the rings of kevent queues: capacity; the positions kidx (published), cidx
 (claimed) and uidx (released) with their kevent (index, over) views; the producer's
-backlog; sleeping waiters; the consumer table; the counters; broken/closed flags.
+backlog; sleeping waiters; the consumer table; the counters; broken/closed flags.";
 
-  <pid>            a process that created or attached a queue (same user, or root)
-  <socket-path>    a queue's control socket (Queue::listen); this process then
-                   shows in the consumer table as an idle consumer
-  --watch [SECS]   refresh every SECS seconds (default 1) until Ctrl-C
-  --json           one JSON object (per refresh with --watch)
-  -h, --help       this text
-";
+/// The options of `kevent stat`, as given (`StatArgs::options` makes sense of them).
+#[derive(Debug, Clone, Default, clap::Args)]
+pub struct StatArgs {
+    #[arg(
+        value_name = "pid|socket-path",
+        help = "a process that created or attached a queue (same user, or root),
+or a queue's control socket (Queue::listen): this process then
+shows in the consumer table as an idle consumer"
+    )]
+    target: Option<String>,
+    #[arg(
+        long,
+        value_name = "SECS",
+        num_args = 0..=1,
+        allow_negative_numbers = true,
+        help = "refresh every SECS seconds (default 1) until Ctrl-C"
+    )]
+    watch: Option<Option<String>>,
+    #[arg(long, help = "one JSON object (per refresh with --watch)")]
+    json: bool,
+    /// The interval was given as `--watch=SECS`, so it is one (not the target).
+    #[arg(skip)]
+    pub(crate) watch_inline: bool,
+}
 
 /// The memfd link prefix of a ring (`Ring::create("kevent", …)` names it).
 const MEMFD_PREFIX: &str = "/memfd:kevent";
@@ -121,7 +136,7 @@ pub fn rings_of_pid(pid: u32) -> io::Result<Scan> {
 }
 
 /// One position and its kevent view.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
 pub struct Position {
     /// The free-running 64-bit position.
     pub pos: u64,
@@ -256,68 +271,112 @@ impl RingStat {
         self.cidx.pos.saturating_sub(self.uidx.pos)
     }
 
-    /// The snapshot as one JSON object.
+    /// The snapshot as one JSON object, on one line.
     pub fn to_json(&self) -> String {
-        let pos = |p: Position| {
-            format!(
-                r#"{{"pos":{},"index":{},"over":{}}}"#,
-                p.pos, p.index, p.over
-            )
-        };
-        let consumers: Vec<String> = self
-            .consumers
-            .iter()
-            .map(|c| {
-                format!(
-                    r#"{{"id":{},"pid":{},"state":"{}","claimed":{},"completed":{}}}"#,
-                    c.id,
-                    c.pid,
-                    state_name(c.state),
-                    c.claimed,
-                    c.completed
-                )
-            })
-            .collect();
-        let s = &self.stats;
-        format!(
-            concat!(
-                r#"{{"location":{},"producer_pid":{},"capacity":{},"#,
-                r#""kidx":{},"cidx":{},"uidx":{},"unclaimed":{},"in_flight":{},"#,
-                r#""claimed_now":{},"done_waiting":{},"holding_uidx":{},"#,
-                r#""backlog":{},"sleepers":{},"consumers":[{}],"#,
-                r#""counters":{{"posted":{},"coalesced":{},"backlogged":{},"redelivered":{},"#,
-                r#""lost":{},"registered":{},"wake_calls":{},"expired":{}}},"#,
-                r#""broken":{},"closed":{}}}"#
-            ),
-            json_string(&self.location),
-            self.producer_pid,
-            self.capacity,
-            pos(self.kidx),
-            pos(self.cidx),
-            pos(self.uidx),
-            self.unclaimed(),
-            self.in_flight(),
-            self.claimed_now,
-            self.done_waiting,
-            self.holding_uidx
-                .map_or("null".to_string(), |id| id.to_string()),
-            self.backlog,
-            self.sleepers,
-            consumers.join(","),
-            s.posted,
-            s.coalesced,
-            s.backlogged,
-            s.redelivered,
-            s.lost,
-            s.registered,
-            s.wake_calls,
-            s.expired,
-            self.broken
-                .as_deref()
-                .map_or("null".to_string(), json_string),
-            self.closed
-        )
+        serde_json::to_string(&self.json()).expect("a snapshot serializes")
     }
+
+    /// What [`RingStat::to_json`] writes.
+    fn json(&self) -> RingJson<'_> {
+        let s = &self.stats;
+        RingJson {
+            location: &self.location,
+            producer_pid: self.producer_pid,
+            capacity: self.capacity,
+            kidx: self.kidx,
+            cidx: self.cidx,
+            uidx: self.uidx,
+            unclaimed: self.unclaimed(),
+            in_flight: self.in_flight(),
+            claimed_now: self.claimed_now,
+            done_waiting: self.done_waiting,
+            holding_uidx: self.holding_uidx,
+            backlog: self.backlog,
+            sleepers: self.sleepers,
+            consumers: self
+                .consumers
+                .iter()
+                .map(|c| ConsumerJson {
+                    id: c.id,
+                    pid: c.pid,
+                    state: state_name(c.state),
+                    claimed: c.claimed,
+                    completed: c.completed,
+                })
+                .collect(),
+            counters: CountersJson {
+                posted: s.posted,
+                coalesced: s.coalesced,
+                backlogged: s.backlogged,
+                redelivered: s.redelivered,
+                lost: s.lost,
+                registered: s.registered,
+                wake_calls: s.wake_calls,
+                expired: s.expired,
+            },
+            broken: self.broken.as_deref(),
+            closed: self.closed,
+        }
+    }
+}
+
+/// One ring in `kevent stat --json`.
+#[derive(serde::Serialize)]
+struct RingJson<'a> {
+    location: &'a str,
+    producer_pid: u32,
+    capacity: u64,
+    kidx: Position,
+    cidx: Position,
+    uidx: Position,
+    unclaimed: u64,
+    in_flight: u64,
+    claimed_now: u64,
+    done_waiting: u64,
+    holding_uidx: Option<u16>,
+    backlog: u64,
+    sleepers: u32,
+    consumers: Vec<ConsumerJson>,
+    counters: CountersJson,
+    broken: Option<&'a str>,
+    closed: bool,
+}
+
+#[derive(serde::Serialize)]
+struct ConsumerJson {
+    id: u16,
+    pid: u32,
+    state: &'static str,
+    claimed: u64,
+    completed: u64,
+}
+
+/// The producer's counters ([`Stats`] without the backlog, shown on its own).
+#[derive(serde::Serialize)]
+struct CountersJson {
+    posted: u64,
+    coalesced: u64,
+    backlogged: u64,
+    redelivered: u64,
+    lost: u64,
+    registered: u64,
+    wake_calls: u64,
+    expired: u64,
+}
+
+/// What `kevent stat --json` writes per refresh: the target, its rings, and the kevent
+/// memfds that could not be attached.
+#[derive(serde::Serialize)]
+struct ScanJson<'a> {
+    target: &'a str,
+    rings: Vec<RingJson<'a>>,
+    skipped: Vec<SkippedJson>,
+}
+
+#[derive(serde::Serialize)]
+struct SkippedJson {
+    location: String,
+    error: String,
 }
 
 fn state_name(s: RecordState) -> &'static str {
@@ -326,27 +385,6 @@ fn state_name(s: RecordState) -> &'static str {
         RecordState::Active => "active",
         RecordState::Departed => "departed",
     }
-}
-
-/// A JSON string literal.
-fn json_string(s: &str) -> String {
-    let mut out = String::with_capacity(s.len() + 2);
-    out.push('"');
-    for c in s.chars() {
-        match c {
-            '"' => out.push_str("\\\""),
-            '\\' => out.push_str("\\\\"),
-            '\n' => out.push_str("\\n"),
-            '\r' => out.push_str("\\r"),
-            '\t' => out.push_str("\\t"),
-            c if (c as u32) < 0x20 => {
-                let _ = write!(out, "\\u{:04x}", c as u32);
-            }
-            c => out.push(c),
-        }
-    }
-    out.push('"');
-    out
 }
 
 impl fmt::Display for RingStat {
@@ -431,48 +469,32 @@ struct Options {
     json: bool,
 }
 
-fn parse(args: &[String]) -> Result<Option<Options>, String> {
-    let mut target = None;
-    let mut watch = None;
-    let mut json = false;
-    let mut i = 0;
-    while i < args.len() {
-        let a = args[i].as_str();
-        match a {
-            "-h" | "--help" => return Ok(None),
-            "--json" => json = true,
-            "--watch" => {
-                // The interval is optional: take the next argument only if it is a number
-                // and a target is still to come (or was given before).
-                let next = args.get(i + 1).and_then(|s| s.parse::<f64>().ok());
-                let target_follows = target.is_some() || i + 2 < args.len();
-                watch = Some(match next {
-                    Some(secs) if target_follows => {
-                        i += 1;
-                        seconds(secs)?
-                    }
-                    _ => Duration::from_secs(1),
-                });
-            }
-            _ if a.starts_with("--watch=") => {
-                let v = &a["--watch=".len()..];
-                let secs: f64 = v
-                    .parse()
-                    .map_err(|_| format!("--watch: {v:?} is not a number of seconds"))?;
-                watch = Some(seconds(secs)?);
-            }
-            _ if a.starts_with('-') => return Err(format!("unknown option {a:?}")),
-            _ if target.is_some() => return Err(format!("unexpected argument {a:?}")),
-            _ => target = Some(a.to_string()),
-        }
-        i += 1;
+impl StatArgs {
+    /// The options: the target, the interval of `--watch` (default 1 s), `--json`.
+    ///
+    /// The interval is optional: `--watch 2 123` watches process 123 every 2 s, while
+    /// `--watch 123` alone watches process 123 every second (the only argument after
+    /// `--watch` is the target, as it always was).
+    fn options(self) -> Result<Options, String> {
+        let every = |v: &str| {
+            v.parse::<f64>()
+                .map_err(|_| format!("--watch: {v:?} is not a number of seconds"))
+                .and_then(seconds)
+        };
+        let (target, watch) = match (self.target, self.watch) {
+            (target, None) => (target, None),
+            (target, Some(None)) => (target, Some(Duration::from_secs(1))),
+            (Some(target), Some(Some(v))) => (Some(target), Some(every(&v)?)),
+            (None, Some(Some(v))) if self.watch_inline => (None, Some(every(&v)?)),
+            (None, Some(Some(v))) => (Some(v), Some(Duration::from_secs(1))),
+        };
+        let target = target.ok_or("missing <pid|socket-path>")?;
+        Ok(Options {
+            target,
+            watch,
+            json: self.json,
+        })
     }
-    let target = target.ok_or("missing <pid|socket-path>")?;
-    Ok(Some(Options {
-        target,
-        watch,
-        json,
-    }))
 }
 
 fn seconds(secs: f64) -> Result<Duration, String> {
@@ -485,11 +507,10 @@ fn seconds(secs: f64) -> Result<Duration, String> {
     }
 }
 
-/// Runs `kevent stat` with `args` (after the word `stat`).
-pub fn run(args: &[String]) -> ExitCode {
-    let opts = match parse(args) {
-        Ok(Some(o)) => o,
-        Ok(None) => return super::out::print_stdout("stat", USAGE),
+/// Runs `kevent stat` with `args`.
+pub fn run(args: StatArgs) -> ExitCode {
+    let opts = match args.options() {
+        Ok(o) => o,
         Err(msg) => return super::out::usage_error("stat", &msg),
     };
     // A pid, or the path of a queue's control socket.
@@ -567,24 +588,22 @@ fn print_once(
         .collect();
     let mut out = String::new();
     if json {
-        let rings: Vec<String> = stats.iter().map(RingStat::to_json).collect();
-        let skipped: Vec<String> = scan
-            .skipped
-            .iter()
-            .map(|(p, why)| {
-                format!(
-                    r#"{{"location":{},"error":{}}}"#,
-                    json_string(&p.display().to_string()),
-                    json_string(why)
-                )
-            })
-            .collect();
+        let doc = ScanJson {
+            target: label,
+            rings: stats.iter().map(RingStat::json).collect(),
+            skipped: scan
+                .skipped
+                .iter()
+                .map(|(p, why)| SkippedJson {
+                    location: p.display().to_string(),
+                    error: why.clone(),
+                })
+                .collect(),
+        };
         let _ = writeln!(
             out,
-            r#"{{"target":{},"rings":[{}],"skipped":[{}]}}"#,
-            json_string(label),
-            rings.join(","),
-            skipped.join(",")
+            "{}",
+            serde_json::to_string(&doc).expect("a snapshot serializes")
         );
     } else {
         for (i, s) in stats.iter().enumerate() {
@@ -656,6 +675,16 @@ mod tests {
         s.iter().map(|a| a.to_string()).collect()
     }
 
+    /// `kevent stat ARGS` as the command line parses it.
+    fn parse(args: &[String]) -> Result<Option<Options>, String> {
+        let line = std::iter::once("stat".to_string()).chain(args.iter().cloned());
+        match crate::cli::parse(line) {
+            Ok(crate::cli::Parsed::Run(crate::cli::Command::Stat(a))) => a.options().map(Some),
+            Ok(_) => Ok(None),
+            Err(e) => Err(e.message),
+        }
+    }
+
     #[test]
     fn watch_takes_an_optional_interval() {
         let o = parse(&args(&["--watch", "2", "123"])).unwrap().unwrap();
@@ -686,10 +715,43 @@ mod tests {
             .unwrap_err()
             .contains("--frob"));
         assert!(parse(&args(&["--watch=-1", "1"])).is_err());
+        assert!(parse(&args(&["--watch", "-1", "1"])).is_err());
+        assert!(parse(&args(&["1", "--watch", "x"]))
+            .unwrap_err()
+            .contains("not a number"));
+        // An interval given as one is not taken for the target.
+        assert!(parse(&args(&["--watch=5"]))
+            .unwrap_err()
+            .contains("missing"));
+        assert!(parse(&args(&["--help"])).unwrap().is_none());
     }
 
     #[test]
-    fn json_strings_are_escaped() {
-        assert_eq!(json_string("a\"b\\c\n\u{1}"), r#""a\"b\\c\n\u0001""#);
+    fn json_is_one_line_with_every_key_and_escaped_strings() {
+        let q = kevent::Queue::builder().capacity(64).build().unwrap();
+        let mut s = RingStat::read(q.ring(), "a\"b\\c\n\u{1}");
+        s.broken = Some("why".into());
+        let json = s.to_json();
+        assert!(!json.contains('\n'), "{json}");
+        assert!(
+            json.starts_with(r#"{"location":"a\"b\\c\n\u0001","producer_pid":"#),
+            "{json}"
+        );
+        assert!(
+            json.contains(r#","capacity":64,"kidx":{"pos":0,"index":0,"over":0},"#),
+            "{json}"
+        );
+        assert!(
+            json.contains(r#","holding_uidx":null,"backlog":0,"#),
+            "{json}"
+        );
+        assert!(
+            json.ends_with(r#","broken":"why","closed":false}"#),
+            "{json}"
+        );
+        let v: serde_json::Value = serde_json::from_str(&json).unwrap();
+        assert_eq!(v.as_object().unwrap().len(), 17);
+        assert_eq!(v["counters"].as_object().unwrap().len(), 8);
+        assert!(v["consumers"][0]["state"].is_string(), "{json}");
     }
 }

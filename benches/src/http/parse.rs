@@ -1,10 +1,12 @@
 //! The request parser every back-end shares: finds one complete request at the front of
 //! a buffer and says whether the connection stays open after its response.
 //!
-//! Enough HTTP/1.x for a benchmark client, and strict where it matters: a request is
-//! complete at its blank line (`\r\n\r\n`); only `GET` without a body is served; HTTP/1.1
-//! keeps the connection unless `Connection: close`, HTTP/1.0 closes it unless
-//! `Connection: keep-alive` (what `ab` without `-k` sends: a connection per request).
+//! The request line and the headers are `httparse`'s; what this server makes of them is
+//! here, strict where it matters: a request is complete at its blank line; only `GET`
+//! without a body is served, in at most [`MAX_REQUEST`] bytes and [`MAX_HEADERS`]
+//! headers; HTTP/1.1 keeps the connection unless `Connection: close`, HTTP/1.0 closes it
+//! unless `Connection: keep-alive` (what `ab` without `-k` sends: a connection per
+//! request).
 
 /// What [`parse`] found at the front of the buffer.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -25,74 +27,40 @@ pub enum Parsed {
 /// Requests longer than this (headers included) are [`Parsed::Bad`].
 pub const MAX_REQUEST: usize = 8192;
 
-/// Parses the request at the front of `buf`.
+/// Most header lines a request may have; more is [`Parsed::Bad`] (a benchmark client
+/// sends two to six).
+pub const MAX_HEADERS: usize = 64;
+
+/// Parses the request at the front of `buf` (with `httparse`).
 pub fn parse(buf: &[u8]) -> Parsed {
-    let Some(end) = find(buf, b"\r\n\r\n") else {
-        return if buf.len() >= MAX_REQUEST {
-            Parsed::Bad
-        } else {
-            Parsed::Incomplete
-        };
+    let mut headers = [httparse::EMPTY_HEADER; MAX_HEADERS];
+    let mut req = httparse::Request::new(&mut headers);
+    let len = match req.parse(buf) {
+        Ok(httparse::Status::Complete(len)) => len,
+        Ok(httparse::Status::Partial) if buf.len() < MAX_REQUEST => return Parsed::Incomplete,
+        Ok(httparse::Status::Partial) | Err(_) => return Parsed::Bad,
     };
-    let head = &buf[..end];
-    let mut lines = head.split(|&b| b == b'\n').map(trim_cr);
-    let request_line = lines.next().unwrap_or_default();
-    let mut words = request_line.split(|&b| b == b' ');
-    let (Some(method), Some(_target), Some(version), None) =
-        (words.next(), words.next(), words.next(), words.next())
-    else {
-        return Parsed::Bad;
-    };
-    let mut keep_alive = match version {
-        b"HTTP/1.1" => true,
-        b"HTTP/1.0" => false,
-        _ => return Parsed::Bad,
-    };
-    if method != b"GET" {
+    if len > MAX_REQUEST || req.method != Some("GET") {
         return Parsed::Bad;
     }
-    for line in lines {
-        let Some(colon) = line.iter().position(|&b| b == b':') else {
-            return Parsed::Bad;
-        };
-        let (name, value) = (&line[..colon], trim(&line[colon + 1..]));
-        if name.eq_ignore_ascii_case(b"connection") {
+    // httparse takes only HTTP/1.x: 0 is 1.0, 1 is 1.1.
+    let mut keep_alive = req.version == Some(1);
+    for h in req.headers.iter() {
+        let value = h.value.trim_ascii();
+        if h.name.eq_ignore_ascii_case("connection") {
             if value.eq_ignore_ascii_case(b"close") {
                 keep_alive = false;
             } else if value.eq_ignore_ascii_case(b"keep-alive") {
                 keep_alive = true;
             }
-        } else if name.eq_ignore_ascii_case(b"content-length") && value != b"0"
-            || name.eq_ignore_ascii_case(b"transfer-encoding")
+        } else if h.name.eq_ignore_ascii_case("content-length") && value != b"0"
+            || h.name.eq_ignore_ascii_case("transfer-encoding")
         {
             // A GET with a body: not something this server reads.
             return Parsed::Bad;
         }
     }
-    Parsed::Get {
-        len: end + 4,
-        keep_alive,
-    }
-}
-
-fn find(hay: &[u8], needle: &[u8]) -> Option<usize> {
-    hay.windows(needle.len()).position(|w| w == needle)
-}
-
-fn trim_cr(line: &[u8]) -> &[u8] {
-    line.strip_suffix(b"\r").unwrap_or(line)
-}
-
-fn trim(s: &[u8]) -> &[u8] {
-    let start = s
-        .iter()
-        .position(|b| !b.is_ascii_whitespace())
-        .unwrap_or(s.len());
-    let end = s
-        .iter()
-        .rposition(|b| !b.is_ascii_whitespace())
-        .map_or(start, |e| e + 1);
-    &s[start..end]
+    Parsed::Get { len, keep_alive }
 }
 
 #[cfg(test)]
@@ -163,5 +131,25 @@ mod tests {
             Parsed::Bad
         );
         assert_eq!(parse(&[b'a'; MAX_REQUEST]), Parsed::Bad);
+        assert_eq!(parse(b"GET / HTTP/1.1\r\nno colon\r\n\r\n"), Parsed::Bad);
+    }
+
+    #[test]
+    fn too_long_or_too_many_headers_are_bad() {
+        let mut req = b"GET / HTTP/1.1\r\n".to_vec();
+        for i in 0..MAX_HEADERS {
+            req.extend_from_slice(format!("X-{i}: {i}\r\n").as_bytes());
+        }
+        let at_most = [&req[..], b"\r\n"].concat();
+        assert!(matches!(parse(&at_most), Parsed::Get { .. }));
+        req.extend_from_slice(b"X-more: 1\r\n\r\n");
+        assert_eq!(parse(&req), Parsed::Bad);
+        // Not complete within MAX_REQUEST bytes, though a blank line follows.
+        let long = format!("GET / HTTP/1.1\r\nX: {}\r\n\r\n", "a".repeat(MAX_REQUEST));
+        assert_eq!(parse(long.as_bytes()), Parsed::Bad);
+        assert_eq!(
+            parse(&long.as_bytes()[..MAX_REQUEST - 1]),
+            Parsed::Incomplete
+        );
     }
 }

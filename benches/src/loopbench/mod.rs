@@ -23,13 +23,11 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 use crate::bench::sysinfo::SysInfo;
-use crate::cli::out::{failure, print_stdout, usage_error, value};
+use crate::cli::out::{failure, output_failed, print_stdout, write_stdout, ReaderWatch};
 use samples::{median, Quantiles};
 
-/// `kevent loop-bench --help`.
-pub const USAGE: &str = "\
-Usage: kevent loop-bench [OPTIONS]
-
+/// What `kevent loop-bench --help` says above the options.
+pub const LONG_ABOUT: &str = "\
 kevent::Loop (QEMU's AioContext on the queue) against the loops it answers, side by
 side in one run, every rival in rotation each round, medians over rounds:
 
@@ -46,15 +44,52 @@ side in one run, every rival in rotation each round, medians over rounds:
   queue timers    1000 one-shot timer kevents added back to back from one thread,
                   each due 1 ms (then 50 ms) after its ADD, while another thread
                   waits on the queue: lateness (p50/p99); against timerfds in an
-                  epoll set
+                  epoll set";
 
-Options:
-  --quick           fewer samples and shorter windows (< 30 s)
-  --rounds N        rounds of the rotation (default 5; quick 3)
-  --only LIST       run only these experiments: bh,timers,iteration,queue-timers
-  -h, --help        this text
+/// The options of `kevent loop-bench`.
+#[derive(Debug, Clone, clap::Args)]
+pub struct LoopBenchArgs {
+    #[arg(long, help = "fewer samples and shorter windows (< 30 s)")]
+    quick: bool,
+    #[arg(
+        long,
+        value_name = "N",
+        allow_negative_numbers = true,
+        value_parser = rounds,
+        help = "rounds of the rotation (default 5; quick 3)"
+    )]
+    rounds: Option<usize>,
+    #[arg(
+        long,
+        value_name = "LIST",
+        value_parser = only,
+        help = "run only these experiments: bh,timers,iteration,queue-timers"
+    )]
+    only: Option<u8>,
+}
 
-Progress goes to stderr; the report to stdout.";
+fn rounds(v: &str) -> Result<usize, String> {
+    let n: usize = v
+        .parse()
+        .map_err(|_| format!("{v:?} is not a valid value"))?;
+    if n == 0 || n > 1000 {
+        return Err(format!("{n} is out of range (1 to 1000)"));
+    }
+    Ok(n)
+}
+
+/// `--only LIST` as a bit set of [`EXPERIMENTS`].
+fn only(list: &str) -> Result<u8, String> {
+    let mut bits = 0u8;
+    for name in list.split(',') {
+        let bit = EXPERIMENTS
+            .iter()
+            .position(|&e| e == name)
+            .ok_or_else(|| format!("no experiment {name:?}"))?;
+        bits |= 1 << bit;
+    }
+    Ok(bits)
+}
 
 /// Idle-fd counts of the iteration experiment.
 pub const IDLE_FDS: [usize; 4] = [10, 100, 1_000, 10_000];
@@ -116,45 +151,29 @@ impl Config {
     };
 }
 
-/// Parses the arguments after `loop-bench`; `Ok(None)` for `--help`.
+impl LoopBenchArgs {
+    /// The sizes of the run asked for.
+    pub fn config(&self) -> Config {
+        let mut cfg = if self.quick {
+            Config::QUICK
+        } else {
+            Config::FULL
+        };
+        cfg.rounds = self.rounds.unwrap_or(cfg.rounds);
+        cfg.only = self.only.unwrap_or(cfg.only);
+        cfg
+    }
+}
+
+/// Parses the arguments after `loop-bench` (as `kevent loop-bench ARGS` does);
+/// `Ok(None)` for `--help`.
 pub fn parse(args: &[String]) -> Result<Option<Config>, String> {
-    let mut cfg = Config::FULL;
-    let mut rounds = None;
-    let mut only = None;
-    let mut it = args.iter();
-    while let Some(a) = it.next() {
-        match a.as_str() {
-            "-h" | "--help" => return Ok(None),
-            "--quick" => cfg = Config::QUICK,
-            "--rounds" => {
-                let n: usize = value("--rounds", it.next())?;
-                if n == 0 || n > 1000 {
-                    return Err(format!("--rounds: {n} is out of range (1 to 1000)"));
-                }
-                rounds = Some(n);
-            }
-            "--only" => {
-                let list: String = value("--only", it.next())?;
-                let mut bits = 0u8;
-                for name in list.split(',') {
-                    let bit = EXPERIMENTS
-                        .iter()
-                        .position(|&e| e == name)
-                        .ok_or_else(|| format!("--only: no experiment {name:?}"))?;
-                    bits |= 1 << bit;
-                }
-                only = Some(bits);
-            }
-            other => return Err(format!("unexpected argument {other:?}")),
-        }
+    let line = std::iter::once("loop-bench".to_string()).chain(args.iter().cloned());
+    match crate::cli::parse(line) {
+        Ok(crate::cli::Parsed::Run(crate::cli::Command::LoopBench(a))) => Ok(Some(a.config())),
+        Ok(_) => Ok(None),
+        Err(e) => Err(e.message),
     }
-    if let Some(n) = rounds {
-        cfg.rounds = n;
-    }
-    if let Some(bits) = only {
-        cfg.only = bits;
-    }
-    Ok(Some(cfg))
 }
 
 /// Everything one run measured.
@@ -219,6 +238,11 @@ fn us(ns: f64) -> String {
 
 /// The report as text tables (medians over rounds; ratios to the QEMU-style rival).
 pub fn render(cfg: &Config, r: &Report, sys: &SysInfo) -> String {
+    render_head(cfg, sys) + &render_results(cfg, r)
+}
+
+/// The lines above the tables: machine, commit, settings (known before the run).
+pub fn render_head(cfg: &Config, sys: &SysInfo) -> String {
     let mut o = String::new();
     let _ = writeln!(
         o,
@@ -241,6 +265,12 @@ pub fn render(cfg: &Config, r: &Report, sys: &SysInfo) -> String {
         IDLE_FDS,
         cfg.queue_timers
     );
+    o
+}
+
+/// The tables of the experiments that ran.
+pub fn render_results(cfg: &Config, r: &Report) -> String {
+    let mut o = String::new();
     if cfg.runs("bh") {
         let bh_medians = |runs: &[bh::BhRun]| {
             let lat: Vec<Quantiles> = runs
@@ -367,14 +397,20 @@ pub fn render(cfg: &Config, r: &Report, sys: &SysInfo) -> String {
 }
 
 /// `kevent loop-bench ARGS`.
-pub fn main(args: &[String]) -> ExitCode {
-    let cfg = match parse(args) {
-        Ok(Some(cfg)) => cfg,
-        Ok(None) => return print_stdout("loop-bench", USAGE),
-        Err(e) => return usage_error("loop-bench", &e),
-    };
-    match measure(&cfg) {
-        Ok(report) => print_stdout("loop-bench", &render(&cfg, &report, &SysInfo::gather())),
+pub fn run(args: LoopBenchArgs) -> ExitCode {
+    let cfg = args.config();
+    // The header before the run; a reader that goes meanwhile (`kevent loop-bench |
+    // head -3`) stops it at once (exit code 0), not at the end.
+    let watch = ReaderWatch::start("loop-bench", || {});
+    if let Err(e) = write_stdout(&render_head(&cfg, &SysInfo::gather())) {
+        return output_failed("loop-bench", &e);
+    }
+    let measured = measure(&cfg);
+    if let Some(watch) = watch {
+        watch.disarm();
+    }
+    match measured {
+        Ok(report) => print_stdout("loop-bench", &render_results(&cfg, &report)),
         Err(e) => failure("loop-bench", &e),
     }
 }
