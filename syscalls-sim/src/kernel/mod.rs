@@ -413,14 +413,25 @@ impl Kernel {
         let entry = reg.take_entry();
         // The slot about to be filled held the entry of position `next - capacity`: its
         // release must be accounted for — its claim stamp read — before the push
-        // overwrites it.
+        // overwrites it. If it was not released when we looked, the ring is full to us,
+        // even if a consumer releases it before `push` reads `uidx` again: pushing then
+        // would overwrite a stamp nobody read, and a claimed entry would be taken for an
+        // unclaimed one and delivered twice (tests/consumers_racing_the_producer.rs).
         let (next, cap) = (self.producer.position(), self.ring().capacity());
-        if next >= cap && self.released <= next - cap {
-            if let Ok(released) = self.producer.released(self.released) {
-                self.note_releases(released.end.min(next + 1 - cap));
+        let accounted = next < cap || {
+            if self.released <= next - cap {
+                if let Ok(released) = self.producer.released(self.released) {
+                    self.note_releases(released.end.min(next + 1 - cap));
+                }
             }
-        }
-        match self.producer.push(&entry, wake_all) {
+            self.released > next - cap
+        };
+        let pushed = if accounted {
+            self.producer.push(&entry, wake_all)
+        } else {
+            Err(PushError::Full)
+        };
+        match pushed {
             Ok(pos) => {
                 let reg = self.regs[idx].as_mut().expect("registered");
                 reg.pending = Pending::InRing(pos);
