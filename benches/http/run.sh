@@ -191,7 +191,11 @@ read -r -a VLIST <<<"$VARIANTS"
         "ports $(tr '\t' '-' </proc/sys/net/ipv4/ip_local_port_range), tcp_tw_reuse $(cat /proc/sys/net/ipv4/tcp_tw_reuse);" \
         "rounds $ROUNDS (variant order rotated), wrk -t2 -d${DURATION}s --latency, ab -r -n max($AB_REQUESTS, c);" \
         "page $(wc -c <"$TMP/body.html") bytes."
-    echo "Versions: kevent $(git rev-parse --short HEAD)$(git diff --quiet HEAD -- . || echo +dirty)," \
+    # +dirty as the tool's own commit line says it (benches/build.rs): only when a file
+    # that goes into the build differs from HEAD, not a README being edited.
+    echo "Versions: kevent $(git rev-parse --short HEAD)$(git diff --quiet HEAD -- Cargo.toml Cargo.lock src \
+        ring/Cargo.toml ring/src syscalls-sim/Cargo.toml syscalls-sim/src benches/Cargo.toml benches/build.rs \
+        benches/src || echo +dirty)," \
         "$(wrk --version 2>&1 | head -1 | cut -d' ' -f1-2), ab $(ab -V | head -1 | awk '{print $5}')," \
         "$("$NGINX" -v 2>&1 | cut -d' ' -f3)."
     echo "Command: benches/http/run.sh $([ $QUICK = 1 ] && echo --quick) $([ $STALL = 0 ] && echo --no-stall) --rounds $ROUNDS --duration $DURATION" \
