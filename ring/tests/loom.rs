@@ -690,3 +690,80 @@ fn an_entry_released_without_a_claim_is_seen_unclaimed() {
         }
     });
 }
+
+/// The kernel's accounting before it reuses a slot (`syscalls-sim/src/kernel/mod.rs`,
+/// `try_push`), step for step: learn the releases (`released`), read the claim stamp of
+/// each entry up to the one whose slot is next, and push only if that one was among
+/// them. Returns whether it pushed; `accounted` is the kernel's `released`.
+fn push_after_accounting(
+    ring: &Ring,
+    producer: &mut kevent_ring::Producer,
+    accounted: &mut u64,
+    ev: &kevent_ring::Ukevent,
+) -> bool {
+    let (next, cap) = (producer.position(), ring.capacity());
+    if next >= cap && *accounted <= next - cap {
+        let released = producer.released(*accounted).expect("sound ring");
+        let upto = released.end.min(next + 1 - cap);
+        for pos in *accounted..upto {
+            assert!(
+                ring.was_claimed(pos),
+                "a claimed entry {pos} looked unclaimed"
+            );
+        }
+        *accounted = (*accounted).max(upto);
+    }
+    if next >= cap && *accounted <= next - cap {
+        return false; // full to us, however far uidx moved since we looked
+    }
+    producer.push(ev, false).is_ok()
+}
+
+/// A consumer commits (and moves `uidx`) while the producer refills the slots it frees,
+/// as the kernel does: every entry's claim stamp is read before its slot is reused, so
+/// a claimed entry is never taken for an unclaimed one (and delivered twice). Without
+/// the second check in `push_after_accounting`, `push` (which reads `uidx` again when
+/// it sees the ring full) overwrites a stamp nobody read, and this model fails: the bug
+/// `tests/consumers_racing_the_producer.rs` found through the public API. (Without the
+/// producer's `yield_now` loom ran this model in a single execution; with it, both
+/// outcomes are explored.)
+#[test]
+fn the_producer_reads_every_claim_stamp_before_it_reuses_the_slot() {
+    model(|| {
+        let (ring, mut producer, ids) = ring_with(2, 1);
+        let me = ids[0];
+        for id in 0..2 {
+            producer.push(&event(id), false).unwrap();
+        }
+        producer.flush();
+        let ring2 = ring.clone();
+        let consumer = thread::spawn(move || {
+            let claim = ring2.claim(me, 2);
+            ring2.complete_range(me, claim.start..claim.end);
+        });
+        let mut accounted = 0;
+        // Refill the slot of entry 0 as soon as the ring lets us (two tries; the yield
+        // lets loom run the consumer between the producer's steps).
+        let mut pushed = false;
+        for _ in 0..2 {
+            thread::yield_now();
+            if push_after_accounting(&ring, &mut producer, &mut accounted, &event(2)) {
+                pushed = true;
+                break;
+            }
+        }
+        consumer.join().expect("consumer panicked");
+        ring.advance();
+        let released = producer.released(accounted).expect("sound ring");
+        for pos in accounted..released.end {
+            if pushed && pos + ring.capacity() < producer.position() {
+                // Its slot was refilled: its stamp must have been read before.
+                panic!("entry {pos}'s slot was reused before its release was accounted");
+            }
+            assert!(
+                ring.was_claimed(pos),
+                "a claimed entry {pos} looked unclaimed"
+            );
+        }
+    });
+}
