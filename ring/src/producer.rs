@@ -85,6 +85,11 @@ impl Producer {
 
     /// Writes `ev` into the next slot and marks it READY. Consumers see it after the next
     /// [`Producer::flush`]. Returns the entry's position.
+    ///
+    /// Finding the ring full, it reads `uidx` again, so it may fill a slot whose release
+    /// the caller has not seen through [`Producer::released`]: a caller that checks the
+    /// claim stamps ([`Ring::was_claimed`]) must check the slot's previous entry before
+    /// it pushes (the kernel's `try_push` does; loom section h models it).
     pub fn push(&mut self, ev: &Ukevent, wake_all: bool) -> Result<u64, PushError> {
         if let Some(b) = self.ring.broken() {
             return Err(PushError::Broken(b));
