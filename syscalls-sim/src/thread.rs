@@ -41,13 +41,15 @@ pub(crate) const PARK_MAX: std::time::Duration = std::time::Duration::from_milli
 
 impl ProducerThread {
     /// Runs until `stop` is set (and the doorbell rung), then closes the ring so that
-    /// sleeping consumers return.
-    pub(crate) fn run(mut self) {
+    /// sleeping consumers return. Calls `held` once it holds the owner word (the queue's
+    /// creator waits for that).
+    pub(crate) fn run(mut self, held: impl FnOnce()) {
         signal::block_all_in_this_thread();
         // The owner's liveness word (`owner.rs` in kevent-ring): if this thread ends
         // without closing the ring — the process died — every consumer of another
         // process learns it. Dropped last, after the ring is closed (the closer below).
         let _owner = self.ring.hold_owner_lock().ok();
+        held();
         let _closer = CloseOnDrop(self.ring.clone());
         let mut reports = Reports::new();
         let zero = kevent_ring::timespec(0);

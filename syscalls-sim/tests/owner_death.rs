@@ -418,3 +418,27 @@ fn every_consumer_process_learns_of_the_owners_death_whatever_it_sleeps_in() {
         }
     });
 }
+
+// --- an owner killed as soon as it made the queue -----------------------------------------
+
+/// The owner's death can only reach consumers once its producer thread holds the owner
+/// word: a queue whose creator returned before that, and whose process was killed at
+/// once, left consumers of other processes asleep for good (an event loop on the notify
+/// fd spun instead: the owner's pidfd readable, the wait finding no death). So `create`
+/// returns only once the word is held, naming the producer thread. Checked right after
+/// `create`, 200 times (the thread just spawned has often not run yet).
+#[test]
+fn create_returns_only_once_the_producer_thread_holds_the_owner_word() {
+    const TID_MASK: u32 = 0x3fff_ffff;
+    for i in 0..200 {
+        let q = Instance::create(64, 0).expect("a queue");
+        let word = q.ring().header().wake.owner.load(SeqCst);
+        assert_eq!(
+            (word & TID_MASK) as i32,
+            q.producer_tid().unwrap_or(0),
+            "queue {i}: the owner word is {word:#x} as create returns (0: nobody holds it, \
+             so the owner's death would reach no consumer of another process)"
+        );
+        assert_ne!(word & TID_MASK, 0, "queue {i}: nobody holds the owner word");
+    }
+}

@@ -55,7 +55,12 @@ pub fn fork_child(f: impl FnOnce() -> i32) -> Pid {
     // harness): the child runs only the test's code and the library's, which take no lock
     // another thread may have held at the fork except malloc's (glibc makes those safe
     // across fork) and the library's own (released by its atfork handlers), and it never
-    // returns into the harness: it ends with `_exit`.
+    // returns into the harness: it ends with `_exit`. It must not start threads (no
+    // `Queue::new`): the standard library's registry of threads is locked by every
+    // thread as it starts and ends, so a parent thread doing either at the fork leaves
+    // the child's first new thread hung at its start (`owner_death_loop.rs`' owner hung
+    // so, about once in 3,000 runs under load; a child that needs threads is the test
+    // binary executed anew).
     let pid = unsafe { libc::fork() };
     assert!(pid >= 0, "fork: {}", std::io::Error::last_os_error());
     if pid == 0 {

@@ -94,8 +94,10 @@ impl Ring {
     }
 
     /// Called by whoever finds the owner dead: closes the ring for that reason (once)
-    /// and wakes every sleeper, wherever it sleeps.
-    pub(crate) fn note_owner_died(&self) {
+    /// and wakes every sleeper, wherever it sleeps. Besides the sleeper the kernel wakes
+    /// through the owner word, a consumer that learns it otherwise — the owner's pidfd
+    /// readable: its process ended — calls it, in case the word never said so.
+    pub fn note_owner_died(&self) {
         if self
             .header()
             .identity

@@ -161,6 +161,7 @@ impl Instance {
             return Ok(());
         };
         let tid = owner.tid.clone();
+        let (held_tx, held) = std::sync::mpsc::sync_channel(1);
         let producer = std::thread::Builder::new()
             .name("kevent-producer".into())
             .spawn(move || {
@@ -168,8 +169,16 @@ impl Instance {
                     rustix::thread::gettid().as_raw_nonzero().get(),
                     Ordering::Release,
                 );
-                thread.run()
+                thread.run(move || {
+                    let _ = held_tx.send(());
+                })
             })?;
+        // Return only once the thread holds the owner word: from then on this process's
+        // death, however early, reaches every consumer of another process. (Killed
+        // before, it left the word unheld: their waits slept for good, and an event loop
+        // on the notify fd spun on the owner's pidfd. tests/owner_death.rs.) A thread
+        // that ends before it gets there drops the sender: no wait for ever.
+        let _ = held.recv();
         *owner.thread.lock().unwrap_or_else(|e| e.into_inner()) = Some(producer);
         owner.gate.start()
     }

@@ -356,7 +356,11 @@ impl Instance {
     /// re-checks the ring, and if it leaves entries there it calls `rearm_notify`.
     pub(super) fn drain_notify(&self) -> bool {
         if let Some(notify) = &self.peer_notify {
-            return notify.drain(self.handle.as_fd());
+            let was_set = notify.drain(self.handle.as_fd());
+            if notify.owner_gone() {
+                self.ring.note_owner_died();
+            }
+            return was_set;
         }
         self.owner
             .as_ref()

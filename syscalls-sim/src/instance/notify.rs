@@ -116,6 +116,25 @@ impl PeerNotify {
         was_set
     }
 
+    /// Whether the owner's process ended: its pidfd (once armed) is readable. It stays
+    /// readable, so the handle does too; the caller closes the ring for that reason
+    /// (`Ring::note_owner_died`), which the next wait reports as `EPIPE` — rather than
+    /// an event loop waking for it again and again with nothing to show.
+    pub(super) fn owner_gone(&self) -> bool {
+        let state = self.state();
+        let Some(pidfd) = &state.owner else {
+            return false;
+        };
+        let mut pfd = [rustix::event::PollFd::new(
+            pidfd,
+            rustix::event::PollFlags::IN,
+        )];
+        matches!(
+            rustix::event::poll(&mut pfd, Some(&kevent_ring::timespec(0))),
+            Ok(1)
+        )
+    }
+
     /// Makes the handle readable (entries wait that a drain took the notification of).
     pub(super) fn kick(&self) {
         let _ = self.kick.ring();

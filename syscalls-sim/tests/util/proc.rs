@@ -53,7 +53,12 @@ pub fn fork_child(f: impl FnOnce() -> i32) -> Pid {
     // runs only the test's code and the library's, which take no lock another thread may
     // have held at the fork except malloc's (glibc makes those safe across fork) and the
     // library's own (released by its atfork handlers; some tests check exactly that), and
-    // it never returns into the harness: it ends with `_exit`.
+    // it never returns into the harness: it ends with `_exit`. One lock escapes that: the
+    // standard library's registry of threads, locked by every thread as it starts and
+    // ends. A child that starts threads (`Instance::create`) hangs at the first if a
+    // parent thread was starting or ending at the fork — rare (the kevent crate's
+    // `owner_death_loop.rs` saw it about once in 3,000 runs under load and now executes
+    // its owner anew, as `worker.rs` does); the owners forked here keep that risk.
     let pid = unsafe { libc::fork() };
     assert!(pid >= 0, "fork: {}", std::io::Error::last_os_error());
     if pid == 0 {
