@@ -356,8 +356,8 @@ impl Instance {
     /// re-checks the ring, and if it leaves entries there it calls `rearm_notify`.
     pub(super) fn drain_notify(&self) -> bool {
         if let Some(notify) = &self.peer_notify {
-            let was_set = notify.drain(self.handle.as_fd());
-            if notify.owner_gone() {
+            let (was_set, owner_gone) = notify.drain(self.handle.as_fd());
+            if owner_gone {
                 self.ring.note_owner_died();
             }
             return was_set;

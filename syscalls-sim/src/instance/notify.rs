@@ -96,10 +96,14 @@ impl PeerNotify {
     }
 
     /// Takes the notifications off the channel and the kick; returns whether there were
-    /// any. A channel whose ringing end is gone (the owner dropped it: the queue closed,
-    /// or the connection ended) leaves the set, so that it does not keep the handle
-    /// readable for ever.
-    pub(super) fn drain(&self, epoll_fd: BorrowedFd<'_>) -> bool {
+    /// any, and whether the owner's process ended. A channel whose ringing end is gone
+    /// (the owner dropped it: the queue closed, or the connection ended) leaves the set,
+    /// so that it does not keep the handle readable for ever. The owner's pidfd, once its
+    /// process ended, stays readable, and so does the handle: when nothing rang, the
+    /// drain looks at it (so a notification costs no extra system call), and the caller
+    /// closes the ring for that reason (`Ring::note_owner_died`), which the next wait
+    /// reports as `EPIPE` — rather than a loop waking for it again and again.
+    pub(super) fn drain(&self, epoll_fd: BorrowedFd<'_>) -> (bool, bool) {
         let mut was_set = self.kick.reset().was_set;
         let mut state = self.state();
         if let Some(inbox) = &state.inbox {
@@ -113,26 +117,18 @@ impl PeerNotify {
                 was_set = true;
             }
         }
-        was_set
-    }
-
-    /// Whether the owner's process ended: its pidfd (once armed) is readable. It stays
-    /// readable, so the handle does too; the caller closes the ring for that reason
-    /// (`Ring::note_owner_died`), which the next wait reports as `EPIPE` — rather than
-    /// an event loop waking for it again and again with nothing to show.
-    pub(super) fn owner_gone(&self) -> bool {
-        let state = self.state();
-        let Some(pidfd) = &state.owner else {
-            return false;
-        };
-        let mut pfd = [rustix::event::PollFd::new(
-            pidfd,
-            rustix::event::PollFlags::IN,
-        )];
-        matches!(
-            rustix::event::poll(&mut pfd, Some(&kevent_ring::timespec(0))),
-            Ok(1)
-        )
+        let owner_gone = !was_set
+            && state.owner.as_ref().is_some_and(|pidfd| {
+                let mut pfd = [rustix::event::PollFd::new(
+                    pidfd,
+                    rustix::event::PollFlags::IN,
+                )];
+                matches!(
+                    rustix::event::poll(&mut pfd, Some(&kevent_ring::timespec(0))),
+                    Ok(1)
+                )
+            });
+        (was_set, owner_gone)
     }
 
     /// Makes the handle readable (entries wait that a drain took the notification of).
