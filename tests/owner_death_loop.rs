@@ -3,8 +3,8 @@
 //! ([`Loop::attach_queue`]) and asleep in `poll(true)`, wakes when the queue's owner is
 //! SIGKILLed; the attachment is detached and `take_error` gives the BrokenPipe error.
 //!
-//! The owner is a forked child (so that it can be killed); the loop runs on a thread of
-//! this process. Every wait is bounded: a loop still asleep 3 s after the kill fails the
+//! The owner is this test binary executed anew (so that it can be killed; see
+//! [`Owner`] for why not a fork); the loop runs on a thread of this process. Every wait is bounded: a loop still asleep 3 s after the kill fails the
 //! test (its thread is left behind; the owner is killed by then anyway).
 
 #![deny(clippy::undocumented_unsafe_blocks)]
@@ -109,7 +109,9 @@ fn thread_state(tid: i32) -> Option<char> {
     stat.rsplit_once(')')?.1.trim_start().chars().next()
 }
 
-/// Each thread of process `pid`: its name, state and system call, for a failure message.
+/// Each thread of process `pid`: its name, state and system call, for a failure message —
+/// with the binary's load base, so that a lock a thread waits on can be named (`nm` the
+/// binary at the futex address minus the base: that is how the fork hang was found).
 fn threads_of(pid: Pid) -> String {
     let dir = format!("/proc/{}/task", pid.as_raw_nonzero());
     let Ok(tasks) = std::fs::read_dir(&dir) else {
