@@ -49,10 +49,7 @@ fn each_entry_is_delivered_exactly_once_to_two_claimers() {
     const N: u64 = 3;
     model(|| {
         let (ring, mut producer, ids) = ring_with(4, 2);
-        for id in 0..N {
-            producer.push(&event(id), false).unwrap();
-        }
-        producer.flush();
+        publish(&mut producer, N);
         let consumers: Vec<_> = ids
             .into_iter()
             .map(|me| {
@@ -214,10 +211,7 @@ fn assert_uidx_passes_no_claimed_slot(ring: &Ring) {
 fn uidx_moves_over_out_of_order_completions_only_once_the_prefix_is_done() {
     model(|| {
         let (ring, mut producer, ids) = ring_with(4, 2);
-        for id in 0..2 {
-            producer.push(&event(id), false).unwrap();
-        }
-        producer.flush();
+        publish(&mut producer, 2);
         let consumers: Vec<_> = ids
             .into_iter()
             .map(|me| {
@@ -275,10 +269,7 @@ fn uidx_moves_over_out_of_order_completions_only_once_the_prefix_is_done() {
 fn a_claim_and_completion_racing_the_prefix_commit_are_both_released() {
     model(|| {
         let (ring, mut producer, ids) = ring_with(4, 2);
-        for id in 0..2 {
-            producer.push(&event(id), false).unwrap();
-        }
-        producer.flush();
+        publish(&mut producer, 2);
         let (a, b) = (ids[0], ids[1]);
         assert_eq!(ring.claim(a, 1).start, 0);
         let other = {
@@ -313,10 +304,7 @@ fn push_into_a_full_ring_fails_until_a_commit_frees_the_slot() {
     model(|| {
         let (ring, mut producer, ids) = ring_with(2, 1);
         let me = ids[0];
-        for id in 0..2 {
-            producer.push(&event(id), false).unwrap();
-        }
-        producer.flush();
+        publish(&mut producer, 2);
         let consumer = {
             let ring = ring.clone();
             thread::spawn(move || {
@@ -625,10 +613,7 @@ fn reclaim_of_an_orphan_and_a_slow_claim_exactly_one_wins() {
 fn the_producer_sees_the_claim_stamp_of_every_entry_released_by_a_consumer() {
     model(|| {
         let (ring, mut producer, ids) = ring_with(2, 2);
-        for id in 0..2 {
-            producer.push(&event(id), false).unwrap();
-        }
-        producer.flush();
+        publish(&mut producer, 2);
         let consumers: Vec<_> = ids
             .into_iter()
             .map(|me| {
@@ -663,10 +648,7 @@ fn an_entry_released_without_a_claim_is_seen_unclaimed() {
     model(|| {
         let (ring, mut producer, ids) = ring_with(2, 1);
         let me = ids[0];
-        for id in 0..2 {
-            producer.push(&event(id), false).unwrap();
-        }
-        producer.flush();
+        publish(&mut producer, 2);
         // A stray write flips entry 1 from READY to DONE in the name of the consumer,
         // while the consumer takes entry 0.
         let ring2 = ring.clone();
@@ -732,10 +714,7 @@ fn the_producer_reads_every_claim_stamp_before_it_reuses_the_slot() {
     model(|| {
         let (ring, mut producer, ids) = ring_with(2, 1);
         let me = ids[0];
-        for id in 0..2 {
-            producer.push(&event(id), false).unwrap();
-        }
-        producer.flush();
+        publish(&mut producer, 2);
         let ring2 = ring.clone();
         let consumer = thread::spawn(move || {
             let claim = ring2.claim(me, 2);

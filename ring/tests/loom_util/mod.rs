@@ -44,6 +44,14 @@ pub fn ring_with(capacity: u32, consumers: usize) -> (Arc<Ring>, Producer, Vec<C
     (ring, producer, ids)
 }
 
+/// Pushes events `0..n` and publishes them (one flush).
+pub fn publish(producer: &mut Producer, n: u64) {
+    for id in 0..n {
+        producer.push(&event(id), false).unwrap();
+    }
+    producer.flush();
+}
+
 /// Pushes `ev`, retrying (and yielding to the consumers) while the ring is full.
 pub fn push_when_room(producer: &mut Producer, ev: &Ukevent) -> u64 {
     loop {
