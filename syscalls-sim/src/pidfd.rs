@@ -51,3 +51,15 @@ pub(crate) fn open(pid: u32) -> Option<OwnedFd> {
     // SAFETY: a new fd the kernel made for us (pidfds are close-on-exec).
     Some(unsafe { OwnedFd::from_raw_fd(fd as libc::c_int) })
 }
+
+/// Whether the process of `pidfd` has ended (the pidfd is readable), without waiting.
+pub(crate) fn exited(pidfd: BorrowedFd<'_>) -> bool {
+    let mut pfd = [rustix::event::PollFd::from_borrowed_fd(
+        pidfd,
+        rustix::event::PollFlags::IN,
+    )];
+    matches!(
+        rustix::event::poll(&mut pfd, Some(&kevent_ring::timespec(0))),
+        Ok(1)
+    )
+}

@@ -118,16 +118,10 @@ impl PeerNotify {
             }
         }
         let owner_gone = !was_set
-            && state.owner.as_ref().is_some_and(|pidfd| {
-                let mut pfd = [rustix::event::PollFd::new(
-                    pidfd,
-                    rustix::event::PollFlags::IN,
-                )];
-                matches!(
-                    rustix::event::poll(&mut pfd, Some(&kevent_ring::timespec(0))),
-                    Ok(1)
-                )
-            });
+            && state
+                .owner
+                .as_ref()
+                .is_some_and(|pidfd| crate::pidfd::exited(pidfd.as_fd()));
         (was_set, owner_gone)
     }
 
