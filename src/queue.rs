@@ -21,7 +21,7 @@ use crate::{Batch, Builder, Error, Result, Stats};
 /// like — claims are lock-free and every thread gets different events.
 ///
 /// Dropping the queue in the process that created it stops its producer thread, closes
-/// every fd it made (timerfds, the sockets it served; never yours) and
+/// every fd it made (its timerfds, the sockets it served; never yours) and
 /// makes waiters elsewhere — other processes included — return an error. Dropping a
 /// [`connect`](Queue::connect)ed queue detaches this consumer.
 ///

@@ -36,8 +36,8 @@ pub struct PeerLimits {
     pub registrations: usize,
     /// All peers' registrations together (default 131,072).
     pub all_registrations: usize,
-    /// Fds the owner holds for one peer: a duplicate of each fd it registers, a timerfd
-    /// per timer (default: an eighth of the owner's `RLIMIT_NOFILE` soft limit when the
+    /// Fds the owner holds for one peer: a duplicate of each fd it registers (timers
+    /// hold none: they share the queue's timerfds) (default: an eighth of the owner's `RLIMIT_NOFILE` soft limit when the
     /// queue was made, at least 16). One more is refused with `EMFILE`.
     pub fds: usize,
     /// Fds held for all peers together (default: half the soft limit, at least 64).

@@ -49,7 +49,7 @@ pub(crate) struct Registration {
     /// is checked with `poll(2)` and reported if it is still ready — never dropped
     /// unseen, and no second event for readiness already handled.
     pub(crate) swallow: Option<u64>,
-    /// A timer whose timerfd is out of the epoll set until its entry is released.
+    /// A timer held back (out of its heap, uncounted) until its entry is released.
     pub(crate) paused: bool,
     /// The `poll(2)` status flags of an fd seen since the last entry (`POLLIN`,
     /// `POLLOUT`, `POLLPRI`, `POLLERR`, `POLLHUP`, `POLLRDHUP`): an fd event carries them
@@ -78,7 +78,7 @@ impl Registration {
     }
 
     /// How many fds of the queue's process this registration holds: a duplicate of a
-    /// received fd, or a timerfd (counted against its peer's bound, `peer.rs`).
+    /// received fd (counted against its peer's bound, `peer.rs`).
     pub(crate) fn held_fds(&self) -> usize {
         held_fds(&self.source)
     }
@@ -140,8 +140,7 @@ pub(crate) fn held_fds(source: &Source) -> usize {
     match source {
         Source::Fd {
             fd: Watched::Ours(_),
-        }
-        | Source::Timer { .. } => 1,
+        } => 1,
         _ => 0,
     }
 }

@@ -1,7 +1,7 @@
 //! The producer thread: the simulated kernel's event loop (QEMU's `aio_poll` shape).
 //!
-//! `epoll_wait` over every source, the doorbell, the timerfds, the signal handler's
-//! eventfd and the inotify fd; then, under the kernel mutex, turn readiness into entries, process commits
+//! `epoll_wait` over every source, the doorbell, the timer heaps' timerfds, the signal
+//! handler's eventfd and the inotify fd; then, under the kernel mutex, turn readiness into entries, process commits
 //! and publish. Before sleeping it asks for a doorbell on commit only if it has something
 //! to do when slots are freed (a backlog, level-triggered kevents to re-check).
 

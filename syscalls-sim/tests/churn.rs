@@ -188,3 +188,39 @@ fn add_ready_remove_of_a_user_kevent_keeps_memory_flat() {
         q.close();
     });
 }
+
+/// A timer due in an hour, added and removed again and again: each REMOVE leaves a stale
+/// entry in the clock's deadline heap (`source/timer.rs`), which must be dropped, not
+/// kept. (The id changes every cycle, as a program's deadlines would.)
+#[test]
+fn adding_and_removing_a_far_timer_again_and_again_keeps_memory_flat() {
+    bounded(time_limit(), || {
+        let q = Instance::create(64, 0).expect("kevent_init");
+        // One timer stays armed beside the churn.
+        let kept = util::ev(KEVENT_TIMER, 7_200_000_000_000, KEVENT_TIMER_FIRED, 0, 0);
+        assert_eq!(q.ctl(KEVENT_CTL_ADD, &mut [kept]).expect("ADD"), 0);
+        let cycle = |i: u64| {
+            let t = util::ev(
+                KEVENT_TIMER,
+                3_600_000_000_000 + i,
+                KEVENT_TIMER_FIRED | KEVENT_TIMER_ONCE,
+                0,
+                1,
+            );
+            assert_eq!(
+                q.ctl(KEVENT_CTL_ADD, &mut [t]).expect("ADD"),
+                0,
+                "cycle {i}"
+            );
+            assert_eq!(
+                q.ctl(KEVENT_CTL_REMOVE, &mut [t]).expect("REMOVE"),
+                0,
+                "cycle {i}"
+            );
+        };
+        stays_flat("ADD/REMOVE of a timer due in an hour", cycle, || {
+            ring_report(&q)
+        });
+        q.close();
+    });
+}

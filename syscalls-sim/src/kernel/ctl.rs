@@ -11,7 +11,7 @@ use crate::abi::*;
 use crate::peer::PeerId;
 use crate::registration::{held_fds, Pending, Registration};
 use crate::source::signal;
-use crate::source::{fd, timer, Source};
+use crate::source::{fd, Source};
 
 /// The errno of one `kevent_ctl` entry.
 type EntryResult = Result<(), i32>;
@@ -165,10 +165,9 @@ impl Kernel {
             self.unregister(old);
         }
         // What the owner holds for a peer is bounded (`peer.rs`): checked before any fd
-        // is duplicated. A received fd is duplicated; a timer is a timerfd.
+        // is duplicated. A received fd is duplicated (timers share one timerfd per clock).
         let fds = match ev.type_ {
             KEVENT_SOCKET | KEVENT_PIPE | KEVENT_POLL if fd.is_some() => 1,
-            KEVENT_TIMER | KEVENT_POSIX_TIMER => 1,
             _ => 0,
         };
         self.peers.admit(&self.peer_limits, peer, fds)?;
@@ -315,10 +314,7 @@ impl Kernel {
                 };
                 Ok((Source::Fd { fd: watched }, interest))
             }
-            KEVENT_TIMER | KEVENT_POSIX_TIMER => {
-                let tfd = timer::register(epoll.as_fd(), ev, tok)?;
-                Ok((Source::Timer { tfd }, 0))
-            }
+            KEVENT_TIMER | KEVENT_POSIX_TIMER => Ok((self.add_timer(ev, idx, gen)?, 0)),
             KEVENT_SIGNAL => {
                 if ev.event != KEVENT_SIGNAL_DELIVERY {
                     return Err(libc::EINVAL);
@@ -401,6 +397,7 @@ impl Kernel {
             Pending::Idle => {}
         }
         self.publish_backlog_len();
+        self.unschedule(&reg.source);
         match reg.source {
             Source::Fd { fd } => fd::delete(self.epoll.as_fd(), &fd),
             Source::Timer { .. } | Source::User => {}

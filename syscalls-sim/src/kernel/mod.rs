@@ -30,6 +30,7 @@ mod ctl;
 mod lock;
 mod release;
 mod tables;
+mod timers;
 
 pub(crate) use ctl::{compact_reported, Caller};
 pub(crate) use lock::KernelLock;
@@ -43,7 +44,8 @@ use crate::peer::{PeerId, PeerLimits, Peers};
 use crate::registration::{Pending, Registration};
 use crate::source::inode::Inodes;
 use crate::source::signal::Signals;
-use crate::source::{fd, timer, Source};
+use crate::source::timer::{Clock, Timers};
+use crate::source::{fd, Source};
 use tables::{Backlog, Published, SideTable};
 
 /// epoll token of the doorbell eventfd.
@@ -52,6 +54,9 @@ pub(crate) const TOKEN_DOORBELL: u64 = u64::MAX;
 pub(crate) const TOKEN_BELL: u64 = u64::MAX - 1;
 const TOKEN_SIGHANDLER: u64 = u64::MAX - 2;
 const TOKEN_INOTIFY: u64 = u64::MAX - 3;
+/// epoll tokens of the timerfds of the two clocks' timer heaps (`source/timer.rs`).
+const TOKEN_TIMERS_MONOTONIC: u64 = u64::MAX - 4;
+const TOKEN_TIMERS_REALTIME: u64 = u64::MAX - 5;
 
 fn token(idx: usize, gen: u32) -> u64 {
     u64::from(gen) << 32 | idx as u64
@@ -110,6 +115,9 @@ pub(crate) struct Kernel {
     sig_regs: HashMap<i32, Vec<usize>>,
     inodes: Inodes,
     wd_regs: HashMap<i32, Vec<usize>>,
+    timers: Timers,
+    /// The timers an expiry found due, kept for reuse (`timers.rs`).
+    timers_due: Vec<(usize, u32, u64)>,
 }
 
 impl Kernel {
@@ -150,6 +158,8 @@ impl Kernel {
             sig_regs: HashMap::new(),
             inodes: Inodes::default(),
             wd_regs: HashMap::new(),
+            timers: Timers::default(),
+            timers_due: Vec::new(),
         }
     }
 
@@ -237,6 +247,8 @@ impl Kernel {
                     self.signal_arrived(signo, n);
                 }
             }
+            TOKEN_TIMERS_MONOTONIC => self.timers_fired(Clock::Monotonic),
+            TOKEN_TIMERS_REALTIME => self.timers_fired(Clock::Realtime),
             TOKEN_INOTIFY => {
                 for (wd, bit) in self.inodes.read() {
                     for idx in self.wd_regs.get(&wd).cloned().unwrap_or_default() {
@@ -260,34 +272,13 @@ impl Kernel {
                     }
                     return;
                 }
-                if matches!(reg.source, Source::Timer { .. }) && self.only_merges(idx) {
-                    // Its entry is still out: stop listening until it is released, then
-                    // read what accumulated (`note_releases`). A fast timer must not keep
-                    // the producer busy reading it meanwhile.
-                    let reg = self.regs[idx].as_mut().expect("registered");
-                    if let Source::Timer { tfd } = &reg.source {
-                        timer::listen(self.epoll.as_fd(), tfd, tok, false);
-                    }
-                    reg.paused = true;
-                    self.watch(idx);
-                    return;
-                }
                 let reg = self.regs[idx].as_mut().expect("registered");
-                match &reg.source {
-                    Source::Fd { .. } => {
-                        let bits = fd::report(reg.ev.type_, reg.ev.event, flags);
-                        if bits != 0 {
-                            reg.note_revents(flags);
-                            self.mark_ready(idx, bits, 0);
-                        }
+                if let Source::Fd { .. } = &reg.source {
+                    let bits = fd::report(reg.ev.type_, reg.ev.event, flags);
+                    if bits != 0 {
+                        reg.note_revents(flags);
+                        self.mark_ready(idx, bits, 0);
                     }
-                    Source::Timer { tfd } => {
-                        let n = timer::expirations(tfd);
-                        if n > 0 {
-                            self.mark_ready(idx, KEVENT_TIMER_FIRED, n);
-                        }
-                    }
-                    _ => {}
                 }
             }
         }
@@ -700,7 +691,7 @@ impl Kernel {
 
 impl Drop for Kernel {
     fn drop(&mut self) {
-        // Every fd the kernel made (timerfds, inotify, its copies of fds received through
+        // Every fd the kernel made (the timers' timerfds, inotify, its copies of fds received through
         // the gate) is an OwnedFd in the table and closes here; the epoll fd closes with
         // the last Arc.
         self.regs.clear();

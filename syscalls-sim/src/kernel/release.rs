@@ -27,7 +27,7 @@ use std::sync::Mutex;
 use kevent_ring::{SlotState, Status, RECLAIMED};
 
 use super::tables::Published;
-use super::{timer, token, Kernel, Pending, Source};
+use super::{Kernel, Pending};
 
 /// Positions consumers of the owning process committed, for the kernel to handle at
 /// its next turn.
@@ -158,12 +158,13 @@ impl Kernel {
         }
         reg.pending = Pending::Idle;
         if std::mem::take(&mut reg.paused) {
-            // A timer that stopped listening while its entry was out (`on_token`):
-            // listening again reports what accumulated (the timerfd is level).
-            if let Source::Timer { tfd } = &reg.source {
-                timer::listen(self.epoll.as_fd(), tfd, token(idx, gen), true);
-            }
+            // A timer held back while its entry was out (`timers.rs`): armed again, it
+            // fires at once if its deadline passed meanwhile, counting every period.
+            self.resume_timer(idx);
         }
+        let Some(reg) = self.regs.get_mut(idx).and_then(Option::as_mut) else {
+            return;
+        };
         if !claimed {
             // Released without a claim: a stray write turned the READY entry into DONE
             // (no step of the protocol does). Deliver it again, flagged, rather than lose
@@ -190,5 +191,3 @@ impl Kernel {
         }
     }
 }
-
-use std::os::fd::AsFd;
