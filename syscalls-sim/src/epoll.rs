@@ -27,10 +27,21 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use kevent_ring::Deadline;
 use rustix::event::{epoll, PollFd, PollFlags};
 
-/// A buffer of epoll reports and the `kevent_ctl` epoch they were taken in.
+/// A buffer of epoll reports and the `kevent_ctl` epochs around the wait that took them.
 pub(crate) struct Reports {
     buf: Vec<epoll::Event>,
-    epoch: u64,
+    taken: Taken,
+}
+
+/// When reports were taken, in `kevent_ctl` epochs (`Kernel::epoch`, bumped at the end of
+/// every ctl): read before the wait was entered and right after it returned. A report
+/// taken while a ctl ran reads that ctl's number as `returned` — unless the thread was
+/// preempted between the two; `entered` then still says the wait was under way before
+/// the ctl ended (see `Registration::swallow`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Taken {
+    pub(crate) entered: u64,
+    pub(crate) returned: u64,
 }
 
 // `take_until` hands the buffer of `rustix` events to the kernel as `epoll_event`s.
@@ -46,13 +57,15 @@ impl Reports {
     pub(crate) fn new() -> Reports {
         Reports {
             buf: Vec::with_capacity(1024),
-            epoch: 0,
+            taken: Taken {
+                entered: 0,
+                returned: 0,
+            },
         }
     }
 
-    /// `epoll_wait` on `epoll_fd` (`timeout` `None`: for ever), then reads `epoch` — the
-    /// kernel's ctl counter — right away: a report taken while a ctl ran reads that
-    /// ctl's number (see `Registration::swallow`).
+    /// `epoll_wait` on `epoll_fd` (`timeout` `None`: for ever), reading `epoch` — the
+    /// kernel's ctl counter — before and right after ([`Taken`]).
     pub(crate) fn take(
         &mut self,
         epoll_fd: BorrowedFd<'_>,
@@ -60,12 +73,16 @@ impl Reports {
         epoch: &AtomicU64,
     ) -> io::Result<()> {
         self.buf.clear();
+        let entered = epoch.load(Ordering::Acquire);
         epoll::wait(
             epoll_fd,
             rustix::buffer::spare_capacity(&mut self.buf),
             timeout,
         )?;
-        self.epoch = epoch.load(Ordering::Acquire);
+        self.taken = Taken {
+            entered,
+            returned: epoch.load(Ordering::Acquire),
+        };
         Ok(())
     }
 
@@ -81,6 +98,7 @@ impl Reports {
         let left = time_left(deadline);
         if !NO_PWAIT2.load(Ordering::Relaxed) {
             self.buf.clear();
+            let entered = epoch.load(Ordering::Acquire);
             let ts = left.map(|t| libc::timespec {
                 tv_sec: t.tv_sec as libc::time_t,
                 tv_nsec: t.tv_nsec as _,
@@ -103,7 +121,10 @@ impl Reports {
             if n >= 0 {
                 // SAFETY: the kernel initialised the first `n` events (see above).
                 unsafe { self.buf.set_len(n as usize) };
-                self.epoch = epoch.load(Ordering::Acquire);
+                self.taken = Taken {
+                    entered,
+                    returned: epoch.load(Ordering::Acquire),
+                };
                 return Ok(());
             }
             let err = io::Error::last_os_error();
@@ -117,9 +138,14 @@ impl Reports {
         self.take(epoll_fd, Some(&kevent_ring::timespec(0)), epoch)
     }
 
-    /// The ctl epoch the reports were taken in.
-    pub(crate) fn epoch(&self) -> u64 {
-        self.epoch
+    /// The ctl epochs around the wait that took the reports.
+    pub(crate) fn taken(&self) -> Taken {
+        self.taken
+    }
+
+    /// Whether the last wait filled the buffer (more reports may be waiting).
+    pub(crate) fn filled(&self) -> bool {
+        self.buf.len() == self.buf.capacity()
     }
 
     /// The reports as `(token, epoll flags)`.

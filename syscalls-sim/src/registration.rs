@@ -41,20 +41,46 @@ pub(crate) struct Registration {
     pub(crate) watched: bool,
     /// The entry to deliver again (its consumer died), flagged `REDELIVERED`.
     pub(crate) redeliver: Option<Ukevent>,
-    /// ADD found this fd ready (and returned or queued that readiness) during the ctl
-    /// numbered so (`Kernel::epoch`). The epoll_ctl(ADD) queued a report of the same
-    /// readiness: taken while that ctl still ran, it is dropped (the ctl itself takes
-    /// what is queued before it ends); taken later it may carry newer readiness too (an
-    /// edge-triggered epoll keeps one report per fd, merging edges into it), so the fd
-    /// is checked with `poll(2)` and reported if it is still ready — never dropped
-    /// unseen, and no second event for readiness already handled.
-    pub(crate) swallow: Option<u64>,
+    /// ADD found this fd ready (and returned or queued that readiness): the report its
+    /// epoll_ctl(ADD) queued of the same readiness must not be delivered again
+    /// ([`Swallow`]).
+    pub(crate) swallow: Option<Swallow>,
     /// A timer held back (out of its heap, uncounted) until its entry is released.
     pub(crate) paused: bool,
     /// The `poll(2)` status flags of an fd seen since the last entry (`POLLIN`,
     /// `POLLOUT`, `POLLPRI`, `POLLERR`, `POLLHUP`, `POLLRDHUP`): an fd event carries them
     /// in `ret_data[1]`, so that a consumer can tell a hang-up or an error from data.
     pub(crate) revents: u32,
+}
+
+/// The report of the readiness an ADD found (see [`Registration::swallow`]).
+///
+/// The ctl itself takes what epoll has ready before it ends (`Kernel::harvest_now`), and
+/// drops this fd's report (taken while the ctl ran: `returned == ctl`). A wait already
+/// under way — the producer thread's, a poller's — may have taken it first; it is then
+/// handled after the ctl, by a thread that may have been preempted between its wait's
+/// return and its look at the epoch (`returned` is later then: a lone ET pipe was
+/// reported twice, 3 % of runs of `share.c`). So the ctl notes that it did not find the
+/// report while the fd is still ready (`elsewhere`; not ready, epoll may have dropped
+/// the report, the fd drained meanwhile), and the next report of a wait entered before
+/// the ctl ended is dropped as that one. Any other report is newer readiness — or
+/// ADD's, merged with newer (an edge-triggered epoll keeps one report per fd): the fd
+/// is checked with `poll(2)` and reported if it is still ready. What this can still
+/// drop: a third thread drains and refills the fd during the ctl, and data written
+/// after the ctl's end merges into the refill's report.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Swallow {
+    /// The ctl's epoch (`Kernel::epoch` while it ran).
+    pub(crate) ctl: u64,
+    /// The ctl's own harvest did not find the report: a wait under way took it.
+    pub(crate) elsewhere: bool,
+}
+
+impl Swallow {
+    /// Whether a report of this fd taken at `taken` is the ADD's.
+    pub(crate) fn is_adds(self, taken: crate::epoll::Taken) -> bool {
+        taken.returned == self.ctl || (self.elsewhere && taken.entered <= self.ctl)
+    }
 }
 
 impl Registration {

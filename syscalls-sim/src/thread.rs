@@ -137,7 +137,7 @@ impl ProducerThread {
             let mut guard = self.kernel.lock();
             let Some(k) = guard.as_mut() else { break };
             for (tok, flags) in reports.iter() {
-                k.on_token(tok, flags, reports.epoch());
+                k.on_token(tok, flags, reports.taken());
             }
             k.service(0);
         }

@@ -217,3 +217,70 @@ fn more_than_kevent_max_events_entries_is_einval() {
     let mut evs = vec![Ukevent::default(); KEVENT_MAX_EVENTS + 1];
     assert_errno(kevent_ctl(q.fd, KEVENT_CTL_ADD, &mut evs), libc::EINVAL);
 }
+
+/// ADDs of readable pipes, edge-triggered, one ctl each, while two threads keep both CPUs
+/// busy, so that the producer thread — blocked in `epoll_wait`, woken by each ADD's
+/// `epoll_ctl` — is often preempted between taking the ADD's report and looking at the
+/// ctl epoch. ADD returns each pipe ready (`DONE`), or, with `ALWAYS_QUEUE`, queues it
+/// once; nobody reads the pipes. Returns the events delivered by the queue besides.
+fn readable_pipes_added_under_load(req_flags: u32) -> Vec<Ukevent> {
+    const PIPES: u64 = 1_500;
+    raise_fd_limit(4 * PIPES + 256);
+    let q = Q::new(4_096);
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let hogs: Vec<_> = (0..2)
+        .map(|_| {
+            let stop = stop.clone();
+            std::thread::spawn(move || {
+                while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                    std::hint::spin_loop();
+                }
+            })
+        })
+        .collect();
+    let mut pipes = Vec::new();
+    for user in 0..PIPES {
+        let (r, w) = pipe();
+        write_bytes(&w, b"x");
+        let mut add = [fd_ev(KEVENT_PIPE, &r, KEVENT_PIPE_READ, req_flags, user)];
+        let front = q.add(&mut add);
+        let returned = req_flags & KEVENT_REQ_ALWAYS_QUEUE == 0;
+        assert_eq!(front, usize::from(returned), "pipe {user}: {add:?}");
+        if returned {
+            assert_eq!(add[0].ret_flags, KEVENT_RET_DONE, "pipe {user}: {add:?}");
+        }
+        pipes.push((r, w));
+    }
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    for h in hogs {
+        h.join().unwrap();
+    }
+    q.collect(QUIET)
+}
+
+#[test]
+fn an_edge_triggered_pipe_add_returned_ready_is_not_also_delivered_however_the_producer_is_scheduled(
+) {
+    let got = readable_pipes_added_under_load(KEVENT_REQ_ET);
+    assert!(
+        got.is_empty(),
+        "{} of 1,500 pipes ADD returned ready were delivered again (first: {:?})",
+        got.len(),
+        &got[..got.len().min(4)]
+    );
+}
+
+#[test]
+fn an_edge_triggered_pipe_added_with_always_queue_is_delivered_exactly_once() {
+    let got = readable_pipes_added_under_load(KEVENT_REQ_ET | KEVENT_REQ_ALWAYS_QUEUE);
+    let mut seen = vec![0u32; 1_500];
+    for e in &got {
+        seen[e.user as usize] += 1;
+    }
+    let twice = seen.iter().filter(|&&n| n > 1).count();
+    let never = seen.iter().filter(|&&n| n == 0).count();
+    assert!(
+        twice == 0 && never == 0,
+        "of 1,500 pipes queued once each: {twice} delivered twice, {never} never"
+    );
+}

@@ -9,7 +9,7 @@ use kevent_ring::{ConsumerId, Ukevent};
 use super::{token, Kernel, TOKEN_INOTIFY, TOKEN_SIGHANDLER};
 use crate::abi::*;
 use crate::peer::PeerId;
-use crate::registration::{held_fds, Pending, Registration};
+use crate::registration::{held_fds, Pending, Registration, Swallow};
 use crate::source::signal;
 use crate::source::{fd, Source};
 
@@ -125,8 +125,22 @@ impl Kernel {
         });
         if found_ready {
             // Take the reports the ADDs queued now, while they can only be the readiness
-            // ADD found: after this ctl, a new edge makes a new report.
+            // ADD found: after this ctl, a new edge makes a new report. A report not
+            // found here was taken by a wait already under way — or dropped by epoll
+            // because the fd was drained meanwhile: still ready tells them apart
+            // (`Swallow`).
             self.harvest_now();
+            for ev in events.iter() {
+                let Some(&idx) = self.index.get(&(peer, ev.type_, ev.id)) else {
+                    continue;
+                };
+                let pending = self.regs[idx].as_ref().is_some_and(|r| r.swallow.is_some());
+                if pending && self.poll_one(idx).is_some_and(|bits| bits != 0) {
+                    if let Some(sw) = self.regs[idx].as_mut().and_then(|r| r.swallow.as_mut()) {
+                        sw.elsewhere = true;
+                    }
+                }
+            }
         }
         if caller == Caller::Local {
             compact_reported(events)
@@ -200,18 +214,24 @@ impl Kernel {
         if ev.req_flags & KEVENT_REQ_ALWAYS_QUEUE != 0 {
             self.mark_ready(idx, ready_now, 0);
             // Queued: its epoll report is the same readiness (see `Registration::swallow`).
-            let epoch = self.epoch.load(Ordering::Relaxed);
+            let ctl = self.epoch.load(Ordering::Relaxed);
             if let Some(reg) = self.reg(idx) {
-                reg.swallow = Some(epoch);
+                reg.swallow = Some(Swallow {
+                    ctl,
+                    elsewhere: false,
+                });
             }
             Ok(false)
         } else {
             // The epoll_ctl(ADD) of a ready fd queued a report of this same readiness,
             // which ADD returns: that report is not delivered again if it is taken
             // before this ctl ends (see `Registration::swallow`).
-            let epoch = self.epoch.load(Ordering::Relaxed);
+            let ctl = self.epoch.load(Ordering::Relaxed);
             let reg = self.reg(idx).expect("registered");
-            reg.swallow = Some(epoch);
+            reg.swallow = Some(Swallow {
+                ctl,
+                elsewhere: false,
+            });
             if ev.req_flags & KEVENT_REQ_ONESHOT != 0 {
                 reg.disabled = true;
             } else if reg.level_fd() {

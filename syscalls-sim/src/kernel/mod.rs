@@ -37,7 +37,7 @@ pub(crate) use lock::KernelLock;
 pub(crate) use release::Completions;
 
 use crate::abi::*;
-use crate::epoll::Reports;
+use crate::epoll::{Reports, Taken};
 use crate::harvesters::Harvesters;
 use crate::outbox::Outbox;
 use crate::peer::{PeerId, PeerLimits, Peers};
@@ -209,8 +209,8 @@ impl Kernel {
 
     // --- readiness ----------------------------------------------------------------------
 
-    /// Handles one epoll event, taken when [`Kernel::epoch`] read `epoch`.
-    pub(crate) fn on_token(&mut self, tok: u64, flags: u32, epoch: u64) {
+    /// Handles one epoll event, taken by a wait at `taken`.
+    pub(crate) fn on_token(&mut self, tok: u64, flags: u32, taken: Taken) {
         match tok {
             TOKEN_DOORBELL => {
                 // Reset it; the releases it announces are handled by `service`, the
@@ -263,9 +263,9 @@ impl Kernel {
                 let Some(reg) = self.reg(idx).filter(|r| r.gen == gen) else {
                     return;
                 };
-                if let Some(added) = reg.swallow.take() {
+                if let Some(sw) = reg.swallow.take() {
                     // The report of the readiness ADD found (see `Registration::swallow`).
-                    if added != epoch {
+                    if !sw.is_adds(taken) {
                         if let Some(bits) = self.poll_one(idx).filter(|&b| b != 0) {
                             self.mark_ready(idx, bits, 0);
                         }
@@ -563,7 +563,7 @@ impl Kernel {
     /// the poller reset the bell itself, and its own edges need no ringing again.
     pub(crate) fn harvest_reports(&mut self, reports: &Reports, reserve: u64) -> u64 {
         for (tok, flags) in reports.iter().filter(|&(tok, _)| tok != TOKEN_BELL) {
-            self.on_token(tok, flags, reports.epoch());
+            self.on_token(tok, flags, reports.taken());
         }
         self.recheck_done();
         let n = self.service(reserve);
@@ -581,12 +581,17 @@ impl Kernel {
         REPORTS.with(|reports| {
             let mut reports = reports.borrow_mut();
             let zero = kevent_ring::timespec(0);
-            if reports
+            // Until epoll has no more: a ctl's harvest must find the reports its ADDs
+            // queued (`Swallow`).
+            while reports
                 .take(self.epoll.as_fd(), Some(&zero), &self.epoch)
                 .is_ok()
             {
                 for (tok, flags) in reports.iter() {
-                    self.on_token(tok, flags, reports.epoch());
+                    self.on_token(tok, flags, reports.taken());
+                }
+                if !reports.filled() {
+                    break;
                 }
             }
         });
