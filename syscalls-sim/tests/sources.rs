@@ -11,6 +11,7 @@ use std::time::{Duration, Instant};
 
 use kevent_ring::{monotonic_now, realtime_now};
 use kevent_syscalls::*;
+use util::proc::thread_cpu;
 use util::*;
 
 // --- sockets and pipes ---------------------------------------------------------------
@@ -181,18 +182,6 @@ fn periodic_timer_counts_its_expirations_in_ret_data() {
     assert_eq!(first.ret_data[1], 0, "high half of the count");
     // And it keeps firing.
     assert_eq!(q.get_one().user, 1);
-}
-
-/// CPU time (user + system) the thread `tid` of this process has used.
-fn thread_cpu(tid: i32) -> Duration {
-    let stat = std::fs::read_to_string(format!("/proc/self/task/{tid}/stat")).unwrap();
-    let rest = &stat[stat.rfind(')').unwrap() + 1..];
-    let f: Vec<&str> = rest.split_whitespace().collect();
-    // utime and stime are fields 14 and 15: the 12th and 13th after the state.
-    let ticks: u64 = f[11].parse::<u64>().unwrap() + f[12].parse::<u64>().unwrap();
-    // SAFETY: sysconf has no preconditions.
-    let hz = unsafe { libc::sysconf(libc::_SC_CLK_TCK) } as u64;
-    Duration::from_millis(ticks * 1000 / hz)
 }
 
 #[test]

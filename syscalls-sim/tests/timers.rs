@@ -231,3 +231,50 @@ fn ten_thousand_timers_hold_no_fd_each() {
     )]);
     assert!(my_fds().len() <= before + 2);
 }
+
+#[test]
+fn a_oneshot_periodic_timer_rests_until_modify_and_then_counts_every_period_passed() {
+    let q = Q::new(64);
+    // Every 10 µs, ONESHOT: one event, then disabled until MODIFY.
+    let t = ev(
+        KEVENT_TIMER,
+        10_000,
+        KEVENT_TIMER_FIRED,
+        KEVENT_REQ_ONESHOT,
+        5,
+    );
+    let added_at = Instant::now();
+    q.add(&mut [t]);
+    let first = q.get_one();
+    assert_eq!(
+        (first.user, first.event),
+        (5, KEVENT_TIMER_FIRED),
+        "{first:?}"
+    );
+    let disabled_at = Instant::now();
+    let tid = q.queue().producer_tid().expect("producer runs");
+    let before = util::proc::thread_cpu(tid);
+    std::thread::sleep(Duration::from_millis(300));
+    let spent = util::proc::thread_cpu(tid) - before;
+    assert!(
+        spent < Duration::from_millis(60),
+        "the producer spent {spent:?} of CPU in 300 ms on a disabled 10 µs timer"
+    );
+    q.expect_none(Duration::from_millis(50));
+    // Enabled again, it reports at once what passed while it rested: ~35,000 periods.
+    let mut modify = [t];
+    q.ctl_ok(KEVENT_CTL_MODIFY, &mut modify);
+    let next = q.get_one();
+    let n = u64::from(next.ret_data[0]) | u64::from(next.ret_data[1]) << 32;
+    // Not one period lost or made up: both events together count at most the periods
+    // since the ADD.
+    let passed = added_at.elapsed().as_nanos() as u64 / 10_000;
+    let total = u64::from(first.ret_data[0]) + n;
+    assert!(
+        n >= 300 * MS / 10_000 && total <= passed,
+        "{n} expirations counted after resting {} ms ({total} in all, at most {passed})",
+        disabled_at.elapsed().as_millis()
+    );
+    // ONESHOT again: one event, then quiet.
+    q.expect_none(Duration::from_millis(100));
+}

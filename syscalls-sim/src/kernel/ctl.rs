@@ -457,6 +457,11 @@ impl Kernel {
         reg.ev.req_flags = ev.req_flags;
         reg.ev.user = ev.user;
         reg.disabled = false;
+        if reg.paused && reg.pending == Pending::Idle {
+            // A timer that rested while disabled runs again (`timers.rs`).
+            reg.paused = false;
+            self.resume_timer(idx);
+        }
         // Like EPOLL_CTL_MOD: a source that is ready now is reported.
         if let Some(bits) = self.poll_one(idx) {
             if bits != 0 {

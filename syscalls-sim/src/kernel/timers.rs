@@ -66,10 +66,12 @@ impl Kernel {
 
     /// Timer `idx`, taken from its heap (no longer armed), is due at `now`.
     fn fire(&mut self, idx: usize, now: u64) {
-        if self.only_merges(idx) {
-            // Its entry is still out: the timer waits, uncounted, until the entry is
-            // released (`resume_timer`), then counts what passed. A fast timer must not
-            // keep the kernel busy meanwhile.
+        let disabled = self.regs[idx].as_ref().is_some_and(|r| r.disabled);
+        if disabled || self.only_merges(idx) {
+            // Its entry is still out, or it is a ONESHOT kevent that fired (disabled
+            // until MODIFY): the timer waits, uncounted, until the entry is released or
+            // MODIFY enables it (`resume_timer`), then counts what passed. A fast
+            // periodic timer must not keep the kernel busy meanwhile.
             let reg = self.regs[idx].as_mut().expect("registered");
             if let Source::Timer { armed, .. } = &mut reg.source {
                 *armed = false;

@@ -1,6 +1,6 @@
 //! Helpers of the tests that fork: children that run a closure and `_exit`, a guard that
 //! kills what a test leaves running, words shared with children, bounded test bodies, a
-//! process's memory and fds, and a fixed-seed random source.
+//! process's memory, fds and a thread's CPU time, and a fixed-seed random source.
 
 use std::panic::AssertUnwindSafe;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -238,4 +238,16 @@ pub fn within<T: Send + 'static>(
         let _ = tx.send(f());
     });
     rx.recv_timeout(limit).ok()
+}
+
+/// CPU time (user + system) the thread `tid` of this process has used.
+pub fn thread_cpu(tid: i32) -> Duration {
+    let stat = std::fs::read_to_string(format!("/proc/self/task/{tid}/stat")).unwrap();
+    let rest = &stat[stat.rfind(')').unwrap() + 1..];
+    let f: Vec<&str> = rest.split_whitespace().collect();
+    // utime and stime are fields 14 and 15: the 12th and 13th after the state.
+    let ticks: u64 = f[11].parse::<u64>().unwrap() + f[12].parse::<u64>().unwrap();
+    // SAFETY: sysconf has no preconditions.
+    let hz = unsafe { libc::sysconf(libc::_SC_CLK_TCK) } as u64;
+    Duration::from_millis(ticks * 1000 / hz)
 }
