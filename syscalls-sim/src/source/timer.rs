@@ -10,7 +10,8 @@
 //! entry), never dropped.
 //!
 //! The heap deletes lazily: an entry is `(due, registration, generation)`, acted on only
-//! if that registration still is armed for that deadline (`Kernel::timer_is_armed`).
+//! if that registration still is armed for that deadline (`kernel/timers.rs`,
+//! `is_armed`).
 //! Entries of removed timers are dropped when they reach the top, or all at once when
 //! they outnumber the armed timers (ADD/REMOVE churn must not grow the heap).
 
@@ -238,6 +239,8 @@ impl PerClock {
 
 #[cfg(test)]
 mod tests {
+    use std::os::fd::AsFd;
+
     use super::*;
 
     #[test]
@@ -275,6 +278,4 @@ mod tests {
         timers.take_due(Clock::Monotonic, far, kept, &mut due);
         assert_eq!(due, vec![(0, 1, far)]);
     }
-
-    use std::os::fd::AsFd;
 }
