@@ -45,7 +45,8 @@ pub(crate) struct Registration {
     /// epoll_ctl(ADD) queued of the same readiness must not be delivered again
     /// ([`Swallow`]).
     pub(crate) swallow: Option<Swallow>,
-    /// A timer held back (out of its heap, uncounted) until its entry is released.
+    /// A timer held back (out of its heap, uncounted) until its entry is released, or
+    /// (disabled by ONESHOT) until MODIFY (`kernel/timers.rs`).
     pub(crate) paused: bool,
     /// The `poll(2)` status flags of an fd seen since the last entry (`POLLIN`,
     /// `POLLOUT`, `POLLPRI`, `POLLERR`, `POLLHUP`, `POLLRDHUP`): an fd event carries them
