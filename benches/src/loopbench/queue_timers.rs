@@ -9,7 +9,10 @@
 //! | epoll + timerfd | `timerfd_create`, `timerfd_settime` (absolute), `epoll_ctl(ADD)` | `epoll_wait`, `read` of the timerfd |
 //!
 //! Both waiting threads run with a 1 ns timer slack (`PR_SET_TIMERSLACK`); a timerfd's
-//! expiry has none either way.
+//! expiry has none either way. The adding thread starts once the waiting thread runs
+//! (a channel says so): a thread just spawned may not be scheduled for a millisecond on
+//! a busy 2-vCPU machine, and every timer due meanwhile would be late by the start-up
+//! of a thread, not by the path under test.
 
 use std::os::fd::{AsFd, OwnedFd};
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -81,8 +84,10 @@ fn run_kevent(count: usize, delay: Duration) -> Result<Vec<u64>, String> {
     );
     let deadlines = Arc::new(Mutex::new(vec![0u64; count]));
     let (q, d) = (queue.clone(), deadlines.clone());
+    let (running, started) = std::sync::mpsc::channel();
     let waiter = std::thread::spawn(move || -> Result<Vec<u64>, String> {
         precise_timers()?;
+        let _ = running.send(());
         let mut out = Vec::with_capacity(count);
         let end = Instant::now() + PATIENCE;
         while out.len() < count {
@@ -100,6 +105,8 @@ fn run_kevent(count: usize, delay: Duration) -> Result<Vec<u64>, String> {
         }
         Ok(out)
     });
+    // (A waiter that failed before it ran has dropped the sender: its error comes below.)
+    let _ = started.recv();
     for i in 0..count {
         let at = Instant::now() + delay;
         // `timer_at` converts to CLOCK_MONOTONIC nanoseconds, as `now_ns` reads it.
@@ -127,8 +134,10 @@ fn run_epoll(count: usize, delay: Duration) -> Result<Vec<u64>, String> {
         Arc::new(Mutex::new((0..count).map(|_| None).collect()));
     let stop = Arc::new(AtomicBool::new(false));
     let (e, d, f, s) = (ep.clone(), deadlines.clone(), fds.clone(), stop.clone());
+    let (running, started) = std::sync::mpsc::channel();
     let waiter = std::thread::spawn(move || -> Result<Vec<u64>, String> {
         precise_timers()?;
+        let _ = running.send(());
         let mut out = Vec::with_capacity(count);
         let mut events = Vec::with_capacity(64);
         let end = Instant::now() + PATIENCE;
@@ -161,6 +170,7 @@ fn run_epoll(count: usize, delay: Duration) -> Result<Vec<u64>, String> {
         }
         Ok(out)
     });
+    let _ = started.recv();
     for i in 0..count {
         let deadline = now_ns() + delay.as_nanos() as u64;
         let tfd = timerfd_create(
