@@ -1,7 +1,7 @@
 //! A peer's fds go with it (ARCHITECTURE.md §5): what the owner holds for a peer — the
 //! duplicate of a socket it registered, its own gate connection registered in the queue
 //! — is closed when the peer dies (death, not only EOF: its registered gate connection
-//! must not keep it alive), whether it exits or is killed.
+//! must not keep it alive), whether it exits or is killed; and its timers never fire.
 //!
 //! Children are forked from the test thread, run a closure and `_exit`; they report
 //! through words of shared memory (`util/peer.rs`) and are killed by a guard if a test
@@ -252,5 +252,57 @@ fn peers_that_register_their_own_gate_connection_and_exit_free_it() {
             t0.elapsed()
         );
         q.close();
+    });
+}
+
+/// A killed peer's timers go with it: 500 timers it added, due 300 ms later, never fire
+/// for anyone (the owner's heap keeps their entries only as stale ones, dropped), and
+/// the owner's table is empty again.
+#[test]
+fn a_killed_peers_timers_never_fire() {
+    bounded(Duration::from_secs(30), || {
+        let dir = TempDir::new("peers-timers");
+        let (q, h, path) = owner_queue(64, &dir);
+        let board = SharedWords::new(1);
+        let mut kids = Children::default();
+        let peer = kids.fork(|| {
+            let Ok(cq) = Instance::connect(&path) else {
+                return 2;
+            };
+            let at = kevent_ring::monotonic_now() + 300_000_000;
+            let mut timers: Vec<Ukevent> = (0..500u64)
+                .map(|i| {
+                    ev(
+                        KEVENT_TIMER,
+                        at + i,
+                        KEVENT_TIMER_FIRED | KEVENT_TIMER_ABSTIME,
+                        0,
+                        PEER_COOKIE,
+                    )
+                })
+                .collect();
+            let r = cq.ctl(KEVENT_CTL_ADD, &mut timers);
+            board.at(0).store(pack(&r, &timers[0]), SeqCst);
+            std::mem::forget(cq); // dies holding it
+            loop {
+                std::thread::sleep(Duration::from_secs(1));
+            }
+        });
+        let added = await_word(&board, 0, Duration::from_secs(10), "the peer's ADD");
+        assert_entry_ok(added, "the peer's ADD of 500 timers");
+        let registered = || q.ring().stats().registered.load(SeqCst);
+        assert_eq!(registered(), 500, "the peer's timers are registered");
+        let st = kids.kill(peer);
+        assert_eq!(st.terminating_signal(), Some(libc::SIGKILL));
+        assert!(
+            wait_until(Duration::from_secs(2), || registered() == 0),
+            "{} of the dead peer's timers still registered",
+            registered()
+        );
+        // Past their deadline: nothing for anyone.
+        let mut buf = [Ukevent::default(); 64];
+        let n = kevent_get_events(h.0, 1, 64, Some(600_000_000), &mut buf, 0)
+            .expect("kevent_get_events");
+        assert_eq!(n, 0, "a dead peer's timers fired: {:?}", &buf[..n]);
     });
 }
