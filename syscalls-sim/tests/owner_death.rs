@@ -6,9 +6,9 @@
 //! asleep on the queue's notify fd (which becomes readable; the next zero-timeout wait
 //! answers `EPIPE`).
 //!
-//! The owner is a forked child (so that it can be killed): it creates the queue, serves
-//! its gate on a temporary path, says so through a shared word and sleeps until it is
-//! killed. The consumers are this test process (`Instance::connect`, a thread of it
+//! The owner is this test binary executed anew (so that it can be killed; not a fork,
+//! see [`Owner`]): it creates the queue, serves its gate on a temporary path, says so on
+//! its stdout and sleeps until it is killed. The consumers are this test process (`Instance::connect`, a thread of it
 //! sleeping) or more forked children. The tests assert a generous bound (2 s) and print
 //! the measured latency; a consumer still asleep 3 s after the kill fails the test
 //! (the sleeping thread is left behind; forked children are killed by a guard).
@@ -44,44 +44,48 @@ const POLL_TIMEOUT: Duration = Duration::from_secs(10);
 
 // --- the owner -----------------------------------------------------------------------
 
-/// The queue's owner, a forked child serving the gate at `path`.
+/// The queue's owner, serving the gate at `path`: this test binary executed anew
+/// ([`owner_entry`]), not a fork of this process — a forked child's new threads could
+/// hang on a lock a thread of this one held at the fork (`util/proc.rs`, `fork_child`).
 struct Owner {
     pid: Pid,
     path: PathBuf,
     _dir: TempDir,
-    _board: SharedWords,
 }
 
-/// Forks the owner: it creates a queue with a user kevent (id 1), serves its gate at a
-/// fresh path, says it is ready, and sleeps until it is killed.
+/// The environment variable that makes the executed copy the owner (the path to serve).
+const OWNER_ENV: &str = "KEVENT_TEST_OWNER";
+/// What the owner prints once it serves the queue.
+const READY: &str = "kevent-test-owner-ready";
+
+/// The owner's entry point. In a normal run it returns at once; in the copy
+/// [`start_owner`] executes ([`OWNER_ENV`] set, only this test selected) it creates a
+/// queue with a user kevent (id 1), serves its gate at that path, prints [`READY`] and
+/// sleeps until it is killed.
+#[test]
+fn owner_entry() {
+    let Some(path) = std::env::var_os(OWNER_ENV) else {
+        return;
+    };
+    let q = Instance::create(64, 0).expect("the owner's queue");
+    q.ctl(KEVENT_CTL_ADD, &mut [user_ev(1, 0)])
+        .expect("the owner's kevent");
+    q.listen(std::path::Path::new(&path)).expect("listen");
+    println!("{READY}");
+    loop {
+        std::thread::sleep(Duration::from_secs(1));
+    }
+}
+
+/// Starts the owner serving a fresh path and waits until it says it is ready.
 fn start_owner(kids: &mut Children) -> Owner {
     let dir = TempDir::new("owner-death");
     let path = dir.0.join("gate.sock");
-    let board = SharedWords::new(1);
-    let pid = kids.fork(|| {
-        let Ok(q) = Instance::create(64, 0) else {
-            return 2;
-        };
-        if q.ctl(KEVENT_CTL_ADD, &mut [user_ev(1, 0)]).is_err() {
-            return 3;
-        }
-        if q.listen(&path).is_err() {
-            return 4;
-        }
-        board.at(0).store(1, SeqCst);
-        loop {
-            std::thread::sleep(Duration::from_secs(1));
-        }
-    });
-    assert!(
-        board.reaches(0, 1, Duration::from_secs(10)),
-        "the owner did not start"
-    );
+    let pid = kids.exec_entry("owner_entry", (OWNER_ENV, path.as_os_str()), READY);
     Owner {
         pid,
         path,
         _dir: dir,
-        _board: board,
     }
 }
 

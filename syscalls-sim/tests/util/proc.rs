@@ -57,8 +57,10 @@ pub fn fork_child(f: impl FnOnce() -> i32) -> Pid {
     // standard library's registry of threads, locked by every thread as it starts and
     // ends. A child that starts threads (`Instance::create`) hangs at the first if a
     // parent thread was starting or ending at the fork — rare (the kevent crate's
-    // `owner_death_loop.rs` saw it about once in 3,000 runs under load and now executes
-    // its owner anew, as `worker.rs` does); the owners forked here keep that risk.
+    // `owner_death_loop.rs` saw it about once in 3,000 runs under load): a child that
+    // makes a queue is better run with `Children::exec_entry` (`owner_death.rs`'s owner
+    // is); the owners of `gate_bounds.rs` and `peer_bounds.rs`, which take orders through
+    // shared words, are still forked and keep that rare risk.
     let pid = unsafe { libc::fork() };
     assert!(pid >= 0, "fork: {}", std::io::Error::last_os_error());
     if pid == 0 {
@@ -143,6 +145,51 @@ impl Children {
     }
 
     /// SIGKILLs `pid` and reaps it.
+    /// Runs this test binary anew as a child — its test `entry` alone, with the
+    /// environment variable `env.0` set to `env.1` — and waits until the child prints a
+    /// line ending in `ready` (fails the test if it has not within 10 s). Unlike
+    /// [`fork_child`], the child may start threads (a queue's owner does): it inherits no
+    /// lock a thread of this process held. It dies with this thread
+    /// (`PR_SET_PDEATHSIG`) and is killed by the guard like a forked child.
+    pub fn exec_entry(&mut self, entry: &str, env: (&str, &std::ffi::OsStr), ready: &str) -> Pid {
+        use std::os::unix::process::CommandExt;
+        let exe = std::env::current_exe().expect("the test binary");
+        let mut cmd = std::process::Command::new(exe);
+        cmd.args([entry, "--exact", "--nocapture", "--test-threads=1"])
+            .env(env.0, env.1)
+            .stdin(std::process::Stdio::null())
+            .stdout(std::process::Stdio::piped());
+        // SAFETY: runs in the forked child before `exec`; prctl(PR_SET_PDEATHSIG) is
+        // async-signal-safe and only sets a property of that process.
+        unsafe {
+            cmd.pre_exec(|| {
+                libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL);
+                Ok(())
+            });
+        }
+        let mut child = cmd.spawn().expect("run the test binary anew");
+        let pid = Pid::from_raw(child.id() as i32).expect("a pid");
+        // Reaped by `wait`/`kill`/the guard, through its pid (dropping `child` neither
+        // waits nor kills).
+        self.0.push(pid);
+        let stdout = child.stdout.take().expect("its stdout");
+        let (tx, rx) = mpsc::channel();
+        let ready = ready.to_owned();
+        std::thread::spawn(move || {
+            let seen = std::io::BufRead::lines(std::io::BufReader::new(stdout))
+                .map_while(Result::ok)
+                // The harness may have begun the line (`test owner_entry ... `).
+                .any(|l| l.ends_with(&ready));
+            let _ = tx.send(seen);
+        });
+        assert_eq!(
+            rx.recv_timeout(Duration::from_secs(10)),
+            Ok(true),
+            "{entry}, executed anew, did not say it was ready"
+        );
+        pid
+    }
+
     pub fn kill(&mut self, pid: Pid) -> WaitStatus {
         rustix::process::kill_process(pid, Signal::KILL).expect("kill");
         self.wait(pid, Duration::from_secs(10))
