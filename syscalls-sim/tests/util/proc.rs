@@ -167,10 +167,11 @@ impl Children {
                 Ok(())
             });
         }
+        // Reaped by `wait`/`kill`/the guard, through its pid (dropping `child` neither
+        // waits nor kills), as a forked child is.
+        #[allow(clippy::zombie_processes)]
         let mut child = cmd.spawn().expect("run the test binary anew");
         let pid = Pid::from_raw(child.id() as i32).expect("a pid");
-        // Reaped by `wait`/`kill`/the guard, through its pid (dropping `child` neither
-        // waits nor kills).
         self.0.push(pid);
         let stdout = child.stdout.take().expect("its stdout");
         let (tx, rx) = mpsc::channel();
