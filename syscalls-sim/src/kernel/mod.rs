@@ -158,7 +158,7 @@ impl Kernel {
             sig_regs: HashMap::new(),
             inodes: Inodes::default(),
             wd_regs: HashMap::new(),
-            timers: Timers::default(),
+            timers: Timers::new([TOKEN_TIMERS_MONOTONIC, TOKEN_TIMERS_REALTIME]),
             timers_due: Vec::new(),
         }
     }

@@ -4,19 +4,11 @@
 
 use std::os::fd::AsFd;
 
-use super::{Kernel, TOKEN_TIMERS_MONOTONIC, TOKEN_TIMERS_REALTIME};
+use super::Kernel;
 use crate::abi::*;
 use crate::registration::Registration;
 use crate::source::timer::{self, Clock};
 use crate::source::Source;
-
-/// The epoll token of `clock`'s timerfd.
-pub(super) fn clock_token(clock: Clock) -> u64 {
-    match clock {
-        Clock::Monotonic => TOKEN_TIMERS_MONOTONIC,
-        Clock::Realtime => TOKEN_TIMERS_REALTIME,
-    }
-}
 
 /// Whether registration `idx` of generation `gen` is a timer armed for `due` (a heap
 /// entry that says otherwise is stale).
@@ -30,15 +22,8 @@ impl Kernel {
     /// The source of a new timer kevent (registration `idx`, generation `gen`), scheduled.
     pub(super) fn add_timer(&mut self, ev: &Ukevent, idx: usize, gen: u32) -> Result<Source, i32> {
         let s = timer::schedule_of(ev)?;
-        let epoll = self.epoll.clone();
-        self.timers.schedule(
-            epoll.as_fd(),
-            clock_token(s.clock),
-            s.clock,
-            s.due,
-            idx,
-            gen,
-        )?;
+        self.timers
+            .schedule(self.epoll.as_fd(), s.clock, s.due, idx, gen)?;
         Ok(Source::Timer {
             clock: s.clock,
             due: s.due,
@@ -96,11 +81,10 @@ impl Kernel {
         *armed = next.is_some();
         if let Some(next) = next {
             *due = next;
-            let epoll = self.epoll.clone();
             // The clock's timerfd exists (this timer was in its heap): cannot fail.
             let _ = self
                 .timers
-                .schedule(epoll.as_fd(), clock_token(clock), clock, next, idx, gen);
+                .schedule(self.epoll.as_fd(), clock, next, idx, gen);
         }
         self.mark_ready(idx, KEVENT_TIMER_FIRED, n);
     }
@@ -120,11 +104,10 @@ impl Kernel {
         };
         *armed = true;
         let (clock, due) = (*clock, *due);
-        let epoll = self.epoll.clone();
         // The clock's timerfd exists (this timer was in its heap before): cannot fail.
         let _ = self
             .timers
-            .schedule(epoll.as_fd(), clock_token(clock), clock, due, idx, gen);
+            .schedule(self.epoll.as_fd(), clock, due, idx, gen);
     }
 
     /// A timer kevent was removed (its registration is out of the table): its heap

@@ -104,9 +104,11 @@ pub(crate) fn expirations(due: u64, period: u64, now: u64) -> (u64, Option<u64>)
 type Entry = Reverse<(u64, usize, u32)>;
 
 /// The queue's timers: a heap and a timerfd per clock.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub(crate) struct Timers {
     clocks: [PerClock; 2],
+    /// Each clock's epoll token (indexed as `clocks`), given to its timerfd.
+    tokens: [u64; 2],
 }
 
 #[derive(Debug, Default)]
@@ -121,18 +123,27 @@ struct PerClock {
 }
 
 impl Timers {
-    /// Schedules registration `idx` (generation `gen`) at `due` on `clock`. `token` is the
-    /// clock's epoll token, used when its timerfd is made: that (the clock's first timer)
-    /// is the only step that can fail (`EMFILE`, `ENOMEM`).
+    /// No timers yet; a clock's timerfd, made with its first timer, joins the epoll set
+    /// as `tokens[clock]` (monotonic, realtime).
+    pub(crate) fn new(tokens: [u64; 2]) -> Timers {
+        Timers {
+            clocks: Default::default(),
+            tokens,
+        }
+    }
+
+    /// Schedules registration `idx` (generation `gen`) at `due` on `clock`. Making the
+    /// clock's timerfd (its first timer) is the only step that can fail (`EMFILE`,
+    /// `ENOMEM`).
     pub(crate) fn schedule(
         &mut self,
         epoll_fd: BorrowedFd<'_>,
-        token: u64,
         clock: Clock,
         due: u64,
         idx: usize,
         gen: u32,
     ) -> Result<(), i32> {
+        let token = self.tokens[clock.index()];
         let c = &mut self.clocks[clock.index()];
         if c.tfd.is_none() {
             let id = match clock {
@@ -256,16 +267,16 @@ mod tests {
     fn removed_timers_do_not_grow_the_heap() {
         let epoll = rustix::event::epoll::create(rustix::event::epoll::CreateFlags::CLOEXEC)
             .expect("epoll");
-        let mut timers = Timers::default();
+        let mut timers = Timers::new([7, 8]);
         let far = Clock::Monotonic.now() + 3_600_000_000_000;
         // One timer stays armed; 100,000 others are added and removed at once.
         timers
-            .schedule(epoll.as_fd(), 7, Clock::Monotonic, far, 0, 1)
+            .schedule(epoll.as_fd(), Clock::Monotonic, far, 0, 1)
             .expect("schedule");
         let kept = |idx: usize, gen: u32, _due: u64| (idx, gen) == (0, 1);
         for i in 1..100_000u32 {
             timers
-                .schedule(epoll.as_fd(), 7, Clock::Monotonic, far + u64::from(i), 1, i)
+                .schedule(epoll.as_fd(), Clock::Monotonic, far + u64::from(i), 1, i)
                 .expect("schedule");
             timers.forget(Clock::Monotonic, kept);
         }
