@@ -34,6 +34,7 @@ pub enum Readiness {
 
 impl Event {
     /// The event as the kernel wrote it.
+    #[inline]
     pub fn from_raw(raw: sys::Ukevent) -> Event {
         Event { raw }
     }

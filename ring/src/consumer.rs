@@ -53,6 +53,7 @@ impl Claim {
 
 impl Ring {
     /// Whether there are published entries nobody has claimed.
+    #[inline]
     pub fn has_claimable(&self) -> bool {
         // Acquire on kidx: pairs with the producer's Release publish.
         self.cidx() < self.kidx()
@@ -162,11 +163,13 @@ impl Ring {
     /// checks this when `uidx` passes the entry, before it reuses the slot). A DONE
     /// without it was never claimed — a stray write turned READY into DONE — and is
     /// delivered again rather than lost silently.
+    #[inline]
     pub fn was_claimed(&self, pos: u64) -> bool {
         self.slot(pos).claim.load(Ordering::Relaxed) == pos
     }
 
     /// The entry at `pos` if consumer `me` owns it (claimed and not yet completed).
+    #[inline]
     pub fn take(&self, me: ConsumerId, pos: u64) -> Option<Ukevent> {
         let slot = self.slot(pos);
         let want = SlotState::new(self.lap(pos), me.0, Status::Claimed).encode();
@@ -348,6 +351,7 @@ impl Ring {
     }
 
     /// The decoded state of the slot holding `pos` (for the reaper and inspectors).
+    #[inline]
     pub fn slot_state(&self, pos: u64) -> Option<SlotState> {
         SlotState::decode(self.slot(pos).state.load(Ordering::Acquire))
     }

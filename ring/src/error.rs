@@ -132,6 +132,7 @@ pub enum Broken {
 
 impl Broken {
     /// Decodes the header's `broken` word; `None` for 0 (healthy).
+    #[inline]
     pub fn from_code(code: u32) -> Option<Broken> {
         match code {
             0 => None,

@@ -59,6 +59,7 @@ impl Producer {
     }
 
     /// The next position [`Producer::push`] fills.
+    #[inline]
     pub fn position(&self) -> u64 {
         self.kidx
     }

@@ -149,11 +149,13 @@ impl Ring {
 
     /// The shared counters (posted, coalesced, backlogged, redelivered, ...): what the
     /// producer updates and `kevent stat` reads, without reaching into the header.
+    #[inline]
     pub fn stats(&self) -> &crate::layout::Stats {
         &self.header().stats
     }
 
     /// The shared header.
+    #[inline]
     pub fn header(&self) -> &Header {
         // SAFETY: `header` is valid for the ring's lifetime (see `from_parts`).
         unsafe { self.header.as_ref() }
@@ -161,6 +163,7 @@ impl Ring {
 
     /// The slot that holds position `pos` (always in bounds: the index is masked with
     /// our private capacity).
+    #[inline]
     pub(crate) fn slot(&self, pos: u64) -> &Slot {
         let index = (pos & (self.capacity - 1)) as usize;
         // SAFETY: index < capacity, and `slots` points to `capacity` slots valid for the
@@ -169,11 +172,13 @@ impl Ring {
     }
 
     /// The lap of a position, as stored in a state word.
+    #[inline]
     pub(crate) fn lap(&self, pos: u64) -> u64 {
         (pos >> self.shift) & LAP_MASK
     }
 
     /// Number of slots.
+    #[inline]
     pub fn capacity(&self) -> u64 {
         self.capacity
     }
@@ -194,21 +199,25 @@ impl Ring {
     }
 
     /// The producer position `kidx` as last published.
+    #[inline]
     pub fn kidx(&self) -> u64 {
         self.header().kidx.pos.load(Ordering::Acquire)
     }
 
     /// The claim position `cidx`.
+    #[inline]
     pub fn cidx(&self) -> u64 {
         self.header().cidx.pos.load(Ordering::Acquire)
     }
 
     /// The user (release) position `uidx`.
+    #[inline]
     pub fn uidx(&self) -> u64 {
         self.header().uidx.pos.load(Ordering::Acquire)
     }
 
     /// Whether the ring was marked broken, and why.
+    #[inline]
     pub fn broken(&self) -> Option<Broken> {
         Broken::from_code(self.header().identity.broken.load(Ordering::Acquire))
     }

@@ -55,6 +55,7 @@ pub struct SlotState {
 
 impl SlotState {
     /// Builds a state.
+    #[inline]
     pub fn new(lap: u64, owner: u16, status: Status) -> Self {
         SlotState {
             lap: lap & LAP_MASK,
@@ -64,6 +65,7 @@ impl SlotState {
     }
 
     /// Encodes the state into its word.
+    #[inline]
     pub fn encode(self) -> u64 {
         (self.lap & LAP_MASK) << LAP_SHIFT
             | u64::from(self.owner) << STATUS_BITS
@@ -72,6 +74,7 @@ impl SlotState {
 
     /// Decodes a word read from shared memory; `None` if the status byte is not one of
     /// ours (a foreign or corrupt ring).
+    #[inline]
     pub fn decode(word: u64) -> Option<Self> {
         let status = match word & ((1 << STATUS_BITS) - 1) {
             0 => Status::Empty,

@@ -40,6 +40,7 @@ impl Ukevent {
     }
 
     /// The record as the five little-endian words a slot stores.
+    #[inline]
     pub(crate) fn to_words(self) -> [u64; 5] {
         [
             self.id,
@@ -51,6 +52,7 @@ impl Ukevent {
     }
 
     /// The inverse of [`Ukevent::to_words`].
+    #[inline]
     pub(crate) fn from_words(w: [u64; 5]) -> Self {
         Ukevent {
             id: w[0],

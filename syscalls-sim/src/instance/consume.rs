@@ -77,6 +77,7 @@ impl Instance {
     }
 
     /// Reads a claimed entry (see [`Ring::take`](kevent_ring::Ring::take)).
+    #[inline]
     pub fn entry(&self, pos: u64) -> Option<Ukevent> {
         self.ring.take(self.me, pos)
     }
