@@ -39,8 +39,9 @@ pub(crate) struct Registration {
     pub(crate) disabled: bool,
     /// Counted in `Kernel::watch` (its release must be heard of).
     pub(crate) watched: bool,
-    /// The entry to deliver again (its consumer died), flagged `REDELIVERED`.
-    pub(crate) redeliver: Option<Ukevent>,
+    /// The entry to deliver again (its consumer died), flagged `REDELIVERED` (boxed: rare,
+    /// and a registration's hot fields then share fewer cache lines).
+    pub(crate) redeliver: Option<Box<Ukevent>>,
     /// ADD found this fd ready (and returned or queued that readiness): the report its
     /// epoll_ctl(ADD) queued of the same readiness must not be delivered again
     /// ([`Swallow`]).
@@ -129,9 +130,11 @@ impl Registration {
         self.ready != 0 || self.count != 0 || self.redeliver.is_some()
     }
 
-    /// The entry to publish now; consumes the accumulated readiness.
-    pub(crate) fn take_entry(&mut self) -> Ukevent {
-        if let Some(mut ev) = self.redeliver.take() {
+    /// The entry to publish now, built from what accumulated; [`Registration::consume_entry`]
+    /// once it is published (a push that fails — the ring full — leaves it all in place).
+    pub(crate) fn peek_entry(&self) -> Ukevent {
+        if let Some(ev) = &self.redeliver {
+            let mut ev = **ev;
             ev.ret_flags |= KEVENT_RET_REDELIVERED;
             return ev;
         }
@@ -141,13 +144,24 @@ impl Registration {
         }
         ev.ret_flags = 0;
         ev.ret_data = if self.is_fd() {
-            [0, std::mem::take(&mut self.revents)]
+            [0, self.revents]
         } else {
             [self.count as u32, (self.count >> 32) as u32]
         };
+        ev
+    }
+
+    /// What [`Registration::peek_entry`] built is published: the redelivered entry, or
+    /// else the readiness and counts it carried, are gone from here.
+    pub(crate) fn consume_entry(&mut self) {
+        if self.redeliver.take().is_some() {
+            return;
+        }
+        if self.is_fd() {
+            self.revents = 0;
+        }
         self.ready = 0;
         self.count = 0;
-        ev
     }
 
     /// Keeps the status flags of a readiness report of this fd (see `revents`).

@@ -272,3 +272,47 @@ fn a_level_triggered_fd_is_reported_again_when_another_entry_reuses_its_slot_fir
         }
     }
 }
+
+#[test]
+fn a_hang_up_that_waits_in_the_backlog_keeps_its_status_flags() {
+    // The `poll(2)` status of an fd event (`ret_data[1]`: POLLHUP here, the writer gone)
+    // travels with its entry through the backlog. It was lost for the kevent at the
+    // backlog's head whenever a push found the ring full (the entry was built, its
+    // status taken, and the push refused). Eight hung-up pipes on a ring of two: each
+    // delivered once, each with POLLHUP.
+    const N: usize = 8;
+    let q = Q::new(2);
+    let mut keep = Vec::new();
+    let mut evs: Vec<Ukevent> = (0..N)
+        .map(|i| {
+            let (r, w) = nonblocking_pipe();
+            rustix::io::write(&w, b"x").unwrap();
+            drop(w);
+            let flags = KEVENT_REQ_ET | KEVENT_REQ_ALWAYS_QUEUE;
+            let ev = fd_ev(KEVENT_PIPE, &r, KEVENT_SOCKET_RECV, flags, i as u64);
+            keep.push(r);
+            ev
+        })
+        .collect();
+    q.ctl_ok(KEVENT_CTL_ADD, &mut evs);
+    let mut seen = vec![0u32; N];
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while seen.contains(&0) && Instant::now() < deadline {
+        let (claim, got) = q.claim(1, Duration::from_millis(500));
+        for e in &got {
+            seen[e.user as usize] += 1;
+            assert_ne!(
+                e.ret_data[1] & KEVENT_POLL_POLLHUP,
+                0,
+                "kevent {} came without its hang-up: {e:?}",
+                e.user
+            );
+        }
+        if !claim.is_empty() {
+            q.commit_to(claim.end);
+        }
+    }
+    q.expect_none(QUIET);
+    assert_eq!(seen, vec![1; N], "deliveries per kevent");
+    drop(keep);
+}

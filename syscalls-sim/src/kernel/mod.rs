@@ -258,28 +258,32 @@ impl Kernel {
                     }
                 }
             }
-            _ => {
-                let (idx, gen) = ((tok & 0xffff_ffff) as usize, (tok >> 32) as u32);
-                let Some(reg) = self.reg(idx).filter(|r| r.gen == gen) else {
-                    return;
-                };
-                if let Some(sw) = reg.swallow.take() {
-                    // The report of the readiness ADD found (see `Registration::swallow`).
-                    if !sw.is_adds(taken) {
-                        if let Some(bits) = self.poll_one(idx).filter(|&b| b != 0) {
-                            self.mark_ready(idx, bits, 0);
-                        }
-                    }
-                    return;
+            _ => self.on_fd_token(tok, flags, taken),
+        }
+    }
+
+    /// [`Kernel::on_token`] for a registration's token: an fd's readiness report (the
+    /// path of nearly every event, kept to one look-up of the registration).
+    #[inline]
+    fn on_fd_token(&mut self, tok: u64, flags: u32, taken: Taken) {
+        let (idx, gen) = ((tok & 0xffff_ffff) as usize, (tok >> 32) as u32);
+        let Some(reg) = self.reg(idx).filter(|r| r.gen == gen) else {
+            return;
+        };
+        if let Some(sw) = reg.swallow.take() {
+            // The report of the readiness ADD found (see `Registration::swallow`).
+            if !sw.is_adds(taken) {
+                if let Some(bits) = self.poll_one(idx).filter(|&b| b != 0) {
+                    self.mark_ready(idx, bits, 0);
                 }
-                let reg = self.regs[idx].as_mut().expect("registered");
-                if let Source::Fd { .. } = &reg.source {
-                    let bits = fd::report(reg.ev.type_, reg.ev.event, flags);
-                    if bits != 0 {
-                        reg.note_revents(flags);
-                        self.mark_ready(idx, bits, 0);
-                    }
-                }
+            }
+            return;
+        }
+        if let Source::Fd { .. } = &reg.source {
+            let bits = fd::report(reg.ev.type_, reg.ev.event, flags);
+            if bits != 0 {
+                reg.note_revents(flags);
+                self.mark_ready(idx, bits, 0);
             }
         }
     }
@@ -337,7 +341,6 @@ impl Kernel {
     /// New readiness (`bits`) or arrivals (`count`) for a kevent: queue an entry, or merge
     /// into the one already pending.
     fn mark_ready(&mut self, idx: usize, bits: u32, count: u64) {
-        let ring = self.ring().clone();
         let Some(reg) = self.reg(idx) else { return };
         if reg.disabled {
             return;
@@ -346,7 +349,9 @@ impl Kernel {
         reg.count = reg.count.saturating_add(count);
         let edge = reg.edge_triggered();
         let is_fd = reg.is_fd();
-        match reg.pending {
+        let pending = reg.pending;
+        let ring = self.producer.ring();
+        match pending {
             Pending::Idle => self.publish(idx),
             Pending::Backlog => {
                 ring.stats().coalesced.fetch_add(1, Ordering::Relaxed);
@@ -398,10 +403,6 @@ impl Kernel {
 
     /// Pushes `idx`'s entry into the ring (not yet flushed).
     fn try_push(&mut self, idx: usize) -> Result<(), PushError> {
-        let reg = self.regs[idx].as_mut().expect("registered");
-        let wake_all = reg.ev.req_flags & KEVENT_REQ_WAKEUP_ALL != 0;
-        let saved = (reg.ready, reg.count, reg.redeliver);
-        let entry = reg.take_entry();
         // The slot about to be filled held the entry of position `next - capacity`: its
         // release must be accounted for — its claim stamp read — before the push
         // overwrites it. If it was not released when we looked, the ring is full to us,
@@ -409,44 +410,29 @@ impl Kernel {
         // would overwrite a stamp nobody read, and a claimed entry would be taken for an
         // unclaimed one and delivered twice (tests/consumers_racing_the_producer.rs).
         let (next, cap) = (self.producer.position(), self.ring().capacity());
-        let accounted = next < cap || {
+        if next >= cap && self.released <= next - cap {
+            if let Ok(released) = self.producer.released(self.released) {
+                self.note_releases(released.end.min(next + 1 - cap));
+            }
             if self.released <= next - cap {
-                if let Ok(released) = self.producer.released(self.released) {
-                    self.note_releases(released.end.min(next + 1 - cap));
-                }
-            }
-            self.released > next - cap
-        };
-        let pushed = if accounted {
-            self.producer.push(&entry, wake_all)
-        } else {
-            Err(PushError::Full)
-        };
-        match pushed {
-            Ok(pos) => {
-                let reg = self.regs[idx].as_mut().expect("registered");
-                reg.pending = Pending::InRing(pos);
-                if reg.ev.req_flags & KEVENT_REQ_ONESHOT != 0 {
-                    reg.disabled = true;
-                }
-                let (gen, level_fd) = (reg.gen, reg.level_fd());
-                self.side.push(Published {
-                    pos,
-                    idx,
-                    gen,
-                    entry,
-                });
-                if level_fd {
-                    self.watch(idx);
-                }
-                Ok(())
-            }
-            Err(e) => {
-                let reg = self.regs[idx].as_mut().expect("registered");
-                (reg.ready, reg.count, reg.redeliver) = saved;
-                Err(e)
+                return Err(PushError::Full);
             }
         }
+        let reg = self.regs[idx].as_mut().expect("registered");
+        let wake_all = reg.ev.req_flags & KEVENT_REQ_WAKEUP_ALL != 0;
+        let entry = reg.peek_entry();
+        let pos = self.producer.push(&entry, wake_all)?;
+        reg.consume_entry();
+        reg.pending = Pending::InRing(pos);
+        if reg.ev.req_flags & KEVENT_REQ_ONESHOT != 0 {
+            reg.disabled = true;
+        }
+        let (gen, level_fd) = (reg.gen, reg.level_fd());
+        self.side.push(pos, Published::new(idx, gen, entry));
+        if level_fd {
+            self.watch(idx);
+        }
+        Ok(())
     }
 
     /// Moves backlogged entries into the ring while it has room, oldest first.
@@ -654,12 +640,10 @@ impl Kernel {
     pub(crate) fn redeliver(&mut self, positions: &[u64]) {
         let mut ahead = Vec::new();
         for &pos in positions {
-            let Some(&Published {
-                idx, gen, entry, ..
-            }) = self.side.get(pos)
-            else {
+            let Some(&rec) = self.side.get(pos) else {
                 continue;
             };
+            let (idx, gen, entry) = (rec.idx(), rec.gen, rec.entry);
             let Some(reg) = self.regs.get_mut(idx).and_then(Option::as_mut) else {
                 continue;
             };
@@ -672,7 +656,7 @@ impl Kernel {
                 .redelivered
                 .fetch_add(1, Ordering::Relaxed);
             if reg.pending == Pending::InRing(pos) {
-                reg.redeliver = Some(entry);
+                reg.redeliver = Some(Box::new(entry));
                 reg.pending = Pending::Backlog;
                 ahead.push((idx, gen));
             } else {

@@ -101,10 +101,7 @@ impl Kernel {
     /// The entry at `pos`, still outstanding, was completed by a consumer: if the slot
     /// says so, its kevent's entry is over (module docs).
     fn note_completion(&mut self, pos: u64) {
-        let Some(&Published {
-            idx, gen, entry, ..
-        }) = self.side.get(pos)
-        else {
+        let Some(&rec) = self.side.get(pos) else {
             return; // released already
         };
         let cap = self.ring().capacity();
@@ -115,7 +112,7 @@ impl Kernel {
                 && st == SlotState::new(pos / cap, st.owner, Status::Done)
         });
         if done_by_consumer && self.ring().was_claimed(pos) {
-            self.end_entry(pos, idx, gen, entry, true);
+            self.end_entry(pos, rec, true);
         }
     }
 
@@ -128,58 +125,60 @@ impl Kernel {
         while self.released < upto {
             let pos = self.released;
             self.released += 1;
-            let Some(Published {
-                idx, gen, entry, ..
-            }) = self.side.release(pos)
-            else {
+            let Some(rec) = self.side.release(pos) else {
                 continue;
             };
             let claimed = self.ring().was_claimed(pos);
-            self.end_entry(pos, idx, gen, entry, claimed);
+            self.end_entry(pos, rec, claimed);
         }
     }
 
-    /// The entry of registration `idx` (generation `gen`) at `pos` is over — completed
-    /// (`claimed`) or released without a claim. If it is still the kevent's pending
-    /// entry, the kevent is idle again and what must follow is queued.
-    fn end_entry(
-        &mut self,
-        pos: u64,
-        idx: usize,
-        gen: u32,
-        entry: kevent_ring::Ukevent,
-        claimed: bool,
-    ) {
+    /// The entry `rec` published at `pos` is over — completed (`claimed`) or released
+    /// without a claim. If it is still its kevent's pending entry, the kevent is idle
+    /// again and what must follow is queued.
+    fn end_entry(&mut self, pos: u64, rec: Published, claimed: bool) {
+        let idx = rec.idx();
         let Some(reg) = self.regs.get_mut(idx).and_then(Option::as_mut) else {
             return;
         };
-        if reg.gen != gen || reg.pending != Pending::InRing(pos) {
+        if reg.gen != rec.gen || reg.pending != Pending::InRing(pos) {
             return; // handled at its completion, or a newer entry is out
         }
         reg.pending = Pending::Idle;
-        if std::mem::take(&mut reg.paused) {
+        let reg = if std::mem::take(&mut reg.paused) {
             // A timer held back while its entry was out (`timers.rs`): armed again, it
             // fires at once if its deadline passed meanwhile, counting every period.
             self.resume_timer(idx);
-        }
-        let Some(reg) = self.regs.get_mut(idx).and_then(Option::as_mut) else {
-            return;
+            let Some(reg) = self.regs.get_mut(idx).and_then(Option::as_mut) else {
+                return;
+            };
+            reg
+        } else {
+            reg
         };
+        let (is_fd, level_fd, news, disabled, watched) = (
+            reg.is_fd(),
+            reg.level_fd(),
+            reg.has_news(),
+            reg.disabled,
+            reg.watched,
+        );
+        if watched {
+            self.unwatch(idx);
+        }
         if !claimed {
             // Released without a claim: a stray write turned the READY entry into DONE
             // (no step of the protocol does). Deliver it again, flagged, rather than lose
             // it silently (ARCHITECTURE.md §3, "Untrusted memory").
-            reg.redeliver = Some(entry);
+            if let Some(reg) = self.regs.get_mut(idx).and_then(Option::as_mut) {
+                reg.redeliver = Some(Box::new(rec.entry));
+            }
             let stats = self.producer.ring().stats();
             stats.unclaimed.fetch_add(1, Ordering::Relaxed);
             stats.redelivered.fetch_add(1, Ordering::Relaxed);
-            self.unwatch(idx);
             self.republish.push(idx);
             return;
         }
-        let (is_fd, level_fd, news, disabled) =
-            (reg.is_fd(), reg.level_fd(), reg.has_news(), reg.disabled);
-        self.unwatch(idx);
         if disabled {
             return;
         }

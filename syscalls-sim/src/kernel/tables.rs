@@ -13,10 +13,25 @@ use crate::registration::{Pending, Registration};
 /// the ring is writable by every participant and is never trusted).
 #[derive(Clone, Copy)]
 pub(crate) struct Published {
-    pub(crate) pos: u64,
-    pub(crate) idx: usize,
+    /// The registration's index (as in its epoll token: 32 bits) and generation.
+    idx: u32,
     pub(crate) gen: u32,
     pub(crate) entry: Ukevent,
+}
+
+impl Published {
+    pub(crate) fn new(idx: usize, gen: u32, entry: Ukevent) -> Published {
+        Published {
+            idx: idx as u32,
+            gen,
+            entry,
+        }
+    }
+
+    /// The registration's index.
+    pub(crate) fn idx(&self) -> usize {
+        self.idx as usize
+    }
 }
 
 /// The published entries from the release position up, in position order (positions
@@ -35,9 +50,9 @@ impl SideTable {
         }
     }
 
-    /// Records the entry just published at `rec.pos`, the next position.
-    pub(crate) fn push(&mut self, rec: Published) {
-        debug_assert_eq!(rec.pos, self.base + self.items.len() as u64);
+    /// Records the entry just published at `pos`, the next position.
+    pub(crate) fn push(&mut self, pos: u64, rec: Published) {
+        debug_assert_eq!(pos, self.base + self.items.len() as u64);
         self.items.push_back(rec);
     }
 
