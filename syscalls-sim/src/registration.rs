@@ -19,54 +19,40 @@ pub(crate) enum Pending {
 }
 
 /// A registered kevent.
-///
-/// Laid out by hand (`repr(C)`, 64-byte aligned) so that what every event reads and
-/// writes — the template, where its entry is, the readiness, counts and flags — sits in
-/// the first two cache lines, and what only a ctl, a re-check or a peer's exit reads
-/// (its interest, its owner, the source) after them. With thousands of registrations
-/// an event's look-up misses the cache: a report and a release each missed on three
-/// lines of the record before, two now (callgrind's cache simulation of
-/// `benches/examples/consumer_path.rs` with 2,000 pipes).
 #[derive(Debug)]
-#[repr(C, align(64))]
 pub(crate) struct Registration {
-    // --- first line ---
     /// The kevent as the user registered it (id, type, event, req_flags, cookie).
     pub(crate) ev: Ukevent,
-    pub(crate) pending: Pending,
+    /// The process it belongs to (`peer.rs`).
+    pub(crate) peer: PeerId,
     /// Distinguishes this registration from earlier ones in the same table slot.
     pub(crate) gen: u32,
+    pub(crate) source: Source,
+    /// `poll(2)` interest of an fd source.
+    pub(crate) interest: u32,
     /// Event bits seen since the last entry was built.
     pub(crate) ready: u32,
-    // --- second line ---
-    /// The `poll(2)` status flags of an fd seen since the last entry (`POLLIN`,
-    /// `POLLOUT`, `POLLPRI`, `POLLERR`, `POLLHUP`, `POLLRDHUP`): an fd event carries them
-    /// in `ret_data[1]`, so that a consumer can tell a hang-up or an error from data.
-    pub(crate) revents: u32,
+    /// Arrivals (timer expirations, signals, inode events) since the last entry.
+    pub(crate) count: u64,
+    pub(crate) pending: Pending,
     /// A `ONESHOT` kevent that fired: registered but inactive until MODIFY.
     pub(crate) disabled: bool,
     /// Counted in `Kernel::watch` (its release must be heard of).
     pub(crate) watched: bool,
-    /// A timer held back (out of its heap, uncounted) until its entry is released, or
-    /// (disabled by ONESHOT) until MODIFY (`kernel/timers.rs`).
-    pub(crate) paused: bool,
-    /// The source is an fd (`Source::Fd`; a registration's kind of source never changes).
-    fd: bool,
-    /// Arrivals (timer expirations, signals, inode events) since the last entry.
-    pub(crate) count: u64,
-    /// The entry to deliver again (its consumer died), flagged `REDELIVERED` (boxed: it
-    /// is rare).
+    /// The entry to deliver again (its consumer died), flagged `REDELIVERED` (boxed: rare,
+    /// and a registration's hot fields then share fewer cache lines).
     pub(crate) redeliver: Option<Box<Ukevent>>,
     /// ADD found this fd ready (and returned or queued that readiness): the report its
     /// epoll_ctl(ADD) queued of the same readiness must not be delivered again
     /// ([`Swallow`]).
     pub(crate) swallow: Option<Swallow>,
-    // --- from here on, off the per-event path ---
-    /// `poll(2)` interest of an fd source.
-    pub(crate) interest: u32,
-    /// The process it belongs to (`peer.rs`).
-    pub(crate) peer: PeerId,
-    pub(crate) source: Source,
+    /// A timer held back (out of its heap, uncounted) until its entry is released, or
+    /// (disabled by ONESHOT) until MODIFY (`kernel/timers.rs`).
+    pub(crate) paused: bool,
+    /// The `poll(2)` status flags of an fd seen since the last entry (`POLLIN`,
+    /// `POLLOUT`, `POLLPRI`, `POLLERR`, `POLLHUP`, `POLLRDHUP`): an fd event carries them
+    /// in `ret_data[1]`, so that a consumer can tell a hang-up or an error from data.
+    pub(crate) revents: u32,
 }
 
 /// The report of the readiness an ADD found (see [`Registration::swallow`]).
@@ -105,7 +91,6 @@ impl Registration {
             ev,
             peer,
             gen,
-            fd: matches!(source, Source::Fd { .. }),
             source,
             interest,
             ready: 0,
@@ -129,7 +114,7 @@ impl Registration {
     /// Whether readiness is a state that can persist (fd sources), as opposed to counted
     /// arrivals that a delivered entry consumes.
     pub(crate) fn is_fd(&self) -> bool {
-        self.fd
+        matches!(self.source, Source::Fd { .. })
     }
 
     pub(crate) fn edge_triggered(&self) -> bool {
@@ -198,35 +183,5 @@ pub(crate) fn held_fds(source: &Source) -> usize {
             fd: Watched::Ours(_),
         } => 1,
         _ => 0,
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use std::mem::{align_of, offset_of, size_of};
-
-    use super::Registration;
-
-    #[test]
-    fn what_every_event_touches_is_in_the_first_two_cache_lines() {
-        assert_eq!(align_of::<Registration>(), 64);
-        assert_eq!(size_of::<Registration>(), 192);
-        let hot = [
-            offset_of!(Registration, ev) + size_of::<kevent_ring::Ukevent>(),
-            offset_of!(Registration, pending) + 16,
-            offset_of!(Registration, gen) + 4,
-            offset_of!(Registration, ready) + 4,
-            offset_of!(Registration, revents) + 4,
-            offset_of!(Registration, disabled) + 1,
-            offset_of!(Registration, watched) + 1,
-            offset_of!(Registration, paused) + 1,
-            offset_of!(Registration, fd) + 1,
-            offset_of!(Registration, count) + 8,
-            offset_of!(Registration, redeliver) + 8,
-            offset_of!(Registration, swallow) + 16,
-        ];
-        for end in hot {
-            assert!(end <= 128, "a hot field ends at byte {end}");
-        }
     }
 }

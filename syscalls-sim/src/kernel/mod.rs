@@ -279,7 +279,7 @@ impl Kernel {
             }
             return;
         }
-        if reg.is_fd() {
+        if let Source::Fd { .. } = &reg.source {
             let bits = fd::report(reg.ev.type_, reg.ev.event, flags);
             if bits != 0 {
                 reg.note_revents(flags);
