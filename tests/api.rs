@@ -567,3 +567,49 @@ fn a_level_kevent_returned_by_add_and_left_ready_reaches_a_consumer_blocked_befo
         );
     }
 }
+
+#[test]
+fn a_hang_up_that_waits_for_room_in_a_full_ring_still_says_read_closed() {
+    // Eight pipes whose writers wrote a byte and went away, on a ring of two: six of
+    // them wait in the backlog. Each is delivered exactly once, and each event still
+    // says the other end is closed (the status of a kevent at the backlog's head was
+    // lost when a push found the ring full).
+    let queue = Queue::builder().capacity(2).build().expect("a queue");
+    let mut readers = Vec::new();
+    for i in 0..8u64 {
+        let (r, mut w) = std::io::pipe().expect("a pipe");
+        w.write_all(b"x").expect("write");
+        drop(w);
+        queue
+            .add(
+                &Source::pipe(&r, Interest::READABLE),
+                Token(i),
+                Trigger::Edge,
+            )
+            .expect("ADD");
+        readers.push(r);
+    }
+    let mut seen = [0u32; 8];
+    while seen.contains(&0) {
+        let batch = queue.wait(1, Some(Duration::from_secs(5))).expect("wait");
+        assert!(!batch.is_empty(), "events missing: {seen:?}");
+        for ev in &batch {
+            let i = ev.token().0 as usize;
+            seen[i] += 1;
+            assert!(ev.is_readable(), "pipe {i}: {ev:?}");
+            assert!(
+                ev.is_read_closed(),
+                "pipe {i} came without its hang-up: {ev:?}"
+            );
+        }
+    }
+    let more = queue
+        .wait(8, Some(Duration::from_millis(100)))
+        .expect("wait");
+    assert!(
+        more.is_empty(),
+        "delivered again: {:?}",
+        more.iter().collect::<Vec<_>>()
+    );
+    assert_eq!(seen, [1; 8]);
+}
