@@ -18,6 +18,23 @@ pub(crate) enum Pending {
     InRing(u64),
 }
 
+/// How an fd kevent sits in the kernel's epoll set — what re-reports a level-triggered
+/// one still ready when its entry ends (`source/fd.rs` has the whole story).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Arm {
+    /// `EPOLLET`, as registered: a level kevent is re-checked with `poll(2)` when its
+    /// entry ends.
+    Edge,
+    /// Level-triggered in epoll: epoll itself reports the fd again at the next
+    /// `epoll_wait` while it is ready, so the end of its entry needs no re-check, and a
+    /// commit of it nothing from the kernel.
+    Level,
+    /// `EPOLLET` again, for good: epoll reported it while its entry was out (a second
+    /// consumer harvesting, a full ring), which would repeat at every `epoll_wait` until
+    /// the commit.
+    EdgeForGood,
+}
+
 /// A registered kevent.
 #[derive(Debug)]
 pub(crate) struct Registration {
@@ -42,8 +59,8 @@ pub(crate) struct Registration {
     /// The entry to deliver again (its consumer died), flagged `REDELIVERED` (boxed: it is
     /// rare, and a registration without it inline is 152 bytes, not 192).
     pub(crate) redeliver: Option<Box<Ukevent>>,
-    /// ADD found this fd ready (and returned or queued that readiness): the report its
-    /// epoll_ctl(ADD) queued of the same readiness must not be delivered again
+    /// ADD or MODIFY found this fd ready (and returned or queued that readiness): the
+    /// report its `epoll_ctl` queued of the same readiness must not be delivered again
     /// ([`Swallow`]).
     pub(crate) swallow: Option<Swallow>,
     /// A timer held back (out of its heap, uncounted) until its entry is released, or
@@ -53,9 +70,12 @@ pub(crate) struct Registration {
     /// `POLLOUT`, `POLLPRI`, `POLLERR`, `POLLHUP`, `POLLRDHUP`): an fd event carries them
     /// in `ret_data[1]`, so that a consumer can tell a hang-up or an error from data.
     pub(crate) revents: u32,
+    /// How an fd sits in the epoll set ([`Arm`]; `Edge` for other sources).
+    pub(crate) arm: Arm,
 }
 
-/// The report of the readiness an ADD found (see [`Registration::swallow`]).
+/// The report of the readiness an ADD (or a MODIFY: the same story) found (see
+/// [`Registration::swallow`]).
 ///
 /// The ctl itself takes what epoll has ready before it ends (`Kernel::harvest_now`), and
 /// drops this fd's report (taken while the ctl ran: `returned == ctl`). A wait already
@@ -79,8 +99,8 @@ pub(crate) struct Swallow {
 }
 
 impl Swallow {
-    /// Whether a report of this fd taken at `taken` is the ADD's.
-    pub(crate) fn is_adds(self, taken: crate::epoll::Taken) -> bool {
+    /// Whether a report of this fd taken at `taken` is the ctl's (the ADD's or MODIFY's).
+    pub(crate) fn is_ctls(self, taken: crate::epoll::Taken) -> bool {
         taken.returned == self.ctl || (self.elsewhere && taken.entered <= self.ctl)
     }
 }
@@ -102,6 +122,7 @@ impl Registration {
             swallow: None,
             paused: false,
             revents: 0,
+            arm: Arm::Edge,
         }
     }
 
@@ -123,6 +144,25 @@ impl Registration {
 
     pub(crate) fn level_fd(&self) -> bool {
         self.is_fd() && !self.edge_triggered()
+    }
+
+    /// Whether the end of this kevent's entry must be followed by a `poll(2)` re-check
+    /// of its fd: level-triggered, and not re-reported by epoll itself ([`Arm::Level`]).
+    pub(crate) fn rechecked_at_end(&self) -> bool {
+        self.level_fd() && self.arm != Arm::Level
+    }
+
+    /// Whether its fd may sit in the epoll set level-triggered from now on ([`Arm`]):
+    /// a level kevent, idle, that epoll never reported while its entry was out, and that
+    /// nothing else keeps quiet — a `ONESHOT` or disabled kevent, or the report of
+    /// ADD's readiness still to swallow, would be reported at every `epoll_wait`.
+    pub(crate) fn may_arm_level(&self) -> bool {
+        self.level_fd()
+            && self.arm == Arm::Edge
+            && self.ev.req_flags & KEVENT_REQ_ONESHOT == 0
+            && !self.disabled
+            && self.swallow.is_none()
+            && self.pending == Pending::Idle
     }
 
     /// Whether there is something to deliver.

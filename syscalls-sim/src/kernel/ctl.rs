@@ -9,7 +9,7 @@ use kevent_ring::{ConsumerId, Ukevent};
 use super::{token, Kernel, TOKEN_INOTIFY, TOKEN_SIGHANDLER};
 use crate::abi::*;
 use crate::peer::PeerId;
-use crate::registration::{held_fds, Pending, Registration, Swallow};
+use crate::registration::{held_fds, Arm, Pending, Registration, Swallow};
 use crate::source::signal;
 use crate::source::{fd, Source};
 
@@ -87,6 +87,9 @@ impl Kernel {
                         failed += 1;
                     }
                 }
+                if cmd == KEVENT_CTL_MODIFY {
+                    self.take_found_reports(events, peer);
+                }
                 failed
             }
             _ => return Err(io::Error::from_raw_os_error(libc::EINVAL)),
@@ -117,31 +120,7 @@ impl Kernel {
         if self.done_pending.load(Ordering::Relaxed) {
             self.wake_for_done_recheck();
         }
-        let peer = caller.peer();
-        let found_ready = events.iter().any(|ev| {
-            let reg = self.index.get(&(peer, ev.type_, ev.id));
-            reg.and_then(|&i| self.regs[i].as_ref())
-                .is_some_and(|r| r.swallow.is_some())
-        });
-        if found_ready {
-            // Take the reports the ADDs queued now, while they can only be the readiness
-            // ADD found: after this ctl, a new edge makes a new report. A report not
-            // found here was taken by a wait already under way — or dropped by epoll
-            // because the fd was drained meanwhile: still ready tells them apart
-            // (`Swallow`).
-            self.harvest_now();
-            for ev in events.iter() {
-                let Some(&idx) = self.index.get(&(peer, ev.type_, ev.id)) else {
-                    continue;
-                };
-                let pending = self.regs[idx].as_ref().is_some_and(|r| r.swallow.is_some());
-                if pending && self.poll_one(idx).is_some_and(|bits| bits != 0) {
-                    if let Some(sw) = self.regs[idx].as_mut().and_then(|r| r.swallow.as_mut()) {
-                        sw.elsewhere = true;
-                    }
-                }
-            }
-        }
+        self.take_found_reports(events, caller.peer());
         if caller == Caller::Local {
             compact_reported(events)
         } else {
@@ -149,6 +128,34 @@ impl Kernel {
                 .iter()
                 .filter(|e| e.ret_flags & KEVENT_RET_DONE != 0)
                 .count()
+        }
+    }
+
+    /// After ADDs or MODIFYs of `events`: takes the reports their `epoll_ctl` queued for
+    /// the fds it found ready, while they can only be that readiness (which the ctl
+    /// returned or queued itself): after this ctl, a new edge makes a new report. A report
+    /// not found here was taken by a wait already under way — or dropped by epoll
+    /// because the fd was drained meanwhile: still ready tells them apart (`Swallow`).
+    fn take_found_reports(&mut self, events: &[Ukevent], peer: PeerId) {
+        let found_ready = events.iter().any(|ev| {
+            let reg = self.index.get(&(peer, ev.type_, ev.id));
+            reg.and_then(|&i| self.regs[i].as_ref())
+                .is_some_and(|r| r.swallow.is_some())
+        });
+        if !found_ready {
+            return;
+        }
+        self.harvest_now();
+        for ev in events.iter() {
+            let Some(&idx) = self.index.get(&(peer, ev.type_, ev.id)) else {
+                continue;
+            };
+            let pending = self.regs[idx].as_ref().is_some_and(|r| r.swallow.is_some());
+            if pending && self.poll_one(idx).is_some_and(|bits| bits != 0) {
+                if let Some(sw) = self.regs[idx].as_mut().and_then(|r| r.swallow.as_mut()) {
+                    sw.elsewhere = true;
+                }
+            }
         }
     }
 
@@ -457,15 +464,32 @@ impl Kernel {
         reg.ev.req_flags = ev.req_flags;
         reg.ev.user = ev.user;
         reg.disabled = false;
+        if reg.arm == Arm::Level {
+            // `fd::modify` registered it `EPOLLET` again: the first re-check of its
+            // new mode decides (`source/fd.rs`); an entry out now ends with one.
+            reg.arm = Arm::Edge;
+            if matches!(reg.pending, Pending::InRing(_)) && reg.rechecked_at_end() {
+                self.watch(idx);
+            }
+        }
+        let reg = self.reg(idx).expect("indexed");
         if reg.paused && reg.pending == Pending::Idle {
             // A timer that rested while disabled runs again (`timers.rs`).
             reg.paused = false;
             self.resume_timer(idx);
         }
-        // Like EPOLL_CTL_MOD: a source that is ready now is reported.
+        // Like EPOLL_CTL_MOD: a source that is ready now is reported — once: the report
+        // the `epoll_ctl` queued of that readiness is swallowed, as ADD's is.
         if let Some(bits) = self.poll_one(idx) {
             if bits != 0 {
                 self.mark_ready(idx, bits, 0);
+                let ctl = self.epoch.load(Ordering::Relaxed);
+                if let Some(reg) = self.reg(idx) {
+                    reg.swallow = Some(Swallow {
+                        ctl,
+                        elsewhere: false,
+                    });
+                }
             }
         }
         if self

@@ -41,7 +41,7 @@ use crate::epoll::{Reports, Taken};
 use crate::harvesters::Harvesters;
 use crate::outbox::Outbox;
 use crate::peer::{PeerId, PeerLimits, Peers};
-use crate::registration::{Pending, Registration};
+use crate::registration::{Arm, Pending, Registration};
 use crate::source::inode::Inodes;
 use crate::source::signal::Signals;
 use crate::source::timer::{Clock, Timers};
@@ -271,20 +271,70 @@ impl Kernel {
             return;
         };
         if let Some(sw) = reg.swallow.take() {
-            // The report of the readiness ADD found (see `Registration::swallow`).
-            if !sw.is_adds(taken) {
+            // The report of the readiness ADD or MODIFY found (`Registration::swallow`).
+            if !sw.is_ctls(taken) {
                 if let Some(bits) = self.poll_one(idx).filter(|&b| b != 0) {
                     self.mark_ready(idx, bits, 0);
                 }
             }
             return;
         }
+        if reg.arm == Arm::Level {
+            if let Pending::InRing(pos) = reg.pending {
+                // Its commit asked nothing of the kernel (nothing to re-check): the entry
+                // may be over without the kernel knowing yet.
+                self.catch_up(pos);
+            }
+            let Some(reg) = self.reg(idx) else { return };
+            if reg.pending != Pending::Idle || reg.disabled {
+                // Reported while its entry is out: epoll would report it at every
+                // `epoll_wait` until the commit (`source/fd.rs`). Merged below, as any
+                // report.
+                self.edge_for_good(idx);
+            }
+        }
+        let Some(reg) = self.reg(idx) else { return };
         if let Source::Fd { .. } = &reg.source {
             let bits = fd::report(reg.ev.type_, reg.ev.event, flags);
             if bits != 0 {
                 reg.note_revents(flags);
                 self.mark_ready(idx, bits, 0);
             }
+        }
+    }
+
+    /// Learns whether the entry at `pos` is over: the releases up to `uidx` now, or else
+    /// its completion (`release.rs`).
+    fn catch_up(&mut self, pos: u64) {
+        if let Ok(released) = self.producer.released(self.released) {
+            if released.end > pos {
+                self.note_releases(released.end);
+                return;
+            }
+        }
+        self.note_completion(pos);
+    }
+
+    /// Puts a level kevent's fd back into the epoll set `EPOLLET`, for good (see
+    /// `source/fd.rs`): its entries end with the `poll(2)` re-check again, so an entry
+    /// out now is watched.
+    fn edge_for_good(&mut self, idx: usize) {
+        let Some(reg) = self.regs.get_mut(idx).and_then(Option::as_mut) else {
+            return;
+        };
+        if let Source::Fd { fd } = &reg.source {
+            // An error means the number no longer names the file: epoll dropped it.
+            let _ = fd::arm(
+                self.epoll.as_fd(),
+                fd,
+                reg.interest,
+                token(idx, reg.gen),
+                false,
+            );
+        }
+        reg.arm = Arm::EdgeForGood;
+        if matches!(reg.pending, Pending::InRing(_)) {
+            self.watch(idx);
         }
     }
 
@@ -427,9 +477,9 @@ impl Kernel {
         if reg.ev.req_flags & KEVENT_REQ_ONESHOT != 0 {
             reg.disabled = true;
         }
-        let (gen, level_fd) = (reg.gen, reg.level_fd());
+        let (gen, recheck) = (reg.gen, reg.rechecked_at_end());
         self.side.push(pos, Published::new(idx, gen, entry));
-        if level_fd {
+        if recheck {
             self.watch(idx);
         }
         Ok(())
@@ -584,7 +634,9 @@ impl Kernel {
     }
 
     /// Re-checks released level-triggered kevents in one `poll(2)`; returns whether any
-    /// was still ready (and got a new entry).
+    /// was still ready (and got a new entry). A kevent re-checked for the first time
+    /// moves to epoll's level-triggered mode instead (`source/fd.rs`): its
+    /// `EPOLL_CTL_MOD` is its re-check, reported by the next `epoll_wait`.
     fn recheck_level(&mut self) -> bool {
         if self.recheck.is_empty() {
             return false;
@@ -594,20 +646,32 @@ impl Kernel {
         let mut list = std::mem::take(&mut self.recheck);
         let mut scratch = std::mem::take(&mut self.recheck_scratch);
         scratch.clear();
+        let epoll = self.epoll.as_fd();
         list.retain(|&idx| {
-            let Some(Registration {
-                source: Source::Fd { fd },
-                interest,
-                pending: Pending::Idle,
-                ..
-            }) = self.regs.get(idx).and_then(Option::as_ref)
-            else {
+            let Some(reg) = self.regs.get_mut(idx).and_then(Option::as_mut) else {
                 return false;
             };
-            scratch.push(fd::pollfd(fd.raw(), *interest));
+            let Source::Fd { fd } = &reg.source else {
+                return false;
+            };
+            if reg.pending != Pending::Idle {
+                return false;
+            }
+            if reg.may_arm_level()
+                && reg.redeliver.is_none()
+                && fd::arm(epoll, fd, reg.interest, token(idx, reg.gen), true).is_ok()
+            {
+                // As the re-check's answer would, epoll's replaces the edges merged
+                // meanwhile.
+                reg.arm = Arm::Level;
+                reg.ready = 0;
+                reg.revents = 0;
+                return false;
+            }
+            scratch.push(fd::pollfd(fd.raw(), reg.interest));
             true
         });
-        let polled = fd::poll_in_place(&mut scratch).is_ok();
+        let polled = !scratch.is_empty() && fd::poll_in_place(&mut scratch).is_ok();
         let mut any = false;
         for (&idx, p) in list.iter().zip(&scratch).filter(|_| polled) {
             let rev = fd::revents(p);

@@ -100,7 +100,7 @@ impl Kernel {
 
     /// The entry at `pos`, still outstanding, was completed by a consumer: if the slot
     /// says so, its kevent's entry is over (module docs).
-    fn note_completion(&mut self, pos: u64) {
+    pub(super) fn note_completion(&mut self, pos: u64) {
         let Some(&rec) = self.side.get(pos) else {
             return; // released already
         };
@@ -156,9 +156,9 @@ impl Kernel {
         } else {
             reg
         };
-        let (is_fd, level_fd, news, disabled, watched) = (
+        let (is_fd, recheck, news, disabled, watched) = (
             reg.is_fd(),
-            reg.level_fd(),
+            reg.rechecked_at_end(),
             reg.has_news(),
             reg.disabled,
             reg.watched,
@@ -182,8 +182,9 @@ impl Kernel {
         if disabled {
             return;
         }
-        if is_fd && (level_fd || news) {
-            // Level: still ready? Edge with an edge merged meanwhile: still unread?
+        if is_fd && (recheck || news) {
+            // Level: still ready? Edge with an edge merged meanwhile: still unread? (A
+            // level kevent epoll re-checks itself, `Arm::Level`, needs neither.)
             self.recheck.push(idx);
         } else if news {
             self.republish.push(idx);

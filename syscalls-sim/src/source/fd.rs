@@ -1,10 +1,22 @@
 //! Sockets, pipes/FIFOs and generic poll masks: readiness through the producer's epoll.
 //!
 //! Every fd source is registered `EPOLLET` in the producer's epoll whatever its kevent
-//! trigger mode: the producer only needs the edges. Level-triggered kevents are re-checked
-//! with one batched `poll(2)` after their entry is committed (see `kernel/mod.rs`), so a
-//! level source never keeps the producer's `epoll_wait` spinning and never has more than
-//! one entry outstanding.
+//! trigger mode: a level-triggered epoll reports a ready fd at *every* `epoll_wait`, also
+//! while its entry is out, and would keep a second harvester, the producer thread or the
+//! poller spinning until the commit. A level-triggered kevent is re-checked instead, with
+//! one batched `poll(2)`, when its entry ends (`kernel/mod.rs`, `kernel/release.rs`) — so
+//! it never has more than one entry outstanding.
+//!
+//! That re-check is a system call per commit, which a lone consumer — an event loop above
+//! all, one event per iteration — pays on top of epoll's own level-triggered loop. So at
+//! its first re-check a level kevent moves to epoll's level-triggered mode
+//! ([`Arm::Level`](crate::registration::Arm), one `EPOLL_CTL_MOD`, which re-checks it as
+//! the `poll(2)` would): from then on epoll reports it again at the next `epoll_wait`
+//! while it is ready, and the end of its entry costs nothing. If epoll reports it while
+//! its entry is still out (another consumer harvested meanwhile, the ring is full), that
+//! report is merged as before and the fd goes back to `EPOLLET` for good (one more
+//! `EPOLL_CTL_MOD`): at most two calls in a kevent's life buy the lone consumer's
+//! savings, and a shared one goes back to the batched re-check.
 //!
 //! The caller's fd itself is registered, by number — no duplicate, so a registration
 //! costs no fd and closing the last fd of a file ends it, as with epoll. REMOVE before
@@ -17,7 +29,7 @@ use std::os::fd::{AsRawFd, BorrowedFd, FromRawFd, OwnedFd, RawFd};
 use crate::abi::*;
 use crate::epoll;
 
-/// Every fd source is in the epoll set edge-triggered (see the module docs).
+/// Every fd source enters the epoll set edge-triggered (see the module docs).
 const EPOLLET: u32 = libc::EPOLLET as u32;
 
 /// The `poll(2)` bits a `KEVENT_POLL` kevent may ask for.
@@ -184,6 +196,23 @@ pub(crate) fn modify(
         return Err(libc::EBADF); // closed (or reused) without REMOVE
     }
     epoll::modify(epoll_fd, w.raw(), token, interest | EPOLLET)
+}
+
+/// Sets how a registered fd sits in `epoll`: level-triggered (`level`) or `EPOLLET`, with
+/// the same interest and token. Like any `EPOLL_CTL_MOD`, it looks at the fd: one ready
+/// now is reported by the next `epoll_wait` (which it wakes).
+pub(crate) fn arm(
+    epoll_fd: BorrowedFd<'_>,
+    w: &Watched,
+    interest: u32,
+    token: u64,
+    level: bool,
+) -> Result<(), i32> {
+    if !w.is_current() {
+        return Err(libc::EBADF);
+    }
+    let mode = if level { 0 } else { EPOLLET };
+    epoll::modify(epoll_fd, w.raw(), token, interest | mode)
 }
 
 /// Takes a registered fd out of `epoll` (nothing to do if its number no longer names
