@@ -11,8 +11,10 @@
 //!   edge-triggered kevent may get a new entry on its next edge (as epoll re-reports an
 //!   `EPOLLET` fd once `epoll_wait` has returned it); a level-triggered one waits for the
 //!   commit, so it never has more than one entry outstanding.
-//! * **Level-triggered** fd kevents are re-checked with one batched `poll(2)` after their
-//!   entries are released; still ready means a new entry.
+//! * **Level-triggered** fd kevents are re-checked with one batched `poll(2)` when their
+//!   entries end; still ready means a new entry. The first re-check moves the fd to
+//!   epoll's level-triggered mode instead, where epoll re-reports it by itself, until
+//!   epoll reports it while its entry is out (`source/fd.rs`).
 //! * **Backlog.** When the ring is full, entries wait in a FIFO that is drained, ahead of
 //!   anything newer, as commits free room. Nothing is dropped; `lost` stays 0.
 //! * **Releases** (`uidx` passing an entry) are mapped back to kevents through a side
