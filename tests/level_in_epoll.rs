@@ -59,6 +59,19 @@ fn expect_one(q: &Queue, token: u64, what: &str) {
     assert_eq!(tokens, vec![token], "{what}");
 }
 
+/// A pipe committed while readable and then drained before the next wait: reported
+/// again or not, depending on whether the kernel looked before the read (the `poll(2)`
+/// re-check at the commit) or after it (epoll's level-triggered mode looks at the next
+/// `epoll_wait`) — but once at most.
+fn at_most_one_after_drain(q: &Queue, token: u64) {
+    let last = q.wait(8, Some(Duration::from_millis(50))).unwrap();
+    let tokens: Vec<u64> = last.iter().map(|e| e.token().0).collect();
+    assert!(
+        tokens.is_empty() || tokens == [token],
+        "after the drain: {tokens:?}"
+    );
+}
+
 #[test]
 fn a_level_pipe_is_reported_after_each_commit_while_it_holds_data_and_then_no_more() {
     let q = queue();
@@ -88,11 +101,7 @@ fn a_level_pipe_is_reported_after_each_commit_while_it_holds_data_and_then_no_mo
     expect_one(&q, 7, "the refilled pipe, unread, after its commit");
     let mut b = [0u8; 2];
     r.read_exact(&mut b).unwrap();
-    expect_one(
-        &q,
-        7,
-        "the pipe drained while its event was out (reported before)",
-    );
+    at_most_one_after_drain(&q, 7);
     expect_quiet(&q, "the drained pipe, again");
 }
 
@@ -113,7 +122,7 @@ fn an_event_held_by_one_thread_neither_wakes_nor_spins_another_and_comes_back_af
     }
     let mut b = [0u8; 3];
     r.read_exact(&mut b).unwrap();
-    expect_one(&q, 3, "the last report (drained while it was out)");
+    at_most_one_after_drain(&q, 3);
     expect_quiet(&q, "the drained pipe");
     w.write_all(b"d").unwrap();
     expect_one(&q, 3, "new data after all that");

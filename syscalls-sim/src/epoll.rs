@@ -24,7 +24,7 @@ use std::io;
 use std::os::fd::{AsRawFd, BorrowedFd, RawFd};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 
-use kevent_ring::Deadline;
+use kevent_ring::{Deadline, Ring};
 use rustix::event::{epoll, PollFd, PollFlags};
 
 /// A buffer of epoll reports and the `kevent_ctl` epochs around the wait that took them.
@@ -37,11 +37,16 @@ pub(crate) struct Reports {
 /// every ctl): read before the wait was entered and right after it returned. A report
 /// taken while a ctl ran reads that ctl's number as `returned` — unless the thread was
 /// preempted between the two; `entered` then still says the wait was under way before
-/// the ctl ended (see `Registration::swallow`).
+/// the ctl ended (see `Registration::swallow`). And the ring's `uidx` before the wait
+/// was entered: an entry below it had been released — its consumer's reads done — before
+/// the report was taken; any other entry may have been out meanwhile (a level kevent's
+/// report from then may be of readiness its consumer has read since,
+/// `Kernel::on_fd_token`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) struct Taken {
     pub(crate) entered: u64,
     pub(crate) returned: u64,
+    pub(crate) released: u64,
 }
 
 // `take_until` hands the buffer of `rustix` events to the kernel as `epoll_event`s.
@@ -60,20 +65,24 @@ impl Reports {
             taken: Taken {
                 entered: 0,
                 returned: 0,
+                released: 0,
             },
         }
     }
 
     /// `epoll_wait` on `epoll_fd` (`timeout` `None`: for ever), reading `epoch` — the
-    /// kernel's ctl counter — before and right after ([`Taken`]).
+    /// kernel's ctl counter — before and right after, and `ring`'s `uidx` before
+    /// ([`Taken`]).
     pub(crate) fn take(
         &mut self,
         epoll_fd: BorrowedFd<'_>,
         timeout: Option<&rustix::time::Timespec>,
         epoch: &AtomicU64,
+        ring: &Ring,
     ) -> io::Result<()> {
         self.buf.clear();
         let entered = epoch.load(Ordering::Acquire);
+        let released = ring.uidx();
         epoll::wait(
             epoll_fd,
             rustix::buffer::spare_capacity(&mut self.buf),
@@ -82,6 +91,7 @@ impl Reports {
         self.taken = Taken {
             entered,
             returned: epoch.load(Ordering::Acquire),
+            released,
         };
         Ok(())
     }
@@ -94,11 +104,13 @@ impl Reports {
         epoll_fd: BorrowedFd<'_>,
         deadline: Option<Deadline>,
         epoch: &AtomicU64,
+        ring: &Ring,
     ) -> io::Result<()> {
         let left = time_left(deadline);
         if !NO_PWAIT2.load(Ordering::Relaxed) {
             self.buf.clear();
             let entered = epoch.load(Ordering::Acquire);
+            let released = ring.uidx();
             let ts = left.map(|t| libc::timespec {
                 tv_sec: t.tv_sec as libc::time_t,
                 tv_nsec: t.tv_nsec as _,
@@ -124,6 +136,7 @@ impl Reports {
                 self.taken = Taken {
                     entered,
                     returned: epoch.load(Ordering::Acquire),
+                    released,
                 };
                 return Ok(());
             }
@@ -135,7 +148,7 @@ impl Reports {
         }
         let mut pfd = [PollFd::from_borrowed_fd(epoll_fd, PollFlags::IN)];
         rustix::event::poll(&mut pfd, left.as_ref())?;
-        self.take(epoll_fd, Some(&kevent_ring::timespec(0)), epoch)
+        self.take(epoll_fd, Some(&kevent_ring::timespec(0)), epoch, ring)
     }
 
     /// The ctl epochs around the wait that took the reports.

@@ -29,10 +29,15 @@ pub(crate) enum Arm {
     /// `epoll_wait` while it is ready, so the end of its entry needs no re-check, and a
     /// commit of it nothing from the kernel.
     Level,
-    /// `EPOLLET` again, for good: epoll reported it while its entry was out (a second
-    /// consumer harvesting, a full ring), which would repeat at every `epoll_wait` until
-    /// the commit.
-    EdgeForGood,
+}
+
+/// Re-checks a level kevent waits, `EPOLLET`, after its `n`-th return (n ≥ 1) from
+/// [`Arm::Level`] before it may move there again: 128, 256, … up to 65,536 — so a
+/// kevent that several consumers share costs a few `epoll_ctl` over its first tens of
+/// thousands of events and then almost none, and one whose lone consumer was disturbed
+/// once (the producer thread was in `epoll_wait`) comes back soon.
+pub(crate) fn level_hold(n: u8) -> u32 {
+    64 << n.min(10)
 }
 
 /// A registered kevent.
@@ -57,7 +62,7 @@ pub(crate) struct Registration {
     /// Counted in `Kernel::watch` (its release must be heard of).
     pub(crate) watched: bool,
     /// The entry to deliver again (its consumer died), flagged `REDELIVERED` (boxed: it is
-    /// rare, and a registration without it inline is 152 bytes, not 192).
+    /// rare, and a registration without it inline is 168 bytes, not 208).
     pub(crate) redeliver: Option<Box<Ukevent>>,
     /// ADD or MODIFY found this fd ready (and returned or queued that readiness): the
     /// report its `epoll_ctl` queued of the same readiness must not be delivered again
@@ -72,6 +77,17 @@ pub(crate) struct Registration {
     pub(crate) revents: u32,
     /// How an fd sits in the epoll set ([`Arm`]; `Edge` for other sources).
     pub(crate) arm: Arm,
+    /// How often it went back from [`Arm::Level`], and how many re-checks it waits
+    /// before it may move there again ([`level_hold`]).
+    pub(crate) demoted: u8,
+    pub(crate) hold: u32,
+    /// It just went back to `EPOLLET`: its next report after its entry ended may be
+    /// stale too (`Kernel::on_fd_token`).
+    pub(crate) verify_next: bool,
+    /// The position after its last published entry (0: none yet): a report of a wait
+    /// entered before `uidx` passed it may be older than that entry's reads
+    /// (`epoll::Taken::released`).
+    pub(crate) published_below: u64,
 }
 
 /// The report of the readiness an ADD (or a MODIFY: the same story) found (see
@@ -90,18 +106,54 @@ pub(crate) struct Registration {
 /// is checked with `poll(2)` and reported if it is still ready. What this can still
 /// drop: a third thread drains and refills the fd during the ctl, and data written
 /// after the ctl's end merges into the refill's report.
+///
+/// Every report taken *before* the ctl ended (`returned <= ctl`) is dropped, not only
+/// the first: the readiness it saw is what the ctl found and returned or queued. A
+/// MODIFY meets such reports — taken before it by a wait that then queued for the
+/// kernel's lock, a level-triggered epoll's re-report of the fd (`source/fd.rs`) — and
+/// one merged into the MODIFY's entry came back, after the commit, as a second event.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) struct Swallow {
     /// The ctl's epoch (`Kernel::epoch` while it ran).
     pub(crate) ctl: u64,
     /// The ctl's own harvest did not find the report: a wait under way took it.
     pub(crate) elsewhere: bool,
+    /// A report taken before the ctl ended was dropped already: the next one is newer.
+    pub(crate) dropped: bool,
+}
+
+/// What a report of a swallowing fd is ([`Swallow::judge`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Report {
+    /// Taken before the ctl ended, or the ctl's own taken by a wait under way: dropped.
+    Ctls,
+    /// Newer, and the ctl's own was dropped already: an ordinary report.
+    Newer,
+    /// Newer, or the ctl's merged with newer: reported if the fd is still ready.
+    Unsure,
 }
 
 impl Swallow {
-    /// Whether a report of this fd taken at `taken` is the ctl's (the ADD's or MODIFY's).
-    pub(crate) fn is_ctls(self, taken: crate::epoll::Taken) -> bool {
-        taken.returned == self.ctl || (self.elsewhere && taken.entered <= self.ctl)
+    /// A swallow for the ctl of epoch `ctl`.
+    pub(crate) fn new(ctl: u64) -> Swallow {
+        Swallow {
+            ctl,
+            elsewhere: false,
+            dropped: false,
+        }
+    }
+
+    /// What a report of this fd taken at `taken` is.
+    pub(crate) fn judge(self, taken: crate::epoll::Taken) -> Report {
+        if taken.returned <= self.ctl {
+            Report::Ctls
+        } else if self.dropped {
+            Report::Newer
+        } else if self.elsewhere && taken.entered <= self.ctl {
+            Report::Ctls
+        } else {
+            Report::Unsure
+        }
     }
 }
 
@@ -123,6 +175,10 @@ impl Registration {
             paused: false,
             revents: 0,
             arm: Arm::Edge,
+            demoted: 0,
+            hold: 0,
+            verify_next: false,
+            published_below: 0,
         }
     }
 
@@ -153,15 +209,16 @@ impl Registration {
     }
 
     /// Whether its fd may sit in the epoll set level-triggered from now on ([`Arm`]):
-    /// a level kevent, idle, that epoll never reported while its entry was out, and that
+    /// a level kevent, idle, not held back after a return from there, and that
     /// nothing else keeps quiet — a `ONESHOT` or disabled kevent, or the report of
     /// ADD's readiness still to swallow, would be reported at every `epoll_wait`.
     pub(crate) fn may_arm_level(&self) -> bool {
         self.level_fd()
             && self.arm == Arm::Edge
+            && self.hold == 0
             && self.ev.req_flags & KEVENT_REQ_ONESHOT == 0
             && !self.disabled
-            && self.swallow.is_none()
+            && self.swallow.is_none_or(|sw| sw.dropped)
             && self.pending == Pending::Idle
     }
 

@@ -125,7 +125,12 @@ impl ProducerThread {
             if self.stop.load(Ordering::Acquire) {
                 break;
             }
-            match reports.take(self.epoll.as_fd(), timeout.as_ref(), &self.epoch) {
+            match reports.take(
+                self.epoll.as_fd(),
+                timeout.as_ref(),
+                &self.epoch,
+                &self.ring,
+            ) {
                 Ok(()) => {}
                 Err(e) if e.raw_os_error() == Some(libc::EINTR) => continue,
                 Err(_) => break,

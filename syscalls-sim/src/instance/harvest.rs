@@ -116,8 +116,12 @@ impl Instance {
                     return Some(Err(outcome));
                 }
                 None => {
-                    let r =
-                        reports.take_until(owner.ctx_epoll.as_fd(), spec.deadline, &owner.epoch);
+                    let r = reports.take_until(
+                        owner.ctx_epoll.as_fd(),
+                        spec.deadline,
+                        &owner.epoch,
+                        &self.ring,
+                    );
                     self.ring.poller_leave();
                     r.map(|()| true)
                 }

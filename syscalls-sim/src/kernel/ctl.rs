@@ -140,7 +140,7 @@ impl Kernel {
         let found_ready = events.iter().any(|ev| {
             let reg = self.index.get(&(peer, ev.type_, ev.id));
             reg.and_then(|&i| self.regs[i].as_ref())
-                .is_some_and(|r| r.swallow.is_some())
+                .is_some_and(|r| r.swallow.is_some_and(|sw| !sw.dropped))
         });
         if !found_ready {
             return;
@@ -150,7 +150,9 @@ impl Kernel {
             let Some(&idx) = self.index.get(&(peer, ev.type_, ev.id)) else {
                 continue;
             };
-            let pending = self.regs[idx].as_ref().is_some_and(|r| r.swallow.is_some());
+            let pending = self.regs[idx]
+                .as_ref()
+                .is_some_and(|r| r.swallow.is_some_and(|sw| !sw.dropped));
             if pending && self.poll_one(idx).is_some_and(|bits| bits != 0) {
                 if let Some(sw) = self.regs[idx].as_mut().and_then(|r| r.swallow.as_mut()) {
                     sw.elsewhere = true;
@@ -223,10 +225,7 @@ impl Kernel {
             // Queued: its epoll report is the same readiness (see `Registration::swallow`).
             let ctl = self.epoch.load(Ordering::Relaxed);
             if let Some(reg) = self.reg(idx) {
-                reg.swallow = Some(Swallow {
-                    ctl,
-                    elsewhere: false,
-                });
+                reg.swallow = Some(Swallow::new(ctl));
             }
             Ok(false)
         } else {
@@ -235,10 +234,7 @@ impl Kernel {
             // before this ctl ends (see `Registration::swallow`).
             let ctl = self.epoch.load(Ordering::Relaxed);
             let reg = self.reg(idx).expect("registered");
-            reg.swallow = Some(Swallow {
-                ctl,
-                elsewhere: false,
-            });
+            reg.swallow = Some(Swallow::new(ctl));
             if ev.req_flags & KEVENT_REQ_ONESHOT != 0 {
                 reg.disabled = true;
             } else if reg.level_fd() {
@@ -465,7 +461,7 @@ impl Kernel {
         reg.ev.user = ev.user;
         reg.disabled = false;
         if reg.arm == Arm::Level {
-            // `fd::modify` registered it `EPOLLET` again: the first re-check of its
+            // `fd::modify` registered it `EPOLLET` again: a later re-check of its
             // new mode decides (`source/fd.rs`); an entry out now ends with one.
             reg.arm = Arm::Edge;
             if matches!(reg.pending, Pending::InRing(_)) && reg.rechecked_at_end() {
@@ -478,6 +474,25 @@ impl Kernel {
             reg.paused = false;
             self.resume_timer(idx);
         }
+        // An fd's entry nobody has claimed yet was built with the old cookie and mask:
+        // taken back (as REMOVE takes it back), and the look below reports the fd
+        // afresh — one event, carrying what MODIFY set. (A claimed entry is its
+        // consumer's: the MODIFY's readiness follows it after its commit, as an
+        // `epoll_wait` after `EPOLL_CTL_MOD` reports a ready fd again.)
+        let pending = self.reg(idx).filter(|r| r.is_fd()).map(|r| r.pending);
+        if let Some(Pending::InRing(pos)) = pending {
+            self.catch_up(pos); // the kernel may not know that it ended
+            let still = self
+                .reg(idx)
+                .is_some_and(|r| r.pending == Pending::InRing(pos));
+            if still && self.ring().reclaim(ConsumerId(0), pos) {
+                self.unwatch(idx);
+                let reg = self.reg(idx).expect("indexed");
+                reg.pending = Pending::Idle;
+                reg.ready = 0;
+                reg.revents = 0;
+            }
+        }
         // Like EPOLL_CTL_MOD: a source that is ready now is reported — once: the report
         // the `epoll_ctl` queued of that readiness is swallowed, as ADD's is.
         if let Some(bits) = self.poll_one(idx) {
@@ -485,10 +500,7 @@ impl Kernel {
                 self.mark_ready(idx, bits, 0);
                 let ctl = self.epoch.load(Ordering::Relaxed);
                 if let Some(reg) = self.reg(idx) {
-                    reg.swallow = Some(Swallow {
-                        ctl,
-                        elsewhere: false,
-                    });
+                    reg.swallow = Some(Swallow::new(ctl));
                 }
             }
         }

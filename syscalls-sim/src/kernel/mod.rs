@@ -12,9 +12,10 @@
 //!   `EPOLLET` fd once `epoll_wait` has returned it); a level-triggered one waits for the
 //!   commit, so it never has more than one entry outstanding.
 //! * **Level-triggered** fd kevents are re-checked with one batched `poll(2)` when their
-//!   entries end; still ready means a new entry. The first re-check moves the fd to
-//!   epoll's level-triggered mode instead, where epoll re-reports it by itself, until
-//!   epoll reports it while its entry is out (`source/fd.rs`).
+//!   entries end; still ready means a new entry. A re-check while the producer thread
+//!   is parked moves the fd to epoll's level-triggered mode instead, where epoll
+//!   re-reports it by itself, until epoll reports it while its entry is out
+//!   (`source/fd.rs`).
 //! * **Backlog.** When the ring is full, entries wait in a FIFO that is drained, ahead of
 //!   anything newer, as commits free room. Nothing is dropped; `lost` stays 0.
 //! * **Releases** (`uidx` passing an entry) are mapped back to kevents through a side
@@ -43,7 +44,7 @@ use crate::epoll::{Reports, Taken};
 use crate::harvesters::Harvesters;
 use crate::outbox::Outbox;
 use crate::peer::{PeerId, PeerLimits, Peers};
-use crate::registration::{Arm, Pending, Registration};
+use crate::registration::{level_hold, Arm, Pending, Registration, Report, Swallow};
 use crate::source::inode::Inodes;
 use crate::source::signal::Signals;
 use crate::source::timer::{Clock, Timers};
@@ -272,28 +273,57 @@ impl Kernel {
         let Some(reg) = self.reg(idx).filter(|r| r.gen == gen) else {
             return;
         };
-        if let Some(sw) = reg.swallow.take() {
-            // The report of the readiness ADD or MODIFY found (`Registration::swallow`).
-            if !sw.is_ctls(taken) {
-                if let Some(bits) = self.poll_one(idx).filter(|&b| b != 0) {
-                    self.mark_ready(idx, bits, 0);
+        if let Some(sw) = reg.swallow {
+            // Maybe the report of the readiness ADD or MODIFY found (`Swallow`).
+            match sw.judge(taken) {
+                Report::Ctls => {
+                    reg.swallow = Some(Swallow {
+                        dropped: true,
+                        ..sw
+                    });
+                    return;
                 }
+                Report::Unsure => {
+                    reg.swallow = None;
+                    if let Some(bits) = self.poll_one(idx).filter(|&b| b != 0) {
+                        self.mark_ready(idx, bits, 0);
+                    }
+                    return;
+                }
+                Report::Newer => reg.swallow = None,
             }
-            return;
         }
-        if reg.arm == Arm::Level {
-            if let Pending::InRing(pos) = reg.pending {
+        if reg.arm == Arm::Level || reg.verify_next {
+            // Taken by a wait entered while an entry of it was out (`Taken::released`):
+            // a level-triggered epoll's re-report, or the one `back_to_edge`'s
+            // `EPOLL_CTL_MOD` queued, may be of readiness its consumer has read since.
+            let maybe_stale =
+                reg.pending == Pending::Backlog || taken.released < reg.published_below;
+            if let (Arm::Level, Pending::InRing(pos)) = (reg.arm, reg.pending) {
                 // Its commit asked nothing of the kernel (nothing to re-check): the entry
                 // may be over without the kernel knowing yet.
                 self.catch_up(pos);
             }
             let Some(reg) = self.reg(idx) else { return };
-            if reg.pending != Pending::Idle || reg.disabled {
+            if reg.arm == Arm::Level
+                && (maybe_stale || reg.pending != Pending::Idle || reg.disabled)
+            {
                 // Reported while its entry is out: epoll would report it at every
-                // `epoll_wait` until the commit (`source/fd.rs`). Merged below, as any
-                // report.
-                self.edge_for_good(idx);
+                // `epoll_wait` until the commit (`source/fd.rs`).
+                self.back_to_edge(idx);
             }
+            let Some(reg) = self.reg(idx) else { return };
+            if reg.pending == Pending::Idle {
+                reg.verify_next = false;
+                if maybe_stale {
+                    // Looked at after the entry ended: reported only if still ready.
+                    if let Some(bits) = self.poll_one(idx).filter(|&b| b != 0) {
+                        self.mark_ready(idx, bits, 0);
+                    }
+                    return;
+                }
+            }
+            // An entry still out: merged below, as any report, and re-checked at its end.
         }
         let Some(reg) = self.reg(idx) else { return };
         if let Source::Fd { .. } = &reg.source {
@@ -317,10 +347,10 @@ impl Kernel {
         self.note_completion(pos);
     }
 
-    /// Puts a level kevent's fd back into the epoll set `EPOLLET`, for good (see
-    /// `source/fd.rs`): its entries end with the `poll(2)` re-check again, so an entry
-    /// out now is watched.
-    fn edge_for_good(&mut self, idx: usize) {
+    /// Puts a level kevent's fd back into the epoll set `EPOLLET` (see `source/fd.rs`),
+    /// held there for a while (`level_hold`): its entries end with the `poll(2)`
+    /// re-check again, so an entry out now is watched.
+    fn back_to_edge(&mut self, idx: usize) {
         let Some(reg) = self.regs.get_mut(idx).and_then(Option::as_mut) else {
             return;
         };
@@ -334,7 +364,10 @@ impl Kernel {
                 false,
             );
         }
-        reg.arm = Arm::EdgeForGood;
+        reg.arm = Arm::Edge;
+        reg.verify_next = true;
+        reg.demoted = reg.demoted.saturating_add(1);
+        reg.hold = level_hold(reg.demoted);
         if matches!(reg.pending, Pending::InRing(_)) {
             self.watch(idx);
         }
@@ -476,6 +509,7 @@ impl Kernel {
         let pos = self.producer.push(&entry, wake_all)?;
         reg.consume_entry();
         reg.pending = Pending::InRing(pos);
+        reg.published_below = pos + 1;
         if reg.ev.req_flags & KEVENT_REQ_ONESHOT != 0 {
             reg.disabled = true;
         }
@@ -622,7 +656,7 @@ impl Kernel {
             // Until epoll has no more: a ctl's harvest must find the reports its ADDs
             // queued (`Swallow`).
             while reports
-                .take(self.epoll.as_fd(), Some(&zero), &self.epoch)
+                .take(self.epoll.as_fd(), Some(&zero), &self.epoch, self.ring())
                 .is_ok()
             {
                 for (tok, flags) in reports.iter() {
@@ -636,9 +670,9 @@ impl Kernel {
     }
 
     /// Re-checks released level-triggered kevents in one `poll(2)`; returns whether any
-    /// was still ready (and got a new entry). A kevent re-checked for the first time
-    /// moves to epoll's level-triggered mode instead (`source/fd.rs`): its
-    /// `EPOLL_CTL_MOD` is its re-check, reported by the next `epoll_wait`.
+    /// was still ready (and got a new entry). One that may move to epoll's
+    /// level-triggered mode does so instead (`source/fd.rs`): its `EPOLL_CTL_MOD` is its
+    /// re-check, reported by the next `epoll_wait`.
     fn recheck_level(&mut self) -> bool {
         if self.recheck.is_empty() {
             return false;
@@ -649,6 +683,7 @@ impl Kernel {
         let mut scratch = std::mem::take(&mut self.recheck_scratch);
         scratch.clear();
         let epoll = self.epoll.as_fd();
+        let parked = self.producer.ring().producer_parked();
         list.retain(|&idx| {
             let Some(reg) = self.regs.get_mut(idx).and_then(Option::as_mut) else {
                 return false;
@@ -659,8 +694,14 @@ impl Kernel {
             if reg.pending != Pending::Idle {
                 return false;
             }
+            if reg.level_fd() && reg.arm == Arm::Edge {
+                reg.hold = reg.hold.saturating_sub(1);
+            }
+            // The producer thread parked (consumers harvest): in `epoll_wait`, it would
+            // take epoll's re-reports of the fd while its entry is out.
             if reg.may_arm_level()
                 && reg.redeliver.is_none()
+                && parked
                 && fd::arm(epoll, fd, reg.interest, token(idx, reg.gen), true).is_ok()
             {
                 // As the re-check's answer would, epoll's replaces the edges merged

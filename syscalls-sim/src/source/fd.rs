@@ -9,14 +9,21 @@
 //!
 //! That re-check is a system call per commit, which a lone consumer — an event loop above
 //! all, one event per iteration — pays on top of epoll's own level-triggered loop. So at
-//! its first re-check a level kevent moves to epoll's level-triggered mode
+//! a re-check while the producer thread is parked (consumers harvest for themselves) a
+//! level kevent moves to epoll's level-triggered mode
 //! ([`Arm::Level`](crate::registration::Arm), one `EPOLL_CTL_MOD`, which re-checks it as
 //! the `poll(2)` would): from then on epoll reports it again at the next `epoll_wait`
-//! while it is ready, and the end of its entry costs nothing. If epoll reports it while
-//! its entry is still out (another consumer harvested meanwhile, the ring is full), that
-//! report is merged as before and the fd goes back to `EPOLLET` for good (one more
-//! `EPOLL_CTL_MOD`): at most two calls in a kevent's life buy the lone consumer's
-//! savings, and a shared one goes back to the batched re-check.
+//! while it is ready, and the end of its entry costs nothing. A report of it taken while
+//! its entry is out — by another consumer's harvest, by the producer thread, or because
+//! the ring is full — means a second waiter: it is merged as before, and the fd goes back
+//! to `EPOLLET` (one more `EPOLL_CTL_MOD`), held there for 128 re-checks, then 256, …
+//! up to 65,536 ([`level_hold`](crate::registration::level_hold)) before it may move
+//! again: a shared kevent pays a few calls over its first tens of thousands of events
+//! and then almost none, a lone consumer disturbed once comes back soon. A report taken
+//! by a wait entered while its entry was out, and looked at after the entry ended, may
+//! be of readiness the consumer has read since (a level-triggered epoll hands its
+//! re-report to every waiter it wakes): it is believed only if `poll(2)` agrees
+//! (`Kernel::on_fd_token`).
 //!
 //! The caller's fd itself is registered, by number — no duplicate, so a registration
 //! costs no fd and closing the last fd of a file ends it, as with epoll. REMOVE before
