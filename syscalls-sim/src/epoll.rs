@@ -47,6 +47,10 @@ pub(crate) struct Taken {
     pub(crate) entered: u64,
     pub(crate) returned: u64,
     pub(crate) released: u64,
+    /// Taken by a wait that could block (the producer thread's, the poller's), not by a
+    /// harvest's `epoll_wait(0)`: a source epoll reports at every wait would keep it
+    /// from sleeping.
+    pub(crate) blocking: bool,
 }
 
 // `take_until` hands the buffer of `rustix` events to the kernel as `epoll_event`s.
@@ -66,6 +70,7 @@ impl Reports {
                 entered: 0,
                 returned: 0,
                 released: 0,
+                blocking: false,
             },
         }
     }
@@ -92,6 +97,7 @@ impl Reports {
             entered,
             returned: epoch.load(Ordering::Acquire),
             released,
+            blocking: timeout.is_none_or(|t| t.tv_sec != 0 || t.tv_nsec != 0),
         };
         Ok(())
     }
@@ -137,6 +143,7 @@ impl Reports {
                     entered,
                     returned: epoch.load(Ordering::Acquire),
                     released,
+                    blocking: true,
                 };
                 return Ok(());
             }
@@ -148,7 +155,9 @@ impl Reports {
         }
         let mut pfd = [PollFd::from_borrowed_fd(epoll_fd, PollFlags::IN)];
         rustix::event::poll(&mut pfd, left.as_ref())?;
-        self.take(epoll_fd, Some(&kevent_ring::timespec(0)), epoch, ring)
+        self.take(epoll_fd, Some(&kevent_ring::timespec(0)), epoch, ring)?;
+        self.taken.blocking = true; // the ppoll blocked
+        Ok(())
     }
 
     /// The ctl epochs around the wait that took the reports.

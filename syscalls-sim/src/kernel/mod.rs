@@ -212,8 +212,9 @@ impl Kernel {
 
     // --- readiness ----------------------------------------------------------------------
 
-    /// Handles one epoll event, taken by a wait at `taken`.
-    pub(crate) fn on_token(&mut self, tok: u64, flags: u32, taken: Taken) {
+    /// Handles one epoll event, taken by a wait at `taken`. Returns whether it was a
+    /// level-triggered epoll's re-report of an entry still out, dropped (`on_fd_token`).
+    pub(crate) fn on_token(&mut self, tok: u64, flags: u32, taken: Taken) -> bool {
         match tok {
             TOKEN_DOORBELL => {
                 // Reset it; the releases it announces are handled by `service`, the
@@ -229,7 +230,7 @@ impl Kernel {
             }
             TOKEN_BELL => {
                 let Some((bell, harvesters)) = &self.bell else {
-                    return;
+                    return false;
                 };
                 bell.reset();
                 // The edge was meant for the poller, blocked in `epoll_wait` on this
@@ -261,17 +262,18 @@ impl Kernel {
                     }
                 }
             }
-            _ => self.on_fd_token(tok, flags, taken),
+            _ => return self.on_fd_token(tok, flags, taken),
         }
+        false
     }
 
     /// [`Kernel::on_token`] for a registration's token: an fd's readiness report (the
     /// path of nearly every event, kept to one look-up of the registration).
     #[inline]
-    fn on_fd_token(&mut self, tok: u64, flags: u32, taken: Taken) {
+    fn on_fd_token(&mut self, tok: u64, flags: u32, taken: Taken) -> bool {
         let (idx, gen) = ((tok & 0xffff_ffff) as usize, (tok >> 32) as u32);
         let Some(reg) = self.reg(idx).filter(|r| r.gen == gen) else {
-            return;
+            return false;
         };
         if let Some(sw) = reg.swallow {
             // Maybe the report of the readiness ADD or MODIFY found (`Swallow`).
@@ -281,14 +283,14 @@ impl Kernel {
                         dropped: true,
                         ..sw
                     });
-                    return;
+                    return false;
                 }
                 Report::Unsure => {
                     reg.swallow = None;
                     if let Some(bits) = self.poll_one(idx).filter(|&b| b != 0) {
                         self.mark_ready(idx, bits, 0);
                     }
-                    return;
+                    return false;
                 }
                 Report::Newer => reg.swallow = None,
             }
@@ -304,15 +306,25 @@ impl Kernel {
                 // may be over without the kernel knowing yet.
                 self.catch_up(pos);
             }
-            let Some(reg) = self.reg(idx) else { return };
-            if reg.arm == Arm::Level
-                && (maybe_stale || reg.pending != Pending::Idle || reg.disabled)
-            {
+            let Some(reg) = self.reg(idx) else {
+                return false;
+            };
+            let out = reg.pending != Pending::Idle;
+            if reg.arm == Arm::Level && out && !taken.blocking && !reg.disabled {
+                // A harvest's `epoll_wait(0)` met epoll's re-report of an entry still out
+                // (its own earlier batch's, typically): nothing to do, epoll reports the
+                // fd again after the commit while it is ready. A wait that could block
+                // would spin on it: that one sends it back to `EPOLLET`, below.
+                return true;
+            }
+            if reg.arm == Arm::Level && (maybe_stale || out || reg.disabled) {
                 // Reported while its entry is out: epoll would report it at every
                 // `epoll_wait` until the commit (`source/fd.rs`).
                 self.back_to_edge(idx);
             }
-            let Some(reg) = self.reg(idx) else { return };
+            let Some(reg) = self.reg(idx) else {
+                return false;
+            };
             if reg.pending == Pending::Idle {
                 reg.verify_next = false;
                 if maybe_stale {
@@ -320,12 +332,14 @@ impl Kernel {
                     if let Some(bits) = self.poll_one(idx).filter(|&b| b != 0) {
                         self.mark_ready(idx, bits, 0);
                     }
-                    return;
+                    return false;
                 }
             }
             // An entry still out: merged below, as any report, and re-checked at its end.
         }
-        let Some(reg) = self.reg(idx) else { return };
+        let Some(reg) = self.reg(idx) else {
+            return false;
+        };
         if let Source::Fd { .. } = &reg.source {
             let bits = fd::report(reg.ev.type_, reg.ev.event, flags);
             if bits != 0 {
@@ -333,6 +347,7 @@ impl Kernel {
                 self.mark_ready(idx, bits, 0);
             }
         }
+        false
     }
 
     /// Learns whether the entry at `pos` is over: the releases up to `uidx` now, or else
@@ -659,10 +674,13 @@ impl Kernel {
                 .take(self.epoll.as_fd(), Some(&zero), &self.epoch, self.ring())
                 .is_ok()
             {
+                let mut news = false;
                 for (tok, flags) in reports.iter() {
-                    self.on_token(tok, flags, reports.taken());
+                    news |= !self.on_token(tok, flags, reports.taken());
                 }
-                if !reports.filled() {
+                // A full batch of nothing but re-reports of entries still out: what
+                // follows would be more of them (`on_fd_token`).
+                if !reports.filled() || !news {
                     break;
                 }
             }
