@@ -19,7 +19,9 @@
 //! to `EPOLLET` (one more `EPOLL_CTL_MOD`), held there for 128 re-checks, then 256, …
 //! up to 65,536 ([`level_hold`](crate::registration::level_hold)) before it may move
 //! again: a shared kevent pays a few calls over its first tens of thousands of events
-//! and then almost none, a lone consumer disturbed once comes back soon. A report taken
+//! and then almost none, a lone consumer disturbed once comes back soon. (A harvest's
+//! `epoll_wait(0)` cannot spin: one that meets such a re-report — its own second batch
+//! meeting the first batch's entries — drops it.) A report taken
 //! by a wait entered while its entry was out, and looked at after the entry ended, may
 //! be of readiness the consumer has read since (a level-triggered epoll hands its
 //! re-report to every waiter it wakes): it is believed only if `poll(2)` agrees
