@@ -8,22 +8,10 @@ use std::io::{PipeReader, PipeWriter, Read, Write};
 use std::time::Duration;
 
 use kevent::{Added, Flags, Interest, Kind, Queue, Readiness, Source, Token, Trigger};
-use util::{queue, socket_pair};
+use util::{level_pipe, queue, socket_pair};
 
 const SHORT: Option<Duration> = Some(Duration::from_millis(200));
 const LONG: Option<Duration> = Some(Duration::from_secs(5));
-
-/// A pipe, its read end added level-triggered with token `token`.
-fn level_pipe(q: &Queue, token: u64) -> (PipeReader, PipeWriter) {
-    let (r, w) = std::io::pipe().unwrap();
-    q.add(
-        &Source::pipe(&r, Interest::READABLE),
-        Token(token),
-        Trigger::Level,
-    )
-    .unwrap();
-    (r, w)
-}
 
 /// A pipe holding `data`, its read end added level-triggered with `add_ready_now`.
 fn add_ready_pipe(q: &Queue, data: &[u8], token: u64) -> (PipeReader, PipeWriter, Added) {

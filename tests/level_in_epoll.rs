@@ -1,31 +1,20 @@
-//! A level-triggered kevent after its first re-check sits in the kernel's epoll set
-//! level-triggered (`syscalls-sim/src/source/fd.rs`): epoll reports it again while it is
-//! ready, and a commit asks nothing of the kernel. These tests hold the level contract
+//! A level-triggered kevent of a lone consumer sits in the kernel's epoll set
+//! level-triggered after a re-check (`syscalls-sim/src/source/fd.rs`): epoll reports it
+//! again while it is ready, and a commit asks nothing of the kernel. These tests hold the level contract
 //! through that change — reported after every commit while ready, never twice at once,
 //! nothing once drained — and check that a source epoll keeps reporting while its event
 //! is held, or after MODIFY made it edge-triggered or one-shot, makes nobody spin.
 
 mod util;
 
-use std::io::{PipeReader, PipeWriter, Read, Write};
+use std::io::{Read, Write};
 use std::time::{Duration, Instant};
 
 use kevent::{Interest, Queue, Source, Token, Trigger};
-use util::queue;
+use util::{level_pipe, queue};
 
 const SHORT: Option<Duration> = Some(Duration::from_millis(300));
 const LONG: Option<Duration> = Some(Duration::from_secs(5));
-
-fn level_pipe(q: &Queue, token: u64) -> (PipeReader, PipeWriter) {
-    let (r, w) = std::io::pipe().unwrap();
-    q.add(
-        &Source::pipe(&r, Interest::READABLE),
-        Token(token),
-        Trigger::Level,
-    )
-    .unwrap();
-    (r, w)
-}
 
 /// CPU time this process has used so far (every thread: the producer's too).
 fn cpu_used() -> Duration {

@@ -25,6 +25,18 @@ pub fn queue() -> Queue {
     Queue::builder().capacity(64).build().expect("a queue")
 }
 
+/// A pipe, its read end added level-triggered to `q` with token `token`.
+pub fn level_pipe(q: &Queue, token: u64) -> (std::io::PipeReader, std::io::PipeWriter) {
+    let (r, w) = std::io::pipe().expect("a pipe");
+    q.add(
+        &kevent::Source::pipe(&r, kevent::Interest::READABLE),
+        kevent::Token(token),
+        kevent::Trigger::Level,
+    )
+    .expect("ADD of a pipe");
+    (r, w)
+}
+
 /// A connected socket pair: the first end non-blocking (for a reader that takes all there
 /// is), the second blocking (the test's side).
 pub fn socket_pair() -> (UnixStream, UnixStream) {
