@@ -287,10 +287,7 @@ impl Kernel {
                     r.gen == gen && r.pending == Pending::Idle && !r.disabled && !r.has_news()
                 });
             if idle {
-                if let Some(bits) = self.poll_one(idx).filter(|&b| b != 0) {
-                    self.mark_ready(idx, bits, 0);
-                    any = true;
-                }
+                any |= self.report_if_ready(idx);
             }
         }
         any
@@ -495,13 +492,10 @@ impl Kernel {
         }
         // Like EPOLL_CTL_MOD: a source that is ready now is reported — once: the report
         // the `epoll_ctl` queued of that readiness is swallowed, as ADD's is.
-        if let Some(bits) = self.poll_one(idx) {
-            if bits != 0 {
-                self.mark_ready(idx, bits, 0);
-                let ctl = self.epoch.load(Ordering::Relaxed);
-                if let Some(reg) = self.reg(idx) {
-                    reg.swallow = Some(Swallow::new(ctl));
-                }
+        if self.report_if_ready(idx) {
+            let ctl = self.epoch.load(Ordering::Relaxed);
+            if let Some(reg) = self.reg(idx) {
+                reg.swallow = Some(Swallow::new(ctl));
             }
         }
         if self

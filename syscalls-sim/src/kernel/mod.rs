@@ -210,6 +210,18 @@ impl Kernel {
         Some(bits)
     }
 
+    /// Looks at an fd kevent's readiness now (`poll(2)`) and reports it if ready; returns
+    /// whether it was.
+    fn report_if_ready(&mut self, idx: usize) -> bool {
+        match self.poll_one(idx).filter(|&b| b != 0) {
+            Some(bits) => {
+                self.mark_ready(idx, bits, 0);
+                true
+            }
+            None => false,
+        }
+    }
+
     // --- readiness ----------------------------------------------------------------------
 
     /// Handles one epoll event, taken by a wait at `taken`. Returns whether it was a
@@ -287,9 +299,7 @@ impl Kernel {
                 }
                 Report::Unsure => {
                     reg.swallow = None;
-                    if let Some(bits) = self.poll_one(idx).filter(|&b| b != 0) {
-                        self.mark_ready(idx, bits, 0);
-                    }
+                    self.report_if_ready(idx);
                     return false;
                 }
                 Report::Newer => reg.swallow = None,
@@ -329,9 +339,7 @@ impl Kernel {
                 reg.verify_next = false;
                 if maybe_stale {
                     // Looked at after the entry ended: reported only if still ready.
-                    if let Some(bits) = self.poll_one(idx).filter(|&b| b != 0) {
-                        self.mark_ready(idx, bits, 0);
-                    }
+                    self.report_if_ready(idx);
                     return false;
                 }
             }
